@@ -1,0 +1,149 @@
+"""Settings: embedded defaults < YAML file (--config / SPOOLER_CONFIG) < SPOOLER_* environment.
+
+Nested settings use `__` in environment names: SPOOLER_RETENTION__SUCCEEDED_DAYS=3.
+Unknown keys are errors so that a typo in a hand-edited file fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from spooler.errors import ConfigError
+
+
+def _default_max_jobs() -> int:
+    # ffmpeg already uses every core for one encode; two at once keeps a 4-core box busy
+    # while leaving the web app room. One on a 2-core machine.
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetentionSettings(_Section):
+    """Days a finished job's folder is kept, by final state (0 = keep forever)."""
+
+    succeeded_days: float = Field(7, ge=0)
+    failed_days: float = Field(14, ge=0)
+    cancelled_days: float = Field(3, ge=0)
+    rejected_days: float = Field(14, ge=0)
+    interval_seconds: float = Field(600, gt=0, description="How often retention runs.")
+
+
+class RetrySettings(_Section):
+    max_attempts: int = Field(3, ge=1, le=20)
+    backoff_base_seconds: float = Field(5, ge=0)
+    backoff_max_seconds: float = Field(300, ge=0)
+    jitter: float = Field(0.2, ge=0, le=1, description="Fraction of each delay drawn at random.")
+
+
+class LimitSettings(_Section):
+    max_job_file_bytes: int = Field(1_048_576, ge=1024)
+    default_timeout_seconds: float = Field(3600, gt=0)
+    max_timeout_seconds: float = Field(6 * 3600, gt=0)
+    stall_seconds: float = Field(120, gt=0, description="Kill ffmpeg after this long without progress.")
+    min_priority: int = -10
+    max_priority: int = 10
+    aging_seconds_per_priority: float = Field(
+        60, gt=0, description="Waiting this long raises a job's effective priority by one."
+    )
+    max_testpattern_seconds: float = Field(600, gt=0)
+
+
+class ExportSettings(_Section):
+    """Bounds on export jobs (multicam edits)."""
+
+    max_angles: int = Field(16, ge=1, le=64)
+    max_segments: int = Field(5000, ge=1)
+    max_timeline_seconds: float = Field(6 * 3600, gt=0)
+    max_outputs: int = Field(8, ge=1)
+    allow_urls: bool = Field(False, description="Reserved: https sources (roadmap phase 2).")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SPOOLER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    spool_dir: Path = Field(Path("var/spool"), description="Root of the spool tree.")
+    media_roots: list[Path] = Field(
+        default_factory=lambda: [Path("var/media")],
+        description="Job sources must resolve inside one of these.",
+    )
+    max_jobs: int = Field(default_factory=_default_max_jobs, ge=1, le=64)
+    ffmpeg_path: str | None = Field(None, description="None: PATH, then the imageio-ffmpeg wheel.")
+    ffmpeg_threads: int = Field(0, ge=0, le=64, description="0 lets ffmpeg decide.")
+    ffmpeg_nice: int = Field(10, ge=0, le=19)
+    watch_mode: Literal["auto", "inotify", "polling"] = "auto"
+    rescan_seconds: float = Field(2.0, gt=0)
+    settle_seconds: float = Field(
+        2.0, ge=0, description="Unchanged this long = fully written (where leases are unavailable)."
+    )
+    tick_seconds: float = Field(0.1, gt=0, le=1)
+    status_interval_seconds: float = Field(0.5, gt=0)
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    lease_seconds: float = Field(30.0, gt=0)
+    kill_grace_seconds: float = Field(3.0, gt=0, le=60)
+    shutdown_grace_seconds: float = Field(20.0, ge=0)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    worker_name: str | None = Field(None, description="Default: the host name.")
+    metrics_file: Path | None = None
+    retention: RetentionSettings = RetentionSettings()
+    retry: RetrySettings = RetrySettings()
+    limits: LimitSettings = LimitSettings()
+    export: ExportSettings = ExportSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.lease_seconds < 3 * self.heartbeat_seconds:
+            raise ValueError("lease_seconds must be at least 3 x heartbeat_seconds")
+        if self.limits.min_priority > self.limits.max_priority:
+            raise ValueError("limits.min_priority must not exceed limits.max_priority")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Load settings; a bad file or value raises ConfigError with every problem listed."""
+    if config_file is None and os.environ.get("SPOOLER_CONFIG"):
+        config_file = Path(os.environ["SPOOLER_CONFIG"])
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_file} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file} must hold a mapping of settings")
+        data = loaded or {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

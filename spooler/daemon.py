@@ -1,0 +1,577 @@
+"""The daemon loop: wires the watcher, the claim protocol, worker threads, heartbeats,
+recovery and retention together. Decisions live in pure modules (policy, status, layout);
+this module only sequences them.
+
+Shutdown order (first SIGTERM/SIGINT; a second one skips the grace period):
+1. stop claiming; tell systemd STOPPING; heartbeat says "stopping";
+2. let running jobs finish for up to `shutdown_grace_seconds` (cancels still honoured);
+3. stop what still runs: ffmpeg gets SIGTERM then SIGKILL, the job goes back to queued;
+4. release ownership of every job we hold so another daemon takes it at once;
+5. stop the watcher, delete our heartbeat, exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from spooler import __version__
+from spooler.config import Settings
+from spooler.errors import ErrorCode, JobError
+from spooler.ffmpeg import find_ffmpeg
+from spooler.fsutil import FileTooLarge, UnsafeFile, open_for_writing_elsewhere, read_untrusted, remove_temp_files, remove_tree
+from spooler.kinds import parse_job
+from spooler.kinds.base import JobKind, JobSpec
+from spooler.layout import EntryKind, SpoolLayout
+from spooler.notify import SystemdNotifier
+from spooler.policy import (
+    Candidate,
+    clamp_priority,
+    effective_max_attempts,
+    effective_timeout,
+    is_expired,
+    order_candidates,
+)
+from spooler.runner import JobHandle, error_info, run_attempt
+from spooler.spool import (
+    RELEASED,
+    DuplicateJob,
+    InboxFile,
+    claim,
+    ensure_layout,
+    establish,
+    job_ids,
+    move_aside,
+    mtime_datetime,
+    owner_of,
+    read_job_bytes_for_priority,
+    read_status,
+    scan_inbox,
+    stale_staging_dirs,
+    take_ownership,
+    write_status,
+)
+from spooler.status import ACTIVE_STATES, ErrorInfo, JobStatus, State, new_status, transition, utcnow
+from spooler.watcher import InboxWatcher
+from spooler.worker import (
+    WorkerIdentity,
+    is_worker_alive,
+    read_heartbeats,
+    remove_heartbeat,
+    write_heartbeat,
+)
+
+
+@dataclass
+class _Seen:
+    signature: tuple[int, int, int]
+    since: float  # monotonic time the signature was first seen
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, me: WorkerIdentity | None = None) -> None:
+        self.settings = settings
+        self.layout = SpoolLayout(settings.spool_dir)
+        self.me = me or WorkerIdentity.current(settings.worker_name)
+        self.log = structlog.get_logger().bind(worker=self.me.id)
+        self.notifier = SystemdNotifier()
+        self.wake = threading.Event()
+        self.watcher = InboxWatcher(self.layout.inbox, settings.watch_mode, self.wake,
+                                    poll_seconds=min(1.0, settings.rescan_seconds))  # fmt: skip
+        self.running: dict[str, JobHandle] = {}
+        self.waiting: dict[str, JobHandle] = {}  # ours, queued (retry backoff or recovered)
+        self.done: queue.Queue[JobHandle] = queue.Queue()
+        self.final_jobs: dict[str, datetime | None] = {}  # id -> finishedAt (final never changes)
+        self._seen: dict[str, _Seen] = {}
+        self._priorities: dict[str, tuple[tuple[int, int, int], int]] = {}
+        self._orphan_markers: dict[str, float] = {}
+        self._stop_requests = 0
+        self._ffmpeg: str | None = None
+        self._server_now = 0.0
+        self.started_at = utcnow()
+        self.claimed_count = 0
+
+    # -- plumbing --------------------------------------------------------------------------
+    def ffmpeg(self) -> str:
+        if self._ffmpeg is None:
+            self._ffmpeg = find_ffmpeg(self.settings.ffmpeg_path)
+        return self._ffmpeg
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only set flags: the loop does the logging and the work.
+        self._stop_requests += 1
+        self.wake.set()
+
+    def request_stop(self) -> None:
+        self._on_signal(signal.SIGTERM, None)
+
+    def _free_slots(self) -> int:
+        return self.settings.max_jobs - len(self.running)
+
+    # -- main loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        ensure_layout(self.layout)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        self.watcher.start()
+        self._beat("running")
+        self.log.info("daemon_started", version=__version__, spool=str(self.layout.root),
+                      max_jobs=self.settings.max_jobs, watcher=self.watcher.kind)  # fmt: skip
+        self.notifier.ready(f"watching {self.layout.inbox} ({self.watcher.kind})")
+        now = time.monotonic()
+        next_scan = next_beat = next_recovery = now
+        next_retention = now + 5.0
+        stop_phase_started: float | None = None
+        while True:
+            now = time.monotonic()
+            woke = self.wake.is_set()
+            self.wake.clear()
+            self._reap()
+            if self._stop_requests and stop_phase_started is None:
+                stop_phase_started = now
+                self.log.info("shutdown_started", running=sorted(self.running),
+                              grace_seconds=self.settings.shutdown_grace_seconds)  # fmt: skip
+                self.notifier.stopping("draining running jobs")
+                self._beat("stopping")
+            if stop_phase_started is not None:
+                grace_over = now - stop_phase_started >= self.settings.shutdown_grace_seconds
+                if self._stop_requests > 1 or grace_over:
+                    self._stop_running_jobs()
+                if not self.running:
+                    break
+            if not self.watcher.healthy() and stop_phase_started is None:
+                self.log.warning("watcher_dead_restarting", restarts=self.watcher.restarts + 1)
+                self.watcher.restart()
+                woke = True
+            if now >= next_beat:
+                self._beat("stopping" if stop_phase_started else "running")
+                next_beat = now + self.settings.heartbeat_seconds
+            self._check_cancels()
+            if stop_phase_started is None:
+                if woke or now >= next_scan:
+                    self._process_inbox()
+                    next_scan = now + self.settings.rescan_seconds
+                if now >= next_recovery:
+                    self._recover()
+                    next_recovery = now + self.settings.heartbeat_seconds
+                self._start_waiting()
+                if now >= next_retention:
+                    self._retention()
+                    next_retention = now + self.settings.retention.interval_seconds
+            busy = self.running or self.waiting or stop_phase_started is not None
+            timeout = self.settings.tick_seconds if busy else min(
+                self.settings.rescan_seconds, self.settings.heartbeat_seconds)
+            self.wake.wait(timeout)
+        self._shutdown()
+        return 0
+
+    def _beat(self, state: str) -> None:
+        try:
+            self._server_now = write_heartbeat(
+                self.layout, self.me, started_at=self.started_at, now=utcnow(),
+                running=sorted(self.running), max_jobs=self.settings.max_jobs, state=state,
+            )  # fmt: skip
+        except OSError as exc:
+            self.log.error("heartbeat_failed", error=str(exc))
+            return
+        self.notifier.watchdog()
+        self.notifier.status(f"{len(self.running)} running, {len(self.waiting)} waiting, "
+                             f"{self.claimed_count} claimed since start")  # fmt: skip
+
+    def _shutdown(self) -> None:
+        for job_id in list(self.waiting):
+            take_ownership(self.layout, job_id, self.me.id, RELEASED)
+        self.waiting.clear()
+        self.watcher.stop()
+        remove_heartbeat(self.layout, self.me)
+        self.log.info("daemon_stopped")
+
+    def _stop_running_jobs(self) -> None:
+        for handle in self.running.values():
+            if not handle.stop.is_set():
+                self.log.info("stopping_job", job_id=handle.job_id)
+                handle.stop.set()
+
+    # -- job threads --------------------------------------------------------------------------
+    def _start(self, handle: JobHandle) -> None:
+        handle.deadline = time.monotonic() + effective_timeout(
+            handle.spec.timeout_seconds, self.settings.limits)
+        thread = threading.Thread(
+            target=run_attempt,
+            kwargs={"handle": handle, "layout": self.layout, "settings": self.settings,
+                    "ffmpeg": self.ffmpeg, "me": self.me, "on_done": self.done.put},
+            name=f"job-{handle.job_id}",
+            daemon=True,
+        )  # fmt: skip
+        handle.thread = thread
+        self.running[handle.job_id] = handle
+        thread.start()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                handle = self.done.get_nowait()
+            except queue.Empty:
+                return
+            if handle.thread is not None:
+                handle.thread.join()
+            self.running.pop(handle.job_id, None)
+            state = handle.status.state
+            if state is State.QUEUED:
+                if self._stop_requests:
+                    take_ownership(self.layout, handle.job_id, self.me.id, RELEASED)
+                else:
+                    handle.cancel.clear()
+                    handle.ffmpeg_pids.clear()
+                    self.waiting[handle.job_id] = handle
+            else:
+                self.final_jobs[handle.job_id] = handle.status.finished_at
+            self.wake.set()
+
+    def _start_waiting(self) -> None:
+        now = utcnow()
+        due = [h for h in self.waiting.values() if h.status.retry_at is None or h.status.retry_at <= now]
+        for handle in sorted(due, key=lambda h: (-h.status.priority, h.status.submitted_at)):
+            if self._free_slots() <= 0:
+                return
+            del self.waiting[handle.job_id]
+            self._start(handle)
+
+    # -- inbox ----------------------------------------------------------------------------------
+    def _ready(self, item: InboxFile, now: float) -> bool:
+        """Fully written? A local writer still holding it open says no; where the OS cannot
+        tell (NFS, SMB), the file must stay unchanged for settle_seconds."""
+        if not item.is_regular:
+            return True
+        seen = self._seen.get(item.entry.name)
+        if seen is None or seen.signature != item.signature:
+            self._seen[item.entry.name] = _Seen(item.signature, now)
+            seen = self._seen[item.entry.name]
+        writing = open_for_writing_elsewhere(item.path)
+        if writing is True:
+            return False
+        if writing is False:
+            return True
+        return now - seen.since >= self.settings.settle_seconds
+
+    def _process_inbox(self) -> None:
+        now = time.monotonic()
+        items = scan_inbox(self.layout)
+        names = {i.entry.name for i in items}
+        for gone in set(self._seen) - names:
+            del self._seen[gone]
+        jobs = {i.entry.job_id: i for i in items if i.entry.kind is EntryKind.JOB}
+        markers = [i for i in items if i.entry.kind in (EntryKind.CANCEL, EntryKind.DELETE)]
+        cancel_requested = {m.entry.job_id for m in markers}
+        candidates: list[Candidate] = []
+        for item in items:
+            if item.entry.kind is EntryKind.STRAY:
+                if self._ready(item, now):
+                    self._move_stray(item)
+            elif item.entry.kind is EntryKind.JOB and item.entry.job_id is not None:
+                if not self._ready(item, now):
+                    continue
+                if item.entry.job_id in cancel_requested:
+                    self._claim_and_start(item, start=False)
+                else:
+                    candidates.append(Candidate(item.entry.job_id, 0, item.mtime_ns / 1e9))
+        for marker in markers:
+            if marker.entry.job_id not in jobs:
+                self._handle_marker(marker, now)
+        free = self._free_slots()
+        if free <= 0 or not candidates:
+            return
+        if len(candidates) > free:
+            candidates = [Candidate(c.job_id, self._priority_of(jobs[c.job_id]), c.submitted)
+                          for c in candidates]  # fmt: skip
+            candidates = order_candidates(candidates, time.time(), self.settings.limits)
+        for candidate in candidates:
+            if self._free_slots() <= 0:
+                break
+            self._claim_and_start(jobs[candidate.job_id], start=True)
+
+    def _priority_of(self, item: InboxFile) -> int:
+        cached = self._priorities.get(item.entry.name)
+        if cached and cached[0] == item.signature:
+            return cached[1]
+        try:
+            raw = read_untrusted(item.path, self.settings.limits.max_job_file_bytes)
+            priority = read_job_bytes_for_priority(raw)
+        except (OSError, UnsafeFile, FileTooLarge):
+            priority = 0
+        self._priorities[item.entry.name] = (item.signature, priority)
+        return clamp_priority(priority, self.settings.limits)
+
+    def _move_stray(self, item: InboxFile) -> None:
+        try:
+            target = move_aside(self.layout, item.path, ErrorCode.INVALID_ID,
+                                f"{item.entry.name!r} is not <jobId>.json, <jobId>.cancel or "
+                                "<jobId>.delete with a valid job id", utcnow())  # fmt: skip
+        except FileNotFoundError:
+            return  # another daemon moved it first
+        self.log.warning("inbox_entry_moved_aside", name=item.entry.name, to=target.name,
+                         code=ErrorCode.INVALID_ID.value)  # fmt: skip
+
+    def _claim_and_start(self, item: InboxFile, *, start: bool) -> None:
+        job_id = item.entry.job_id
+        assert job_id is not None
+        claim_file = claim(self.layout, job_id, self.me.id)
+        if claim_file is None:
+            return  # another daemon won the rename
+        self.claimed_count += 1
+        self.log.info("job_claimed", job_id=job_id)
+        self._seen.pop(item.entry.name, None)
+        self._establish_claimed(job_id, claim_file, mtime_datetime(item.mtime_ns), start=start)
+
+    def _establish_claimed(self, job_id: str, claim_file: Path, submitted: datetime,
+                           *, start: bool) -> None:  # fmt: skip
+        now = utcnow()
+        spec: JobSpec | None = None
+        kind: JobKind | None = None
+        error: ErrorInfo | None = None
+        try:
+            raw = read_untrusted(claim_file, self.settings.limits.max_job_file_bytes)
+            spec, kind = parse_job(raw)
+        except UnsafeFile as exc:
+            error = ErrorInfo(code=ErrorCode.NOT_A_FILE, message=f"job file {exc}")
+        except FileTooLarge as exc:
+            error = ErrorInfo(code=ErrorCode.TOO_LARGE, message=f"job file is {exc}",
+                              details={"size": exc.size, "limit": exc.limit})  # fmt: skip
+        except JobError as exc:
+            error = error_info(exc)
+        except OSError as exc:
+            error = ErrorInfo(code=ErrorCode.NOT_A_FILE, message=f"job file cannot be read: {exc}")
+        cancelled = self.layout.inbox_cancel(job_id).exists() or self.layout.inbox_delete(job_id).exists()
+        if error is not None:
+            state = State.REJECTED
+        elif cancelled or not start:
+            state = State.CANCELLED
+            error = ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled before it started")
+        else:
+            state = State.QUEUED
+        status = new_status(
+            job_id, state, now=now, submitted_at=submitted, worker=self.me.ref(),
+            max_attempts=effective_max_attempts(spec.max_attempts if spec else None,
+                                                self.settings.retry),
+            kind=kind.name if kind else None,
+            priority=clamp_priority(spec.priority, self.settings.limits) if spec else 0,
+            metadata=spec.metadata if spec else {}, error=error,
+        )  # fmt: skip
+        try:
+            establish(self.layout, job_id, claim_file, self.me.id, status)
+        except DuplicateJob:
+            target = move_aside(self.layout, claim_file, ErrorCode.DUPLICATE_ID,
+                                f"a job with id {job_id!r} already exists", now)  # fmt: skip
+            self.log.warning("job_rejected", job_id=job_id, code="duplicate_id", moved_to=target.name)
+            return
+        if state is State.REJECTED:
+            assert error is not None
+            self.log.warning("job_rejected", job_id=job_id, code=error.code.value, message=error.message)
+        if status.is_final:
+            self.final_jobs[job_id] = status.finished_at
+            self._consume_markers(job_id)
+            return
+        assert spec is not None and kind is not None
+        handle = JobHandle(job_id, spec, kind, status, deadline=0.0)
+        self._start(handle)
+
+    def _consume_markers(self, job_id: str) -> None:
+        """A cancel marker in the inbox moves into the job folder (where it stays as a record);
+        a delete marker of a finished job removes the job."""
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.inbox_cancel(job_id).replace(self.layout.job_cancel(job_id))
+        if self.layout.inbox_delete(job_id).exists() and job_id in self.final_jobs:
+            self._delete_job(job_id)
+            with contextlib.suppress(FileNotFoundError):
+                self.layout.inbox_delete(job_id).unlink()
+
+    def _handle_marker(self, marker: InboxFile, now: float) -> None:
+        job_id = marker.entry.job_id
+        assert job_id is not None
+        job_dir = self.layout.job_dir(job_id)
+        if not job_dir.is_dir():
+            # Unknown job: maybe still being established by another daemon. Give it a lease.
+            first = self._orphan_markers.setdefault(marker.entry.name, now)
+            if now - first >= self.settings.lease_seconds:
+                self._orphan_markers.pop(marker.entry.name, None)
+                if marker.entry.kind is EntryKind.DELETE:
+                    with contextlib.suppress(FileNotFoundError):
+                        marker.path.unlink()  # deleting what is not there is done
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        move_aside(self.layout, marker.path, ErrorCode.INVALID_ID,
+                                   f"no job {job_id!r} to cancel", utcnow())  # fmt: skip
+            return
+        self._orphan_markers.pop(marker.entry.name, None)
+        if marker.entry.kind is EntryKind.CANCEL:
+            with contextlib.suppress(FileNotFoundError):
+                marker.path.replace(self.layout.job_cancel(job_id))
+            self.wake.set()
+            return
+        status = self._status_or_none(job_id)
+        if status is None or status.is_final:
+            self._delete_job(job_id)
+            with contextlib.suppress(FileNotFoundError):
+                marker.path.unlink()
+        else:
+            self.layout.job_cancel(job_id).touch()  # delete = cancel, then delete when final
+
+    def _status_or_none(self, job_id: str) -> JobStatus | None:
+        try:
+            return read_status(self.layout, job_id)
+        except ValueError:
+            return None
+
+    def _delete_job(self, job_id: str) -> None:
+        remove_tree(self.layout.job_dir(job_id), self.layout.trash)
+        self.final_jobs.pop(job_id, None)
+        self.log.info("job_deleted", job_id=job_id)
+
+    # -- cancel ----------------------------------------------------------------------------------
+    def _check_cancels(self) -> None:
+        for handle in self.running.values():
+            if not handle.cancel.is_set() and self.layout.job_cancel(handle.job_id).exists():
+                self.log.info("job_cancel_requested", job_id=handle.job_id)
+                handle.cancel.set()
+        for job_id in list(self.waiting):
+            if self.layout.job_cancel(job_id).exists():
+                handle = self.waiting.pop(job_id)
+                handle.status = transition(
+                    handle.status, State.CANCELLED, now=utcnow(), reason="cancelled",
+                    error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"))  # fmt: skip
+                write_status(self.layout, handle.status)
+                self.final_jobs[job_id] = handle.status.finished_at
+                self.log.info("job_cancelled", job_id=job_id, while_state="queued")
+
+    # -- recovery --------------------------------------------------------------------------------
+    def _alive(self, worker_id: str, beats: dict[str, Any]) -> bool:
+        if worker_id == RELEASED:
+            return False
+        return is_worker_alive(worker_id, beats, me=self.me, server_now=self._server_now,
+                               lease_seconds=self.settings.lease_seconds)  # fmt: skip
+
+    def _recover(self) -> None:
+        """Take over claims and jobs whose worker is dead (or released them)."""
+        beats = read_heartbeats(self.layout)
+        self._recover_claims(beats)
+        for job_id in job_ids(self.layout):
+            if job_id in self.final_jobs or job_id in self.running or job_id in self.waiting:
+                continue
+            try:
+                status = read_status(self.layout, job_id)
+            except (ValueError, OSError):
+                continue
+            if status is None:
+                continue
+            if status.is_final:
+                self.final_jobs[job_id] = status.finished_at
+                continue
+            owner = owner_of(self.layout, job_id)
+            if owner is None or self._alive(owner, beats):
+                continue
+            if take_ownership(self.layout, job_id, owner, self.me.id):
+                self._adopt(job_id, status, previous_owner=owner)
+        stale = stale_staging_dirs(self.layout, self.settings.lease_seconds, time.time())
+        for path in stale:
+            remove_tree(path, self.layout.trash)
+
+    def _recover_claims(self, beats: dict[str, Any]) -> None:
+        try:
+            names = os.listdir(self.layout.claims)
+        except FileNotFoundError:
+            return
+        for name in names:
+            parts = name.split(".")
+            if len(parts) != 3 or parts[2] != "json":
+                continue
+            job_id, owner = parts[0], parts[1]
+            if self._alive(owner, beats):
+                continue
+            mine = self.layout.claim_file(job_id, self.me.id)
+            try:
+                (self.layout.claims / name).rename(mine)
+            except FileNotFoundError:
+                continue
+            job_dir = self.layout.job_dir(job_id)
+            if job_dir.is_dir() and not self.layout.job_file(job_id).exists() \
+                    and owner_of(self.layout, job_id) == owner:  # fmt: skip
+                take_ownership(self.layout, job_id, owner, self.me.id)
+            self.log.info("claim_recovered", job_id=job_id, previous_owner=owner)
+            self._establish_claimed(job_id, mine, mtime_datetime(mine.stat().st_mtime_ns),
+                                    start=True)  # fmt: skip
+
+    def _adopt(self, job_id: str, status: JobStatus, previous_owner: str) -> None:
+        remove_temp_files(self.layout.job_dir(job_id))
+        now = utcnow()
+        try:
+            raw = read_untrusted(self.layout.job_file(job_id), self.settings.limits.max_job_file_bytes)
+            spec, kind = parse_job(raw)
+        except (JobError, OSError, UnsafeFile, FileTooLarge) as exc:
+            message = exc.message if isinstance(exc, JobError) else str(exc)
+            if status.state is State.QUEUED:
+                status = transition(status, State.RUNNING, now=now)
+            status = transition(status, State.FAILED, now=now, reason="unreadable_on_recovery",
+                                error=ErrorInfo(code=ErrorCode.INTERNAL, message=message))  # fmt: skip
+            write_status(self.layout, status)
+            self.final_jobs[job_id] = status.finished_at
+            return
+        worker = self.me.ref()
+        if status.state is State.RUNNING:
+            lost = ErrorInfo(code=ErrorCode.WORKER_LOST, retryable=True,
+                             message=f"worker {previous_owner} stopped while running the job")  # fmt: skip
+            if status.attempt < status.max_attempts:
+                status = transition(status, State.QUEUED, now=now, reason="worker_lost",
+                                    attempt=status.attempt + 1, worker=worker, error=lost,
+                                    progress=0.0, eta_seconds=None, outputs=[])  # fmt: skip
+            else:
+                lost = lost.model_copy(update={"retryable": False})
+                status = transition(status, State.FAILED, now=now, reason="worker_lost",
+                                    worker=worker, error=lost)  # fmt: skip
+        else:
+            status = transition(status, State.QUEUED, now=now, reason="taken_over", worker=worker)
+        write_status(self.layout, status)
+        self.log.info("job_recovered", job_id=job_id, previous_owner=previous_owner,
+                      state=status.state.value, attempt=status.attempt)  # fmt: skip
+        if status.is_final:
+            self.final_jobs[job_id] = status.finished_at
+        else:
+            self.waiting[job_id] = JobHandle(job_id, spec, kind, status, deadline=0.0)
+
+    # -- retention -------------------------------------------------------------------------------
+    def _retention(self) -> None:
+        now = utcnow()
+        for job_id, finished_at in list(self.final_jobs.items()):
+            status = self._status_or_none(job_id)
+            if status is None:
+                self.final_jobs.pop(job_id, None)
+                continue
+            if is_expired(status.state, finished_at, now, self.settings.retention):
+                self._delete_job(job_id)
+        days = self.settings.retention.rejected_days
+        if days > 0:
+            cutoff = time.time() - days * 86400
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(self.layout.rejected):
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            remove_tree(Path(entry.path), self.layout.trash) if entry.is_dir(
+                                follow_symlinks=False) else Path(entry.path).unlink()  # fmt: skip
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.layout.trash):
+                remove_tree(Path(entry.path), self.layout.trash / ".again")
+
+
+def active_states() -> frozenset[State]:
+    return ACTIVE_STATES

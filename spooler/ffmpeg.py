@@ -1,0 +1,220 @@
+"""Running ffmpeg: find the binary, start it in its own process group, follow its progress,
+and stop it (one SIGTERM to the group, a grace period, SIGKILL, always reaped)."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from spooler.errors import ErrorCode, JobCancelled, JobError
+from spooler.kinds.base import FfmpegResult
+from spooler.progress import out_time_seconds, parse_progress_line
+
+GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-y", "-loglevel", "level+warning",
+               "-progress", "pipe:1", "-nostats"]  # fmt: skip
+STDERR_TAIL_LINES = 30
+
+
+def find_ffmpeg(configured: str | None) -> str:
+    """The configured binary, else ffmpeg on PATH, else the one in the imageio-ffmpeg wheel."""
+    if configured:
+        found = shutil.which(configured)
+        if found is None:
+            raise JobError(ErrorCode.FFMPEG_MISSING, f"ffmpeg_path {configured!r} is not executable")
+        return found
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    try:
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError) as exc:
+        raise JobError(
+            ErrorCode.FFMPEG_MISSING, "no ffmpeg on PATH and no imageio-ffmpeg binary"
+        ) from exc
+
+
+def ffmpeg_version(binary: str) -> str:
+    out = subprocess.run([binary, "-hide_banner", "-version"], capture_output=True, text=True,
+                         timeout=10, check=False)  # fmt: skip
+    first = out.stdout.splitlines()[0] if out.stdout else ""
+    return first.removeprefix("ffmpeg version ").split(" ")[0]
+
+
+@dataclass
+class Limits:
+    deadline: float | None  # time.monotonic() value at which the job times out
+    stall_seconds: float
+    kill_grace_seconds: float
+    nice: int
+
+
+def _lower_priority(nice: int) -> Callable[[], None]:
+    def apply() -> None:
+        if nice:
+            os.nice(nice)
+
+    return apply
+
+
+def stop_process_group(proc: subprocess.Popen[str], grace: float) -> None:
+    """One SIGTERM to the whole group, then SIGKILL after `grace`; always reap.
+
+    Only one SIGTERM: ffmpeg treats a fourth signal as "exit now without finishing".
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # Children that outlived the leader (none for ffmpeg, but be thorough).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _classify_failure(returncode: int, tail: list[str]) -> JobError:
+    text = "\n".join(tail)
+    details = {"returncode": returncode, "stderrTail": tail[-10:]}
+    if "No space left on device" in text:
+        return JobError(ErrorCode.DISK_FULL, "no space left on device while writing", details)
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.Signals else str(-returncode)
+        return JobError(ErrorCode.FFMPEG_KILLED, f"ffmpeg was killed by {name}", details)
+    last = tail[-1] if tail else "no error output"
+    return JobError(ErrorCode.FFMPEG_FAILED, f"ffmpeg exited with {returncode}: {last}", details)
+
+
+def run_ffmpeg(
+    binary: str,
+    args: list[str],
+    *,
+    expected_seconds: float,
+    limits: Limits,
+    log: IO[str],
+    on_progress: Callable[[float, float | None], None],
+    cancelled: Callable[[], bool],
+    stopping: Callable[[], bool] = lambda: False,
+    on_start: Callable[[int], None] = lambda pid: None,
+    poll_seconds: float = 0.1,
+) -> FfmpegResult:
+    """Run one ffmpeg command to completion or raise JobError / JobCancelled.
+
+    `on_progress(fraction, speed)` is called from this thread as progress lines arrive.
+    `stopping()` true means the daemon is shutting down: ffmpeg is stopped and
+    DaemonStopping is raised by the caller's check.
+    """
+    argv = [binary, *GLOBAL_ARGS, *args]
+    log.write("$ " + " ".join(_quote(a) for a in argv) + "\n")
+    log.flush()
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+        preexec_fn=_lower_priority(limits.nice),  # noqa: PLW1509 - only os.nice, async-signal-safe enough
+        close_fds=True,
+    )
+    on_start(proc.pid)
+    log.write(f"# ffmpeg pid {proc.pid}\n")
+    log.flush()
+    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+    state = {"media_time": 0.0, "last_advance": time.monotonic(), "speed": None}
+    lock = threading.Lock()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            with lock:
+                tail.append(line)
+                log.write(line + "\n")
+                log.flush()
+
+    def read_progress() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parsed = parse_progress_line(line)
+            if parsed is None:
+                continue
+            key, value = parsed
+            reached = out_time_seconds(key, value)
+            if reached is not None and reached > state["media_time"]:  # type: ignore[operator]
+                state["media_time"] = reached
+                state["last_advance"] = time.monotonic()
+                fraction = reached / expected_seconds if expected_seconds > 0 else 0.0
+                on_progress(min(1.0, fraction), state["speed"])  # type: ignore[arg-type]
+            elif key == "speed" and value.endswith("x"):
+                with contextlib.suppress(ValueError):
+                    state["speed"] = float(value[:-1])
+
+    readers = [threading.Thread(target=read_stderr, daemon=True),
+               threading.Thread(target=read_progress, daemon=True)]  # fmt: skip
+    for reader in readers:
+        reader.start()
+    reason: JobError | None = None
+    try:
+        while proc.poll() is None:
+            now = time.monotonic()
+            if cancelled():
+                reason = JobCancelled()
+            elif stopping():
+                reason = JobError(ErrorCode.INTERNAL, "daemon stopping")
+            elif limits.deadline is not None and now >= limits.deadline:
+                reason = JobError(ErrorCode.TIMEOUT, "the job ran past its time limit")
+            elif now - state["last_advance"] > limits.stall_seconds:  # type: ignore[operator]
+                reason = JobError(
+                    ErrorCode.STALLED,
+                    f"ffmpeg made no progress for {limits.stall_seconds:g} s",
+                )
+            if reason is not None:
+                log.write(f"# stopping ffmpeg: {reason.message}\n")
+                stop_process_group(proc, limits.kill_grace_seconds)
+                break
+            time.sleep(poll_seconds)
+    except BaseException:
+        stop_process_group(proc, limits.kill_grace_seconds)
+        raise
+    finally:
+        for reader in readers:
+            reader.join(timeout=5)
+        if proc.poll() is None:
+            stop_process_group(proc, limits.kill_grace_seconds)
+    if reason is not None:
+        raise reason
+    with lock:
+        lines = list(tail)
+    if proc.returncode != 0:
+        raise _classify_failure(proc.returncode, lines)
+    return FfmpegResult(proc.returncode, lines, float(state["media_time"]))  # type: ignore[arg-type]
+
+
+def _quote(arg: str) -> str:
+    if arg and all(c.isalnum() or c in "-_./:=,+@%" for c in arg):
+        return arg
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def encoder_threads(threads: int) -> list[str]:
+    return ["-threads", str(threads)] if threads else []
+
+
+def is_within(path: Path, roots: list[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(root.resolve()) for root in roots)

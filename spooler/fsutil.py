@@ -1,0 +1,165 @@
+"""Careful file primitives: atomic replace, untrusted reads, writer detection, safe removal."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or create inside `directory` durable."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some network filesystems refuse fsync on directories
+    finally:
+        os.close(fd)
+
+
+def temp_name_for(path: Path) -> Path:
+    """A hidden, unique sibling: readers and the inbox scanner ignore dot-files."""
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` so a reader sees the old or the new content, never a mix."""
+    tmp = temp_name_for(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o664)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    os.close(fd)
+    try:
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
+    data = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False).encode() + b"\n"
+    atomic_write_bytes(path, data, durable=durable)
+
+
+class UnsafeFile(Exception):
+    """The path is not a plain regular file we may read (symlink, FIFO, device, dir)."""
+
+
+class FileTooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes is over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+def read_untrusted(path: Path, limit: int) -> bytes:
+    """Read a regular file without following symlinks or blocking on FIFOs/devices."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise UnsafeFile("is a symbolic link") from exc
+        if exc.errno in (errno.ENXIO, errno.EISDIR):
+            raise UnsafeFile("is not a regular file") from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile("is not a regular file")
+        if info.st_size > limit:
+            raise FileTooLarge(info.st_size, limit)
+        chunks: list[bytes] = []
+        remaining = limit + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(65536, remaining))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise FileTooLarge(len(data), limit)
+        return data
+    finally:
+        os.close(fd)
+
+
+def open_for_writing_elsewhere(path: Path) -> bool | None:
+    """True if another process has `path` open for writing; None if the OS cannot tell.
+
+    A Linux read lease is refused while any process holds the file open for writing, so
+    it tells when a non-atomic writer such as `cp` has finished. It needs a local
+    filesystem and ownership of the file (or CAP_LEASE); NFS and SMB answer None and the
+    caller falls back to waiting for the file to stop changing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EBUSY):
+            return True
+        return None
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    os.close(fd)
+    return False
+
+
+def remove_tree(path: Path, trash_dir: Path) -> None:
+    """Remove a folder so readers never see it half-deleted: rename away, then delete."""
+    trash_dir.mkdir(parents=True, exist_ok=True)
+    target = trash_dir / f"{path.name}.{secrets.token_hex(4)}"
+    try:
+        path.rename(target)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def remove_temp_files(directory: Path) -> list[Path]:
+    """Delete leftovers of interrupted atomic writes in `directory` (not recursive)."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(TEMP_PREFIX):
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            removed.append(path)
+    return removed

@@ -1,0 +1,107 @@
+"""What a kind of job is: a pydantic spec plus a `run` that drives ffmpeg through a context.
+
+The daemon owns claiming, status, retries, cancel and publishing; a kind only plans and runs
+its ffmpeg steps through `JobContext`, so new kinds (export, proxy, thumbnail, ...) plug in
+without touching the spool protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from spooler.config import Settings
+from spooler.status import OutputInfo
+
+
+class SpecModel(BaseModel):
+    """Base of every model read from a job file: camelCase JSON, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        allow_inf_nan=False,
+    )
+
+
+class JobSpec(SpecModel):
+    """Fields common to every kind of job. `kind` selects the subclass."""
+
+    schema_version: int = Field(1, ge=1, le=1, description="Version of the job file format.")
+    kind: str
+    priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first; capped by config.")
+    timeout_seconds: float | None = Field(None, gt=0, description="Wall-clock limit; capped by config.")
+    max_attempts: int | None = Field(None, ge=1, le=20, description="Capped by config.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form; echoed into the status file."
+    )
+
+
+@dataclass
+class FfmpegResult:
+    returncode: int
+    stderr_tail: list[str]
+    out_time_seconds: float
+
+
+@dataclass
+class Step:
+    """One unit of a plan; `weight` is its share of the job's progress bar."""
+
+    name: str
+    weight: float = 1.0
+
+
+@dataclass
+class ProbeCache:
+    entries: dict[str, Any] = field(default_factory=dict)
+
+
+class JobContext(Protocol):
+    """What the daemon gives a running job."""
+
+    job_id: str
+    job_dir: Path
+    settings: Settings
+    ffmpeg: str
+
+    def declare_steps(self, steps: list[Step]) -> None:
+        """Announce the plan so progress is weighted across steps."""
+
+    def run_ffmpeg(self, args: list[str], *, step: str, expected_seconds: float) -> FfmpegResult:
+        """Run ffmpeg (args exclude the binary and the global flags the daemon adds).
+
+        Raises JobCancelled, or JobError with timeout / stalled / ffmpeg_failed /
+        ffmpeg_killed / disk_full.
+        """
+        ...
+
+    def temp_path(self, name: str) -> Path:
+        """A hidden path in the job folder, removed if the job does not succeed."""
+        ...
+
+    def publish(self, temp: Path, name: str, info: OutputInfo) -> None:
+        """Rename a verified temporary file to its final name and list it in the status."""
+
+    def warn(self, code: str, message: str, **details: Any) -> None: ...
+
+    def set_preflight(self, report: dict[str, Any]) -> None: ...
+
+    def log_line(self, text: str) -> None:
+        """Append a line to the job's log (jobs/<id>/job.log)."""
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if a cancel marker appeared."""
+
+
+class JobKind(Protocol):
+    name: ClassVar[str]
+    spec_model: ClassVar[type[JobSpec]]
+
+    def run(self, spec: Any, ctx: JobContext) -> None:
+        """Do the work; publish outputs through ctx; raise JobError on failure."""

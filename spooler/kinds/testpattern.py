@@ -1,0 +1,74 @@
+"""`testpattern`: render a generated test card with a tone. No input files at all.
+
+It exercises the whole spool cycle with a real ffmpeg process, which makes it the job of
+choice for smoke tests, `spooler doctor`-style checks, benchmarks of the spool itself and
+cancel drills (`realtime: true` runs it at playback speed).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from spooler.errors import ErrorCode, JobError
+from spooler.kinds.base import JobContext, JobSpec, Step
+from spooler.media import verify_output
+from spooler.status import OutputInfo
+
+
+class TestPatternJob(JobSpec):
+    __test__ = False  # not a pytest class
+
+    kind: Literal["testpattern"]
+    duration_seconds: float = Field(2.0, gt=0, le=86_400)
+    width: int = Field(320, ge=16, le=3840, multiple_of=2)
+    height: int = Field(240, ge=16, le=2160, multiple_of=2)
+    fps: int = Field(25, ge=1, le=120)
+    realtime: bool = Field(False, description="Render at playback speed (for cancel drills).")
+    file_name: str = Field("testpattern.mp4", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.mp4$")
+
+
+class TestPatternKind:
+    name: ClassVar[str] = "testpattern"
+    spec_model: ClassVar[type[JobSpec]] = TestPatternJob
+
+    def run(self, spec: TestPatternJob, ctx: JobContext) -> None:
+        limit = ctx.settings.limits.max_testpattern_seconds
+        if spec.duration_seconds > limit:
+            raise JobError(
+                ErrorCode.INVALID_JOB,
+                f"durationSeconds: {spec.duration_seconds} is over the limit of {limit}",
+                {"path": "durationSeconds", "limit": limit},
+            )
+        ctx.declare_steps([Step("render", 1.0)])
+        tmp = ctx.temp_path(spec.file_name)
+        size = f"{spec.width}x{spec.height}"
+        args = [
+            *(["-re"] if spec.realtime else []),
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={spec.fps}:duration={spec.duration_seconds}",
+            *(["-re"] if spec.realtime else []),
+            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={spec.duration_seconds}",
+            "-map", "0:v", "-map", "1:a",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "96k",
+            "-movflags", "+faststart", "-f", "mp4",
+            str(tmp),
+        ]  # fmt: skip
+        ctx.run_ffmpeg(args, step="render", expected_seconds=spec.duration_seconds)
+        probe = verify_output(
+            tmp, expected_seconds=spec.duration_seconds, tolerance=1.0 / spec.fps + 0.05,
+            want_audio=True,
+        )
+        ctx.publish(
+            tmp,
+            spec.file_name,
+            OutputInfo(
+                path=spec.file_name,
+                size_bytes=tmp.stat().st_size,
+                duration_seconds=probe.duration,
+                width=probe.width,
+                height=probe.height,
+                mime_type="video/mp4",
+            ),
+        )

@@ -1,0 +1,78 @@
+"""Pure scheduling decisions: queue order with aging, retry backoff, timeouts, retention."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from spooler.config import LimitSettings, RetentionSettings, RetrySettings
+from spooler.status import State
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A job that could be started: an unclaimed inbox file or an owned queued job."""
+
+    job_id: str
+    priority: int
+    submitted: float  # seconds since the epoch (inbox file mtime, or the status's)
+
+
+def clamp_priority(priority: int, limits: LimitSettings) -> int:
+    return max(limits.min_priority, min(limits.max_priority, priority))
+
+
+def effective_priority(candidate: Candidate, now: float, limits: LimitSettings) -> float:
+    """Priority plus one step for every `aging_seconds_per_priority` waited: nothing starves."""
+    waited = max(0.0, now - candidate.submitted)
+    base = clamp_priority(candidate.priority, limits)
+    return base + waited / limits.aging_seconds_per_priority
+
+
+def order_candidates(
+    candidates: Iterable[Candidate], now: float, limits: LimitSettings
+) -> list[Candidate]:
+    """Highest effective priority first; then oldest; then id, so every daemon agrees."""
+    return sorted(
+        candidates,
+        key=lambda c: (-effective_priority(c, now, limits), c.submitted, c.job_id),
+    )
+
+
+def compute_backoff(
+    attempt: int, retry: RetrySettings, rand: random.Random | None = None
+) -> float:
+    """Delay before attempt `attempt + 1`: exponential, capped, with proportional jitter."""
+    delay = min(retry.backoff_max_seconds, retry.backoff_base_seconds * 2 ** max(0, attempt - 1))
+    spread = delay * retry.jitter
+    draw = (rand or random.Random()).uniform(-spread, spread)  # noqa: S311 - not for secrets
+    return max(0.0, delay + draw)
+
+
+def effective_timeout(requested: float | None, limits: LimitSettings) -> float:
+    return min(requested or limits.default_timeout_seconds, limits.max_timeout_seconds)
+
+
+def effective_max_attempts(requested: int | None, retry: RetrySettings) -> int:
+    return min(requested or retry.max_attempts, retry.max_attempts)
+
+
+def retention_days(state: State, retention: RetentionSettings) -> float | None:
+    """Days to keep a finished job, None for active states (never deleted)."""
+    return {
+        State.SUCCEEDED: retention.succeeded_days,
+        State.FAILED: retention.failed_days,
+        State.CANCELLED: retention.cancelled_days,
+        State.REJECTED: retention.rejected_days,
+    }.get(state)
+
+
+def is_expired(
+    state: State, finished_at: datetime | None, now: datetime, retention: RetentionSettings
+) -> bool:
+    days = retention_days(state, retention)
+    if days is None or days <= 0 or finished_at is None:
+        return False
+    return now - finished_at > timedelta(days=days)

@@ -1,0 +1,270 @@
+"""One attempt of one job, run in a worker thread: the JobContext a kind sees, and the
+final bookkeeping (succeeded / failed / retry / cancelled / requeued on shutdown)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from spooler.config import Settings
+from spooler.errors import DaemonStopping, ErrorCode, JobCancelled, JobError
+from spooler.ffmpeg import Limits, run_ffmpeg
+from spooler.fsutil import TEMP_PREFIX, fsync_dir, remove_temp_files
+from spooler.kinds.base import FfmpegResult, JobKind, JobSpec, Step
+from spooler.layout import SpoolLayout
+from spooler.policy import compute_backoff
+from spooler.progress import ProgressTracker
+from spooler.spool import write_status
+from spooler.status import (
+    ErrorInfo,
+    JobStatus,
+    OutputInfo,
+    State,
+    Warning_,
+    progress_update,
+    transition,
+    utcnow,
+)
+from spooler.worker import WorkerIdentity
+
+
+@dataclass
+class JobHandle:
+    """Shared between the daemon loop and the job's thread."""
+
+    job_id: str
+    spec: JobSpec
+    kind: JobKind
+    status: JobStatus
+    deadline: float  # time.monotonic()
+    cancel: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    ffmpeg_pids: list[int] = field(default_factory=list)
+
+
+class RunContext:
+    """The JobContext handed to a kind for one attempt."""
+
+    def __init__(
+        self,
+        handle: JobHandle,
+        *,
+        layout: SpoolLayout,
+        settings: Settings,
+        ffmpeg: str,
+        me: WorkerIdentity,
+        log: IO[str],
+    ) -> None:
+        self.job_id = handle.job_id
+        self.job_dir = layout.job_dir(handle.job_id)
+        self.settings = settings
+        self.ffmpeg = ffmpeg
+        self._handle = handle
+        self._layout = layout
+        self._me = me
+        self._log = log
+        self._lock = threading.Lock()
+        self._tracker = ProgressTracker()
+        self._tracker.started_at = time.monotonic()
+        self._last_write = 0.0
+        self._current_step: str | None = None
+
+    # -- status helpers -------------------------------------------------------------------
+    def _save(self, *, durable: bool = True) -> None:
+        write_status(self._layout, self._handle.status, durable=durable)
+
+    def _report(self, step: str, fraction: float, speed: float | None) -> None:
+        with self._lock:
+            overall = self._tracker.update(step, fraction)
+            now = time.monotonic()
+            if now - self._last_write < self.settings.status_interval_seconds and fraction < 1.0:
+                return
+            self._last_write = now
+            self._handle.status = progress_update(
+                self._handle.status,
+                now=utcnow(),
+                progress=overall,
+                eta_seconds=self._tracker.eta(now),
+                speed=speed,
+                step=step,
+            )
+            with contextlib.suppress(OSError):
+                self._save(durable=False)
+
+    # -- JobContext -------------------------------------------------------------------------
+    def declare_steps(self, steps: list[Step]) -> None:
+        self._tracker.declare({s.name: s.weight for s in steps})
+
+    def run_ffmpeg(self, args: list[str], *, step: str, expected_seconds: float) -> FfmpegResult:
+        self.check_cancelled()
+        limits = Limits(
+            deadline=self._handle.deadline,
+            stall_seconds=self.settings.limits.stall_seconds,
+            kill_grace_seconds=self.settings.kill_grace_seconds,
+            nice=self.settings.ffmpeg_nice,
+        )
+        try:
+            result = run_ffmpeg(
+                self.ffmpeg,
+                args,
+                expected_seconds=expected_seconds,
+                limits=limits,
+                log=self._log,
+                on_progress=lambda fraction, speed: self._report(step, fraction, speed),
+                cancelled=self._handle.cancel.is_set,
+                stopping=self._handle.stop.is_set,
+                on_start=self._handle.ffmpeg_pids.append,
+            )
+        except JobError:
+            if self._handle.stop.is_set():
+                raise DaemonStopping() from None
+            raise
+        self._report(step, 1.0, None)
+        return result
+
+    def temp_path(self, name: str) -> Path:
+        return self.job_dir / f"{TEMP_PREFIX}{secrets.token_hex(3)}-{name}"
+
+    def publish(self, temp: Path, name: str, info: OutputInfo) -> None:
+        # A worker presumed dead must not publish over its successor's work.
+        if not self._layout.owner_file(self.job_id, self._me.id).exists():
+            raise DaemonStopping()
+        final = self.job_dir / name
+        temp.replace(final)
+        fsync_dir(self.job_dir)
+        with self._lock:
+            outputs = [o for o in self._handle.status.outputs if o.path != info.path]
+            self._handle.status = self._handle.status.model_copy(
+                update={"outputs": [*outputs, info]}
+            )
+        self.log_line(f"# published {name} ({info.size_bytes} bytes)")
+
+    def warn(self, code: str, message: str, **details: Any) -> None:
+        with self._lock:
+            warning = Warning_(code=code, message=message, details=details)
+            self._handle.status = self._handle.status.model_copy(
+                update={"warnings": [*self._handle.status.warnings, warning]}
+            )
+            self._save(durable=False)
+
+    def set_preflight(self, report: dict[str, Any]) -> None:
+        with self._lock:
+            self._handle.status = self._handle.status.model_copy(update={"preflight": report})
+            self._save(durable=False)
+
+    def log_line(self, text: str) -> None:
+        self._log.write(text.rstrip("\n") + "\n")
+        self._log.flush()
+
+    def check_cancelled(self) -> None:
+        if self._handle.cancel.is_set():
+            raise JobCancelled()
+        if self._handle.stop.is_set():
+            raise DaemonStopping()
+        if time.monotonic() >= self._handle.deadline:
+            raise JobError(ErrorCode.TIMEOUT, "the job ran past its time limit")
+
+
+def error_info(exc: JobError) -> ErrorInfo:
+    return ErrorInfo(
+        code=exc.code, message=exc.message, retryable=exc.transient, details=exc.details
+    )
+
+
+def run_attempt(
+    handle: JobHandle,
+    *,
+    layout: SpoolLayout,
+    settings: Settings,
+    ffmpeg: Callable[[], str],
+    me: WorkerIdentity,
+    on_done: Callable[[JobHandle], None],
+) -> None:
+    """Body of a job's thread. Always leaves a status that is final or queued."""
+    log = structlog.get_logger().bind(job_id=handle.job_id, attempt=handle.status.attempt)
+    job_dir = layout.job_dir(handle.job_id)
+    try:
+        with (job_dir / "job.log").open("a", encoding="utf-8", errors="replace") as job_log:
+            job_log.write(f"# attempt {handle.status.attempt} by {me.id} at {utcnow().isoformat()}\n")
+            outcome = _attempt(handle, layout, settings, ffmpeg, me, job_log, log)
+            job_log.write(f"# attempt ended: {outcome.state} "
+                          f"{outcome.error.code if outcome.error else ''}\n")  # fmt: skip
+    except Exception as exc:  # the daemon must never crash on a job
+        log.exception("job_bookkeeping_failed")
+        outcome = _failed(handle, JobError(ErrorCode.INTERNAL, f"internal error: {exc}"), settings)
+    handle.status = outcome
+    try:
+        write_status(layout, outcome)
+    except OSError:
+        log.exception("status_write_failed")
+    if outcome.state is not State.SUCCEEDED:
+        remove_temp_files(job_dir)
+    log.info("job_attempt_ended", state=outcome.state.value,
+             error=outcome.error.code.value if outcome.error else None)  # fmt: skip
+    on_done(handle)
+
+
+def _attempt(
+    handle: JobHandle,
+    layout: SpoolLayout,
+    settings: Settings,
+    ffmpeg: Callable[[], str],
+    me: WorkerIdentity,
+    job_log: IO[str],
+    log: Any,
+) -> JobStatus:
+    handle.status = transition(
+        handle.status, State.RUNNING, now=utcnow(), worker=me.ref(), error=None,
+        progress=0.0, step=None,
+    )  # fmt: skip
+    write_status(layout, handle.status)
+    log.info("job_started", kind=handle.kind.name)
+    try:
+        ctx = RunContext(handle, layout=layout, settings=settings, ffmpeg=ffmpeg(),
+                         me=me, log=job_log)  # fmt: skip
+        handle.kind.run(handle.spec, ctx)
+        ctx.check_cancelled()
+    except JobCancelled:
+        return transition(handle.status, State.CANCELLED, now=utcnow(), reason="cancelled",
+                          error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"))  # fmt: skip
+    except DaemonStopping:
+        # Not the job's fault: back to the queue with the same attempt number.
+        return transition(handle.status, State.QUEUED, now=utcnow(), reason="daemon_stopping",
+                          progress=0.0, eta_seconds=None, outputs=[])  # fmt: skip
+    except JobError as exc:
+        job_log.write(f"# error {exc.code}: {exc.message}\n")
+        return _failed(handle, exc, settings)
+    except OSError as exc:
+        code = ErrorCode.DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ErrorCode.INTERNAL
+        return _failed(handle, JobError(code, f"{exc.strerror or exc}"), settings)
+    return transition(handle.status, State.SUCCEEDED, now=utcnow(), reason=None)
+
+
+def _failed(handle: JobHandle, exc: JobError, settings: Settings) -> JobStatus:
+    """Retry transient errors while attempts remain; otherwise fail for good."""
+    status = handle.status
+    info = error_info(exc)
+    now = utcnow()
+    state_now = status.state if status.state is State.RUNNING else State.RUNNING
+    if state_now is not status.state:
+        status = transition(status, State.RUNNING, now=now)
+    if exc.transient and status.attempt < status.max_attempts:
+        delay = compute_backoff(status.attempt, settings.retry)
+        from datetime import timedelta
+
+        return transition(
+            status, State.QUEUED, now=now, reason=exc.code.value, error=info,
+            attempt=status.attempt + 1, retry_at=now + timedelta(seconds=delay),
+            progress=0.0, eta_seconds=None, outputs=[],
+        )  # fmt: skip
+    return transition(status, State.FAILED, now=now, reason=exc.code.value, error=info)

@@ -1,0 +1,224 @@
+"""Spool operations on disk: scan the inbox, claim, establish a job folder, move strays aside,
+read and write status files, take over the jobs of dead workers.
+
+Claim protocol (docs/protocol.md, "Claim"):
+1. rename inbox/<id>.json -> claims/<id>.<worker>.json   exactly one daemon wins this rename
+2. write jobs/.tmp-<id>.<rand>/ with our owner token and the first status
+3. rename that folder -> jobs/<id>                           fails if the id already exists
+4. rename the claim file -> jobs/<id>/job.json
+A crash between steps leaves a claim file whose worker is dead; any daemon finishes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from spooler.errors import ErrorCode
+from spooler.fsutil import TEMP_PREFIX, atomic_write_json, fsync_dir
+from spooler.layout import EntryKind, InboxEntry, SpoolLayout, classify_inbox_name
+from spooler.status import JobStatus
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    entry: InboxEntry
+    path: Path
+    inode: int
+    size: int
+    mtime_ns: int
+    is_regular: bool
+
+    @property
+    def signature(self) -> tuple[int, int, int]:
+        return (self.inode, self.size, self.mtime_ns)
+
+
+def ensure_layout(layout: SpoolLayout) -> None:
+    for directory in layout.all_dirs():
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+def scan_inbox(layout: SpoolLayout) -> list[InboxFile]:
+    """Every inbox entry we may act on (temporary names are skipped)."""
+    found: list[InboxFile] = []
+    try:
+        entries = list(os.scandir(layout.inbox))
+    except FileNotFoundError:
+        return found
+    for item in entries:
+        entry = classify_inbox_name(item.name)
+        if entry.kind is EntryKind.IGNORED:
+            continue
+        try:
+            info = item.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        found.append(
+            InboxFile(
+                entry=entry,
+                path=Path(item.path),
+                inode=info.st_ino,
+                size=info.st_size,
+                mtime_ns=info.st_mtime_ns,
+                is_regular=item.is_file(follow_symlinks=False),
+            )
+        )
+    return found
+
+
+def claim(layout: SpoolLayout, job_id: str, worker_id: str) -> Path | None:
+    """Step 1: the atomic claim. None when another daemon won (or the file vanished)."""
+    target = layout.claim_file(job_id, worker_id)
+    try:
+        layout.inbox_job(job_id).rename(target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+class DuplicateJob(Exception):
+    pass
+
+
+def establish(
+    layout: SpoolLayout, job_id: str, claim_file: Path, owner_id: str, status: JobStatus
+) -> None:
+    """Steps 2-4: create jobs/<id>/ with owner token, status, then the job file.
+
+    Raises DuplicateJob (the claim file is left in place for the caller) when jobs/<id>
+    already exists.
+    """
+    final = layout.job_dir(job_id)
+    if final.exists():
+        if _is_half_established(final, owner_id):
+            _finish_establish(layout, job_id, claim_file)
+            return
+        raise DuplicateJob(job_id)
+    staging = layout.jobs / f"{TEMP_PREFIX}{job_id}.{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        (staging / f".owner.{owner_id}").touch()
+        atomic_write_json(staging / "status.json", status.to_json())
+        try:
+            staging.rename(final)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise DuplicateJob(job_id) from exc
+            raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    _finish_establish(layout, job_id, claim_file)
+
+
+def _is_half_established(job_dir: Path, owner_id: str) -> bool:
+    return (job_dir / f".owner.{owner_id}").exists() and not (job_dir / "job.json").exists()
+
+
+def _finish_establish(layout: SpoolLayout, job_id: str, claim_file: Path) -> None:
+    claim_file.rename(layout.job_file(job_id))
+    fsync_dir(layout.job_dir(job_id))
+
+
+def move_aside(
+    layout: SpoolLayout, path: Path, code: ErrorCode, message: str, now: datetime
+) -> Path:
+    """Move a file (or folder) out of the inbox into rejected/, with an error file beside it.
+
+    Nothing is overwritten: the name gets a timestamp and a random suffix.
+    """
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in path.name)[:120] or "_"
+    target = layout.rejected / f"{stamp}-{secrets.token_hex(3)}-{safe}"
+    path.rename(target)
+    atomic_write_json(
+        target.with_name(target.name + ".error.json"),
+        {
+            "originalName": path.name,
+            "movedTo": target.name,
+            "code": code.value,
+            "message": message,
+            "at": now.isoformat(),
+        },
+    )
+    return target
+
+
+def read_status(layout: SpoolLayout, job_id: str) -> JobStatus | None:
+    try:
+        raw = layout.status_file(job_id).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return JobStatus.model_validate_json(raw)
+
+
+def write_status(layout: SpoolLayout, status: JobStatus, *, durable: bool = True) -> None:
+    atomic_write_json(layout.status_file(status.job_id), status.to_json(), durable=durable)
+
+
+def owner_of(layout: SpoolLayout, job_id: str) -> str | None:
+    """The worker id in the job's owner token, or None if there is none."""
+    try:
+        names = os.listdir(layout.job_dir(job_id))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for name in names:
+        if name.startswith(".owner."):
+            return name.removeprefix(".owner.")
+    return None
+
+
+RELEASED = "released"
+
+
+def take_ownership(layout: SpoolLayout, job_id: str, old_owner: str, new_owner: str) -> bool:
+    """Atomic takeover: rename the owner token. Exactly one contender succeeds."""
+    try:
+        layout.owner_file(job_id, old_owner).rename(layout.owner_file(job_id, new_owner))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def job_ids(layout: SpoolLayout) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(layout.jobs) if not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def read_job_bytes_for_priority(raw: bytes) -> int:
+    """Best-effort priority of an unclaimed job file (invalid files sort as 0)."""
+    try:
+        data: Any = json.loads(raw)
+        value = data.get("priority", 0) if isinstance(data, dict) else 0
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+    except (ValueError, RecursionError):
+        return 0
+
+
+def stale_staging_dirs(layout: SpoolLayout, older_than: float, now: float) -> list[Path]:
+    stale: list[Path] = []
+    try:
+        entries = list(os.scandir(layout.jobs))
+    except FileNotFoundError:
+        return stale
+    for entry in entries:
+        if entry.name.startswith(TEMP_PREFIX):
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                    stale.append(Path(entry.path))
+    return stale
+
+
+def mtime_datetime(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, UTC)

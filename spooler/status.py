@@ -1,0 +1,241 @@
+"""The status file's model and its state machine, as pure functions from status to status.
+
+Every change of state goes through `transition`, which refuses moves the protocol does not
+allow (docs/protocol.md draws the graph), so no code path can, say, revive a finished job.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from spooler.errors import ErrorCode
+
+STATUS_SCHEMA_VERSION = 1
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+FINAL_STATES: frozenset[State] = frozenset(
+    {State.SUCCEEDED, State.FAILED, State.CANCELLED, State.REJECTED}
+)
+ACTIVE_STATES: frozenset[State] = frozenset({State.QUEUED, State.RUNNING})
+
+# (from, to). `None` is "no status yet": the claim writes the first status.
+ALLOWED_TRANSITIONS: frozenset[tuple[State | None, State]] = frozenset(
+    {
+        (None, State.QUEUED),
+        (None, State.REJECTED),
+        (None, State.CANCELLED),
+        (State.QUEUED, State.RUNNING),
+        (State.QUEUED, State.CANCELLED),
+        (State.QUEUED, State.FAILED),  # attempts exhausted during recovery
+        (State.QUEUED, State.QUEUED),  # taken over by another worker
+        (State.RUNNING, State.RUNNING),  # progress
+        (State.RUNNING, State.SUCCEEDED),
+        (State.RUNNING, State.FAILED),
+        (State.RUNNING, State.CANCELLED),
+        (State.RUNNING, State.QUEUED),  # retry, crash recovery, or daemon shutdown
+    }
+)
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class WorkerRef(_CamelModel):
+    id: str
+    host: str
+    pid: int
+
+
+class ErrorInfo(_CamelModel):
+    code: ErrorCode
+    message: str
+    retryable: bool = False
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Warning_(_CamelModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputInfo(_CamelModel):
+    path: str = Field(description="Relative to the job's folder.")
+    role: str = Field("main", description="main, poster, storyboard, rendition, ...")
+    size_bytes: int
+    duration_seconds: float | None = None
+    width: int | None = None
+    height: int | None = None
+    mime_type: str | None = None
+
+
+class HistoryEntry(_CamelModel):
+    state: State
+    at: datetime
+    attempt: int
+    worker_id: str | None = None
+    reason: str | None = None
+
+
+class JobStatus(_CamelModel):
+    """The content of jobs/<id>/status.json; always complete, replaced atomically."""
+
+    schema_version: int = STATUS_SCHEMA_VERSION
+    job_id: str
+    kind: str | None = None
+    state: State
+    progress: float = Field(0.0, ge=0.0, le=1.0)
+    eta_seconds: float | None = None
+    speed: float | None = Field(None, description="Media seconds processed per wall second.")
+    step: str | None = None
+    attempt: int = Field(1, ge=1)
+    max_attempts: int = Field(1, ge=1)
+    priority: int = 0
+    worker: WorkerRef | None = None
+    submitted_at: datetime
+    claimed_at: datetime | None = None
+    started_at: datetime | None = None
+    updated_at: datetime
+    finished_at: datetime | None = None
+    retry_at: datetime | None = None
+    error: ErrorInfo | None = None
+    warnings: list[Warning_] = Field(default_factory=list)
+    outputs: list[OutputInfo] = Field(default_factory=list)
+    preflight: dict[str, Any] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_transition(old: State | None, new: State) -> None:
+    if (old, new) not in ALLOWED_TRANSITIONS:
+        raise InvalidTransition(f"{old} -> {new} is not an allowed transition")
+
+
+def new_status(
+    job_id: str,
+    state: State,
+    *,
+    now: datetime,
+    submitted_at: datetime,
+    worker: WorkerRef | None,
+    max_attempts: int,
+    kind: str | None = None,
+    priority: int = 0,
+    metadata: dict[str, Any] | None = None,
+    error: ErrorInfo | None = None,
+) -> JobStatus:
+    """The first status of a job, written by its claim."""
+    check_transition(None, state)
+    final = state in FINAL_STATES
+    return JobStatus(
+        job_id=job_id,
+        kind=kind,
+        state=state,
+        attempt=1,
+        max_attempts=max_attempts,
+        priority=priority,
+        worker=worker,
+        submitted_at=submitted_at,
+        claimed_at=now,
+        updated_at=now,
+        finished_at=now if final else None,
+        error=error,
+        metadata=metadata or {},
+        history=[
+            HistoryEntry(
+                state=state,
+                at=now,
+                attempt=1,
+                worker_id=worker.id if worker else None,
+                reason=error.code if error else None,
+            )
+        ],
+    )
+
+
+def transition(
+    status: JobStatus,
+    new_state: State,
+    *,
+    now: datetime,
+    reason: str | None = None,
+    **changes: Any,
+) -> JobStatus:
+    """Return `status` moved to `new_state` with `changes` applied; refuses illegal moves."""
+    check_transition(status.state, new_state)
+    update: dict[str, Any] = {"state": new_state, "updated_at": now, **changes}
+    if new_state in FINAL_STATES:
+        update["finished_at"] = now
+        update["eta_seconds"] = None
+        update["retry_at"] = None
+        if new_state is State.SUCCEEDED:
+            update["progress"] = 1.0
+    if new_state is State.RUNNING and status.state is not State.RUNNING:
+        update.setdefault("started_at", now)
+        update["retry_at"] = None
+    history = list(status.history)
+    if new_state is not status.state or reason is not None:
+        worker = changes.get("worker", status.worker)
+        history.append(
+            HistoryEntry(
+                state=new_state,
+                at=now,
+                attempt=changes.get("attempt", status.attempt),
+                worker_id=worker.id if worker else None,
+                reason=reason,
+            )
+        )
+    update["history"] = history
+    return status.model_copy(update=update)
+
+
+def progress_update(
+    status: JobStatus,
+    *,
+    now: datetime,
+    progress: float,
+    eta_seconds: float | None,
+    speed: float | None,
+    step: str | None,
+) -> JobStatus:
+    """A running job's progress; never moves backwards."""
+    check_transition(status.state, State.RUNNING)
+    return status.model_copy(
+        update={
+            "progress": max(status.progress, min(1.0, max(0.0, progress))),
+            "eta_seconds": eta_seconds,
+            "speed": speed,
+            "step": step,
+            "updated_at": now,
+        }
+    )

@@ -1,0 +1,93 @@
+"""Inbox watching with watchdog, as hints only: every event just wakes the daemon loop,
+which rescans. A periodic rescan (in the daemon) is the source of truth.
+
+Traps handled here: an atomic writer's rename arrives as a *moved* event (we do not filter
+by event type at all); an exception in a handler kills watchdog's dispatcher thread
+silently (`healthy()` notices a dead observer so the daemon restarts it and rescans);
+inotify cannot see writes from other hosts over NFS/SMB (use watch_mode "polling").
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+WatchMode = Literal["auto", "inotify", "polling"]
+
+
+class _WakeHandler(FileSystemEventHandler):
+    def __init__(self, wake: threading.Event) -> None:
+        self._wake = wake
+        # Fault injection for tests: crash the dispatcher after N events, as a buggy
+        # handler would. Real watchdog threads die silently on handler exceptions.
+        crash_after = os.environ.get("SPOOLER_FAULT_OBSERVER_CRASH_AFTER")
+        self._crash_after = int(crash_after) if crash_after else None
+        self._seen = 0
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self._seen += 1
+        if self._crash_after is not None and self._seen > self._crash_after:
+            self._crash_after = None  # only the first observer crashes
+            os.environ.pop("SPOOLER_FAULT_OBSERVER_CRASH_AFTER", None)
+            raise RuntimeError("injected observer fault")
+        self._wake.set()
+
+
+class InboxWatcher:
+    def __init__(self, inbox: Path, mode: WatchMode, wake: threading.Event,
+                 poll_seconds: float) -> None:  # fmt: skip
+        self._inbox = inbox
+        self._mode = mode
+        self._wake = wake
+        self._poll_seconds = poll_seconds
+        self._observer: Any = None
+        self.kind: str = "none"
+        self.restarts = 0
+        self._log = structlog.get_logger()
+
+    def start(self) -> None:
+        if self._mode in ("auto", "inotify"):
+            try:
+                self._observer = self._begin(Observer())
+                self.kind = "inotify"
+                return
+            except OSError as exc:
+                if self._mode == "inotify":
+                    raise
+                # e.g. fs.inotify.max_user_instances reached: fall back, keep serving.
+                self._log.warning("inotify_unavailable", error=str(exc), fallback="polling")
+        self._observer = self._begin(PollingObserver(timeout=self._poll_seconds))
+        self.kind = "polling"
+
+    def _begin(self, observer: Any) -> Any:
+        observer.schedule(_WakeHandler(self._wake), str(self._inbox), recursive=False)
+        observer.start()
+        return observer
+
+    def healthy(self) -> bool:
+        if self._observer is None or not self._observer.is_alive():
+            return False
+        # The emitter threads die with the dispatcher's exception handling too.
+        emitters = getattr(self._observer, "emitters", ())
+        return all(e.is_alive() for e in emitters)
+
+    def restart(self) -> None:
+        self.stop()
+        self.restarts += 1
+        self.start()
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            try:
+                self._observer.join(timeout=2)
+            except RuntimeError:
+                pass
+            self._observer = None

@@ -1,0 +1,167 @@
+"""Who a daemon is (worker id), its heartbeat file, and whether another worker is alive.
+
+Leases never compare one host's clock with another's: a heartbeat's age is the difference
+between two mtimes stamped by the same file server (theirs, and ours just written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from spooler import __version__
+from spooler.fsutil import atomic_write_json
+from spooler.layout import SpoolLayout
+from spooler.status import WorkerRef
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot (guards against pid reuse)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_namespace() -> str:
+    """Boot id plus pid namespace: pids are only comparable between equal namespaces
+    (two containers may share a host name but never a pid namespace)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return "unknown"
+    return f"{boot}:{pidns}"
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    id: str
+    host: str
+    pid: int
+    start_ticks: int | None
+    namespace: str = "unknown"
+
+    @classmethod
+    def current(cls, name: str | None = None) -> WorkerIdentity:
+        host = name or socket.gethostname()
+        pid = os.getpid()
+        safe_host = _UNSAFE.sub("-", host).strip("-")[:40] or "host"
+        worker_id = f"{safe_host}-{pid}-{secrets.token_hex(3)}"
+        return cls(worker_id, host, pid, process_start_ticks(pid), process_namespace())
+
+    def ref(self) -> WorkerRef:
+        return WorkerRef(id=self.id, host=self.host, pid=self.pid)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    worker_id: str
+    host: str
+    pid: int
+    start_ticks: int | None
+    namespace: str
+    mtime: float
+    data: dict[str, Any]
+
+
+def write_heartbeat(
+    layout: SpoolLayout,
+    me: WorkerIdentity,
+    *,
+    started_at: datetime,
+    now: datetime,
+    running: list[str],
+    max_jobs: int,
+    state: str,
+) -> float:
+    """Rewrite our heartbeat; return its mtime (the file server's idea of now)."""
+    path = layout.heartbeat_file(me.id)
+    atomic_write_json(
+        path,
+        {
+            "workerId": me.id,
+            "host": me.host,
+            "pid": me.pid,
+            "startTicks": me.start_ticks,
+            "namespace": me.namespace,
+            "version": __version__,
+            "state": state,
+            "startedAt": started_at.isoformat(),
+            "lastBeat": now.isoformat(),
+            "maxJobs": max_jobs,
+            "jobsRunning": running,
+        },
+        durable=False,
+    )
+    return path.stat().st_mtime
+
+
+def read_heartbeats(layout: SpoolLayout) -> dict[str, Heartbeat]:
+    beats: dict[str, Heartbeat] = {}
+    try:
+        entries = list(os.scandir(layout.workers))
+    except FileNotFoundError:
+        return beats
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.name.endswith(".json"):
+            continue
+        try:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+            data = json.loads(Path(entry.path).read_text(encoding="utf-8"))
+            beat = Heartbeat(
+                worker_id=str(data["workerId"]),
+                host=str(data["host"]),
+                pid=int(data["pid"]),
+                start_ticks=data.get("startTicks"),
+                namespace=str(data.get("namespace", "unknown")),
+                mtime=mtime,
+                data=data,
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        beats[beat.worker_id] = beat
+    return beats
+
+
+def is_worker_alive(
+    worker_id: str,
+    beats: dict[str, Heartbeat],
+    *,
+    me: WorkerIdentity,
+    server_now: float,
+    lease_seconds: float,
+) -> bool:
+    """Alive = ourselves, or a fresh heartbeat whose process (if on this host) still exists."""
+    if worker_id == me.id:
+        return True
+    beat = beats.get(worker_id)
+    if beat is None:
+        return False  # never seen or shut down cleanly (it deletes its heartbeat)
+    if beat.namespace == me.namespace != "unknown":
+        # Same boot and pid namespace: the process table answers at once, no lease wait.
+        ticks = process_start_ticks(beat.pid)
+        if ticks is None or (beat.start_ticks is not None and ticks != beat.start_ticks):
+            return False
+    return server_now - beat.mtime <= lease_seconds
+
+
+def remove_heartbeat(layout: SpoolLayout, me: WorkerIdentity) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        layout.heartbeat_file(me.id).unlink()
