@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -60,8 +61,16 @@ class Limits:
     nice: int
 
 
-def _lower_priority(nice: int) -> Callable[[], None]:
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(nice: int) -> Callable[[], None]:
+    """Runs in the child before exec: lower its priority, and have the kernel SIGKILL it if
+    the daemon thread that started it dies (kill -9 of the daemon leaves no orphan ffmpeg)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
     def apply() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if nice:
             os.nice(nice)
 
@@ -128,7 +137,7 @@ def run_ffmpeg(
         text=True,
         errors="replace",
         start_new_session=True,
-        preexec_fn=_lower_priority(limits.nice),  # noqa: PLW1509 - only os.nice, async-signal-safe enough
+        preexec_fn=_child_setup(limits.nice),
         close_fds=True,
     )
     on_start(proc.pid)

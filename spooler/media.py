@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,21 @@ class MediaInfo:
     time_base: Fraction | None = None
     pix_fmt: str | None = None
     rotation: int = 0
+    sar: Fraction = Fraction(1)
+    start_time: float = 0.0
+    extradata: bytes | None = None
     audio_codec: str | None = None
     sample_rate: int | None = None
     channels: int | None = None
+
+    @property
+    def display_size(self) -> tuple[int, int] | None:
+        """Width and height as shown: rotation by 90/270 swaps them."""
+        if self.width is None or self.height is None:
+            return None
+        if self.rotation % 180:
+            return self.height, self.width
+        return self.width, self.height
 
     @property
     def has_video(self) -> bool:
@@ -49,17 +61,28 @@ class MediaInfo:
             "timeBase": str(self.time_base) if self.time_base else None,
             "pixFmt": self.pix_fmt,
             "rotation": self.rotation,
+            "sar": str(self.sar),
             "audioCodec": self.audio_codec,
             "sampleRate": self.sample_rate,
             "channels": self.channels,
         }
 
 
-def probe(path: Path) -> MediaInfo:
-    """Read container and stream facts; raise JobError(source_unreadable) if it cannot."""
+def probe(path: Path, *, decode: bool = False) -> MediaInfo:
+    """Read container and stream facts; raise JobError(source_unreadable) if it cannot.
+
+    `decode=True` also decodes the first video frame: it proves the stream decodes and
+    gives the rotation of phone video (a display matrix the decoder applies to frames).
+    """
     try:
         with av.open(f"file:{path}", options=_OPEN_OPTIONS) as container:
-            return _describe(container)
+            info = _describe(container)
+            if decode and info.has_video:
+                frame = next(container.decode(video=0), None)
+                if frame is None:
+                    raise ValueError("no video frame could be decoded")
+                info = replace(info, rotation=int(getattr(frame, "rotation", 0) or 0) % 360)
+            return info
     except FileNotFoundError as exc:
         raise JobError(ErrorCode.SOURCE_MISSING, f"{path.name} does not exist") from exc
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -68,9 +91,15 @@ def probe(path: Path) -> MediaInfo:
         ) from exc
 
 
+def _origin(container: Any) -> float:
+    """The container's start time in seconds: ffmpeg subtracts it from every input."""
+    return float(container.start_time / av.time_base) if container.start_time else 0.0
+
+
 def _describe(container: Any) -> MediaInfo:
     duration = float(container.duration / av.time_base) if container.duration else 0.0
-    fields: dict[str, Any] = {"duration": duration, "format_name": container.format.name}
+    fields: dict[str, Any] = {"duration": duration, "format_name": container.format.name,
+                              "start_time": _origin(container)}
     if container.streams.video:
         stream = container.streams.video[0]
         ctx = stream.codec_context
@@ -82,6 +111,8 @@ def _describe(container: Any) -> MediaInfo:
             fps=Fraction(rate) if rate else None,
             time_base=Fraction(stream.time_base) if stream.time_base else None,
             pix_fmt=ctx.format.name if ctx.format else None,
+            sar=Fraction(stream.sample_aspect_ratio) if stream.sample_aspect_ratio else Fraction(1),
+            extradata=bytes(ctx.extradata) if ctx.extradata else None,
         )
         if stream.duration and stream.time_base and not duration:
             fields["duration"] = float(stream.duration * stream.time_base)
@@ -120,3 +151,134 @@ def verify_output(
             {"probe": info.summary()},
         )
     return info
+
+
+@dataclass(frozen=True)
+class VideoPacket:
+    """One video packet in decode order, timestamps in the stream's time base."""
+
+    pts: int
+    dts: int
+    duration: int
+    keyframe: bool
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    """Every video packet's timestamps (demuxed, not decoded): keyframes and clean cuts."""
+
+    time_base: Fraction
+    origin: Fraction  # the container's start time: source time 0, as ffmpeg -i counts it
+    packets: tuple[VideoPacket, ...]
+
+    def time(self, pts: int) -> Fraction:
+        """Exact source time of a timestamp."""
+        return pts * self.time_base - self.origin
+
+    def seconds(self, pts: int) -> float:
+        return float(self.time(pts))
+
+    @property
+    def end_pts(self) -> int:
+        return max((p.pts + p.duration for p in self.packets), default=0)
+
+    @property
+    def duration(self) -> float:
+        return self.seconds(self.end_pts)
+
+    def heads(self) -> list[int]:
+        """Indices of keyframes a stream copy can start at: no packet after one in decode
+        order is shown before it (open-GOP leading pictures would not decode)."""
+        suffix_min = self._suffix_min()
+        return [
+            i for i, p in enumerate(self.packets)
+            if p.keyframe and (i + 1 >= len(self.packets) or suffix_min[i + 1] >= p.pts)
+        ]  # fmt: skip
+
+    def tails(self) -> list[int]:
+        """Indices i where a stream copy can stop before packet i: every packet before i in
+        decode order is shown before every packet from i on (no B-frame loses a reference
+        and no extra frame is shown)."""
+        suffix_min = self._suffix_min()
+        out: list[int] = []
+        prefix_max: int | None = None
+        for i, p in enumerate(self.packets):
+            if prefix_max is not None and prefix_max < suffix_min[i]:
+                out.append(i)
+            prefix_max = p.pts if prefix_max is None else max(prefix_max, p.pts)
+        out.append(len(self.packets))
+        return out
+
+    def keyframe_interval(self) -> float | None:
+        keys = [p.pts for p in self.packets if p.keyframe]
+        if len(keys) < 2:
+            return None
+        keys.sort()
+        return float((keys[-1] - keys[0]) * self.time_base) / (len(keys) - 1)
+
+    def _suffix_min(self) -> list[int]:
+        out = [0] * len(self.packets)
+        low: int | None = None
+        for i in range(len(self.packets) - 1, -1, -1):
+            pts = self.packets[i].pts
+            low = pts if low is None else min(low, pts)
+            out[i] = low
+        return out
+
+
+def scan_video(path: Path) -> VideoIndex:
+    """Demux (without decoding) every packet of the first video stream."""
+    try:
+        with av.open(f"file:{path}", options=_OPEN_OPTIONS) as container:
+            stream = container.streams.video[0]
+            packets = [
+                VideoPacket(
+                    packet.pts, packet.dts if packet.dts is not None else packet.pts,
+                    packet.duration or 0, bool(packet.is_keyframe),
+                )
+                for packet in container.demux(stream)
+                if packet.pts is not None
+            ]  # fmt: skip
+            assert stream.time_base is not None
+            origin = Fraction(container.start_time or 0, 1_000_000)
+            return VideoIndex(Fraction(stream.time_base), origin, tuple(packets))
+    except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
+        raise JobError(
+            ErrorCode.SOURCE_UNREADABLE, f"{path.name}: video packets cannot be read: {exc}"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class StreamEnds:
+    """Where each stream of a file ends (last pts + duration), in seconds from its start."""
+
+    video_end: float | None
+    audio_end: float | None
+    video_frames: int
+
+
+def stream_ends(path: Path) -> StreamEnds:
+    """Demux a whole file to find its real stream ends (container durations can lie)."""
+    try:
+        with av.open(f"file:{path}", options=_OPEN_OPTIONS) as container:
+            streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
+            ends: dict[str, float] = {}
+            starts: dict[str, float] = {}
+            frames = 0
+            for packet in container.demux(streams):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                kind = packet.stream.type
+                begin = float(packet.pts * packet.time_base)
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                starts[kind] = min(starts.get(kind, begin), begin)
+                ends[kind] = max(ends.get(kind, end), end)
+                frames += kind == "video"
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise JobError(ErrorCode.VERIFY_FAILED, f"output cannot be read back: {exc}") from exc
+    zero = min(starts.values(), default=0.0)
+    return StreamEnds(
+        ends["video"] - zero if "video" in ends else None,
+        ends["audio"] - zero if "audio" in ends else None,
+        frames,
+    )
