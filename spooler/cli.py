@@ -95,10 +95,10 @@ def submit(ctx: click.Context, file: Path, job_id: str | None, wait: bool,
     atomic_write_bytes(target, file.read_bytes())
     click.echo(f"submitted {job_id} -> {target}")
     if wait:
-        sys.exit(_wait(layout, job_id, timeout))
+        sys.exit(wait_for_job(layout, job_id, timeout))
 
 
-def _wait(layout: SpoolLayout, job_id: str, timeout: float | None) -> int:
+def wait_for_job(layout: SpoolLayout, job_id: str, timeout: float | None) -> int:
     deadline = time.monotonic() + timeout if timeout else None
     status: JobStatus | None = None
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
@@ -135,6 +135,16 @@ def _print_result(layout: SpoolLayout, status: JobStatus) -> None:
     for output in status.outputs:
         console.print(f"  output {job_dir / output.path} ({output.size_bytes} bytes)")
     console.print(f"  status {layout.status_file(status.job_id)}")
+
+
+@main.command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Generate a sample multicam shoot, export it through a real daemon, then stop."""
+    from spooler.demo import run_demo
+
+    settings = _settings(ctx)
+    sys.exit(run_demo(settings, ctx.obj.get("config")))
 
 
 @main.command()

@@ -229,7 +229,8 @@ def progress_update(
     step: str | None,
 ) -> JobStatus:
     """A running job's progress; never moves backwards."""
-    check_transition(status.state, State.RUNNING)
+    if status.state is not State.RUNNING:
+        raise InvalidTransition(f"progress of a {status.state} job")
     return status.model_copy(
         update={
             "progress": max(status.progress, min(1.0, max(0.0, progress))),
