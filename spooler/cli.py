@@ -53,8 +53,12 @@ def _layout(ctx: click.Context) -> SpoolLayout:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML settings file (default: $SPOOLER_CONFIG, else embedded defaults).")  # fmt: skip
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML settings file (default: $SPOOLER_CONFIG, else embedded defaults).",
+)
 @click.version_option(__version__, prog_name="spooler")
 @click.pass_context
 def main(ctx: click.Context, config: Path | None) -> None:
@@ -79,14 +83,17 @@ def run(ctx: click.Context) -> None:
 @click.option("--wait", is_flag=True, help="Follow progress until the job ends; exit by its state.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after N seconds.")
 @click.pass_context
-def submit(ctx: click.Context, file: Path, job_id: str | None, wait: bool,
-           timeout: float | None) -> None:  # fmt: skip
+def submit(
+    ctx: click.Context, file: Path, job_id: str | None, wait: bool, timeout: float | None
+) -> None:
     """Drop FILE into the inbox atomically (temporary name, fsync, rename)."""
     layout = _layout(ctx)
     job_id = job_id or file.name.removesuffix(".json")
     if not is_valid_job_id(job_id):
-        raise click.UsageError(f"{job_id!r} is not a valid job id (letters, digits, _ and -, "
-                               "at most 128, starting with a letter or digit)")  # fmt: skip
+        raise click.UsageError(
+            f"{job_id!r} is not a valid job id (letters, digits, _ and -, "
+            "at most 128, starting with a letter or digit)"
+        )
     target = layout.inbox_job(job_id)
     if target.exists() or layout.job_dir(job_id).exists():
         click.echo(f"error: job {job_id} already exists", err=True)
@@ -101,8 +108,12 @@ def submit(ctx: click.Context, file: Path, job_id: str | None, wait: bool,
 def wait_for_job(layout: SpoolLayout, job_id: str, timeout: float | None) -> int:
     deadline = time.monotonic() + timeout if timeout else None
     status: JobStatus | None = None
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-               TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(f"{job_id}: waiting to be claimed", total=1.0)
         while deadline is None or time.monotonic() < deadline:
@@ -157,8 +168,11 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     current = read_status(layout, job_id) if is_valid_job_id(job_id) else None
     if current is None:
         if is_valid_job_id(job_id) and layout.inbox_job(job_id).exists():
-            click.echo(json.dumps({"jobId": job_id, "state": "submitted"}) if as_json
-                       else f"{job_id}: submitted, not yet claimed")  # fmt: skip
+            click.echo(
+                json.dumps({"jobId": job_id, "state": "submitted"})
+                if as_json
+                else f"{job_id}: submitted, not yet claimed"
+            )
             sys.exit(EXIT_ACTIVE)
         click.echo(f"error: no job {job_id}", err=True)
         sys.exit(EXIT_USAGE)
@@ -166,8 +180,9 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
         click.echo(json.dumps(current.to_json(), indent=2))
     else:
         _print_result(layout, current)
-        console.print(f"  progress {current.progress:.0%}, attempt {current.attempt}/"
-                      f"{current.max_attempts}")  # fmt: skip
+        console.print(
+            f"  progress {current.progress:.0%}, attempt {current.attempt}/{current.max_attempts}"
+        )
     sys.exit(EXIT_BY_STATE.get(current.state, EXIT_ACTIVE))
 
 
@@ -187,25 +202,41 @@ def list_jobs(ctx: click.Context, as_json: bool, states: tuple[str, ...]) -> Non
         if found is not None and (not states or found.state.value in states):
             rows.append(found)
     rows.sort(key=lambda s: s.submitted_at, reverse=True)
-    pending = sorted(p.name.removesuffix(".json") for p in layout.inbox.glob("*.json")
-                     if not p.name.startswith("."))  # fmt: skip
+    pending = sorted(
+        p.name.removesuffix(".json")
+        for p in layout.inbox.glob("*.json")
+        if not p.name.startswith(".")
+    )
     if as_json:
         for job_id in pending if not states else []:
             click.echo(json.dumps({"jobId": job_id, "state": "submitted"}))
         for row in rows:
-            click.echo(json.dumps({"jobId": row.job_id, "state": row.state.value,
-                                   "progress": row.progress, "kind": row.kind,
-                                   "submittedAt": row.submitted_at.isoformat(),
-                                   "error": row.error.code.value if row.error else None}))  # fmt: skip
+            click.echo(
+                json.dumps(
+                    {
+                        "jobId": row.job_id,
+                        "state": row.state.value,
+                        "progress": row.progress,
+                        "kind": row.kind,
+                        "submittedAt": row.submitted_at.isoformat(),
+                        "error": row.error.code.value if row.error else None,
+                    }
+                )
+            )
         return
     table = Table("job", "kind", "state", "progress", "attempt", "submitted", "error")
     for job_id in pending if not states else []:
         table.add_row(job_id, "", "submitted", "", "", "", "")
     for row in rows:
-        table.add_row(row.job_id, row.kind or "", row.state.value, f"{row.progress:.0%}",
-                      f"{row.attempt}/{row.max_attempts}",
-                      row.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
-                      row.error.code.value if row.error else "")  # fmt: skip
+        table.add_row(
+            row.job_id,
+            row.kind or "",
+            row.state.value,
+            f"{row.progress:.0%}",
+            f"{row.attempt}/{row.max_attempts}",
+            row.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.error.code.value if row.error else "",
+        )
     console.print(table)
 
 
@@ -241,17 +272,30 @@ def delete(ctx: click.Context, job_id: str) -> None:
 def validate(file: Path) -> None:
     """Check a job file against the schema without submitting it."""
     try:
-        spec, kind = parse_job(file.read_bytes())
+        _spec, kind = parse_job(file.read_bytes())
     except JobError as exc:
-        click.echo(json.dumps({"valid": False, "code": exc.code.value, "message": exc.message,
-                               "details": exc.details}, indent=2))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    "valid": False,
+                    "code": exc.code.value,
+                    "message": exc.message,
+                    "details": exc.details,
+                },
+                indent=2,
+            )
+        )
         sys.exit(1)
     click.echo(json.dumps({"valid": True, "kind": kind.name}))
 
 
 @main.command()
-@click.option("--write", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="Write job.schema.json and status.schema.json into DIRECTORY.")  # fmt: skip
+@click.option(
+    "--write",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write job.schema.json and status.schema.json into DIRECTORY.",
+)
 @click.argument("which", type=click.Choice(["job", "status", "all"]), default="all")
 def schema(directory: Path | None, which: str) -> None:
     """Print the JSON Schemas of the job file and the status file."""
@@ -268,8 +312,12 @@ def schema(directory: Path | None, which: str) -> None:
 
 @main.command()
 @click.option("--any", "any_worker", is_flag=True, help="Healthy if any worker on the spool is.")
-@click.option("--max-age", type=float, default=None,
-              help="Seconds a heartbeat may be old (default: 3 heartbeats).")  # fmt: skip
+@click.option(
+    "--max-age",
+    type=float,
+    default=None,
+    help="Seconds a heartbeat may be old (default: 3 heartbeats).",
+)
 @click.pass_context
 def health(ctx: click.Context, any_worker: bool, max_age: float | None) -> None:
     """Exit 0 when a daemon (on this host, by default) has a fresh heartbeat, else 1."""

@@ -48,7 +48,9 @@ class LimitSettings(_Section):
     max_job_file_bytes: int = Field(1_048_576, ge=1024)
     default_timeout_seconds: float = Field(3600, gt=0)
     max_timeout_seconds: float = Field(6 * 3600, gt=0)
-    stall_seconds: float = Field(120, gt=0, description="Kill ffmpeg after this long without progress.")
+    stall_seconds: float = Field(
+        120, gt=0, description="Kill ffmpeg after this long without progress."
+    )
     min_priority: int = -10
     max_priority: int = 10
     aging_seconds_per_priority: float = Field(
@@ -144,6 +146,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc

@@ -30,7 +30,14 @@ from spooler import __version__
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.ffmpeg import find_ffmpeg
-from spooler.fsutil import FileTooLarge, UnsafeFile, open_for_writing_elsewhere, read_untrusted, remove_temp_files, remove_tree
+from spooler.fsutil import (
+    FileTooLarge,
+    UnsafeFile,
+    open_for_writing_elsewhere,
+    read_untrusted,
+    remove_temp_files,
+    remove_tree,
+)
 from spooler.kinds import parse_job
 from spooler.kinds.base import JobKind, JobSpec
 from spooler.layout import EntryKind, SpoolLayout
@@ -62,7 +69,15 @@ from spooler.spool import (
     take_ownership,
     write_status,
 )
-from spooler.status import ACTIVE_STATES, ErrorInfo, JobStatus, State, new_status, transition, utcnow
+from spooler.status import (
+    ACTIVE_STATES,
+    ErrorInfo,
+    JobStatus,
+    State,
+    new_status,
+    transition,
+    utcnow,
+)
 from spooler.watcher import InboxWatcher
 from spooler.worker import (
     WorkerIdentity,
@@ -87,8 +102,12 @@ class Daemon:
         self.log = structlog.get_logger().bind(worker=self.me.id)
         self.notifier = SystemdNotifier()
         self.wake = threading.Event()
-        self.watcher = InboxWatcher(self.layout.inbox, settings.watch_mode, self.wake,
-                                    poll_seconds=min(1.0, settings.rescan_seconds))  # fmt: skip
+        self.watcher = InboxWatcher(
+            self.layout.inbox,
+            settings.watch_mode,
+            self.wake,
+            poll_seconds=min(1.0, settings.rescan_seconds),
+        )
         self.running: dict[str, JobHandle] = {}
         self.waiting: dict[str, JobHandle] = {}  # ours, queued (retry backoff or recovered)
         self.done: queue.Queue[JobHandle] = queue.Queue()
@@ -127,8 +146,13 @@ class Daemon:
             signal.signal(signal.SIGINT, self._on_signal)
         self.watcher.start()
         self._beat("running")
-        self.log.info("daemon_started", version=__version__, spool=str(self.layout.root),
-                      max_jobs=self.settings.max_jobs, watcher=self.watcher.kind)  # fmt: skip
+        self.log.info(
+            "daemon_started",
+            version=__version__,
+            spool=str(self.layout.root),
+            max_jobs=self.settings.max_jobs,
+            watcher=self.watcher.kind,
+        )
         self.notifier.ready(f"watching {self.layout.inbox} ({self.watcher.kind})")
         now = time.monotonic()
         next_scan = next_beat = next_recovery = now
@@ -141,8 +165,11 @@ class Daemon:
             self._reap()
             if self._stop_requests and stop_phase_started is None:
                 stop_phase_started = now
-                self.log.info("shutdown_started", running=sorted(self.running),
-                              grace_seconds=self.settings.shutdown_grace_seconds)  # fmt: skip
+                self.log.info(
+                    "shutdown_started",
+                    running=sorted(self.running),
+                    grace_seconds=self.settings.shutdown_grace_seconds,
+                )
                 self.notifier.stopping("draining running jobs")
                 self._beat("stopping")
             if stop_phase_started is not None:
@@ -171,8 +198,11 @@ class Daemon:
                     self._retention()
                     next_retention = now + self.settings.retention.interval_seconds
             busy = self.running or self.waiting or stop_phase_started is not None
-            timeout = self.settings.tick_seconds if busy else min(
-                self.settings.rescan_seconds, self.settings.heartbeat_seconds)
+            timeout = (
+                self.settings.tick_seconds
+                if busy
+                else min(self.settings.rescan_seconds, self.settings.heartbeat_seconds)
+            )
             self.wake.wait(timeout)
         self._shutdown()
         return 0
@@ -180,15 +210,22 @@ class Daemon:
     def _beat(self, state: str) -> None:
         try:
             self._server_now = write_heartbeat(
-                self.layout, self.me, started_at=self.started_at, now=utcnow(),
-                running=sorted(self.running), max_jobs=self.settings.max_jobs, state=state,
-            )  # fmt: skip
+                self.layout,
+                self.me,
+                started_at=self.started_at,
+                now=utcnow(),
+                running=sorted(self.running),
+                max_jobs=self.settings.max_jobs,
+                state=state,
+            )
         except OSError as exc:
             self.log.error("heartbeat_failed", error=str(exc))
             return
         self.notifier.watchdog()
-        self.notifier.status(f"{len(self.running)} running, {len(self.waiting)} waiting, "
-                             f"{self.claimed_count} claimed since start")  # fmt: skip
+        self.notifier.status(
+            f"{len(self.running)} running, {len(self.waiting)} waiting, "
+            f"{self.claimed_count} claimed since start"
+        )
 
     def _shutdown(self) -> None:
         for job_id in list(self.waiting):
@@ -207,14 +244,21 @@ class Daemon:
     # -- job threads --------------------------------------------------------------------------
     def _start(self, handle: JobHandle) -> None:
         handle.deadline = time.monotonic() + effective_timeout(
-            handle.spec.timeout_seconds, self.settings.limits)
+            handle.spec.timeout_seconds, self.settings.limits
+        )
         thread = threading.Thread(
             target=run_attempt,
-            kwargs={"handle": handle, "layout": self.layout, "settings": self.settings,
-                    "ffmpeg": self.ffmpeg, "me": self.me, "on_done": self.done.put},
+            kwargs={
+                "handle": handle,
+                "layout": self.layout,
+                "settings": self.settings,
+                "ffmpeg": self.ffmpeg,
+                "me": self.me,
+                "on_done": self.done.put,
+            },
             name=f"job-{handle.job_id}",
             daemon=True,
-        )  # fmt: skip
+        )
         handle.thread = thread
         self.running[handle.job_id] = handle
         thread.start()
@@ -242,7 +286,11 @@ class Daemon:
 
     def _start_waiting(self) -> None:
         now = utcnow()
-        due = [h for h in self.waiting.values() if h.status.retry_at is None or h.status.retry_at <= now]
+        due = [
+            h
+            for h in self.waiting.values()
+            if h.status.retry_at is None or h.status.retry_at <= now
+        ]
         for handle in sorted(due, key=lambda h: (-h.status.priority, h.status.submitted_at)):
             if self._free_slots() <= 0:
                 return
@@ -294,8 +342,10 @@ class Daemon:
         if free <= 0 or not candidates:
             return
         if len(candidates) > free:
-            candidates = [Candidate(c.job_id, self._priority_of(jobs[c.job_id]), c.submitted)
-                          for c in candidates]  # fmt: skip
+            candidates = [
+                Candidate(c.job_id, self._priority_of(jobs[c.job_id]), c.submitted)
+                for c in candidates
+            ]
             candidates = order_candidates(candidates, time.time(), self.settings.limits)
         for candidate in candidates:
             if self._free_slots() <= 0:
@@ -316,13 +366,22 @@ class Daemon:
 
     def _move_stray(self, item: InboxFile) -> None:
         try:
-            target = move_aside(self.layout, item.path, ErrorCode.INVALID_ID,
-                                f"{item.entry.name!r} is not <jobId>.json, <jobId>.cancel or "
-                                "<jobId>.delete with a valid job id", utcnow())  # fmt: skip
+            target = move_aside(
+                self.layout,
+                item.path,
+                ErrorCode.INVALID_ID,
+                f"{item.entry.name!r} is not <jobId>.json, <jobId>.cancel or "
+                "<jobId>.delete with a valid job id",
+                utcnow(),
+            )
         except FileNotFoundError:
             return  # another daemon moved it first
-        self.log.warning("inbox_entry_moved_aside", name=item.entry.name, to=target.name,
-                         code=ErrorCode.INVALID_ID.value)  # fmt: skip
+        self.log.warning(
+            "inbox_entry_moved_aside",
+            name=item.entry.name,
+            to=target.name,
+            code=ErrorCode.INVALID_ID.value,
+        )
 
     def _claim_and_start(self, item: InboxFile, *, start: bool) -> None:
         job_id = item.entry.job_id
@@ -335,8 +394,9 @@ class Daemon:
         self._seen.pop(item.entry.name, None)
         self._establish_claimed(job_id, claim_file, mtime_datetime(item.mtime_ns), start=start)
 
-    def _establish_claimed(self, job_id: str, claim_file: Path, submitted: datetime,
-                           *, start: bool) -> None:  # fmt: skip
+    def _establish_claimed(
+        self, job_id: str, claim_file: Path, submitted: datetime, *, start: bool
+    ) -> None:
         now = utcnow()
         spec: JobSpec | None = None
         kind: JobKind | None = None
@@ -347,13 +407,18 @@ class Daemon:
         except UnsafeFile as exc:
             error = ErrorInfo(code=ErrorCode.NOT_A_FILE, message=f"job file {exc}")
         except FileTooLarge as exc:
-            error = ErrorInfo(code=ErrorCode.TOO_LARGE, message=f"job file is {exc}",
-                              details={"size": exc.size, "limit": exc.limit})  # fmt: skip
+            error = ErrorInfo(
+                code=ErrorCode.TOO_LARGE,
+                message=f"job file is {exc}",
+                details={"size": exc.size, "limit": exc.limit},
+            )
         except JobError as exc:
             error = error_info(exc)
         except OSError as exc:
             error = ErrorInfo(code=ErrorCode.NOT_A_FILE, message=f"job file cannot be read: {exc}")
-        cancelled = self.layout.inbox_cancel(job_id).exists() or self.layout.inbox_delete(job_id).exists()
+        cancelled = (
+            self.layout.inbox_cancel(job_id).exists() or self.layout.inbox_delete(job_id).exists()
+        )
         if error is not None:
             state = State.REJECTED
         elif cancelled or not start:
@@ -362,23 +427,38 @@ class Daemon:
         else:
             state = State.QUEUED
         status = new_status(
-            job_id, state, now=now, submitted_at=submitted, worker=self.me.ref(),
-            max_attempts=effective_max_attempts(spec.max_attempts if spec else None,
-                                                self.settings.retry),
+            job_id,
+            state,
+            now=now,
+            submitted_at=submitted,
+            worker=self.me.ref(),
+            max_attempts=effective_max_attempts(
+                spec.max_attempts if spec else None, self.settings.retry
+            ),
             kind=kind.name if kind else None,
             priority=clamp_priority(spec.priority, self.settings.limits) if spec else 0,
-            metadata=spec.metadata if spec else {}, error=error,
-        )  # fmt: skip
+            metadata=spec.metadata if spec else {},
+            error=error,
+        )
         try:
             establish(self.layout, job_id, claim_file, self.me.id, status)
         except DuplicateJob:
-            target = move_aside(self.layout, claim_file, ErrorCode.DUPLICATE_ID,
-                                f"a job with id {job_id!r} already exists", now)  # fmt: skip
-            self.log.warning("job_rejected", job_id=job_id, code="duplicate_id", moved_to=target.name)
+            target = move_aside(
+                self.layout,
+                claim_file,
+                ErrorCode.DUPLICATE_ID,
+                f"a job with id {job_id!r} already exists",
+                now,
+            )
+            self.log.warning(
+                "job_rejected", job_id=job_id, code="duplicate_id", moved_to=target.name
+            )
             return
         if state is State.REJECTED:
             assert error is not None
-            self.log.warning("job_rejected", job_id=job_id, code=error.code.value, message=error.message)
+            self.log.warning(
+                "job_rejected", job_id=job_id, code=error.code.value, message=error.message
+            )
         if status.is_final:
             self.final_jobs[job_id] = status.finished_at
             self._consume_markers(job_id)
@@ -411,8 +491,13 @@ class Daemon:
                         marker.path.unlink()  # deleting what is not there is done
                 else:
                     with contextlib.suppress(FileNotFoundError):
-                        move_aside(self.layout, marker.path, ErrorCode.INVALID_ID,
-                                   f"no job {job_id!r} to cancel", utcnow())  # fmt: skip
+                        move_aside(
+                            self.layout,
+                            marker.path,
+                            ErrorCode.INVALID_ID,
+                            f"no job {job_id!r} to cancel",
+                            utcnow(),
+                        )
             return
         self._orphan_markers.pop(marker.entry.name, None)
         if marker.entry.kind is EntryKind.CANCEL:
@@ -449,8 +534,12 @@ class Daemon:
             if self.layout.job_cancel(job_id).exists():
                 handle = self.waiting.pop(job_id)
                 handle.status = transition(
-                    handle.status, State.CANCELLED, now=utcnow(), reason="cancelled",
-                    error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"))  # fmt: skip
+                    handle.status,
+                    State.CANCELLED,
+                    now=utcnow(),
+                    reason="cancelled",
+                    error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"),
+                )
                 write_status(self.layout, handle.status)
                 self.final_jobs[job_id] = handle.status.finished_at
                 self.log.info("job_cancelled", job_id=job_id, while_state="queued")
@@ -459,8 +548,13 @@ class Daemon:
     def _alive(self, worker_id: str, beats: dict[str, Any]) -> bool:
         if worker_id == RELEASED:
             return False
-        return is_worker_alive(worker_id, beats, me=self.me, server_now=self._server_now,
-                               lease_seconds=self.settings.lease_seconds)  # fmt: skip
+        return is_worker_alive(
+            worker_id,
+            beats,
+            me=self.me,
+            server_now=self._server_now,
+            lease_seconds=self.settings.lease_seconds,
+        )
 
     def _recover(self) -> None:
         """Take over claims and jobs whose worker is dead (or released them)."""
@@ -505,45 +599,74 @@ class Daemon:
             except FileNotFoundError:
                 continue
             job_dir = self.layout.job_dir(job_id)
-            if job_dir.is_dir() and not self.layout.job_file(job_id).exists() \
-                    and owner_of(self.layout, job_id) == owner:  # fmt: skip
+            if (
+                job_dir.is_dir()
+                and not self.layout.job_file(job_id).exists()
+                and owner_of(self.layout, job_id) == owner
+            ):
                 take_ownership(self.layout, job_id, owner, self.me.id)
             self.log.info("claim_recovered", job_id=job_id, previous_owner=owner)
-            self._establish_claimed(job_id, mine, mtime_datetime(mine.stat().st_mtime_ns),
-                                    start=True)  # fmt: skip
+            self._establish_claimed(
+                job_id, mine, mtime_datetime(mine.stat().st_mtime_ns), start=True
+            )
 
     def _adopt(self, job_id: str, status: JobStatus, previous_owner: str) -> None:
         remove_temp_files(self.layout.job_dir(job_id))
         now = utcnow()
         try:
-            raw = read_untrusted(self.layout.job_file(job_id), self.settings.limits.max_job_file_bytes)
+            raw = read_untrusted(
+                self.layout.job_file(job_id), self.settings.limits.max_job_file_bytes
+            )
             spec, kind = parse_job(raw)
         except (JobError, OSError, UnsafeFile, FileTooLarge) as exc:
             message = exc.message if isinstance(exc, JobError) else str(exc)
             if status.state is State.QUEUED:
                 status = transition(status, State.RUNNING, now=now)
-            status = transition(status, State.FAILED, now=now, reason="unreadable_on_recovery",
-                                error=ErrorInfo(code=ErrorCode.INTERNAL, message=message))  # fmt: skip
+            status = transition(
+                status,
+                State.FAILED,
+                now=now,
+                reason="unreadable_on_recovery",
+                error=ErrorInfo(code=ErrorCode.INTERNAL, message=message),
+            )
             write_status(self.layout, status)
             self.final_jobs[job_id] = status.finished_at
             return
         worker = self.me.ref()
         if status.state is State.RUNNING:
-            lost = ErrorInfo(code=ErrorCode.WORKER_LOST, retryable=True,
-                             message=f"worker {previous_owner} stopped while running the job")  # fmt: skip
+            lost = ErrorInfo(
+                code=ErrorCode.WORKER_LOST,
+                retryable=True,
+                message=f"worker {previous_owner} stopped while running the job",
+            )
             if status.attempt < status.max_attempts:
-                status = transition(status, State.QUEUED, now=now, reason="worker_lost",
-                                    attempt=status.attempt + 1, worker=worker, error=lost,
-                                    progress=0.0, eta_seconds=None, outputs=[])  # fmt: skip
+                status = transition(
+                    status,
+                    State.QUEUED,
+                    now=now,
+                    reason="worker_lost",
+                    attempt=status.attempt + 1,
+                    worker=worker,
+                    error=lost,
+                    progress=0.0,
+                    eta_seconds=None,
+                    outputs=[],
+                )
             else:
                 lost = lost.model_copy(update={"retryable": False})
-                status = transition(status, State.FAILED, now=now, reason="worker_lost",
-                                    worker=worker, error=lost)  # fmt: skip
+                status = transition(
+                    status, State.FAILED, now=now, reason="worker_lost", worker=worker, error=lost
+                )
         else:
             status = transition(status, State.QUEUED, now=now, reason="taken_over", worker=worker)
         write_status(self.layout, status)
-        self.log.info("job_recovered", job_id=job_id, previous_owner=previous_owner,
-                      state=status.state.value, attempt=status.attempt)  # fmt: skip
+        self.log.info(
+            "job_recovered",
+            job_id=job_id,
+            previous_owner=previous_owner,
+            state=status.state.value,
+            attempt=status.attempt,
+        )
         if status.is_final:
             self.final_jobs[job_id] = status.finished_at
         else:
@@ -567,7 +690,8 @@ class Daemon:
                     with contextlib.suppress(FileNotFoundError):
                         if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                             remove_tree(Path(entry.path), self.layout.trash) if entry.is_dir(
-                                follow_symlinks=False) else Path(entry.path).unlink()  # fmt: skip
+                                follow_symlinks=False
+                            ) else Path(entry.path).unlink()
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.layout.trash):
                 remove_tree(Path(entry.path), self.layout.trash / ".again")

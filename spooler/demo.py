@@ -84,8 +84,12 @@ def demo_job(media_root: Path, media: dict[str, Path]) -> dict[str, Any]:
         ],
         "end": float(DEMO_SECONDS - 2),
         "audio": {"source": "external", "file": rel["mic"], "offset": 0.0, "gain": 1.0},
-        "output": {"container": "mp4", "videoCodec": "h264", "height": 360,
-                   "fileName": "demo-export.mp4"},  # fmt: skip
+        "output": {
+            "container": "mp4",
+            "videoCodec": "h264",
+            "height": 360,
+            "fileName": "demo-export.mp4",
+        },
         "mode": "reencode",
     }
 

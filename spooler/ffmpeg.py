@@ -21,8 +21,16 @@ from spooler.errors import ErrorCode, JobCancelled, JobError
 from spooler.kinds.base import FfmpegResult
 from spooler.progress import out_time_seconds, parse_progress_line
 
-GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-y", "-loglevel", "level+warning",
-               "-progress", "pipe:1", "-nostats"]  # fmt: skip
+GLOBAL_ARGS = [
+    "-hide_banner",
+    "-nostdin",
+    "-y",
+    "-loglevel",
+    "level+warning",
+    "-progress",
+    "pipe:1",
+    "-nostats",
+]
 STDERR_TAIL_LINES = 30
 
 
@@ -31,7 +39,9 @@ def find_ffmpeg(configured: str | None) -> str:
     if configured:
         found = shutil.which(configured)
         if found is None:
-            raise JobError(ErrorCode.FFMPEG_MISSING, f"ffmpeg_path {configured!r} is not executable")
+            raise JobError(
+                ErrorCode.FFMPEG_MISSING, f"ffmpeg_path {configured!r} is not executable"
+            )
         return found
     on_path = shutil.which("ffmpeg")
     if on_path:
@@ -47,10 +57,24 @@ def find_ffmpeg(configured: str | None) -> str:
 
 
 def ffmpeg_version(binary: str) -> str:
-    out = subprocess.run([binary, "-hide_banner", "-version"], capture_output=True, text=True,
-                         timeout=10, check=False)  # fmt: skip
+    out = subprocess.run(
+        [binary, "-hide_banner", "-version"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     first = out.stdout.splitlines()[0] if out.stdout else ""
     return first.removeprefix("ffmpeg version ").split(" ")[0]
+
+
+@dataclass
+class _Progress:
+    """What the progress reader has seen, shared with the supervising loop."""
+
+    last_advance: float  # time.monotonic() of the last forward step
+    media_time: float = 0.0
+    speed: float | None = None
 
 
 @dataclass
@@ -101,7 +125,10 @@ def _classify_failure(returncode: int, tail: list[str]) -> JobError:
     if "No space left on device" in text:
         return JobError(ErrorCode.DISK_FULL, "no space left on device while writing", details)
     if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.Signals else str(-returncode)
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
         return JobError(ErrorCode.FFMPEG_KILLED, f"ffmpeg was killed by {name}", details)
     last = tail[-1] if tail else "no error output"
     return JobError(ErrorCode.FFMPEG_FAILED, f"ffmpeg exited with {returncode}: {last}", details)
@@ -144,7 +171,7 @@ def run_ffmpeg(
     log.write(f"# ffmpeg pid {proc.pid}\n")
     log.flush()
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-    state = {"media_time": 0.0, "last_advance": time.monotonic(), "speed": None}
+    state = _Progress(last_advance=time.monotonic())
     lock = threading.Lock()
 
     def read_stderr() -> None:
@@ -164,17 +191,19 @@ def run_ffmpeg(
                 continue
             key, value = parsed
             reached = out_time_seconds(key, value)
-            if reached is not None and reached > state["media_time"]:  # type: ignore[operator]
-                state["media_time"] = reached
-                state["last_advance"] = time.monotonic()
+            if reached is not None and reached > state.media_time:
+                state.media_time = reached
+                state.last_advance = time.monotonic()
                 fraction = reached / expected_seconds if expected_seconds > 0 else 0.0
-                on_progress(min(1.0, fraction), state["speed"])  # type: ignore[arg-type]
+                on_progress(min(1.0, fraction), state.speed)
             elif key == "speed" and value.endswith("x"):
                 with contextlib.suppress(ValueError):
-                    state["speed"] = float(value[:-1])
+                    state.speed = float(value[:-1])
 
-    readers = [threading.Thread(target=read_stderr, daemon=True),
-               threading.Thread(target=read_progress, daemon=True)]  # fmt: skip
+    readers = [
+        threading.Thread(target=read_stderr, daemon=True),
+        threading.Thread(target=read_progress, daemon=True),
+    ]
     for reader in readers:
         reader.start()
     reason: JobError | None = None
@@ -187,7 +216,7 @@ def run_ffmpeg(
                 reason = JobError(ErrorCode.INTERNAL, "daemon stopping")
             elif limits.deadline is not None and now >= limits.deadline:
                 reason = JobError(ErrorCode.TIMEOUT, "the job ran past its time limit")
-            elif now - state["last_advance"] > limits.stall_seconds:  # type: ignore[operator]
+            elif now - state.last_advance > limits.stall_seconds:
                 reason = JobError(
                     ErrorCode.STALLED,
                     f"ffmpeg made no progress for {limits.stall_seconds:g} s",
@@ -211,7 +240,7 @@ def run_ffmpeg(
         lines = list(tail)
     if proc.returncode != 0:
         raise _classify_failure(proc.returncode, lines)
-    return FfmpegResult(proc.returncode, lines, float(state["media_time"]))  # type: ignore[arg-type]
+    return FfmpegResult(proc.returncode, lines, state.media_time)
 
 
 def _quote(arg: str) -> str:

@@ -5,6 +5,7 @@ Twenty lines do not warrant a dependency; without NOTIFY_SOCKET every call is a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -25,11 +26,9 @@ class SystemdNotifier:
     def notify(self, *fields: str) -> None:
         if self._address is None:
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.sendto("\n".join(fields).encode(), self._address)
-            except OSError:
-                pass  # systemd gone or socket not ours: nothing useful to do
+        # systemd gone or socket not ours: nothing useful to do.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+            sock.sendto("\n".join(fields).encode(), self._address)
 
     def ready(self, status: str) -> None:
         self.notify("READY=1", f"STATUS={status}")

@@ -41,11 +41,10 @@ def order_candidates(
     )
 
 
-def compute_backoff(
-    attempt: int, retry: RetrySettings, rand: random.Random | None = None
-) -> float:
+def compute_backoff(attempt: int, retry: RetrySettings, rand: random.Random | None = None) -> float:
     """Delay before attempt `attempt + 1`: exponential, capped, with proportional jitter."""
-    delay = min(retry.backoff_max_seconds, retry.backoff_base_seconds * 2 ** max(0, attempt - 1))
+    growth: float = 2.0 ** max(0, attempt - 1)
+    delay = min(retry.backoff_max_seconds, retry.backoff_base_seconds * growth)
     spread = delay * retry.jitter
     draw = (rand or random.Random()).uniform(-spread, spread)  # noqa: S311 - not for secrets
     return max(0.0, delay + draw)

@@ -195,10 +195,13 @@ def run_attempt(
     job_dir = layout.job_dir(handle.job_id)
     try:
         with (job_dir / "job.log").open("a", encoding="utf-8", errors="replace") as job_log:
-            job_log.write(f"# attempt {handle.status.attempt} by {me.id} at {utcnow().isoformat()}\n")
+            job_log.write(
+                f"# attempt {handle.status.attempt} by {me.id} at {utcnow().isoformat()}\n"
+            )
             outcome = _attempt(handle, layout, settings, ffmpeg, me, job_log, log)
-            job_log.write(f"# attempt ended: {outcome.state} "
-                          f"{outcome.error.code if outcome.error else ''}\n")  # fmt: skip
+            job_log.write(
+                f"# attempt ended: {outcome.state} {outcome.error.code if outcome.error else ''}\n"
+            )
     except Exception as exc:  # the daemon must never crash on a job
         log.exception("job_bookkeeping_failed")
         outcome = _failed(handle, JobError(ErrorCode.INTERNAL, f"internal error: {exc}"), settings)
@@ -209,8 +212,11 @@ def run_attempt(
         log.exception("status_write_failed")
     if outcome.state is not State.SUCCEEDED:
         remove_temp_files(job_dir)
-    log.info("job_attempt_ended", state=outcome.state.value,
-             error=outcome.error.code.value if outcome.error else None)  # fmt: skip
+    log.info(
+        "job_attempt_ended",
+        state=outcome.state.value,
+        error=outcome.error.code.value if outcome.error else None,
+    )
     on_done(handle)
 
 
@@ -224,28 +230,48 @@ def _attempt(
     log: Any,
 ) -> JobStatus:
     handle.status = transition(
-        handle.status, State.RUNNING, now=utcnow(), worker=me.ref(), error=None,
-        progress=0.0, step=None,
-    )  # fmt: skip
+        handle.status,
+        State.RUNNING,
+        now=utcnow(),
+        worker=me.ref(),
+        error=None,
+        progress=0.0,
+        step=None,
+    )
     write_status(layout, handle.status)
     log.info("job_started", kind=handle.kind.name)
     try:
-        ctx = RunContext(handle, layout=layout, settings=settings, ffmpeg=ffmpeg(),
-                         me=me, log=job_log)  # fmt: skip
+        ctx = RunContext(
+            handle, layout=layout, settings=settings, ffmpeg=ffmpeg(), me=me, log=job_log
+        )
         handle.kind.run(handle.spec, ctx)
         ctx.check_cancelled()
     except JobCancelled:
-        return transition(handle.status, State.CANCELLED, now=utcnow(), reason="cancelled",
-                          error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"))  # fmt: skip
+        return transition(
+            handle.status,
+            State.CANCELLED,
+            now=utcnow(),
+            reason="cancelled",
+            error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"),
+        )
     except DaemonStopping:
         # Not the job's fault: back to the queue with the same attempt number.
-        return transition(handle.status, State.QUEUED, now=utcnow(), reason="daemon_stopping",
-                          progress=0.0, eta_seconds=None, outputs=[])  # fmt: skip
+        return transition(
+            handle.status,
+            State.QUEUED,
+            now=utcnow(),
+            reason="daemon_stopping",
+            progress=0.0,
+            eta_seconds=None,
+            outputs=[],
+        )
     except JobError as exc:
         job_log.write(f"# error {exc.code}: {exc.message}\n")
         return _failed(handle, exc, settings)
     except OSError as exc:
-        code = ErrorCode.DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ErrorCode.INTERNAL
+        code = (
+            ErrorCode.DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ErrorCode.INTERNAL
+        )
         return _failed(handle, JobError(code, f"{exc.strerror or exc}"), settings)
     return transition(handle.status, State.SUCCEEDED, now=utcnow(), reason=None)
 
@@ -263,8 +289,15 @@ def _failed(handle: JobHandle, exc: JobError, settings: Settings) -> JobStatus:
         from datetime import timedelta
 
         return transition(
-            status, State.QUEUED, now=now, reason=exc.code.value, error=info,
-            attempt=status.attempt + 1, retry_at=now + timedelta(seconds=delay),
-            progress=0.0, eta_seconds=None, outputs=[],
-        )  # fmt: skip
+            status,
+            State.QUEUED,
+            now=now,
+            reason=exc.code.value,
+            error=info,
+            attempt=status.attempt + 1,
+            retry_at=now + timedelta(seconds=delay),
+            progress=0.0,
+            eta_seconds=None,
+            outputs=[],
+        )
     return transition(status, State.FAILED, now=now, reason=exc.code.value, error=info)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
@@ -17,7 +17,7 @@ SCHEMA_DIR_NAME = "schema"
 
 def job_schema() -> dict[str, Any]:
     models = tuple(kind.spec_model for kind in sorted(KINDS.values(), key=lambda k: k.name))
-    union: Any = models[0] if len(models) == 1 else Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007
+    union: Any = models[0] if len(models) == 1 else Annotated[models, Field(discriminator="kind")]
     schema = TypeAdapter(union).json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "spooler job file (inbox/<jobId>.json)"

@@ -9,6 +9,7 @@ inotify cannot see writes from other hosts over NFS/SMB (use watch_mode "polling
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -41,8 +42,9 @@ class _WakeHandler(FileSystemEventHandler):
 
 
 class InboxWatcher:
-    def __init__(self, inbox: Path, mode: WatchMode, wake: threading.Event,
-                 poll_seconds: float) -> None:  # fmt: skip
+    def __init__(
+        self, inbox: Path, mode: WatchMode, wake: threading.Event, poll_seconds: float
+    ) -> None:
         self._inbox = inbox
         self._mode = mode
         self._wake = wake
@@ -86,8 +88,6 @@ class InboxWatcher:
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._observer.join(timeout=2)
-            except RuntimeError:
-                pass
             self._observer = None

@@ -36,8 +36,14 @@ FAST_SETTINGS: dict[str, str] = {
 
 
 def tiny_job(duration: float = 0.2, **extra: Any) -> dict[str, Any]:
-    return {"kind": "testpattern", "durationSeconds": duration, "width": 32, "height": 32,
-            "fps": 10, **extra}  # fmt: skip
+    return {
+        "kind": "testpattern",
+        "durationSeconds": duration,
+        "width": 32,
+        "height": 32,
+        "fps": 10,
+        **extra,
+    }
 
 
 @dataclass
@@ -65,8 +71,9 @@ class Spool:
         except FileNotFoundError:
             return None
 
-    def wait_for(self, job_id: str, predicate: Callable[[dict[str, Any]], bool],
-                 timeout: float = 30.0) -> dict[str, Any]:  # fmt: skip
+    def wait_for(
+        self, job_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -80,8 +87,9 @@ class Spool:
         return self.wait_for(job_id, lambda s: s["state"] in states, timeout)
 
     def wait_final(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
-        return self.wait_state(job_id, "succeeded", "failed", "cancelled", "rejected",
-                               timeout=timeout)  # fmt: skip
+        return self.wait_state(
+            job_id, "succeeded", "failed", "cancelled", "rejected", timeout=timeout
+        )
 
     def temp_leftovers(self) -> list[Path]:
         return [p for p in self.root.rglob(".tmp-*") if "trash" not in p.parts]
@@ -149,8 +157,13 @@ def make_daemon(spool: Spool, tmp_path: Path) -> Iterator[Callable[..., DaemonPr
             env[key if key.startswith("SPOOLER_") else f"SPOOLER_{key.upper()}"] = str(value)
         log_path = tmp_path / f"daemon-{len(started)}.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "spooler", "run"], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "spooler", "run"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
         daemon = DaemonProcess(proc, log_path, env)
         started.append(daemon)
         if wait_ready:

@@ -83,7 +83,11 @@ def _parse_error(raw: bytes) -> JobError:
         (b"\xff\xfe{}", ErrorCode.NOT_UTF8, "not UTF-8"),
         (b'{"kind": "testpattern", "kind": "x"}', ErrorCode.INVALID_JSON, "duplicate key 'kind'"),
         (b'{"kind": "testpattern", "durationSeconds": NaN}', ErrorCode.INVALID_JSON, "NaN"),
-        (b'{"kind": "testpattern", "durationSeconds": Infinity}', ErrorCode.INVALID_JSON, "Infinity"),
+        (
+            b'{"kind": "testpattern", "durationSeconds": Infinity}',
+            ErrorCode.INVALID_JSON,
+            "Infinity",
+        ),
         (b'{"kind": "testpattern", "durationSeconds": 1e999}', ErrorCode.INVALID_JOB, "finite"),
         (b"[" * 100_000 + b"]" * 100_000, ErrorCode.INVALID_JSON, "deeply"),
         (b"[1, 2]", ErrorCode.INVALID_JOB, "must be a JSON object"),
@@ -128,8 +132,10 @@ def test_transition_table_is_enforced(old: State | None, new: State) -> None:
     allowed = (old, new) in ALLOWED_TRANSITIONS
     if old is None:
         if allowed:
-            assert new_status("j", new, now=T0, submitted_at=T0, worker=None,
-                              max_attempts=1).state is new  # fmt: skip
+            assert (
+                new_status("j", new, now=T0, submitted_at=T0, worker=None, max_attempts=1).state
+                is new
+            )
         else:
             with pytest.raises(InvalidTransition):
                 new_status("j", new, now=T0, submitted_at=T0, worker=None, max_attempts=1)
@@ -164,8 +170,14 @@ def test_progress_never_goes_backwards() -> None:
     b = progress_update(a, now=T0, progress=0.3, eta_seconds=1, speed=1, step="x")
     assert b.progress == 0.5
     with pytest.raises(InvalidTransition):
-        progress_update(_queued(), now=T0, progress=0.1, eta_seconds=None, speed=None,  # type: ignore[arg-type]
-                        step=None)  # fmt: skip
+        progress_update(
+            _queued(),
+            now=T0,
+            progress=0.1,
+            eta_seconds=None,
+            speed=None,  # type: ignore[arg-type]
+            step=None,
+        )
 
 
 # -- policy ------------------------------------------------------------------------------------

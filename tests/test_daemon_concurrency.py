@@ -97,8 +97,11 @@ def _ffmpeg_pids(spool: Spool, ids: list[str]) -> list[int]:
     for job_id in ids:
         log = spool.layout.log_file(job_id)
         if log.exists():
-            pids += [int(line.split()[-1]) for line in log.read_text().splitlines()
-                     if line.startswith("# ffmpeg pid")]  # fmt: skip
+            pids += [
+                int(line.split()[-1])
+                for line in log.read_text().splitlines()
+                if line.startswith("# ffmpeg pid")
+            ]
     return pids
 
 
@@ -126,8 +129,7 @@ def test_cancel_while_running_kills_ffmpeg_within_two_seconds(spool: Spool, make
     assert elapsed < 2.0, elapsed
     assert not pid_alive(pid)
     assert status["outputs"] == []
-    assert [p.name for p in spool.layout.job_dir("to-cancel").iterdir()
-            if p.suffix == ".mp4"] == []  # fmt: skip
+    assert [p.name for p in spool.layout.job_dir("to-cancel").iterdir() if p.suffix == ".mp4"] == []
     assert spool.temp_leftovers() == []
 
 
@@ -183,8 +185,9 @@ def test_delete_marker_removes_a_finished_job_and_cancels_an_active_one(
 
 def test_retention_deletes_old_finished_jobs_only(spool: Spool, make_daemon) -> None:
     # 0.00002 days is 1.7 s: the finished job goes, the running one stays.
-    make_daemon(SPOOLER_RETENTION__SUCCEEDED_DAYS="0.00002",
-                SPOOLER_RETENTION__INTERVAL_SECONDS="0.5")  # fmt: skip
+    make_daemon(
+        SPOOLER_RETENTION__SUCCEEDED_DAYS="0.00002", SPOOLER_RETENTION__INTERVAL_SECONDS="0.5"
+    )
     spool.submit("old", tiny_job())
     spool.wait_final("old")
     spool.submit("running", tiny_job(30, realtime=True))

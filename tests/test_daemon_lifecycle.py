@@ -57,8 +57,11 @@ def test_schema_violation_lists_every_error_with_json_paths(spool: Spool, make_d
     assert status["state"] == "rejected"
     assert status["error"]["code"] == "invalid_job"
     paths = {e["path"]: e["code"] for e in status["error"]["details"]["errors"]}
-    assert paths == {"durationSeconds": "greater_than", "width": "multiple_of",
-                     "surprise": "extra_forbidden"}  # fmt: skip
+    assert paths == {
+        "durationSeconds": "greater_than",
+        "width": "multiple_of",
+        "surprise": "extra_forbidden",
+    }
 
 
 def test_bad_job_id_is_moved_aside_with_an_error_file(spool: Spool, make_daemon) -> None:
@@ -70,8 +73,11 @@ def test_bad_job_id_is_moved_aside_with_an_error_file(spool: Spool, make_daemon)
         time.sleep(0.05)
     names = _rejected_entries(spool)
     assert len(names) == 4, names
-    errors = [json.loads((spool.layout.rejected / n).read_text())
-              for n in names if n.endswith(".error.json")]  # fmt: skip
+    errors = [
+        json.loads((spool.layout.rejected / n).read_text())
+        for n in names
+        if n.endswith(".error.json")
+    ]
     assert sorted(e["originalName"] for e in errors) == ["not a valid id!.json", "notes.txt"]
     assert {e["code"] for e in errors} == {"invalid_id"}
     moved = [n for n in names if n.endswith("notes.txt")]

@@ -141,7 +141,9 @@ def test_move_aside_never_overwrites(layout: SpoolLayout) -> None:
         path = layout.inbox / "bad name.json"
         path.write_text(content)
         move_aside(layout, path, ErrorCode.INVALID_ID, "bad", NOW)
-    kept = sorted(p.read_text() for p in layout.rejected.iterdir() if not p.name.endswith(".error.json"))
+    kept = sorted(
+        p.read_text() for p in layout.rejected.iterdir() if not p.name.endswith(".error.json")
+    )
     assert kept == ["first", "second"]
     errors = [json.loads(p.read_text()) for p in layout.rejected.glob("*.error.json")]
     assert {e["code"] for e in errors} == {"invalid_id"} and len(errors) == 2

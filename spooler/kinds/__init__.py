@@ -86,9 +86,19 @@ def parse_job(raw: bytes) -> tuple[JobSpec, JobKind]:
     """Bytes of a job file -> (validated spec, its kind); JobError names every problem."""
     data = decode_job_json(raw)
     if not isinstance(data, dict):
-        raise JobError(ErrorCode.INVALID_JOB, "(root): a job must be a JSON object",
-                       {"errors": [{"path": "(root)", "code": "object_type",
-                                    "message": "a job must be a JSON object"}]})
+        raise JobError(
+            ErrorCode.INVALID_JOB,
+            "(root): a job must be a JSON object",
+            {
+                "errors": [
+                    {
+                        "path": "(root)",
+                        "code": "object_type",
+                        "message": "a job must be a JSON object",
+                    }
+                ]
+            },
+        )
     version = data.get("schemaVersion", 1)
     if version != 1:
         raise JobError(
@@ -100,8 +110,11 @@ def parse_job(raw: bytes) -> tuple[JobSpec, JobKind]:
     kind = KINDS.get(kind_name) if isinstance(kind_name, str) else None
     if kind is None:
         message = f"kind: {kind_name!r} is not one of {sorted(KINDS)}"
-        raise JobError(ErrorCode.INVALID_JOB, message,
-                       {"errors": [{"path": "kind", "code": "unknown_kind", "message": message}]})
+        raise JobError(
+            ErrorCode.INVALID_JOB,
+            message,
+            {"errors": [{"path": "kind", "code": "unknown_kind", "message": message}]},
+        )
     try:
         spec = kind.spec_model.model_validate({**data, "kind": kind_name})
     except ValidationError as exc:

@@ -35,7 +35,9 @@ class JobSpec(SpecModel):
     schema_version: int = Field(1, ge=1, le=1, description="Version of the job file format.")
     kind: str
     priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first; capped by config.")
-    timeout_seconds: float | None = Field(None, gt=0, description="Wall-clock limit; capped by config.")
+    timeout_seconds: float | None = Field(
+        None, gt=0, description="Wall-clock limit; capped by config."
+    )
     max_attempts: int | None = Field(None, ge=1, le=20, description="Capped by config.")
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Free-form; echoed into the status file."

@@ -43,12 +43,13 @@ class TestPatternKind:
             )
         ctx.declare_steps([Step("render", 1.0)])
         tmp = ctx.temp_path(spec.file_name)
-        size = f"{spec.width}x{spec.height}"
+        pace = ["-re"] if spec.realtime else []
+        video = f"testsrc2=size={spec.width}x{spec.height}:rate={spec.fps}"
+        tone = "sine=frequency=440:sample_rate=48000"
+        length = f"duration={spec.duration_seconds}"
         args = [
-            *(["-re"] if spec.realtime else []),
-            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={spec.fps}:duration={spec.duration_seconds}",
-            *(["-re"] if spec.realtime else []),
-            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={spec.duration_seconds}",
+            *pace, "-f", "lavfi", "-i", f"{video}:{length}",
+            *pace, "-f", "lavfi", "-i", f"{tone}:{length}",
             "-map", "0:v", "-map", "1:a",
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
             "-c:a", "aac", "-b:a", "96k",
@@ -57,7 +58,9 @@ class TestPatternKind:
         ]  # fmt: skip
         ctx.run_ffmpeg(args, step="render", expected_seconds=spec.duration_seconds)
         probe = verify_output(
-            tmp, expected_seconds=spec.duration_seconds, tolerance=1.0 / spec.fps + 0.05,
+            tmp,
+            expected_seconds=spec.duration_seconds,
+            tolerance=1.0 / spec.fps + 0.05,
             want_audio=True,
         )
         ctx.publish(
