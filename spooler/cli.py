@@ -137,15 +137,16 @@ def wait_for_job(layout: SpoolLayout, job_id: str, timeout: float | None) -> int
 
 
 def _print_result(layout: SpoolLayout, status: JobStatus) -> None:
+    # Plain echo, not rich: paths must never be wrapped or read as markup.
     job_dir = layout.job_dir(status.job_id)
-    console.print(f"[bold]{status.job_id}[/]: {status.state.value}")
+    click.echo(f"{status.job_id}: {status.state.value}")
     if status.error:
-        console.print(f"  error {status.error.code.value}: {status.error.message}")
+        click.echo(f"  error {status.error.code.value}: {status.error.message}")
     for warning in status.warnings:
-        console.print(f"  warning {warning.code}: {warning.message}")
+        click.echo(f"  warning {warning.code}: {warning.message}")
     for output in status.outputs:
-        console.print(f"  output {job_dir / output.path} ({output.size_bytes} bytes)")
-    console.print(f"  status {layout.status_file(status.job_id)}")
+        click.echo(f"  output {job_dir / output.path} ({output.size_bytes} bytes)")
+    click.echo(f"  status {layout.status_file(status.job_id)}")
 
 
 @main.command()
@@ -180,7 +181,7 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
         click.echo(json.dumps(current.to_json(), indent=2))
     else:
         _print_result(layout, current)
-        console.print(
+        click.echo(
             f"  progress {current.progress:.0%}, attempt {current.attempt}/{current.max_attempts}"
         )
     sys.exit(EXIT_BY_STATE.get(current.state, EXIT_ACTIVE))

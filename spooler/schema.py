@@ -3,7 +3,9 @@ schema/; a test fails when the committed copies drift from the models)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +19,9 @@ SCHEMA_DIR_NAME = "schema"
 
 def job_schema() -> dict[str, Any]:
     models = tuple(kind.spec_model for kind in sorted(KINDS.values(), key=lambda k: k.name))
-    union: Any = models[0] if len(models) == 1 else Annotated[models, Field(discriminator="kind")]
+    union: Any = functools.reduce(operator.or_, models)
+    if len(models) > 1:
+        union = Annotated[union, Field(discriminator="kind")]
     schema = TypeAdapter(union).json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "spooler job file (inbox/<jobId>.json)"

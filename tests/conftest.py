@@ -148,8 +148,11 @@ def make_daemon(spool: Spool, tmp_path: Path) -> Iterator[Callable[..., DaemonPr
     """Start a real `spooler run` process on the test's spool; settings as SPOOLER_* names."""
     started: list[DaemonProcess] = []
 
-    def start(wait_ready: bool = True, **settings: Any) -> DaemonProcess:
+    def start(
+        wait_ready: bool = True, extra_env: dict[str, str] | None = None, **settings: Any
+    ) -> DaemonProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOLER_")}
+        env.update(extra_env or {})
         env.update(FAST_SETTINGS)
         env["SPOOLER_SPOOL_DIR"] = str(spool.root)
         env["SPOOLER_MEDIA_ROOTS"] = json.dumps([str(spool.media)])
