@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -70,7 +72,6 @@ from spooler.spool import (
     write_status,
 )
 from spooler.status import (
-    ACTIVE_STATES,
     ErrorInfo,
     JobStatus,
     State,
@@ -111,7 +112,8 @@ class Daemon:
         self.running: dict[str, JobHandle] = {}
         self.waiting: dict[str, JobHandle] = {}  # ours, queued (retry backoff or recovered)
         self.done: queue.Queue[JobHandle] = queue.Queue()
-        self.final_jobs: dict[str, datetime | None] = {}  # id -> finishedAt (final never changes)
+        # Final statuses never change: remember (state, finishedAt) instead of re-reading.
+        self.final_jobs: dict[str, tuple[State, datetime | None]] = {}
         self._seen: dict[str, _Seen] = {}
         self._priorities: dict[str, tuple[tuple[int, int, int], int]] = {}
         self._orphan_markers: dict[str, float] = {}
@@ -144,6 +146,9 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+            # The read-lease probe (fsutil.open_for_writing_elsewhere) makes the kernel send
+            # SIGIO if a writer opens the file during the probe; its default action kills.
+            signal.signal(signal.SIGIO, signal.SIG_IGN)
         self.watcher.start()
         self._beat("running")
         self.log.info(
@@ -185,17 +190,17 @@ class Daemon:
             if now >= next_beat:
                 self._beat("stopping" if stop_phase_started else "running")
                 next_beat = now + self.settings.heartbeat_seconds
-            self._check_cancels()
+            self._guarded(self._check_cancels)
             if stop_phase_started is None:
                 if woke or now >= next_scan:
-                    self._process_inbox()
+                    self._guarded(self._process_inbox)
                     next_scan = now + self.settings.rescan_seconds
                 if now >= next_recovery:
-                    self._recover()
+                    self._guarded(self._recover)
                     next_recovery = now + self.settings.heartbeat_seconds
-                self._start_waiting()
+                self._guarded(self._start_waiting)
                 if now >= next_retention:
-                    self._retention()
+                    self._guarded(self._retention)
                     next_retention = now + self.settings.retention.interval_seconds
             busy = self.running or self.waiting or stop_phase_started is not None
             timeout = (
@@ -206,6 +211,14 @@ class Daemon:
             self.wake.wait(timeout)
         self._shutdown()
         return 0
+
+    def _guarded(self, phase: Callable[[], None]) -> None:
+        """One phase of the loop; a failure (a full or read-only disk, a vanished folder)
+        is logged and retried on the next turn, never allowed to stop the daemon."""
+        try:
+            phase()
+        except Exception:
+            self.log.exception("loop_phase_failed", phase=phase.__name__.lstrip("_"))
 
     def _beat(self, state: str) -> None:
         try:
@@ -281,7 +294,7 @@ class Daemon:
                     handle.ffmpeg_pids.clear()
                     self.waiting[handle.job_id] = handle
             else:
-                self.final_jobs[handle.job_id] = handle.status.finished_at
+                self.final_jobs[handle.job_id] = (handle.status.state, handle.status.finished_at)
             self.wake.set()
 
     def _start_waiting(self) -> None:
@@ -460,7 +473,7 @@ class Daemon:
                 "job_rejected", job_id=job_id, code=error.code.value, message=error.message
             )
         if status.is_final:
-            self.final_jobs[job_id] = status.finished_at
+            self.final_jobs[job_id] = (status.state, status.finished_at)
             self._consume_markers(job_id)
             return
         assert spec is not None and kind is not None
@@ -541,7 +554,7 @@ class Daemon:
                     error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"),
                 )
                 write_status(self.layout, handle.status)
-                self.final_jobs[job_id] = handle.status.finished_at
+                self.final_jobs[job_id] = (handle.status.state, handle.status.finished_at)
                 self.log.info("job_cancelled", job_id=job_id, while_state="queued")
 
     # -- recovery --------------------------------------------------------------------------------
@@ -570,7 +583,7 @@ class Daemon:
             if status is None:
                 continue
             if status.is_final:
-                self.final_jobs[job_id] = status.finished_at
+                self.final_jobs[job_id] = (status.state, status.finished_at)
                 continue
             owner = owner_of(self.layout, job_id)
             if owner is None or self._alive(owner, beats):
@@ -591,11 +604,14 @@ class Daemon:
             if len(parts) != 3 or parts[2] != "json":
                 continue
             job_id, owner = parts[0], parts[1]
-            if self._alive(owner, beats):
+            # Our own claim files are finished within one loop turn; one still here means
+            # establishing it failed (disk full, say): try again.
+            if owner != self.me.id and self._alive(owner, beats):
                 continue
             mine = self.layout.claim_file(job_id, self.me.id)
             try:
-                (self.layout.claims / name).rename(mine)
+                if owner != self.me.id:
+                    (self.layout.claims / name).rename(mine)
             except FileNotFoundError:
                 continue
             job_dir = self.layout.job_dir(job_id)
@@ -630,7 +646,7 @@ class Daemon:
                 error=ErrorInfo(code=ErrorCode.INTERNAL, message=message),
             )
             write_status(self.layout, status)
-            self.final_jobs[job_id] = status.finished_at
+            self.final_jobs[job_id] = (status.state, status.finished_at)
             return
         worker = self.me.ref()
         if status.state is State.RUNNING:
@@ -668,34 +684,37 @@ class Daemon:
             attempt=status.attempt,
         )
         if status.is_final:
-            self.final_jobs[job_id] = status.finished_at
+            self.final_jobs[job_id] = (status.state, status.finished_at)
         else:
             self.waiting[job_id] = JobHandle(job_id, spec, kind, status, deadline=0.0)
 
     # -- retention -------------------------------------------------------------------------------
     def _retention(self) -> None:
+        """Delete finished jobs past their state's retention; active jobs never."""
         now = utcnow()
-        for job_id, finished_at in list(self.final_jobs.items()):
-            status = self._status_or_none(job_id)
-            if status is None:
-                self.final_jobs.pop(job_id, None)
+        for job_id, (state, finished_at) in list(self.final_jobs.items()):
+            if not is_expired(state, finished_at, now, self.settings.retention):
                 continue
-            if is_expired(status.state, finished_at, now, self.settings.retention):
+            # Confirm on disk: the id may have been deleted and reused since we cached it.
+            current = self._status_or_none(job_id)
+            if current is None:
+                self.final_jobs.pop(job_id, None)
+            elif is_expired(current.state, current.finished_at, now, self.settings.retention):
                 self._delete_job(job_id)
         days = self.settings.retention.rejected_days
         if days > 0:
             cutoff = time.time() - days * 86400
-            with contextlib.suppress(FileNotFoundError):
-                for entry in os.scandir(self.layout.rejected):
-                    with contextlib.suppress(FileNotFoundError):
-                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                            remove_tree(Path(entry.path), self.layout.trash) if entry.is_dir(
-                                follow_symlinks=False
-                            ) else Path(entry.path).unlink()
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.layout.trash):
-                remove_tree(Path(entry.path), self.layout.trash / ".again")
+            for entry in _entries(self.layout.rejected):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        remove_tree(Path(entry.path), self.layout.trash)
+        # Leftovers of removals interrupted by a crash.
+        for entry in _entries(self.layout.trash):
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def active_states() -> frozenset[State]:
-    return ACTIVE_STATES
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(directory))
+    except FileNotFoundError:
+        return []

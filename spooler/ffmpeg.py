@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import IO
 
 from spooler.errors import ErrorCode, JobCancelled, JobError
-from spooler.kinds.base import FfmpegResult
 from spooler.progress import out_time_seconds, parse_progress_line
 
 GLOBAL_ARGS = [
@@ -66,6 +65,13 @@ def ffmpeg_version(binary: str) -> str:
     )
     first = out.stdout.splitlines()[0] if out.stdout else ""
     return first.removeprefix("ffmpeg version ").split(" ")[0]
+
+
+@dataclass
+class FfmpegResult:
+    returncode: int
+    stderr_tail: list[str]
+    out_time_seconds: float
 
 
 @dataclass

@@ -17,9 +17,9 @@ import structlog
 
 from spooler.config import Settings
 from spooler.errors import DaemonStopping, ErrorCode, JobCancelled, JobError
-from spooler.ffmpeg import Limits, run_ffmpeg
+from spooler.ffmpeg import FfmpegResult, Limits, run_ffmpeg
 from spooler.fsutil import TEMP_PREFIX, fsync_dir, remove_temp_files
-from spooler.kinds.base import FfmpegResult, JobKind, JobSpec, Step
+from spooler.kinds.base import JobKind, JobSpec, Step
 from spooler.layout import SpoolLayout
 from spooler.policy import compute_backoff
 from spooler.progress import ProgressTracker

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from spooler.config import Settings
+from spooler.ffmpeg import FfmpegResult
 from spooler.status import OutputInfo
 
 
@@ -42,13 +43,6 @@ class JobSpec(SpecModel):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Free-form; echoed into the status file."
     )
-
-
-@dataclass
-class FfmpegResult:
-    returncode: int
-    stderr_tail: list[str]
-    out_time_seconds: float
 
 
 @dataclass
