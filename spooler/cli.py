@@ -43,7 +43,8 @@ def _settings(ctx: click.Context) -> Settings:
         try:
             obj["settings"] = load_settings(obj.get("config"))
         except ConfigError as exc:
-            raise click.ClickException(str(exc)) from exc
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)  # not 1, which means "the job failed"
     settings: Settings = obj["settings"]
     return settings
 
@@ -346,3 +347,42 @@ def health(ctx: click.Context, any_worker: bool, max_age: float | None) -> None:
         sys.exit(1)
     for worker_id, age, running in fresh:
         click.echo(f"healthy: {worker_id} beat {age:.1f} s ago, running {len(running)}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every check.")
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check this machine: ffmpeg and encoders, spool permissions, inotify, disk, fonts.
+
+    Prints PASS/WARN/FAIL per check; exit 1 if any check FAILs, else 0.
+    """
+    from spooler.doctor import Level, overall, render_json, render_text, run_checks
+
+    checks = run_checks(_settings(ctx))
+    if as_json:
+        click.echo(json.dumps(render_json(checks), indent=2))
+    else:
+        click.echo(render_text(checks))
+    sys.exit(1 if overall(checks) is Level.FAIL else 0)
+
+
+@main.command()
+@click.option(
+    "--write",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the textfile atomically to PATH (e.g. the node_exporter textfile folder).",
+)
+@click.pass_context
+def metrics(ctx: click.Context, path: Path | None) -> None:
+    """Print (or write) the Prometheus metrics of the spool, once."""
+    from spooler.metrics import collect_snapshot, render_metrics, write_metrics
+
+    text = render_metrics(collect_snapshot(_layout(ctx)))
+    if path is None:
+        click.echo(text, nl=False)
+        return
+    write_metrics(path, text)
+    click.echo(f"wrote {path}")

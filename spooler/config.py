@@ -91,11 +91,18 @@ class Settings(BaseSettings):
     settle_seconds: float = Field(
         2.0, ge=0, description="Unchanged this long = fully written (where leases are unavailable)."
     )
+    inbox_check: Literal["auto", "settle"] = Field(
+        "auto",
+        description="auto: a Linux read lease tells when a writer closed the file, where the "
+        "filesystem supports it; settle: always wait settle_seconds without change.",
+    )
     tick_seconds: float = Field(0.1, gt=0, le=1)
     status_interval_seconds: float = Field(0.5, gt=0)
     heartbeat_seconds: float = Field(2.0, gt=0)
     lease_seconds: float = Field(30.0, gt=0)
-    kill_grace_seconds: float = Field(3.0, gt=0, le=60)
+    kill_grace_seconds: float = Field(
+        1.0, gt=0, le=60, description="SIGTERM to SIGKILL; keeps cancel under 2 s."
+    )
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

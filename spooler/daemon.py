@@ -35,12 +35,13 @@ from spooler.ffmpeg import find_ffmpeg
 from spooler.fsutil import (
     FileTooLarge,
     UnsafeFile,
+    leases_work,
     open_for_writing_elsewhere,
     read_untrusted,
     remove_temp_files,
     remove_tree,
 )
-from spooler.kinds import parse_job
+from spooler.kinds import decode_job_json, parse_job
 from spooler.kinds.base import JobKind, JobSpec
 from spooler.layout import EntryKind, SpoolLayout
 from spooler.notify import SystemdNotifier
@@ -121,6 +122,7 @@ class Daemon:
         self._ffmpeg: str | None = None
         self._server_now = 0.0
         self.started_at = utcnow()
+        self._use_leases = False
         self.claimed_count = 0
 
     # -- plumbing --------------------------------------------------------------------------
@@ -143,6 +145,13 @@ class Daemon:
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> int:
         ensure_layout(self.layout)
+        self._use_leases = self.settings.inbox_check == "auto" and leases_work(self.layout.inbox)
+        try:
+            self.ffmpeg()
+        except JobError as exc:
+            # Every job would fail: refuse to start, so systemd or compose show the cause.
+            self.log.error("ffmpeg_missing", error=exc.message)
+            return 2
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -157,6 +166,7 @@ class Daemon:
             spool=str(self.layout.root),
             max_jobs=self.settings.max_jobs,
             watcher=self.watcher.kind,
+            writer_check="lease" if self._use_leases else "settle",
         )
         self.notifier.ready(f"watching {self.layout.inbox} ({self.watcher.kind})")
         now = time.monotonic()
@@ -192,13 +202,13 @@ class Daemon:
                 next_beat = now + self.settings.heartbeat_seconds
             self._guarded(self._check_cancels)
             if stop_phase_started is None:
+                self._guarded(self._start_waiting)  # retries first: they waited longest
                 if woke or now >= next_scan:
                     self._guarded(self._process_inbox)
                     next_scan = now + self.settings.rescan_seconds
                 if now >= next_recovery:
                     self._guarded(self._recover)
                     next_recovery = now + self.settings.heartbeat_seconds
-                self._guarded(self._start_waiting)
                 if now >= next_retention:
                     self._guarded(self._retention)
                     next_retention = now + self.settings.retention.interval_seconds
@@ -286,7 +296,9 @@ class Daemon:
                 handle.thread.join()
             self.running.pop(handle.job_id, None)
             state = handle.status.state
-            if state is State.QUEUED:
+            if handle.lost.is_set():
+                pass  # its new owner has it; nothing of ours to record
+            elif state is State.QUEUED:
                 if self._stop_requests:
                     take_ownership(self.layout, handle.job_id, self.me.id, RELEASED)
                 else:
@@ -312,20 +324,30 @@ class Daemon:
 
     # -- inbox ----------------------------------------------------------------------------------
     def _ready(self, item: InboxFile, now: float) -> bool:
-        """Fully written? A local writer still holding it open says no; where the OS cannot
-        tell (NFS, SMB), the file must stay unchanged for settle_seconds."""
+        """Fully written? A local writer still holding the file open says no. Where leases
+        do not work (NFS, SMB, Docker Desktop mounts) or are switched off, the file must stay
+        unchanged for settle_seconds. Either way, a file that does not parse yet and changed
+        within settle_seconds is given time (a writer that reopens between chunks)."""
         if not item.is_regular:
             return True
         seen = self._seen.get(item.entry.name)
         if seen is None or seen.signature != item.signature:
-            self._seen[item.entry.name] = _Seen(item.signature, now)
-            seen = self._seen[item.entry.name]
-        writing = open_for_writing_elsewhere(item.path)
-        if writing is True:
-            return False
-        if writing is False:
+            seen = self._seen[item.entry.name] = _Seen(item.signature, now)
+        settled = now - seen.since >= self.settings.settle_seconds
+        if settled:
             return True
-        return now - seen.since >= self.settings.settle_seconds
+        if not self._use_leases or open_for_writing_elsewhere(item.path) is not False:
+            return False
+        return self._parses(item)
+
+    def _parses(self, item: InboxFile) -> bool:
+        try:
+            decode_job_json(read_untrusted(item.path, self.settings.limits.max_job_file_bytes))
+        except (JobError, UnsafeFile, OSError):
+            return False
+        except FileTooLarge:
+            return True  # will be rejected for its size, whatever else it holds
+        return True
 
     def _process_inbox(self) -> None:
         now = time.monotonic()
@@ -347,7 +369,7 @@ class Daemon:
                 if item.entry.job_id in cancel_requested:
                     self._claim_and_start(item, start=False)
                 else:
-                    candidates.append(Candidate(item.entry.job_id, 0, item.mtime_ns / 1e9))
+                    candidates.append(Candidate(item.entry.job_id, 0, item.ctime_ns / 1e9))
         for marker in markers:
             if marker.entry.job_id not in jobs:
                 self._handle_marker(marker, now)
@@ -359,7 +381,7 @@ class Daemon:
                 Candidate(c.job_id, self._priority_of(jobs[c.job_id]), c.submitted)
                 for c in candidates
             ]
-            candidates = order_candidates(candidates, time.time(), self.settings.limits)
+            candidates = order_candidates(candidates, self._server_now, self.settings.limits)
         for candidate in candidates:
             if self._free_slots() <= 0:
                 break
@@ -405,10 +427,16 @@ class Daemon:
         self.claimed_count += 1
         self.log.info("job_claimed", job_id=job_id)
         self._seen.pop(item.entry.name, None)
-        self._establish_claimed(job_id, claim_file, mtime_datetime(item.mtime_ns), start=start)
+        self._establish_claimed(job_id, claim_file, mtime_datetime(item.ctime_ns), start=start)
 
     def _establish_claimed(
-        self, job_id: str, claim_file: Path, submitted: datetime, *, start: bool
+        self,
+        job_id: str,
+        claim_file: Path,
+        submitted: datetime,
+        *,
+        start: bool,
+        slot_free: bool = True,
     ) -> None:
         now = utcnow()
         spec: JobSpec | None = None
@@ -462,6 +490,7 @@ class Daemon:
                 ErrorCode.DUPLICATE_ID,
                 f"a job with id {job_id!r} already exists",
                 now,
+                original_name=f"{job_id}.json",
             )
             self.log.warning(
                 "job_rejected", job_id=job_id, code="duplicate_id", moved_to=target.name
@@ -478,7 +507,10 @@ class Daemon:
             return
         assert spec is not None and kind is not None
         handle = JobHandle(job_id, spec, kind, status, deadline=0.0)
-        self._start(handle)
+        if slot_free and self._free_slots() > 0:
+            self._start(handle)
+        else:
+            self.waiting[job_id] = handle
 
     def _consume_markers(self, job_id: str) -> None:
         """A cancel marker in the inbox moves into the job folder (where it stays as a record);
@@ -507,7 +539,7 @@ class Daemon:
                         move_aside(
                             self.layout,
                             marker.path,
-                            ErrorCode.INVALID_ID,
+                            ErrorCode.UNKNOWN_JOB,
                             f"no job {job_id!r} to cancel",
                             utcnow(),
                         )
@@ -518,7 +550,10 @@ class Daemon:
                 marker.path.replace(self.layout.job_cancel(job_id))
             self.wake.set()
             return
-        status = self._status_or_none(job_id)
+        try:
+            status = read_status(self.layout, job_id)
+        except ValueError:
+            return  # unreadable (a newer daemon's format?): never delete what may be active
         if status is None or status.is_final:
             self._delete_job(job_id)
             with contextlib.suppress(FileNotFoundError):
@@ -538,13 +573,24 @@ class Daemon:
         self.log.info("job_deleted", job_id=job_id)
 
     # -- cancel ----------------------------------------------------------------------------------
+    def _owns(self, job_id: str) -> bool:
+        return self.layout.owner_file(job_id, self.me.id).exists()
+
     def _check_cancels(self) -> None:
+        """Cancel markers, and fencing: a job whose owner token is no longer ours was taken
+        over while we were presumed dead (a stalled loop, a suspended host); drop it."""
         for handle in self.running.values():
+            if not handle.lost.is_set() and not self._owns(handle.job_id):
+                self.log.warning("job_ownership_lost", job_id=handle.job_id)
+                handle.lost.set()
             if not handle.cancel.is_set() and self.layout.job_cancel(handle.job_id).exists():
                 self.log.info("job_cancel_requested", job_id=handle.job_id)
                 handle.cancel.set()
         for job_id in list(self.waiting):
-            if self.layout.job_cancel(job_id).exists():
+            if not self._owns(job_id):
+                self.log.warning("job_ownership_lost", job_id=job_id)
+                del self.waiting[job_id]
+            elif self.layout.job_cancel(job_id).exists():
                 handle = self.waiting.pop(job_id)
                 handle.status = transition(
                     handle.status,
@@ -590,7 +636,7 @@ class Daemon:
                 continue
             if take_ownership(self.layout, job_id, owner, self.me.id):
                 self._adopt(job_id, status, previous_owner=owner)
-        stale = stale_staging_dirs(self.layout, self.settings.lease_seconds, time.time())
+        stale = stale_staging_dirs(self.layout, self.settings.lease_seconds, self._server_now)
         for path in stale:
             remove_tree(path, self.layout.trash)
 
@@ -623,7 +669,7 @@ class Daemon:
                 take_ownership(self.layout, job_id, owner, self.me.id)
             self.log.info("claim_recovered", job_id=job_id, previous_owner=owner)
             self._establish_claimed(
-                job_id, mine, mtime_datetime(mine.stat().st_mtime_ns), start=True
+                job_id, mine, mtime_datetime(mine.stat().st_ctime_ns), start=True, slot_free=False
             )
 
     def _adopt(self, job_id: str, status: JobStatus, previous_owner: str) -> None:
@@ -636,8 +682,6 @@ class Daemon:
             spec, kind = parse_job(raw)
         except (JobError, OSError, UnsafeFile, FileTooLarge) as exc:
             message = exc.message if isinstance(exc, JobError) else str(exc)
-            if status.state is State.QUEUED:
-                status = transition(status, State.RUNNING, now=now)
             status = transition(
                 status,
                 State.FAILED,
@@ -703,11 +747,20 @@ class Daemon:
                 self._delete_job(job_id)
         days = self.settings.retention.rejected_days
         if days > 0:
-            cutoff = time.time() - days * 86400
+            # The error file is written at move time (the moved file keeps its own mtime),
+            # and ages by the file server's clock.
+            cutoff = self._server_now - days * 86400
             for entry in _entries(self.layout.rejected):
+                if not entry.name.endswith(".error.json"):
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                        remove_tree(Path(entry.path), self.layout.trash)
+                        moved = self.layout.rejected / entry.name.removesuffix(".error.json")
+                        if moved.is_dir() and not moved.is_symlink():
+                            remove_tree(moved, self.layout.trash)
+                        else:
+                            moved.unlink(missing_ok=True)
+                        Path(entry.path).unlink()
         # Leftovers of removals interrupted by a crash.
         for entry in _entries(self.layout.trash):
             shutil.rmtree(entry.path, ignore_errors=True)

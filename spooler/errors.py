@@ -39,6 +39,8 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal_error"
     # Not a failure: the job was cancelled on request.
     CANCELLED = "cancelled"
+    # For markers and strays only (never in a status file).
+    UNKNOWN_JOB = "unknown_job"
 
 
 TRANSIENT_CODES: frozenset[ErrorCode] = frozenset(
@@ -88,3 +90,7 @@ class JobCancelled(JobError):
 
 class DaemonStopping(SpoolerError):
     """The daemon is shutting down; the job is requeued, not failed."""
+
+
+class OwnershipLost(SpoolerError):
+    """Another worker took this job over (we were presumed dead): touch nothing more."""

@@ -30,6 +30,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def temp_name_for(path: Path) -> Path:
     """A hidden, unique sibling: readers and the inbox scanner ignore dot-files."""
     return path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
@@ -133,6 +141,21 @@ def open_for_writing_elsewhere(path: Path) -> bool | None:
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
     os.close(fd)
     return False
+
+
+def leases_work(directory: Path) -> bool:
+    """Does this filesystem grant read leases to us? Probed on a file nobody else opens:
+    network filesystems refuse (or cannot honour) leases, and then only settling is safe."""
+    probe = directory / f".lease-probe-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        probe.touch()
+    except OSError:
+        return False
+    try:
+        return open_for_writing_elsewhere(probe) is False
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 def remove_tree(path: Path, trash_dir: Path) -> None:

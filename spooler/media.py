@@ -98,14 +98,17 @@ def _origin(container: Any) -> float:
 
 def _describe(container: Any) -> MediaInfo:
     duration = float(container.duration / av.time_base) if container.duration else 0.0
-    fields: dict[str, Any] = {"duration": duration, "format_name": container.format.name,
-                              "start_time": _origin(container)}
+    fields: dict[str, Any] = {
+        "duration": duration,
+        "format_name": container.format.name,
+        "start_time": _origin(container),
+    }
     if container.streams.video:
         stream = container.streams.video[0]
         ctx = stream.codec_context
         rate = stream.average_rate or stream.guessed_rate
         fields.update(
-            video_codec=ctx.name,
+            video_codec=ctx.codec.canonical_name,
             width=ctx.width,
             height=ctx.height,
             fps=Fraction(rate) if rate else None,
@@ -120,7 +123,7 @@ def _describe(container: Any) -> MediaInfo:
         stream = container.streams.audio[0]
         ctx = stream.codec_context
         fields.update(
-            audio_codec=ctx.name,
+            audio_codec=ctx.codec.canonical_name,
             sample_rate=ctx.sample_rate,
             channels=ctx.channels if hasattr(ctx, "channels") else ctx.layout.nb_channels,
         )
@@ -128,13 +131,20 @@ def _describe(container: Any) -> MediaInfo:
 
 
 def verify_output(
-    path: Path, *, expected_seconds: float, tolerance: float, want_audio: bool, want_video: bool = True
+    path: Path,
+    *,
+    expected_seconds: float,
+    tolerance: float,
+    want_audio: bool,
+    want_video: bool = True,
 ) -> MediaInfo:
     """Probe a finished temporary output before it is published."""
     try:
         info = probe(path)
     except JobError as exc:
-        raise JobError(ErrorCode.VERIFY_FAILED, f"output cannot be read back: {exc.message}") from exc
+        raise JobError(
+            ErrorCode.VERIFY_FAILED, f"output cannot be read back: {exc.message}"
+        ) from exc
     problems: list[str] = []
     if want_video and not info.has_video:
         problems.append("no video stream")
@@ -262,6 +272,8 @@ def stream_ends(path: Path) -> StreamEnds:
     try:
         with av.open(f"file:{path}", options=_OPEN_OPTIONS) as container:
             streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
+            # Time 0 as players count it (edit lists applied): not an AAC priming packet's.
+            origin = container.start_time / av.time_base if container.start_time else None
             ends: dict[str, float] = {}
             starts: dict[str, float] = {}
             frames = 0
@@ -276,7 +288,7 @@ def stream_ends(path: Path) -> StreamEnds:
                 frames += kind == "video"
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise JobError(ErrorCode.VERIFY_FAILED, f"output cannot be read back: {exc}") from exc
-    zero = min(starts.values(), default=0.0)
+    zero = origin if origin is not None else min(starts.values(), default=0.0)
     return StreamEnds(
         ends["video"] - zero if "video" in ends else None,
         ends["audio"] - zero if "audio" in ends else None,

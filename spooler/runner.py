@@ -10,15 +10,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 import structlog
 
 from spooler.config import Settings
-from spooler.errors import DaemonStopping, ErrorCode, JobCancelled, JobError
+from spooler.errors import DaemonStopping, ErrorCode, JobCancelled, JobError, OwnershipLost
 from spooler.ffmpeg import FfmpegResult, Limits, run_ffmpeg
-from spooler.fsutil import TEMP_PREFIX, fsync_dir, remove_temp_files
+from spooler.fsutil import TEMP_PREFIX, fsync_dir, fsync_file, remove_temp_files
 from spooler.kinds.base import JobKind, JobSpec, Step
 from spooler.layout import SpoolLayout
 from spooler.policy import compute_backoff
@@ -48,6 +49,8 @@ class JobHandle:
     deadline: float  # time.monotonic()
     cancel: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
+    # Set when our owner token is gone: another worker took the job over.
+    lost: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     ffmpeg_pids: list[int] = field(default_factory=list)
 
@@ -80,8 +83,18 @@ class RunContext:
         self._current_step: str | None = None
 
     # -- status helpers -------------------------------------------------------------------
+    def owned(self) -> bool:
+        if self._handle.lost.is_set():
+            return False
+        if self._layout.owner_file(self.job_id, self._me.id).exists():
+            return True
+        self._handle.lost.set()
+        return False
+
     def _save(self, *, durable: bool = True) -> None:
-        write_status(self._layout, self._handle.status, durable=durable)
+        # Never write over the status of the worker that took the job over from us.
+        if self.owned():
+            write_status(self._layout, self._handle.status, durable=durable)
 
     def _report(self, step: str, fraction: float, speed: float | None) -> None:
         with self._lock:
@@ -121,11 +134,13 @@ class RunContext:
                 limits=limits,
                 log=self._log,
                 on_progress=lambda fraction, speed: self._report(step, fraction, speed),
-                cancelled=self._handle.cancel.is_set,
+                cancelled=lambda: self._handle.cancel.is_set() or self._handle.lost.is_set(),
                 stopping=self._handle.stop.is_set,
                 on_start=self._handle.ffmpeg_pids.append,
             )
         except JobError:
+            if self._handle.lost.is_set():
+                raise OwnershipLost() from None
             if self._handle.stop.is_set():
                 raise DaemonStopping() from None
             raise
@@ -137,8 +152,9 @@ class RunContext:
 
     def publish(self, temp: Path, name: str, info: OutputInfo) -> None:
         # A worker presumed dead must not publish over its successor's work.
-        if not self._layout.owner_file(self.job_id, self._me.id).exists():
-            raise DaemonStopping()
+        if not self.owned():
+            raise OwnershipLost()
+        fsync_file(temp)  # the data, not just the name, must survive a power cut
         final = self.job_dir / name
         temp.replace(final)
         fsync_dir(self.job_dir)
@@ -167,6 +183,8 @@ class RunContext:
         self._log.flush()
 
     def check_cancelled(self) -> None:
+        if self._handle.lost.is_set():
+            raise OwnershipLost()
         if self._handle.cancel.is_set():
             raise JobCancelled()
         if self._handle.stop.is_set():
@@ -175,10 +193,8 @@ class RunContext:
             raise JobError(ErrorCode.TIMEOUT, "the job ran past its time limit")
 
 
-def error_info(exc: JobError) -> ErrorInfo:
-    return ErrorInfo(
-        code=exc.code, message=exc.message, retryable=exc.transient, details=exc.details
-    )
+def error_info(exc: JobError, *, will_retry: bool = False) -> ErrorInfo:
+    return ErrorInfo(code=exc.code, message=exc.message, retryable=will_retry, details=exc.details)
 
 
 def run_attempt(
@@ -190,34 +206,51 @@ def run_attempt(
     me: WorkerIdentity,
     on_done: Callable[[JobHandle], None],
 ) -> None:
-    """Body of a job's thread. Always leaves a status that is final or queued."""
+    """Body of a job's thread. Leaves a status that is final or queued, unless the job
+    was taken over by another worker, in which case it touches nothing at all."""
     log = structlog.get_logger().bind(job_id=handle.job_id, attempt=handle.status.attempt)
     job_dir = layout.job_dir(handle.job_id)
+    outcome: JobStatus | None
     try:
         with (job_dir / "job.log").open("a", encoding="utf-8", errors="replace") as job_log:
             job_log.write(
                 f"# attempt {handle.status.attempt} by {me.id} at {utcnow().isoformat()}\n"
             )
             outcome = _attempt(handle, layout, settings, ffmpeg, me, job_log, log)
-            job_log.write(
-                f"# attempt ended: {outcome.state} {outcome.error.code if outcome.error else ''}\n"
-            )
+            ended = outcome.state if outcome else "abandoned (ownership lost)"
+            code = outcome.error.code if outcome and outcome.error else ""
+            job_log.write(f"# attempt ended: {ended} {code}\n")
     except Exception as exc:  # the daemon must never crash on a job
         log.exception("job_bookkeeping_failed")
         outcome = _failed(handle, JobError(ErrorCode.INTERNAL, f"internal error: {exc}"), settings)
+    if outcome is None or not layout.owner_file(handle.job_id, me.id).exists():
+        handle.lost.set()
+        log.warning("job_ownership_lost", note="another worker took the job over")
+        on_done(handle)
+        return
+    if outcome.state is not State.SUCCEEDED:
+        _unpublish(job_dir, handle.status.outputs)
+        remove_temp_files(job_dir)
+        outcome = outcome.model_copy(update={"outputs": []})
     handle.status = outcome
     try:
         write_status(layout, outcome)
     except OSError:
         log.exception("status_write_failed")
-    if outcome.state is not State.SUCCEEDED:
-        remove_temp_files(job_dir)
     log.info(
         "job_attempt_ended",
         state=outcome.state.value,
         error=outcome.error.code.value if outcome.error else None,
     )
     on_done(handle)
+
+
+def _unpublish(job_dir: Path, outputs: list[OutputInfo]) -> None:
+    """Outputs of an attempt that did not succeed must not outlive it (the status will not
+    list them)."""
+    for output in outputs:
+        with contextlib.suppress(FileNotFoundError):
+            (job_dir / output.path).unlink()
 
 
 def _attempt(
@@ -228,7 +261,9 @@ def _attempt(
     me: WorkerIdentity,
     job_log: IO[str],
     log: Any,
-) -> JobStatus:
+) -> JobStatus | None:
+    if not layout.owner_file(handle.job_id, me.id).exists():
+        return None
     handle.status = transition(
         handle.status,
         State.RUNNING,
@@ -244,8 +279,10 @@ def _attempt(
         ctx = RunContext(
             handle, layout=layout, settings=settings, ffmpeg=ffmpeg(), me=me, log=job_log
         )
+        # Once `run` returns, every output is published: a cancel arriving now is too late.
         handle.kind.run(handle.spec, ctx)
-        ctx.check_cancelled()
+    except OwnershipLost:
+        return None
     except JobCancelled:
         return transition(
             handle.status,
@@ -263,7 +300,6 @@ def _attempt(
             reason="daemon_stopping",
             progress=0.0,
             eta_seconds=None,
-            outputs=[],
         )
     except JobError as exc:
         job_log.write(f"# error {exc.code}: {exc.message}\n")
@@ -277,27 +313,29 @@ def _attempt(
 
 
 def _failed(handle: JobHandle, exc: JobError, settings: Settings) -> JobStatus:
-    """Retry transient errors while attempts remain; otherwise fail for good."""
+    """Retry transient errors while attempts remain; otherwise fail for good.
+
+    `error.retryable` says whether the daemon will try again, not what the code could do.
+    """
     status = handle.status
-    info = error_info(exc)
     now = utcnow()
-    state_now = status.state if status.state is State.RUNNING else State.RUNNING
-    if state_now is not status.state:
-        status = transition(status, State.RUNNING, now=now)
     if exc.transient and status.attempt < status.max_attempts:
         delay = compute_backoff(status.attempt, settings.retry)
-        from datetime import timedelta
-
         return transition(
             status,
             State.QUEUED,
             now=now,
             reason=exc.code.value,
-            error=info,
+            error=error_info(exc, will_retry=True),
             attempt=status.attempt + 1,
             retry_at=now + timedelta(seconds=delay),
             progress=0.0,
             eta_seconds=None,
-            outputs=[],
         )
-    return transition(status, State.FAILED, now=now, reason=exc.code.value, error=info)
+    return transition(
+        status,
+        State.FAILED,
+        now=now,
+        reason=exc.code.value,
+        error=error_info(exc, will_retry=False),
+    )

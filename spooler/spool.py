@@ -24,8 +24,14 @@ from typing import Any
 
 from spooler.errors import ErrorCode
 from spooler.fsutil import TEMP_PREFIX, atomic_write_json, fsync_dir
-from spooler.layout import EntryKind, InboxEntry, SpoolLayout, classify_inbox_name
-from spooler.status import JobStatus
+from spooler.layout import (
+    PROTOCOL_VERSION,
+    EntryKind,
+    InboxEntry,
+    SpoolLayout,
+    classify_inbox_name,
+)
+from spooler.status import JobStatus, iso
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class InboxFile:
     inode: int
     size: int
     mtime_ns: int
+    ctime_ns: int  # set by the file server on write and rename; `cp -p` cannot fake it
     is_regular: bool
 
     @property
@@ -69,6 +76,7 @@ def scan_inbox(layout: SpoolLayout) -> list[InboxFile]:
                 inode=info.st_ino,
                 size=info.st_size,
                 mtime_ns=info.st_mtime_ns,
+                ctime_ns=info.st_ctime_ns,
                 is_regular=item.is_file(follow_symlinks=False),
             )
         )
@@ -130,7 +138,12 @@ def _finish_establish(layout: SpoolLayout, job_id: str, claim_file: Path) -> Non
 
 
 def move_aside(
-    layout: SpoolLayout, path: Path, code: ErrorCode, message: str, now: datetime
+    layout: SpoolLayout,
+    path: Path,
+    code: ErrorCode,
+    message: str,
+    now: datetime,
+    original_name: str | None = None,
 ) -> Path:
     """Move a file (or folder) out of the inbox into rejected/, with an error file beside it.
 
@@ -143,11 +156,12 @@ def move_aside(
     atomic_write_json(
         target.with_name(target.name + ".error.json"),
         {
-            "originalName": path.name,
+            "protocolVersion": PROTOCOL_VERSION,
+            "originalName": original_name or path.name,
             "movedTo": target.name,
             "code": code.value,
             "message": message,
-            "at": now.isoformat(),
+            "at": iso(now),
         },
     )
     return target

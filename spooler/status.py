@@ -56,7 +56,8 @@ class InvalidTransition(ValueError):
 
 
 class _CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    # Readers ignore fields they do not know, so newer daemons can add some (protocol.md).
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
 class WorkerRef(_CamelModel):
@@ -134,6 +135,11 @@ class JobStatus(_CamelModel):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, the one timestamp format of every spool file."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def check_transition(old: State | None, new: State) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 
 from spooler import __version__
 from spooler.fsutil import atomic_write_json
-from spooler.layout import SpoolLayout
-from spooler.status import WorkerRef
+from spooler.layout import PROTOCOL_VERSION, SpoolLayout
+from spooler.status import WorkerRef, iso
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
@@ -96,6 +96,7 @@ def write_heartbeat(
     atomic_write_json(
         path,
         {
+            "protocolVersion": PROTOCOL_VERSION,
             "workerId": me.id,
             "host": me.host,
             "pid": me.pid,
@@ -103,8 +104,8 @@ def write_heartbeat(
             "namespace": me.namespace,
             "version": __version__,
             "state": state,
-            "startedAt": started_at.isoformat(),
-            "lastBeat": now.isoformat(),
+            "startedAt": iso(started_at),
+            "lastBeat": iso(now),
             "maxJobs": max_jobs,
             "jobsRunning": running,
         },

@@ -175,6 +175,9 @@ def test_every_log_line_about_a_job_names_it(spool: Spool, make_daemon) -> None:
     spool.submit("logged-bad", b"{")
     spool.wait_final("logged")
     spool.wait_final("logged-bad")
+    # The log line follows the status write: wait for it rather than race it.
+    daemon.wait_event("job_rejected")
+    daemon.wait_event("job_attempt_ended")
     job_events = {"job_claimed", "job_started", "job_attempt_ended", "job_rejected"}
     seen = [e for e in daemon.events() if e.get("event") in job_events]
     assert {e["event"] for e in seen} == job_events

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import json
 import time
 from pathlib import Path
@@ -244,3 +246,41 @@ def test_inotify_unavailable_falls_back_and_keeps_working(spool: Spool, make_dae
     daemon.wait_event("inotify_unavailable")
     spool.submit("no-inotify", tiny_job())
     assert spool.wait_final("no-inotify")["state"] == "succeeded"
+
+
+def test_a_paused_daemon_that_lost_its_lease_touches_nothing(spool: Spool, make_daemon) -> None:
+    fast_lease = {"SPOOLER_HEARTBEAT_SECONDS": "0.3", "SPOOLER_LEASE_SECONDS": "1.5"}
+    # Given daemon A running a job
+    first = make_daemon(**fast_lease)
+    spool.submit("contested", tiny_job(4, realtime=True))
+    spool.wait_state("contested", "running")
+    # When A freezes (SIGSTOP: a stalled host) long enough for B to take the job over
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = make_daemon(**fast_lease)
+        taken = spool.wait_for(
+            "contested",
+            lambda s: s["state"] == "running" and s["worker"]["pid"] == second.pid,
+            timeout=15,
+        )
+        assert taken["attempt"] == 2
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    # Then A notices it lost the job, and B's status is never overwritten by A
+    first.wait_event("job_ownership_lost")
+    workers_seen = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status = spool.status("contested")
+        assert status is not None
+        workers_seen.add(status["worker"]["pid"])
+        if status["state"] == "succeeded":
+            break
+        time.sleep(0.05)
+    assert workers_seen == {second.pid}
+    final = spool.status("contested")
+    assert final is not None and final["state"] == "succeeded" and final["attempt"] == 2
+    assert {h["workerId"] for h in final["history"][-3:]} == {final["worker"]["id"]}
+    assert first.proc.poll() is None  # A keeps serving
+    assert len(final["outputs"]) == 1
+    assert spool.temp_leftovers() == []

@@ -8,13 +8,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from spooler.errors import ErrorCode, JobError
+from spooler.export.kind import ExportKind
 from spooler.kinds.base import JobKind, JobSpec
 from spooler.kinds.testpattern import TestPatternKind
 
 # A job file without "kind" is an export: that is what the web app writes.
 DEFAULT_KIND = "export"
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (TestPatternKind(),)}
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (TestPatternKind(), ExportKind())}
 
 
 def register(kind: JobKind) -> None:
@@ -100,7 +101,7 @@ def parse_job(raw: bytes) -> tuple[JobSpec, JobKind]:
             },
         )
     version = data.get("schemaVersion", 1)
-    if version != 1:
+    if type(version) is not int or version != 1:  # True == 1 and 1.0 == 1 in Python
         raise JobError(
             ErrorCode.UNSUPPORTED_SCHEMA_VERSION,
             f"schemaVersion: {version!r} is not supported (this daemon reads version 1)",
