@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from spooler.errors import ErrorCode, JobError
+from spooler.ffmpeg import encoder_threads
 from spooler.kinds.base import JobContext, JobSpec, Step
 from spooler.media import verify_output
 from spooler.status import OutputInfo
@@ -52,6 +53,7 @@ class TestPatternKind:
             *pace, "-f", "lavfi", "-i", f"{tone}:{length}",
             "-map", "0:v", "-map", "1:a",
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            *encoder_threads(ctx.settings.ffmpeg_threads),
             "-c:a", "aac", "-b:a", "96k",
             "-movflags", "+faststart", "-f", "mp4",
             str(tmp),
