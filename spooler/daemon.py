@@ -113,6 +113,7 @@ class Daemon:
         self.running: dict[str, JobHandle] = {}
         self.waiting: dict[str, JobHandle] = {}  # ours, queued (retry backoff or recovered)
         self.done: queue.Queue[JobHandle] = queue.Queue()
+        self.unsaved: dict[str, JobHandle] = {}  # final status not yet on disk
         # Final statuses never change: remember (state, finishedAt) instead of re-reading.
         self.final_jobs: dict[str, tuple[State, datetime | None]] = {}
         self._seen: dict[str, _Seen] = {}
@@ -201,6 +202,8 @@ class Daemon:
                 self._beat("stopping" if stop_phase_started else "running")
                 next_beat = now + self.settings.heartbeat_seconds
             self._guarded(self._check_cancels)
+            if self.unsaved:
+                self._guarded(self._flush_unsaved)
             if stop_phase_started is None:
                 self._guarded(self._start_waiting)  # retries first: they waited longest
                 if woke or now >= next_scan:
@@ -296,9 +299,12 @@ class Daemon:
                 handle.thread.join()
             self.running.pop(handle.job_id, None)
             state = handle.status.state
+            if not handle.saved:
+                self.unsaved[handle.job_id] = handle
             if handle.lost.is_set():
                 pass  # its new owner has it; nothing of ours to record
             elif state is State.QUEUED:
+                handle.not_before = _monotonic_due(handle.status.retry_at)
                 if self._stop_requests:
                     take_ownership(self.layout, handle.job_id, self.me.id, RELEASED)
                 else:
@@ -310,12 +316,8 @@ class Daemon:
             self.wake.set()
 
     def _start_waiting(self) -> None:
-        now = utcnow()
-        due = [
-            h
-            for h in self.waiting.values()
-            if h.status.retry_at is None or h.status.retry_at <= now
-        ]
+        now = time.monotonic()
+        due = [h for h in self.waiting.values() if h.not_before <= now]
         for handle in sorted(due, key=lambda h: (-h.status.priority, h.status.submitted_at)):
             if self._free_slots() <= 0:
                 return
@@ -573,6 +575,13 @@ class Daemon:
         self.log.info("job_deleted", job_id=job_id)
 
     # -- cancel ----------------------------------------------------------------------------------
+    def _flush_unsaved(self) -> None:
+        for job_id, handle in list(self.unsaved.items()):
+            if self._owns(job_id):
+                write_status(self.layout, handle.status)
+                self.log.info("status_write_recovered", job_id=job_id)
+            del self.unsaved[job_id]
+
     def _owns(self, job_id: str) -> bool:
         return self.layout.owner_file(job_id, self.me.id).exists()
 
@@ -730,7 +739,13 @@ class Daemon:
         if status.is_final:
             self.final_jobs[job_id] = (status.state, status.finished_at)
         else:
-            self.waiting[job_id] = JobHandle(job_id, spec, kind, status, deadline=0.0)
+            handle = JobHandle(job_id, spec, kind, status, deadline=0.0)
+            # retryAt may come from another host's clock: never wait past one full backoff.
+            handle.not_before = min(
+                _monotonic_due(status.retry_at),
+                time.monotonic() + self.settings.retry.backoff_max_seconds,
+            )
+            self.waiting[job_id] = handle
 
     # -- retention -------------------------------------------------------------------------------
     def _retention(self) -> None:
@@ -764,6 +779,13 @@ class Daemon:
         # Leftovers of removals interrupted by a crash.
         for entry in _entries(self.layout.trash):
             shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _monotonic_due(retry_at: datetime | None) -> float:
+    """The monotonic time matching a wall-clock retryAt (what is left of it, from now)."""
+    if retry_at is None:
+        return 0.0
+    return time.monotonic() + max(0.0, (retry_at - utcnow()).total_seconds())
 
 
 def _entries(directory: Path) -> list[os.DirEntry[str]]:

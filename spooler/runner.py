@@ -53,6 +53,12 @@ class JobHandle:
     lost: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     ffmpeg_pids: list[int] = field(default_factory=list)
+    # time.monotonic() before which a queued job must not start (retry backoff). Monotonic,
+    # so a wall clock jumping back does not stall retries.
+    not_before: float = 0.0
+    # False while the last status could not be written (full or read-only disk): the
+    # daemon retries the write so a finished job never stays "running" on disk.
+    saved: bool = True
 
 
 class RunContext:
@@ -235,8 +241,9 @@ def run_attempt(
     handle.status = outcome
     try:
         write_status(layout, outcome)
-    except OSError:
-        log.exception("status_write_failed")
+    except OSError as exc:
+        handle.saved = False
+        log.error("status_write_failed", error=str(exc), will_retry=True)
     log.info(
         "job_attempt_ended",
         state=outcome.state.value,

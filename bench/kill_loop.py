@@ -1,0 +1,160 @@
+"""Kill loop drill: daemons on one spool, one of them SIGKILLed at random moments and
+restarted, while short jobs flow. Then `spooler audit` counts what happened.
+
+    .venv/bin/python bench/kill_loop.py --jobs 300 --kills 50
+
+Used by tests/test_faults.py (CI size) and bench/soak.py (long runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spooler.audit import audit_spool, format_report
+from spooler.layout import SpoolLayout
+
+DRILL_SETTINGS = {
+    "SPOOLER_RESCAN_SECONDS": "0.5",
+    "SPOOLER_HEARTBEAT_SECONDS": "0.5",
+    "SPOOLER_LEASE_SECONDS": "3",
+    "SPOOLER_TICK_SECONDS": "0.05",
+    "SPOOLER_KILL_GRACE_SECONDS": "1",
+    "SPOOLER_SHUTDOWN_GRACE_SECONDS": "5",
+    "SPOOLER_RETRY__BACKOFF_BASE_SECONDS": "0.2",
+    "SPOOLER_RETRY__BACKOFF_MAX_SECONDS": "1",
+    "SPOOLER_RETRY__MAX_ATTEMPTS": "20",
+    "SPOOLER_LOG_FORMAT": "json",
+    "SPOOLER_FFMPEG_NICE": "0",
+    "SPOOLER_MAX_JOBS": "2",
+}
+
+
+@dataclass
+class Drill:
+    root: Path
+    daemons: int
+    seed: int
+    logs: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    kills: int = 0
+    starts: int = 0
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOLER_")}
+        env.update(DRILL_SETTINGS)
+        env["SPOOLER_SPOOL_DIR"] = str(self.root)
+        env["SPOOLER_MEDIA_ROOTS"] = json.dumps([str(self.root.parent / "media")])
+        return env
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
+        log = (self.logs / f"daemon-{self.starts}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "spooler", "run"], env=self.env(),
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        log.close()
+        return proc
+
+    def submit(self, job_id: str, rng: random.Random) -> None:
+        # Played at real time, so that a kill lands in the middle of running jobs.
+        job = {"kind": "testpattern", "durationSeconds": round(rng.uniform(0.2, 1.0), 2),
+               "width": 16, "height": 16, "fps": 10, "realtime": True}  # fmt: skip
+        inbox = SpoolLayout(self.root).inbox
+        tmp = inbox / f".{job_id}.tmp"
+        tmp.write_text(json.dumps(job))
+        tmp.rename(inbox / f"{job_id}.json")
+
+
+def run_kill_loop(
+    root: Path, *, jobs: int, kills: int, daemons: int = 2, seed: int = 1, timeout: float = 600
+) -> dict[str, Any]:
+    """Run the drill; return the audit report plus the drill's own counts."""
+    rng = random.Random(seed)
+    logs = root.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for sub in ("inbox", "jobs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    drill = Drill(root, daemons, seed, logs)
+    started = time.monotonic()
+    ids = [f"job-{i:05d}" for i in range(jobs)]
+    pending = list(ids)
+    try:
+        drill.procs = [drill.start() for _ in range(daemons)]
+        while drill.kills < kills or pending:
+            # Keep a trickle of work arriving while the victim dies and comes back.
+            for _ in range(min(len(pending), rng.randint(1, 12))):
+                drill.submit(pending.pop(0), rng)
+            # The victim needs ~0.4 s to start; kill it at a random moment after that.
+            time.sleep(rng.uniform(0.3, 1.2))
+            if drill.kills < kills:
+                victim = drill.procs[0]
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                drill.kills += 1
+                drill.procs[0] = drill.start()
+            if time.monotonic() - started > timeout:
+                raise TimeoutError("kill loop did not finish in time")
+        _wait_final(root, ids, deadline=started + timeout)
+    finally:
+        for proc in drill.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in drill.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    report = audit_spool(SpoolLayout(root))
+    result = report.to_json()
+    result.update(
+        kills=drill.kills,
+        daemon_starts=drill.starts,
+        submitted=jobs,
+        lost=jobs - report.jobs + len(report.no_status),
+        seconds=round(time.monotonic() - started, 1),
+    )
+    result["text"] = format_report(report)
+    return result
+
+
+def _wait_final(root: Path, ids: list[str], deadline: float) -> None:
+    layout = SpoolLayout(root)
+    remaining = set(ids)
+    while remaining and time.monotonic() < deadline:
+        for job_id in list(remaining):
+            try:
+                state = json.loads(layout.status_file(job_id).read_text())["state"]
+            except (FileNotFoundError, ValueError):
+                continue
+            if state in ("succeeded", "failed", "cancelled", "rejected"):
+                remaining.discard(job_id)
+        time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--kills", type=int, default=50)
+    parser.add_argument("--daemons", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="spooler-killloop-") as scratch:
+        result = run_kill_loop(Path(scratch) / "spool", jobs=args.jobs, kills=args.kills,
+                               daemons=args.daemons, seed=args.seed)  # fmt: skip
+    print(result.pop("text"))
+    print(json.dumps({k: result[k] for k in ("submitted", "kills", "lost", "seconds", "by_state")}))
+    sys.exit(0 if result["ok"] and result["lost"] == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
