@@ -60,15 +60,25 @@ class Drill:
     def start(self) -> subprocess.Popen[bytes]:
         self.starts += 1
         log = (self.logs / f"daemon-{self.starts}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "spooler", "run"], env=self.env(),
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spooler", "run"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         return proc
 
     def submit(self, job_id: str, rng: random.Random) -> None:
         # Played at real time, so that a kill lands in the middle of running jobs.
-        job = {"kind": "testpattern", "durationSeconds": round(rng.uniform(0.2, 1.0), 2),
-               "width": 16, "height": 16, "fps": 10, "realtime": True}  # fmt: skip
+        job = {
+            "kind": "testpattern",
+            "durationSeconds": round(rng.uniform(0.2, 1.0), 2),
+            "width": 16,
+            "height": 16,
+            "fps": 10,
+            "realtime": True,
+        }
         inbox = SpoolLayout(self.root).inbox
         tmp = inbox / f".{job_id}.tmp"
         tmp.write_text(json.dumps(job))
@@ -149,8 +159,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="spooler-killloop-") as scratch:
-        result = run_kill_loop(Path(scratch) / "spool", jobs=args.jobs, kills=args.kills,
-                               daemons=args.daemons, seed=args.seed)  # fmt: skip
+        result = run_kill_loop(
+            Path(scratch) / "spool",
+            jobs=args.jobs,
+            kills=args.kills,
+            daemons=args.daemons,
+            seed=args.seed,
+        )
     print(result.pop("text"))
     print(json.dumps({k: result[k] for k in ("submitted", "kills", "lost", "seconds", "by_state")}))
     sys.exit(0 if result["ok"] and result["lost"] == 0 else 1)

@@ -16,8 +16,14 @@ from spooler.status import State, WorkerRef, new_status, transition, utcnow
 
 
 def spooler(daemon_env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spooler", *args], env=daemon_env, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "spooler", *args],
+        env=daemon_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_submit_wait_status_ls_cancel(spool: Spool, make_daemon, tmp_path: Path) -> None:
@@ -53,7 +59,10 @@ def test_submit_wait_status_ls_cancel(spool: Spool, make_daemon, tmp_path: Path)
     listing = spooler(env, "ls", "--json", cwd=tmp_path)
     rows = {json.loads(line)["jobId"]: json.loads(line) for line in listing.stdout.splitlines()}
     assert {k: v["state"] for k, v in rows.items()} == {
-        "good-1": "succeeded", "bad-1": "rejected", "long": "cancelled"}  # fmt: skip
+        "good-1": "succeeded",
+        "bad-1": "rejected",
+        "long": "cancelled",
+    }
     table = spooler(env, "ls", cwd=tmp_path)
     assert "good-1" in table.stdout and "rejected" in table.stdout
 
@@ -114,15 +123,25 @@ def _plant_orphan(spool: Spool, job_id: str, owner: str, host: str, beat_age: fl
     layout.job_file(job_id).write_text(json.dumps(tiny_job()))
     worker = WorkerRef(id=owner, host=host, pid=4242)
     now = utcnow()
-    status = new_status(job_id, State.QUEUED, now=now, submitted_at=now, worker=worker,
-                        max_attempts=3)  # fmt: skip
+    status = new_status(
+        job_id, State.QUEUED, now=now, submitted_at=now, worker=worker, max_attempts=3
+    )
     status = transition(status, State.RUNNING, now=now)
     layout.status_file(job_id).write_text(json.dumps(status.to_json()))
     (job_dir / f".owner.{owner}").touch()
     (job_dir / ".tmp-abc-partial.mp4").write_bytes(b"partial")
     beat = layout.heartbeat_file(owner)
-    beat.write_text(json.dumps({"workerId": owner, "host": host, "pid": 4242,
-                                "namespace": "other-host", "state": "running"}))  # fmt: skip
+    beat.write_text(
+        json.dumps(
+            {
+                "workerId": owner,
+                "host": host,
+                "pid": 4242,
+                "namespace": "other-host",
+                "state": "running",
+            }
+        )
+    )
     stamp = beat.stat().st_mtime - beat_age
     os.utime(beat, (stamp, stamp))
 

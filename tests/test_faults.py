@@ -16,14 +16,13 @@ import pytest
 from conftest import Spool, pid_alive, tiny_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from kill_loop import run_kill_loop  # noqa: E402
+from kill_loop import run_kill_loop
 
 
 @pytest.mark.slow
 def test_kill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
     # Given two daemons and 300 short jobs, one daemon SIGKILLed and restarted 50 times
-    result = run_kill_loop(tmp_path / "spool", jobs=300, kills=50, daemons=2, seed=7,
-                           timeout=400)  # fmt: skip
+    result = run_kill_loop(tmp_path / "spool", jobs=300, kills=50, daemons=2, seed=7, timeout=400)
     # Then the audit finds every job succeeded once, nothing temporary, nothing lost
     assert result["kills"] >= 50
     assert result["lost"] == 0
@@ -35,8 +34,11 @@ def test_kill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, check=False)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -83,8 +85,11 @@ def test_read_only_spool_does_not_stop_the_daemon(spool: Spool, make_daemon) -> 
         # Then it carries on as soon as the volume is writable again
         spool.submit("after", tiny_job())
         assert spool.wait_final("after")["state"] == "succeeded"
-        failures = [e for e in daemon.events() if e.get("event") in ("loop_phase_failed",
-                                                                      "heartbeat_failed")]  # fmt: skip
+        failures = [
+            e
+            for e in daemon.events()
+            if e.get("event") in ("loop_phase_failed", "heartbeat_failed")
+        ]
         assert failures, "the read-only period should have been logged"
         daemon.stop()
 
