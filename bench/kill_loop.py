@@ -69,7 +69,7 @@ class Drill:
         log.close()
         return proc
 
-    def submit(self, job_id: str, rng: random.Random) -> None:
+    def submit(self, job_id: str, rng: random.Random, *, bad: bool = False) -> None:
         # Played at real time, so that a kill lands in the middle of running jobs.
         job = {
             "kind": "testpattern",
@@ -79,14 +79,46 @@ class Drill:
             "fps": 10,
             "realtime": True,
         }
+        raw = json.dumps(job).encode()
         inbox = SpoolLayout(self.root).inbox
         tmp = inbox / f".{job_id}.tmp"
-        tmp.write_text(json.dumps(job))
+        tmp.write_bytes(mutate(raw, rng) if bad else raw)
         tmp.rename(inbox / f"{job_id}.json")
 
 
+def mutate(raw: bytes, rng: random.Random) -> bytes:
+    """A hostile variant of a valid job file: what a buggy or malicious client might write."""
+    choice = rng.randrange(9)
+    if choice == 0:
+        return raw[: rng.randrange(len(raw))]  # truncated
+    if choice == 1:
+        data = bytearray(raw)
+        data[rng.randrange(len(data))] = rng.randrange(256)  # one corrupt byte
+        return bytes(data)
+    if choice == 2:
+        return raw.replace(b'"width": 16', b'"width": NaN')
+    if choice == 3:
+        return raw.replace(b"{", b'{"kind": "testpattern", ', 1)  # duplicate key
+    if choice == 4:
+        return raw.replace(b"}", b', "unexpected": {"x": 1}}')
+    if choice == 5:
+        return raw.replace(b'"height": 16', b'"height": "16; rm -rf /"')
+    if choice == 6:
+        return b"[" * 20_000 + b"]" * 20_000
+    if choice == 7:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+    return raw.replace(b'"fps": 10', b'"fps": 1e999')
+
+
 def run_kill_loop(
-    root: Path, *, jobs: int, kills: int, daemons: int = 2, seed: int = 1, timeout: float = 600
+    root: Path,
+    *,
+    jobs: int,
+    kills: int,
+    daemons: int = 2,
+    seed: int = 1,
+    timeout: float = 600,
+    bad_inputs: int = 0,
 ) -> dict[str, Any]:
     """Run the drill; return the audit report plus the drill's own counts."""
     rng = random.Random(seed)
@@ -96,14 +128,18 @@ def run_kill_loop(
         (root / sub).mkdir(parents=True, exist_ok=True)
     drill = Drill(root, daemons, seed, logs)
     started = time.monotonic()
-    ids = [f"job-{i:05d}" for i in range(jobs)]
+    good = [f"job-{i:05d}" for i in range(jobs)]
+    bad = {f"bad-{i:05d}" for i in range(bad_inputs)}
+    ids = good + sorted(bad)
     pending = list(ids)
+    rng.shuffle(pending)
     try:
         drill.procs = [drill.start() for _ in range(daemons)]
         while drill.kills < kills or pending:
             # Keep a trickle of work arriving while the victim dies and comes back.
             for _ in range(min(len(pending), rng.randint(1, 12))):
-                drill.submit(pending.pop(0), rng)
+                job_id = pending.pop(0)
+                drill.submit(job_id, rng, bad=job_id in bad)
             # The victim needs ~0.4 s to start; kill it at a random moment after that.
             time.sleep(rng.uniform(0.3, 1.2))
             if drill.kills < kills:
@@ -124,17 +160,28 @@ def run_kill_loop(
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    report = audit_spool(SpoolLayout(root))
+    layout = SpoolLayout(root)
+    report = audit_spool(layout)
     result = report.to_json()
     result.update(
         kills=drill.kills,
         daemon_starts=drill.starts,
-        submitted=jobs,
-        lost=jobs - report.jobs + len(report.no_status),
+        submitted=len(ids),
+        bad_inputs=len(bad),
+        good_states=sorted({str(_state(layout, i)) for i in good}),
+        lost=len(ids) - report.jobs + len(report.no_status),
         seconds=round(time.monotonic() - started, 1),
     )
     result["text"] = format_report(report)
     return result
+
+
+def _state(layout: SpoolLayout, job_id: str) -> str | None:
+    try:
+        state: str = json.loads(layout.status_file(job_id).read_text())["state"]
+    except (FileNotFoundError, ValueError):
+        return None
+    return state
 
 
 def _wait_final(root: Path, ids: list[str], deadline: float) -> None:
@@ -142,11 +189,7 @@ def _wait_final(root: Path, ids: list[str], deadline: float) -> None:
     remaining = set(ids)
     while remaining and time.monotonic() < deadline:
         for job_id in list(remaining):
-            try:
-                state = json.loads(layout.status_file(job_id).read_text())["state"]
-            except (FileNotFoundError, ValueError):
-                continue
-            if state in ("succeeded", "failed", "cancelled", "rejected"):
+            if _state(layout, job_id) in ("succeeded", "failed", "cancelled", "rejected"):
                 remaining.discard(job_id)
         time.sleep(0.2)
 
@@ -157,6 +200,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--daemons", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--bad-inputs", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="spooler-killloop-") as scratch:
         result = run_kill_loop(
@@ -165,10 +209,14 @@ def main() -> None:
             kills=args.kills,
             daemons=args.daemons,
             seed=args.seed,
+            bad_inputs=args.bad_inputs,
         )
     print(result.pop("text"))
-    print(json.dumps({k: result[k] for k in ("submitted", "kills", "lost", "seconds", "by_state")}))
-    sys.exit(0 if result["ok"] and result["lost"] == 0 else 1)
+    keys = ("submitted", "bad_inputs", "kills", "lost", "seconds", "by_state", "good_states")
+    print(json.dumps({k: result[k] for k in keys}))
+    sys.exit(
+        0 if result["ok"] and result["lost"] == 0 and result["good_states"] == ["succeeded"] else 1
+    )
 
 
 if __name__ == "__main__":

@@ -21,12 +21,16 @@ from kill_loop import run_kill_loop
 
 @pytest.mark.slow
 def test_kill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
-    # Given two daemons and 300 short jobs, one daemon SIGKILLed and restarted 50 times
-    result = run_kill_loop(tmp_path / "spool", jobs=300, kills=50, daemons=2, seed=7, timeout=400)
-    # Then the audit finds every job succeeded once, nothing temporary, nothing lost
+    # Given two daemons, 300 short jobs and 60 hostile job files arriving over time,
+    # with one daemon SIGKILLed at random moments and restarted 50 times
+    result = run_kill_loop(
+        tmp_path / "spool", jobs=300, kills=50, daemons=2, seed=7, timeout=400, bad_inputs=60
+    )
+    # Then the audit finds every good job succeeded once, every bad one rejected, nothing
+    # temporary left and nothing lost
     assert result["kills"] >= 50
     assert result["lost"] == 0
-    assert result["by_state"] == {"succeeded": 300}, result["text"]
+    assert result["by_state"] == {"succeeded": 300, "rejected": 60}, result["text"]
     assert result["ok"], result["text"]
     assert result["recovered"] > 0, "kills should have interrupted some running jobs"
 
