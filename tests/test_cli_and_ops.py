@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import DaemonProcess, Spool, tiny_job
+from support import DaemonProcess, Spool, tiny_job
 
 from spooler.status import State, WorkerRef, new_status, transition, utcnow
 

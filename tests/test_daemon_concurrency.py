@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
-import json
 import time
 from pathlib import Path
 
 import pytest
-from conftest import Spool, pid_alive, tiny_job
+from support import Spool, pid_alive, tiny_job
 
 
 def _submit_burst(spool: Spool, count: int, prefix: str) -> list[str]:

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import DaemonProcess, Spool, tiny_job
+from support import DaemonProcess, Spool, tiny_job
 
 
 def _rejected_entries(spool: Spool) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Spool, pid_alive, tiny_job
+from support import Spool, pid_alive, tiny_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from kill_loop import run_kill_loop

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import Spool, tiny_job
+from support import Spool, tiny_job
 
 MB = 1_048_576
 
