@@ -140,8 +140,9 @@ def run_kill_loop(
             for _ in range(min(len(pending), rng.randint(1, 12))):
                 job_id = pending.pop(0)
                 drill.submit(job_id, rng, bad=job_id in bad)
-            # The victim needs ~0.4 s to start; kill it at a random moment after that.
-            time.sleep(rng.uniform(0.3, 1.2))
+            # Kill the victim at a random moment, preferably while it runs a job.
+            _wait_busy(root, drill.procs[0].pid, timeout=rng.uniform(0.3, 1.5))
+            time.sleep(rng.uniform(0.0, 0.4))
             if drill.kills < kills:
                 victim = drill.procs[0]
                 victim.send_signal(signal.SIGKILL)
@@ -174,6 +175,20 @@ def run_kill_loop(
     )
     result["text"] = format_report(report)
     return result
+
+
+def _wait_busy(root: Path, pid: int, timeout: float) -> None:
+    """Until the daemon with `pid` reports a running job in its heartbeat (or timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for beat in (root / "workers").glob("*.json"):
+            try:
+                data = json.loads(beat.read_text())
+            except (OSError, ValueError):
+                continue
+            if data.get("pid") == pid and data.get("jobsRunning"):
+                return
+        time.sleep(0.05)
 
 
 def _state(layout: SpoolLayout, job_id: str) -> str | None:

@@ -96,7 +96,7 @@ def audit_spool(layout: SpoolLayout) -> AuditReport:
         states[status.state.value] += 1
         report.attempts += status.attempt
         reasons = [h.reason for h in status.history]
-        report.recovered += reasons.count("worker_lost")
+        report.recovered += reasons.count("worker_lost") + reasons.count("finished_by_recovery")
         if status.state not in FINAL_STATES:
             report.active.append(job_id)
         if sum(1 for h in status.history if h.state is State.SUCCEEDED) > 1:

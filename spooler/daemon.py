@@ -682,6 +682,7 @@ class Daemon:
             )
 
     def _adopt(self, job_id: str, status: JobStatus, previous_owner: str) -> None:
+        published = _finish_publishing(self.layout.job_dir(job_id), status)
         remove_temp_files(self.layout.job_dir(job_id))
         now = utcnow()
         try:
@@ -702,7 +703,19 @@ class Daemon:
             self.final_jobs[job_id] = (status.state, status.finished_at)
             return
         worker = self.me.ref()
-        if status.state is State.RUNNING:
+        if status.state is State.RUNNING and published:
+            # It died after its last publish: the work is done, do not run it again.
+            status = transition(
+                status,
+                State.SUCCEEDED,
+                now=now,
+                reason="finished_by_recovery",
+                worker=worker,
+                pending_publish=None,
+            )
+        elif status.state is State.RUNNING:
+            for output in status.outputs:  # a partial set: the rerun publishes them all
+                (self.layout.job_dir(job_id) / output.path).unlink(missing_ok=True)
             lost = ErrorInfo(
                 code=ErrorCode.WORKER_LOST,
                 retryable=True,
@@ -720,6 +733,7 @@ class Daemon:
                     progress=0.0,
                     eta_seconds=None,
                     outputs=[],
+                    pending_publish=None,
                 )
             else:
                 lost = lost.model_copy(update={"retryable": False})
@@ -779,6 +793,23 @@ class Daemon:
         # Leftovers of removals interrupted by a crash.
         for entry in _entries(self.layout.trash):
             shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _finish_publishing(job_dir: Path, status: JobStatus) -> bool:
+    """Roll a journalled publish forward; True if every planned output is now in place."""
+    pending = status.pending_publish
+    if pending is not None and (job_dir / pending.temp).exists():
+        (job_dir / pending.temp).replace(job_dir / pending.path)
+        with (job_dir / "job.log").open("a", encoding="utf-8") as log:
+            log.write(f"# published {pending.path} (rename finished by recovery)\n")
+    listed = {output.path: output for output in status.outputs}
+    if not status.planned_outputs or set(status.planned_outputs) - set(listed):
+        return False
+    for name in status.planned_outputs:
+        path = job_dir / name
+        if not path.is_file() or path.stat().st_size != listed[name].size_bytes:
+            return False
+    return True
 
 
 def _monotonic_due(retry_at: datetime | None) -> float:

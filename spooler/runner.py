@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import secrets
 import threading
 import time
@@ -29,6 +30,7 @@ from spooler.status import (
     ErrorInfo,
     JobStatus,
     OutputInfo,
+    PendingPublish,
     State,
     Warning_,
     progress_update,
@@ -124,6 +126,11 @@ class RunContext:
     def declare_steps(self, steps: list[Step]) -> None:
         self._tracker.declare({s.name: s.weight for s in steps})
 
+    def declare_outputs(self, names: list[str]) -> None:
+        with self._lock:
+            self._handle.status = self._handle.status.model_copy(update={"planned_outputs": names})
+            self._save(durable=False)
+
     def run_ffmpeg(self, args: list[str], *, step: str, expected_seconds: float) -> FfmpegResult:
         self.check_cancelled()
         limits = Limits(
@@ -161,15 +168,24 @@ class RunContext:
         if not self.owned():
             raise OwnershipLost()
         fsync_file(temp)  # the data, not just the name, must survive a power cut
-        final = self.job_dir / name
-        temp.replace(final)
-        fsync_dir(self.job_dir)
+        # Journal first: if we die between this write and the rename, recovery finishes the
+        # rename instead of running the job again (each output is published once).
         with self._lock:
             outputs = [o for o in self._handle.status.outputs if o.path != info.path]
             self._handle.status = self._handle.status.model_copy(
-                update={"outputs": [*outputs, info]}
+                update={
+                    "outputs": [*outputs, info],
+                    "pending_publish": PendingPublish(temp=temp.name, path=name),
+                }
             )
+            self._save()
+        _crash_point("SPOOLER_FAULT_EXIT_BEFORE_RENAME")
+        temp.replace(self.job_dir / name)
+        fsync_dir(self.job_dir)
+        with self._lock:
+            self._handle.status = self._handle.status.model_copy(update={"pending_publish": None})
         self.log_line(f"# published {name} ({info.size_bytes} bytes)")
+        _crash_point("SPOOLER_FAULT_EXIT_AFTER_PUBLISH")
 
     def warn(self, code: str, message: str, **details: Any) -> None:
         with self._lock:
@@ -237,7 +253,9 @@ def run_attempt(
     if outcome.state is not State.SUCCEEDED:
         _unpublish(job_dir, handle.status.outputs)
         remove_temp_files(job_dir)
-        outcome = outcome.model_copy(update={"outputs": []})
+        outcome = outcome.model_copy(
+            update={"outputs": [], "planned_outputs": [], "pending_publish": None}
+        )
     handle.status = outcome
     try:
         write_status(layout, outcome)
@@ -250,6 +268,12 @@ def run_attempt(
         error=outcome.error.code.value if outcome.error else None,
     )
     on_done(handle)
+
+
+def _crash_point(variable: str) -> None:
+    """Fault injection for the crash tests: die here as kill -9 would, if asked to."""
+    if os.environ.get(variable):
+        os._exit(137)
 
 
 def _unpublish(job_dir: Path, outputs: list[OutputInfo]) -> None:

@@ -89,6 +89,13 @@ class OutputInfo(_CamelModel):
     mime_type: str | None = None
 
 
+class PendingPublish(_CamelModel):
+    """Journal of the one rename in flight: recovery rolls it forward."""
+
+    temp: str = Field(description="Temporary name in the job's folder (already verified).")
+    path: str = Field(description="Final name it is being renamed to.")
+
+
 class HistoryEntry(_CamelModel):
     state: State
     at: datetime
@@ -121,6 +128,12 @@ class JobStatus(_CamelModel):
     error: ErrorInfo | None = None
     warnings: list[Warning_] = Field(default_factory=list)
     outputs: list[OutputInfo] = Field(default_factory=list)
+    planned_outputs: list[str] = Field(
+        default_factory=list,
+        description="Names this attempt will publish; once all are published, a worker lost "
+        "before writing 'succeeded' is finished by recovery instead of being run again.",
+    )
+    pending_publish: PendingPublish | None = None
     preflight: dict[str, Any] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     history: list[HistoryEntry] = Field(default_factory=list)

@@ -30,7 +30,11 @@ def test_kill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
     # temporary left and nothing lost
     assert result["kills"] >= 50
     assert result["lost"] == 0
-    assert result["by_state"] == {"succeeded": 300, "rejected": 60}, result["text"]
+    assert result["good_states"] == ["succeeded"], result["text"]
+    # A mutation can leave a job valid; most are rejected, and nothing ends any other way.
+    assert set(result["by_state"]) <= {"succeeded", "rejected"}
+    assert result["by_state"]["rejected"] >= 50
+    assert sum(result["by_state"].values()) == 360
     assert result["ok"], result["text"]
     assert result["recovered"] > 0, "kills should have interrupted some running jobs"
 
@@ -117,3 +121,30 @@ def test_missing_ffmpeg_stops_the_daemon_at_start(spool: Spool, make_daemon) -> 
     daemon = make_daemon(wait_ready=False, SPOOLER_FFMPEG_PATH="/nonexistent/ffmpeg")
     assert daemon.proc.wait(timeout=20) == 2
     daemon.wait_event("ffmpeg_missing")
+
+
+@pytest.mark.parametrize(
+    "crash_point", ["SPOOLER_FAULT_EXIT_BEFORE_RENAME", "SPOOLER_FAULT_EXIT_AFTER_PUBLISH"]
+)
+def test_a_crash_around_the_publish_finishes_the_job_without_running_it_again(
+    spool: Spool, make_daemon, crash_point: str
+) -> None:
+    # Given a daemon that dies (as kill -9 would) just before or just after renaming the
+    # verified output into place, before writing "succeeded"
+    crashing = make_daemon(extra_env={crash_point: "1"})
+    spool.submit("almost", tiny_job(0.5))
+    assert crashing.proc.wait(timeout=30) == 137
+    assert spool.status("almost")["state"] == "running"
+    # When a daemon starts again
+    make_daemon()
+    status = spool.wait_final("almost")
+    # Then recovery completes the publish and the job, without a second run
+    assert status["state"] == "succeeded"
+    assert status["attempt"] == 1
+    assert status["history"][-1]["reason"] == "finished_by_recovery"
+    (output,) = status["outputs"]
+    assert (spool.layout.job_dir("almost") / output["path"]).stat().st_size == output["sizeBytes"]
+    log = spool.layout.log_file("almost").read_text()
+    assert log.count("# published ") == 1
+    assert log.count("# attempt ") == 1  # "# attempt 1 by ..." only: never started again
+    assert spool.temp_leftovers() == []

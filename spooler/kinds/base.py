@@ -69,6 +69,10 @@ class JobContext(Protocol):
     def declare_steps(self, steps: list[Step]) -> None:
         """Announce the plan so progress is weighted across steps."""
 
+    def declare_outputs(self, names: list[str]) -> None:
+        """Announce every output name before publishing any, so that a crash after the last
+        publish is finished by recovery rather than run again."""
+
     def run_ffmpeg(self, args: list[str], *, step: str, expected_seconds: float) -> FfmpegResult:
         """Run ffmpeg (args exclude the binary and the global flags the daemon adds).
 

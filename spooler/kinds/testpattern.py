@@ -43,6 +43,7 @@ class TestPatternKind:
                 {"path": "durationSeconds", "limit": limit},
             )
         ctx.declare_steps([Step("render", 1.0)])
+        ctx.declare_outputs([spec.file_name])
         tmp = ctx.temp_path(spec.file_name)
         pace = ["-re"] if spec.realtime else []
         video = f"testsrc2=size={spec.width}x{spec.height}:rate={spec.fps}"
