@@ -33,6 +33,7 @@ bench: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/spooler schema --write schema
+	cd web && npm run --silent gen-types
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

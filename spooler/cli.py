@@ -313,6 +313,18 @@ def schema(directory: Path | None, which: str) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit(ctx: click.Context, as_json: bool) -> None:
+    """Check the spool's invariants (after a crash drill or an incident); exit 1 if broken."""
+    from spooler.audit import audit_spool, format_report
+
+    report = audit_spool(_layout(ctx))
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else format_report(report))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
 @click.option("--any", "any_worker", is_flag=True, help="Healthy if any worker on the spool is.")
 @click.option(
     "--max-age",

@@ -107,7 +107,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     worker_name: str | None = Field(None, description="Default: the host name.")
-    metrics_file: Path | None = None
+    metrics_file: Path | None = Field(
+        None, description="Prometheus textfile (node_exporter's textfile collector); None: off."
+    )
+    metrics_interval_seconds: float = Field(15.0, gt=0)
     retention: RetentionSettings = RetentionSettings()
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()

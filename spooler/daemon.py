@@ -44,6 +44,7 @@ from spooler.fsutil import (
 from spooler.kinds import decode_job_json, parse_job
 from spooler.kinds.base import JobKind, JobSpec
 from spooler.layout import EntryKind, SpoolLayout
+from spooler.metrics import StatusCache, update_metrics_file
 from spooler.notify import SystemdNotifier
 from spooler.policy import (
     Candidate,
@@ -124,6 +125,7 @@ class Daemon:
         self._server_now = 0.0
         self.started_at = utcnow()
         self._use_leases = False
+        self._metrics_cache = StatusCache()  # finished statuses are read once
         self.claimed_count = 0
 
     # -- plumbing --------------------------------------------------------------------------
@@ -171,7 +173,7 @@ class Daemon:
         )
         self.notifier.ready(f"watching {self.layout.inbox} ({self.watcher.kind})")
         now = time.monotonic()
-        next_scan = next_beat = next_recovery = now
+        next_scan = next_beat = next_recovery = next_metrics = now
         next_retention = now + 5.0
         stop_phase_started: float | None = None
         while True:
@@ -212,6 +214,9 @@ class Daemon:
                 if now >= next_recovery:
                     self._guarded(self._recover)
                     next_recovery = now + self.settings.heartbeat_seconds
+                if self.settings.metrics_file is not None and now >= next_metrics:
+                    self._guarded(self._write_metrics)
+                    next_metrics = now + self.settings.metrics_interval_seconds
                 if now >= next_retention:
                     self._guarded(self._retention)
                     next_retention = now + self.settings.retention.interval_seconds
@@ -232,6 +237,10 @@ class Daemon:
             phase()
         except Exception:
             self.log.exception("loop_phase_failed", phase=phase.__name__.lstrip("_"))
+
+    def _write_metrics(self) -> None:
+        assert self.settings.metrics_file is not None
+        update_metrics_file(self.layout, self.settings.metrics_file, self._metrics_cache)
 
     def _beat(self, state: str) -> None:
         try:

@@ -201,3 +201,23 @@ def test_every_log_line_about_a_job_names_it(spool: Spool, make_daemon) -> None:
     seen = [e for e in daemon.events() if e.get("event") in job_events]
     assert {e["event"] for e in seen} == job_events
     assert all(e.get("job_id") in ("logged", "logged-bad") for e in seen)
+
+
+def test_the_daemon_writes_the_metrics_textfile(spool: Spool, make_daemon, tmp_path: Path) -> None:
+    metrics = tmp_path / "textfile" / "spooler.prom"
+    metrics.parent.mkdir()
+    make_daemon(SPOOLER_METRICS_FILE=str(metrics), SPOOLER_METRICS_INTERVAL_SECONDS="0.3")
+    spool.submit("counted", tiny_job())
+    spool.submit("refused", b"{")
+    spool.wait_final("counted")
+    spool.wait_final("refused")
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline:
+        text = metrics.read_text() if metrics.exists() else ""
+        if 'spooler_jobs{state="succeeded"} 1' in text and 'state="rejected"} 1' in text:
+            break
+        time.sleep(0.1)
+    assert 'spooler_jobs{state="succeeded"} 1' in text, text
+    assert 'spooler_job_failures{state="rejected",code="invalid_json"} 1' in text, text
+    assert [p.name for p in metrics.parent.iterdir()] == ["spooler.prom"]  # atomic, no temp
