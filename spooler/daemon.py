@@ -289,7 +289,7 @@ class Daemon:
                 "settings": self.settings,
                 "ffmpeg": self.ffmpeg,
                 "me": self.me,
-                "on_done": self.done.put,
+                "on_done": self._job_done,
             },
             name=f"job-{handle.job_id}",
             daemon=True,
@@ -297,6 +297,11 @@ class Daemon:
         handle.thread = thread
         self.running[handle.job_id] = handle
         thread.start()
+
+    def _job_done(self, handle: JobHandle) -> None:
+        """Called from the job's thread: hand it back and wake the loop (a slot is free)."""
+        self.done.put(handle)
+        self.wake.set()
 
     def _reap(self) -> None:
         while True:

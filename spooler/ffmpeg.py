@@ -231,7 +231,9 @@ def run_ffmpeg(
                 log.write(f"# stopping ffmpeg: {reason.message}\n")
                 stop_process_group(proc, limits.kill_grace_seconds)
                 break
-            time.sleep(poll_seconds)
+            # Returns the moment ffmpeg exits, unlike a sleep: no idle gap after each run.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=poll_seconds)
     except BaseException:
         stop_process_group(proc, limits.kill_grace_seconds)
         raise

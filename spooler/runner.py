@@ -304,7 +304,9 @@ def _attempt(
         progress=0.0,
         step=None,
     )
-    write_status(layout, handle.status)
+    # Not fsynced: if this write is lost in a crash the job still says queued, and recovery
+    # handles a queued job of a dead worker just as well. One fsync less per job.
+    write_status(layout, handle.status, durable=False)
     log.info("job_started", kind=handle.kind.name)
     try:
         ctx = RunContext(
