@@ -67,7 +67,7 @@ def test_submit_wait_status_ls_cancel(spool: Spool, make_daemon, tmp_path: Path)
     assert "good-1" in table.stdout and "rejected" in table.stdout
 
     assert spooler(env, "delete", "good-1", cwd=tmp_path).returncode == 0
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while spool.layout.job_dir("good-1").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not spool.layout.job_dir("good-1").exists()
@@ -173,7 +173,7 @@ def test_systemd_notify_protocol(spool: Spool, make_daemon, tmp_path: Path) -> N
     try:
         daemon = make_daemon(wait_ready=False, extra_env={"NOTIFY_SOCKET": address})
         received: list[str] = []
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while not any("READY=1" in m for m in received) or not any(
             "WATCHDOG=1" in m for m in received
         ):
@@ -211,7 +211,7 @@ def test_the_daemon_writes_the_metrics_textfile(spool: Spool, make_daemon, tmp_p
     spool.submit("refused", b"{")
     spool.wait_final("counted")
     spool.wait_final("refused")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     text = ""
     while time.monotonic() < deadline:
         text = metrics.read_text() if metrics.exists() else ""

@@ -175,7 +175,7 @@ def test_delete_marker_removes_a_finished_job_and_cancels_an_active_one(
     spool.submit("active", tiny_job(30, realtime=True))
     spool.wait_state("active", "running")
     (spool.layout.inbox / "active.delete").touch()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline and (
         spool.layout.job_dir("done").exists() or spool.layout.job_dir("active").exists()
     ):

@@ -68,7 +68,7 @@ def test_bad_job_id_is_moved_aside_with_an_error_file(spool: Spool, make_daemon)
     daemon = make_daemon()
     (spool.layout.inbox / "not a valid id!.json").write_text(json.dumps(tiny_job()))
     (spool.layout.inbox / "notes.txt").write_text("hello")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline and len(_rejected_entries(spool)) < 4:
         time.sleep(0.05)
     names = _rejected_entries(spool)
@@ -93,7 +93,7 @@ def test_duplicate_id_is_moved_aside_and_the_original_untouched(spool: Spool, ma
     spool.submit("dup", tiny_job())
     first = spool.wait_final("dup")
     spool.submit("dup", {"kind": "testpattern", "durationSeconds": 0.5, "metadata": {"v": 2}})
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not any(
         n.endswith(".error.json") for n in _rejected_entries(spool)
     ):

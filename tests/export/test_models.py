@@ -1,0 +1,379 @@
+"""Every validation rule of the export job: a bad input, its error code and its JSON path."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from spooler.config import ExportSettings
+from spooler.errors import ErrorCode, JobError
+from spooler.export.models import ExportJob, OutputSpec, limit_errors
+from spooler.kinds import parse_job
+
+GOOD: dict[str, Any] = {
+    "angles": [
+        {"id": "cam1", "source": "day1/cam1.mp4"},
+        {"id": "cam2", "source": "day1/cam2.mp4", "syncOffset": 1.5},
+    ],
+    "segments": [
+        {"angle": "cam1", "start": 0, "end": 10},
+        {"angle": "cam2", "start": 10, "end": 20},
+    ],
+}
+
+
+def parse(job: dict[str, Any]) -> ExportJob:
+    spec, kind = parse_job(json.dumps(job).encode())
+    assert kind.name == "export"
+    assert isinstance(spec, ExportJob)
+    return spec
+
+
+def first_error(job: dict[str, Any]) -> tuple[str, str]:
+    with pytest.raises(JobError) as info:
+        parse(job)
+    assert info.value.code is ErrorCode.INVALID_JOB
+    error = info.value.details["errors"][0]
+    assert info.value.message.startswith(f"{error['path']}: ")
+    return error["code"], error["path"]
+
+
+def edited(**changes: Any) -> dict[str, Any]:
+    job = copy.deepcopy(GOOD)
+    for dotted, value in changes.items():
+        target: Any = job
+        *parents, last = dotted.split("__")
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target.setdefault(part, {})
+        if value is DELETE:
+            del target[int(last) if last.isdigit() else last]
+        elif last.isdigit():
+            target[int(last)] = value
+        else:
+            target[last] = value
+    return job
+
+
+DELETE = object()
+
+
+def test_good_job_parses_with_defaults() -> None:
+    # Given a job file without "kind" (what the web app writes)
+    spec = parse(GOOD)
+    # Then it is an export with the documented defaults
+    assert spec.kind == "export" and spec.mode == "auto"
+    assert spec.audio.mode == "angle" and spec.audio_angle == "cam1"
+    assert spec.output.container == "mp4" and spec.output.safe_file_name == "export.mp4"
+
+
+def test_switches_form_parses() -> None:
+    job = {
+        **{k: v for k, v in GOOD.items() if k != "segments"},
+        "switches": [{"at": 0, "angle": "cam1"}, {"at": 4, "angle": "cam2"}],
+        "end": 9,
+    }
+    assert parse(job).switches is not None
+
+
+@pytest.mark.parametrize(
+    ("job", "code", "path"),
+    [
+        pytest.param(edited(angles=[]), "too_short", "angles", id="no-angles"),
+        pytest.param(
+            edited(angles__0__id="cam 1"),
+            "string_pattern_mismatch",
+            "angles[0].id",
+            id="angle-id-pattern",
+        ),
+        pytest.param(
+            edited(angles__1__id="cam1"), "duplicate_angle", "angles[1].id", id="dup-angle"
+        ),
+        pytest.param(
+            edited(angles__0__source="/etc/passwd"),
+            "source_path",
+            "angles[0].source",
+            id="absolute-source",
+        ),
+        pytest.param(
+            edited(angles__0__source="a/../../x.mp4"),
+            "source_path",
+            "angles[0].source",
+            id="dotdot-source",
+        ),
+        pytest.param(
+            edited(angles__0__source="-i.mp4"), "source_path", "angles[0].source", id="dash-source"
+        ),
+        pytest.param(
+            edited(angles__0__source="day/-x.mp4"),
+            "source_path",
+            "angles[0].source",
+            id="dash-component",
+        ),
+        pytest.param(
+            edited(angles__0__source="concat:a.mp4|b.mp4"),
+            "source_path",
+            "angles[0].source",
+            id="protocol-source",
+        ),
+        pytest.param(
+            edited(angles__0__source="https://x/a.mp4"),
+            "source_path",
+            "angles[0].source",
+            id="url-source",
+        ),
+        pytest.param(
+            edited(angles__0__source="a\\b.mp4"),
+            "source_path",
+            "angles[0].source",
+            id="backslash-source",
+        ),
+        pytest.param(edited(angles__0__source=""), "source_path", "angles[0].source", id="empty"),
+        pytest.param(
+            edited(angles__0__syncOfset=1),
+            "extra_forbidden",
+            "angles[0].syncOfset",
+            id="typo-field",
+        ),
+        pytest.param(edited(segments=DELETE), "edit_form", "segments", id="no-edit"),
+        pytest.param(
+            edited(switches=[{"at": 0, "angle": "cam1"}], end=3),
+            "edit_form",
+            "segments",
+            id="both-forms",
+        ),
+        pytest.param(edited(segments=[]), "too_short", "segments", id="empty-segments"),
+        pytest.param(
+            edited(segments__1__angle="cam9"),
+            "unknown_angle",
+            "segments[1].angle",
+            id="segment-angle",
+        ),
+        pytest.param(
+            edited(segments__1__end=10), "segment_order", "segments[1].end", id="end-before-start"
+        ),
+        pytest.param(
+            edited(segments__1__start=11), "not_contiguous", "segments[1].start", id="gap"
+        ),
+        pytest.param(
+            edited(segments__1__start=9), "not_contiguous", "segments[1].start", id="overlap"
+        ),
+        pytest.param(
+            edited(segments__0__start=-1),
+            "greater_than_equal",
+            "segments[0].start",
+            id="negative-start",
+        ),
+        pytest.param(edited(end=20), "edit_form", "end", id="end-with-segments"),
+        pytest.param(
+            edited(range={"start": 5, "end": 5}), "range_order", "range.end", id="range-order"
+        ),
+        pytest.param(
+            edited(range={"start": 5, "end": 25}), "range_outside", "range", id="range-outside"
+        ),
+        pytest.param(
+            edited(audio={"mode": "angle", "angle": "cam9"}),
+            "unknown_angle",
+            "audio.angle",
+            id="audio-angle",
+        ),
+        pytest.param(edited(audio={"mode": "mic"}), "union_tag_invalid", "audio", id="audio-mode"),
+        pytest.param(
+            edited(audio={"mode": "external", "source": "../x.wav"}),
+            "source_path",
+            "audio.external.source",
+            id="audio-source",
+        ),
+        pytest.param(
+            edited(audio={"mode": "external", "source": "x.wav", "gainDb": 40}),
+            "less_than_equal",
+            "audio.external.gainDb",
+            id="audio-gain",
+        ),
+        pytest.param(
+            edited(output={"container": "avi"}), "literal_error", "output.container", id="container"
+        ),
+        pytest.param(
+            edited(output={"container": "webm", "videoCodec": "h264"}),
+            "codec_container",
+            "output.videoCodec",
+            id="codec-container",
+        ),
+        pytest.param(
+            edited(output={"container": "mov", "videoCodec": "h264", "audioCodec": "opus"}),
+            "codec_container",
+            "output.audioCodec",
+            id="audio-codec-container",
+        ),
+        pytest.param(
+            edited(output={"crf": 20, "videoBitrateKbps": 4000}),
+            "quality_conflict",
+            "output.crf",
+            id="crf-and-bitrate",
+        ),
+        pytest.param(edited(output={"crf": 60}), "crf_range", "output.crf", id="crf-range"),
+        pytest.param(
+            edited(output={"crf": 64, "videoCodec": "vp9", "container": "webm"}),
+            "less_than_equal",
+            "output.crf",
+            id="crf-max",
+        ),
+        pytest.param(
+            edited(output={"preset": "ludicrous"}), "preset", "output.preset", id="preset"
+        ),
+        pytest.param(
+            edited(output={"videoCodec": "av1", "preset": "medium"}),
+            "preset",
+            "output.preset",
+            id="preset-av1",
+        ),
+        pytest.param(
+            edited(output={"videoCodec": "copy", "crf": 20}),
+            "copy_option",
+            "output.crf",
+            id="copy-crf",
+        ),
+        pytest.param(
+            edited(output={"videoCodec": "copy", "size": {"mode": "height", "height": 720}}),
+            "copy_option",
+            "output.size",
+            id="copy-size",
+        ),
+        pytest.param(
+            edited(output={"videoCodec": "copy", "fps": 25}),
+            "copy_option",
+            "output.fps",
+            id="copy-fps",
+        ),
+        pytest.param(
+            edited(output={"videoCodec": "copy"}, mode="reencode"),
+            "copy_option",
+            "output.videoCodec",
+            id="copy-reencode",
+        ),
+        pytest.param(edited(output={"fps": "fast"}), "fps", "output.fps", id="fps-text"),
+        pytest.param(edited(output={"fps": 500}), "fps", "output.fps", id="fps-range"),
+        pytest.param(
+            edited(output={"size": {"mode": "height", "height": 721}}),
+            "multiple_of",
+            "output.size.height.height",
+            id="odd-height",
+        ),
+        pytest.param(
+            edited(
+                output={"size": {"mode": "exact", "width": 640, "height": 360, "fit": "stretch"}}
+            ),
+            "literal_error",
+            "output.size.exact.fit",
+            id="fit",
+        ),
+        pytest.param(
+            edited(output={"fileName": "../x.mp4"}), "file_name", "output.fileName", id="file-path"
+        ),
+        pytest.param(
+            edited(output={"audioBitrateKbps": 8}),
+            "greater_than_equal",
+            "output.audioBitrateKbps",
+            id="audio-bitrate",
+        ),
+        pytest.param(edited(mode="smart"), "literal_error", "mode", id="mode"),
+        pytest.param(edited(priority=5000), "less_than_equal", "priority", id="priority"),
+    ],
+)
+def test_validation_rule(job: dict[str, Any], code: str, path: str) -> None:
+    assert first_error(job) == (code, path)
+
+
+def switches_job(**extra: Any) -> dict[str, Any]:
+    job = {k: v for k, v in GOOD.items() if k != "segments"}
+    return {
+        **job,
+        "switches": [{"at": 0, "angle": "cam1"}, {"at": 4, "angle": "cam2"}],
+        "end": 9,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("job", "code", "path"),
+    [
+        pytest.param(switches_job(switches=[]), "too_short", "switches", id="empty"),
+        pytest.param(
+            switches_job(switches=[{"at": 0, "angle": "cam1"}, {"at": 4, "angle": "x"}]),
+            "unknown_angle",
+            "switches[1].angle",
+            id="angle",
+        ),
+        pytest.param(
+            switches_job(switches=[{"at": 4, "angle": "cam1"}, {"at": 4, "angle": "cam2"}]),
+            "switch_order",
+            "switches[1].at",
+            id="order",
+        ),
+        pytest.param(switches_job(end=None), "missing", "end", id="no-end"),
+        pytest.param(switches_job(end=4), "switch_order", "end", id="end-order"),
+        pytest.param(
+            switches_job(switches=[{"at": -1, "angle": "cam1"}]),
+            "greater_than_equal",
+            "switches[0].at",
+            id="negative",
+        ),
+    ],
+)
+def test_switch_validation_rule(job: dict[str, Any], code: str, path: str) -> None:
+    if job.get("end") is None:
+        job.pop("end", None)
+    assert first_error(job) == (code, path)
+
+
+def test_nan_is_rejected_before_validation() -> None:
+    raw = json.dumps(GOOD).replace('"syncOffset": 1.5', '"syncOffset": NaN').encode()
+    with pytest.raises(JobError) as info:
+        parse_job(raw)
+    assert info.value.code is ErrorCode.INVALID_JSON
+
+
+@pytest.mark.parametrize(
+    ("limits", "path"),
+    [
+        (ExportSettings(max_angles=1), "angles"),
+        (ExportSettings(max_segments=1), "segments"),
+        (ExportSettings(max_timeline_seconds=19), "segments"),
+    ],
+)
+def test_configurable_limits(limits: ExportSettings, path: str) -> None:
+    errors = limit_errors(parse(GOOD), limits)
+    assert [(e["code"], e["path"]) for e in errors] == [("limit", path)]
+
+
+def test_limits_count_the_range_not_the_timeline() -> None:
+    job = parse(edited(range={"start": 2, "end": 8}))
+    assert limit_errors(job, ExportSettings(max_timeline_seconds=10)) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "container", "safe"),
+    [
+        ("export", "mp4", "export.mp4"),
+        ("My Vidéo (final)", "mp4", "My_Video_final.mp4"),
+        ("-rf.mp4", "mp4", "rf.mp4"),
+        (".hidden", "mkv", "hidden.mkv"),
+        ("clip.MP4", "mp4", "clip.mp4"),
+        ("clip.mp4", "webm", "clip.mp4.webm"),
+        ("***", "mov", "export.mov"),
+    ],
+)
+def test_file_name_is_sanitised(given: str, container: str, safe: str) -> None:
+    codec = "vp9" if container == "webm" else "h264"
+    spec = OutputSpec.model_validate(
+        {"fileName": given, "container": container, "videoCodec": codec}
+    )
+    assert spec.safe_file_name == safe
+
+
+def test_fps_forms() -> None:
+    assert OutputSpec(fps=29.97).fps_value == pytest.approx(30000 / 1001)
+    assert OutputSpec(fps="24000/1001").fps_value == pytest.approx(24000 / 1001)
+    assert OutputSpec().fps_value is None

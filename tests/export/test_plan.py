@@ -1,0 +1,368 @@
+"""Pure tests of the timeline and the planner: no ffmpeg, no disk."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spooler.config import Settings
+from spooler.errors import ErrorCode, JobError
+from spooler.export import reencode
+from spooler.export.commands import AudioCopy, PlanPaths
+from spooler.export.ffconcat import ConcatList
+from spooler.export.models import ExportJob
+from spooler.export.plan import plan_export
+from spooler.export.sources import Source
+from spooler.export.timeline import Piece, clip, frame_index, job_pieces, merge_same_angle, quantise
+from spooler.media import MediaInfo, VideoIndex, VideoPacket
+
+PATHS = PlanPaths(
+    Path("/jobs/j/.out.mp4"),
+    Path("/jobs/j/.audio.mp4"),
+    Path("/jobs/j/.graph"),
+    tuple(Path(f"/jobs/j/.list{i}") for i in range(4)),
+)
+SETTINGS = Settings(media_roots=[Path("/media")])
+
+
+def synthetic_index(fps: int, seconds: float, gop: int, bframes: bool) -> VideoIndex:
+    """x264-like packets: closed GOPs; with B-frames, mini-GOPs of P + 3 B (display order
+    I B B B P ...), decode order I P B B B ..., DTS two frames behind."""
+    total = round(fps * seconds)
+    order: list[int] = []
+    for start in range(0, total, gop):
+        end = min(start + gop, total)
+        order.append(start)
+        if not bframes:
+            order += list(range(start + 1, end))
+            continue
+        m = start + 1
+        while m < end:
+            anchor = min(m + 3, end - 1)
+            order += [anchor, *range(m, anchor)]
+            m = anchor + 1
+    packets = tuple(
+        VideoPacket(pts=pts, dts=i - (2 if bframes else 0), duration=1, keyframe=pts % gop == 0)
+        for i, pts in enumerate(order)
+    )
+    return VideoIndex(Fraction(1, fps), Fraction(0), packets)
+
+
+def source(
+    name: str,
+    *,
+    fps: int = 30,
+    seconds: float = 300,
+    gop: int = 60,
+    bframes: bool = True,
+    width: int = 1920,
+    height: int = 1080,
+    rotation: int = 0,
+) -> Source:
+    info = MediaInfo(
+        duration=seconds,
+        format_name="mov,mp4",
+        video_codec="h264",
+        width=width,
+        height=height,
+        fps=Fraction(fps),
+        time_base=Fraction(1, fps),
+        pix_fmt="yuv420p",
+        rotation=rotation,
+        extradata=b"avcC",
+        audio_codec="aac",
+        sample_rate=48000,
+        channels=2,
+    )
+    return Source(name, Path("/media") / name, info, synthetic_index(fps, seconds, gop, bframes))
+
+
+SOURCES = {s.name: s for s in (source("cam1.mp4"), source("cam2.mp4"), source("cam3.mp4"))}
+# Without B-frames every frame boundary is a clean place for the outgoing angle to stop.
+IPPP = {s.name: s for s in (source(n, bframes=False) for n in ("cam1.mp4", "cam2.mp4", "cam3.mp4"))}
+
+
+def job(segments: list[tuple[str, float, float]], **extra: Any) -> ExportJob:
+    return ExportJob.model_validate(
+        {
+            "angles": [
+                {"id": "cam1", "source": "cam1.mp4"},
+                {"id": "cam2", "source": "cam2.mp4", "syncOffset": 1.0},
+                {"id": "cam3", "source": "cam3.mp4", "syncOffset": -0.5},
+            ],
+            "segments": [{"angle": a, "start": s, "end": e} for a, s, e in segments],
+            **extra,
+        }
+    )
+
+
+# --- timeline -----------------------------------------------------------------------------
+
+
+def test_quantise_rounds_each_cut_once_from_absolute_time() -> None:
+    # Given 3,000 pieces each 1/3 frame longer than a whole frame
+    fps = Fraction(30)
+    step = Fraction(4, 90)  # 1.333 frames
+    pieces = [Piece("a" if i % 2 else "b", i * step, (i + 1) * step, f"s{i}") for i in range(3000)]
+    # When they are quantised
+    frames = quantise(pieces, fps)
+    # Then every boundary is the rounded absolute time and nothing accumulated
+    assert frames[-1].stop == frame_index(3000 * step, fps) == 4000
+    assert all(a.stop == b.first for a, b in itertools.pairwise(frames))
+    assert sum(f.frames for f in frames) == 4000
+
+
+def test_quantise_drops_sub_frame_pieces_and_merges_neighbours() -> None:
+    fps = Fraction(30)
+    pieces = [
+        Piece("a", Fraction(0), Fraction(1), "0"),
+        Piece("b", Fraction(1), Fraction(101, 100), "1"),
+        Piece("a", Fraction(101, 100), Fraction(2), "2"),
+    ]
+    frames = quantise(pieces, fps)
+    assert [(f.angle, f.first, f.stop) for f in frames] == [("a", 0, 60)]
+
+
+def test_clip_and_merge() -> None:
+    pieces = [
+        Piece("a", Fraction(0), Fraction(5), "0"),
+        Piece("a", Fraction(5), Fraction(8), "1"),
+        Piece("b", Fraction(8), Fraction(10), "2"),
+    ]
+    assert merge_same_angle(clip(pieces, Fraction(2), Fraction(9))) == [
+        Piece("a", Fraction(2), Fraction(8), "0"),
+        Piece("b", Fraction(8), Fraction(9), "2"),
+    ]
+
+
+def test_switches_become_segments() -> None:
+    spec = ExportJob.model_validate(
+        {
+            "angles": [{"id": "a", "source": "a.mp4"}, {"id": "b", "source": "b.mp4"}],
+            "switches": [{"at": 1, "angle": "a"}, {"at": 3, "angle": "b"}, {"at": 4, "angle": "b"}],
+            "end": 6,
+        }
+    )
+    assert job_pieces(spec) == [
+        Piece("a", Fraction(1), Fraction(3), "switches[0]"),
+        Piece("b", Fraction(3), Fraction(6), "switches[1]"),
+    ]
+
+
+# --- reencode -----------------------------------------------------------------------------
+
+
+def test_reencode_is_one_ffmpeg_pass_with_one_whitelisted_input_per_angle() -> None:
+    spec = job([("cam1", 0, 10.01), ("cam2", 10.01, 20), ("cam1", 20, 30)], mode="reencode")
+    plan = plan_export(spec, SOURCES, SETTINGS, PATHS)
+    assert plan.mode == "reencode" and len(plan.commands) == 1
+    command = plan.commands[0]
+    args = command.args
+    # Given 3 pieces on 2 angles: one ffconcat input per angle, plus the audio bed
+    inputs = [args[i + 1] for i, a in enumerate(args) if a == "-i"]
+    assert inputs == ["file:/jobs/j/.list0", "file:/jobs/j/.list1", "file:/jobs/j/.list2"]
+    for i, arg in enumerate(args):
+        if arg == "-i":
+            assert args[i - 6 : i] == ["-f", "concat", "-safe", "0", "-protocol_whitelist", "file"]
+    assert args[0] == "-copyts" and args.count("-filter_complex") == 1
+    cam1 = command.files[PATHS.lists[0]].splitlines()
+    assert cam1[1] == "file 'file:/media/cam1.mp4'"
+    # cam1's second piece starts at timeline frame 600 (20.0 s): read from 2 frames before
+    # to 2 frames + 0.2 s after, then a gap longer than the 2 s GOP (+1 s)
+    assert cam1[5:9] == [
+        "file 'file:/media/cam1.mp4'",
+        "inpoint 19.933333",
+        "outpoint 30.266667",
+        "duration 13.333334",
+    ]
+    assert plan.duration == Fraction(900, 30)  # 30 s at 30 fps: cuts moved, total not
+    assert plan.preflight["output"]["frames"] == 900
+    graph = args[args.index("-filter_complex") + 1]
+    assert "trim=end_frame=300" in graph and "concat=n=3:v=1:a=0" in graph
+    assert "split=2" in graph and "setpts=PTS-" in graph
+    assert args[-1] == "file:/jobs/j/.out.mp4"
+
+
+def test_ffconcat_quotes_file_names() -> None:
+    listing = ConcatList(Path("/m/it's, [odd]:.mp4"), Fraction(0), Fraction(3))
+    base = listing.add(Fraction(5), Fraction(7))
+    assert base == 5
+    assert listing.add(Fraction(1), Fraction(2)) == Fraction(1) - Fraction(5) == -4
+    assert listing.text().splitlines()[1] == "file 'file:/m/it'\\''s, [odd]:.mp4'"
+
+
+def test_reencode_normalises_mixed_sources() -> None:
+    sources = {
+        **SOURCES,
+        "cam3.mp4": source("cam3.mp4", fps=25, width=1080, height=1920, rotation=90),
+    }
+    spec = job(
+        [("cam1", 0, 5), ("cam3", 5, 10)],
+        mode="reencode",
+        output={"size": {"mode": "height", "height": 720}},
+    )
+    plan = plan_export(spec, sources, SETTINGS, PATHS)
+    graph = plan.commands[0].args[plan.commands[0].args.index("-filter_complex") + 1]
+    assert (plan.width, plan.height) == (1280, 720)
+    assert graph.count("pad=1280:720") == 2 and "fps=fps=30/1" in graph
+    assert "aformat=sample_fmts=fltp:channel_layouts=stereo" in graph
+
+
+def test_many_pieces_keep_one_input_per_angle_and_the_graph_goes_to_a_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reencode, "GRAPH_INLINE_LIMIT", 10_000)
+    cuts = [(("cam1", "cam2", "cam3")[i % 3], i * 1.01, (i + 1) * 1.01) for i in range(280)]
+    plan = plan_export(job(cuts, mode="reencode"), SOURCES, SETTINGS, PATHS)
+    command = plan.commands[0]
+    assert command.args.count("-i") == 4  # three angles + the audio bed
+    assert "-/filter_complex" in command.args and PATHS.graph in command.files
+    assert "split=94" in command.files[PATHS.graph]
+    assert command.files[PATHS.lists[0]].count("inpoint") == 94
+
+
+def test_coverage_is_checked_with_a_precise_message() -> None:
+    spec = job([("cam1", 0, 100), ("cam2", 100, 300)], mode="reencode")
+    with pytest.raises(JobError) as info:
+        plan_export(spec, SOURCES, SETTINGS, PATHS)
+    assert info.value.code is ErrorCode.SOURCE_TOO_SHORT
+    assert info.value.message == (
+        "segments[1] needs cam2 until 301.000 s but cam2.mp4 ends at 300.000 s"
+    )
+
+
+def test_negative_offset_before_source_start_is_reported() -> None:
+    spec = job([("cam3", 0, 10)], mode="reencode")
+    with pytest.raises(JobError, match=r"segments\[0\] needs cam3 at -0.500 s"):
+        plan_export(spec, SOURCES, SETTINGS, PATHS)
+
+
+# --- copy and auto ------------------------------------------------------------------------
+
+
+def test_copy_snaps_cuts_to_keyframes_and_reports_them() -> None:
+    # cam2's keyframes are at source 0, 2, 4 ... = timeline -1, 1, 3 ...
+    spec = job([("cam1", 0, 10.4), ("cam2", 10.4, 20)], mode="copy")
+    plan = plan_export(spec, IPPP, SETTINGS, PATHS)
+    assert plan.mode == "copy"
+    assert [(s.label, s.requested, round(s.actual, 6)) for s in plan.snaps] == [
+        ("segments[1]", 10.4, 11.0)
+    ]
+    # The master angle's AAC is copied as it is: no ffmpeg step at all
+    assert plan.commands == [] and isinstance(plan.copy_audio, AudioCopy)
+    assert (plan.copy_audio.start, plan.copy_audio.end) == (0, 20)
+    assert plan.duration == 20
+
+
+def test_copy_encodes_audio_it_cannot_copy() -> None:
+    spec = job([("cam1", 0, 11), ("cam2", 11, 20)], mode="copy", audio={"mode": "follow"})
+    plan = plan_export(spec, IPPP, SETTINGS, PATHS)
+    assert [c.step for c in plan.commands] == ["audio"] and plan.copy_audio == PATHS.audio
+    graph = plan.commands[0].args[plan.commands[0].args.index("-filter_complex") + 1]
+    assert "concat=n=2:v=0:a=1" in graph and "afade=t=out" in graph
+
+
+def test_auto_copies_when_every_cut_is_on_a_keyframe() -> None:
+    spec = job([("cam1", 0, 11), ("cam2", 11, 20)])
+    plan = plan_export(spec, IPPP, SETTINGS, PATHS)
+    assert plan.mode == "copy" and not plan.snaps and "already on a keyframe" in plan.reason
+
+
+def test_auto_reencodes_when_copy_would_move_a_cut() -> None:
+    plan = plan_export(job([("cam1", 0, 10.4), ("cam2", 10.4, 20)]), IPPP, SETTINGS, PATHS)
+    assert plan.mode == "reencode" and "not on keyframes" in plan.reason
+
+
+def test_auto_reencodes_incompatible_angles_and_copy_refuses_them() -> None:
+    sources = {**IPPP, "cam2.mp4": source("cam2.mp4", width=1280, height=720, bframes=False)}
+    plan = plan_export(job([("cam1", 0, 11), ("cam2", 11, 20)]), sources, SETTINGS, PATHS)
+    assert plan.mode == "reencode" and "cam2's size differs" in plan.reason
+    with pytest.raises(JobError) as info:
+        plan_export(job([("cam1", 0, 11), ("cam2", 11, 20)], mode="copy"), sources, SETTINGS, PATHS)
+    assert info.value.code is ErrorCode.UNSUPPORTED_MEDIA
+
+
+def test_copy_refuses_a_cut_no_clean_point_is_near() -> None:
+    # cam2's keyframes land on odd timeline seconds, where cam1 is inside a mini-GOP
+    with pytest.raises(JobError, match="where cam1 can also stop cleanly"):
+        plan_export(
+            job([("cam1", 0, 10.4), ("cam2", 10.4, 20)], mode="copy"), SOURCES, SETTINGS, PATHS
+        )
+
+
+def test_clean_copy_points_respect_b_frames() -> None:
+    index = synthetic_index(30, 4, 60, bframes=True)
+    heads = {index.packets[i].pts for i in index.heads()}
+    assert heads == {0, 60}
+    tails = sorted(min(p.pts for p in index.packets[i:]) for i in index.tails()[:-1])
+    # After I0 and after each P (display 4, 8, ...): never inside a mini-GOP.
+    assert tails[:4] == [1, 5, 9, 13]
+
+
+# --- the two edit forms give the same plan (property) -----------------------------------
+
+angle_ids = st.sampled_from(["cam1", "cam2", "cam3"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gaps=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=25),
+    angles=st.lists(angle_ids, min_size=25, max_size=25),
+    mode=st.sampled_from(["reencode", "auto", "copy"]),
+    follow=st.booleans(),
+)
+def test_switches_and_segments_give_the_same_plan(
+    gaps: list[int], angles: list[str], mode: str, follow: bool
+) -> None:
+    times = [1.0]
+    for gap in gaps:
+        times.append(round(times[-1] + gap / 37, 4))
+    base: dict[str, Any] = {
+        "angles": [
+            {"id": "cam1", "source": "cam1.mp4"},
+            {"id": "cam2", "source": "cam2.mp4", "syncOffset": 1.0},
+            {"id": "cam3", "source": "cam3.mp4", "syncOffset": 0.5},
+        ],
+        "mode": mode,
+        "audio": {"mode": "follow"} if follow else {"mode": "angle"},
+    }
+    as_segments = ExportJob.model_validate(
+        {
+            **base,
+            "segments": [
+                {"angle": angles[i], "start": times[i], "end": times[i + 1]}
+                for i in range(len(gaps))
+            ],
+        }
+    )
+    as_switches = ExportJob.model_validate(
+        {
+            **base,
+            "end": times[-1],
+            "switches": [{"at": times[i], "angle": angles[i]} for i in range(len(gaps))],
+        }
+    )
+    outcomes = []
+    for spec in (as_segments, as_switches):
+        try:
+            plan = plan_export(spec, SOURCES, SETTINGS, PATHS)
+        except JobError as exc:
+            outcomes.append(("error", exc.code, exc.message.replace("switches", "segments")))
+            continue
+        outcomes.append(
+            (
+                "plan",
+                plan.mode,
+                [c.args for c in plan.commands],
+                plan.duration,
+                [(s.angle, s.head_dts, s.stop_dts, s.shift) for s in plan.copy_segments],
+                [(s.angle, s.requested, s.actual) for s in plan.snaps],
+            )
+        )
+    assert outcomes[0] == outcomes[1]
