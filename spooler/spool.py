@@ -11,7 +11,6 @@ A crash between steps leaves a claim file whose worker is dead; any daemon finis
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -218,20 +217,6 @@ def read_job_bytes_for_priority(raw: bytes) -> int:
         return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
     except (ValueError, RecursionError):
         return 0
-
-
-def stale_staging_dirs(layout: SpoolLayout, older_than: float, now: float) -> list[Path]:
-    stale: list[Path] = []
-    try:
-        entries = list(os.scandir(layout.jobs))
-    except FileNotFoundError:
-        return stale
-    for entry in entries:
-        if entry.name.startswith(TEMP_PREFIX):
-            with contextlib.suppress(FileNotFoundError):
-                if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
-                    stale.append(Path(entry.path))
-    return stale
 
 
 def mtime_datetime(ns: int) -> datetime:

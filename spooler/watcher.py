@@ -23,6 +23,19 @@ from watchdog.observers.polling import PollingObserver
 WatchMode = Literal["auto", "inotify", "polling"]
 
 
+def _no_move_pairing_delay() -> None:
+    """Every claim renames a file out of the inbox; watchdog holds such an unpaired
+    IN_MOVED_FROM for 0.5 s at the head of its queue (to pair it with an IN_MOVED_TO),
+    delaying every later inbox event behind it: the claim latency of the next job. Events
+    are only hints to us, so pairing is worth nothing: turn the delay off. (A private class
+    attribute, hence the pin on watchdog < 8 in pyproject.toml.)"""
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+    except ImportError:  # another watchdog layout: keep its default, the rescan still works
+        return
+    InotifyMoveEventGrouper.delay = 0.0
+
+
 class _WakeHandler(FileSystemEventHandler):
     def __init__(self, wake: threading.Event) -> None:
         self._wake = wake
@@ -56,6 +69,7 @@ class InboxWatcher:
 
     def start(self) -> None:
         if self._mode in ("auto", "inotify"):
+            _no_move_pairing_delay()
             try:
                 self._observer = self._begin(Observer())
                 self.kind = "inotify"
