@@ -83,11 +83,11 @@ def demo_job(media_root: Path, media: dict[str, Path]) -> dict[str, Any]:
             {"at": 8.4, "angle": "wide"},
         ],
         "end": float(DEMO_SECONDS - 2),
-        "audio": {"source": "external", "file": rel["mic"], "offset": 0.0, "gain": 1.0},
+        "audio": {"mode": "external", "source": rel["mic"], "offset": 0.0, "gainDb": 0.0},
         "output": {
             "container": "mp4",
             "videoCodec": "h264",
-            "height": 360,
+            "size": {"mode": "height", "height": 360},
             "fileName": "demo-export.mp4",
         },
         "mode": "reencode",

@@ -238,10 +238,13 @@ def run_ffmpeg(
         stop_process_group(proc, limits.kill_grace_seconds)
         raise
     finally:
-        for reader in readers:
-            reader.join(timeout=5)
         if proc.poll() is None:
             stop_process_group(proc, limits.kill_grace_seconds)
+        for reader in readers:
+            reader.join(timeout=5)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     if reason is not None:
         raise reason
     with lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -180,6 +181,9 @@ class VideoIndex:
     time_base: Fraction
     origin: Fraction  # the container's start time: source time 0, as ffmpeg -i counts it
     packets: tuple[VideoPacket, ...]
+    # How far (s) other streams' packets run ahead of the video in file order: a reader
+    # that stops at the first packet past a time must read this much further.
+    interleave_lead: float = 0.0
 
     def time(self, pts: int) -> Fraction:
         """Exact source time of a timestamp."""
@@ -226,6 +230,13 @@ class VideoIndex:
         keys.sort()
         return float((keys[-1] - keys[0]) * self.time_base) / (len(keys) - 1)
 
+    def keyframe_max_gap(self) -> float | None:
+        """The longest stretch between keyframes: how far back a seek may land."""
+        keys = sorted(p.pts for p in self.packets if p.keyframe)
+        if len(keys) < 2:
+            return None
+        return float(max(b - a for a, b in itertools.pairwise(keys)) * self.time_base)
+
     def _suffix_min(self) -> list[int]:
         out = [0] * len(self.packets)
         low: int | None = None
@@ -251,11 +262,33 @@ def scan_video(path: Path) -> VideoIndex:
             ]  # fmt: skip
             assert stream.time_base is not None
             origin = Fraction(container.start_time or 0, 1_000_000)
-            return VideoIndex(Fraction(stream.time_base), origin, tuple(packets))
+            lead = _interleave_lead(container, stream)
+            return VideoIndex(Fraction(stream.time_base), origin, tuple(packets), lead)
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
         raise JobError(
             ErrorCode.SOURCE_UNREADABLE, f"{path.name}: video packets cannot be read: {exc}"
         ) from exc
+
+
+def _interleave_lead(container: Any, video: Any, window: float = 30.0) -> float:
+    """The largest lead, in the first `window` seconds of the file, of any packet's time
+    over the time of the video packets that come after it in file order."""
+    container.seek(0, backward=True, any_frame=True)
+    order: list[tuple[bool, float]] = []
+    for packet in container.demux():
+        if packet.dts is None or packet.time_base is None:
+            continue
+        at = float(packet.dts * packet.time_base)
+        if at > window:
+            break
+        order.append((packet.stream.index == video.index, at))
+    lead, later_video = 0.0, float("inf")
+    for is_video, at in reversed(order):
+        if is_video:
+            later_video = min(later_video, at)
+        elif later_video != float("inf"):
+            lead = max(lead, at - later_video)
+    return lead
 
 
 @dataclass(frozen=True)
@@ -272,8 +305,14 @@ def stream_ends(path: Path) -> StreamEnds:
     try:
         with av.open(f"file:{path}", options=_OPEN_OPTIONS) as container:
             streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
-            # Time 0 as players count it (edit lists applied): not an AAC priming packet's.
-            origin = container.start_time / av.time_base if container.start_time else None
+            # Time 0 as players count it: the streams' start times (edit lists applied),
+            # not an AAC priming packet's negative timestamp.
+            stream_starts = [
+                float(st.start_time * st.time_base)
+                for st in streams
+                if st.start_time is not None and st.time_base is not None
+            ]
+            origin = min(stream_starts) if stream_starts else None
             ends: dict[str, float] = {}
             starts: dict[str, float] = {}
             frames = 0

@@ -4,6 +4,9 @@ models (the job file) -> sources (resolve + probe) -> timeline (pure, frame-quan
 -> plan (pure: ffmpeg arguments, or a stream-copy remux plan) -> kind (runs and verifies).
 """
 
+# The kind registry imports this package's kind; loading the registry first keeps
+# `import spooler.export...` from re-entering a half-initialised module.
+import spooler.kinds  # noqa: F401  # isort: skip
 from spooler.export.kind import ExportKind
 from spooler.export.models import ExportJob
 

@@ -10,7 +10,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from spooler.errors import ErrorCode, JobError
-from spooler.export.models import ExportJob, ExternalAudio, FollowAudio, check_source_syntax
+from spooler.export.models import ExportJob, ExternalAudio, FollowAudio
+from spooler.export.rules import check_source_syntax
 from spooler.media import MediaInfo, VideoIndex, probe, scan_video
 
 
@@ -48,17 +49,18 @@ def resolve_source(name: str, roots: list[Path]) -> Path:
         if candidate.is_file():
             return candidate
         if candidate.exists():
-            raise JobError(ErrorCode.SOURCE_NOT_ALLOWED, f"{name!r} is not a regular file",
-                           {"source": name})  # fmt: skip
+            raise JobError(
+                ErrorCode.SOURCE_NOT_ALLOWED, f"{name!r} is not a regular file", {"source": name}
+            )
     if outside:
-        raise JobError(ErrorCode.SOURCE_NOT_ALLOWED,
-                       f"{name!r} resolves outside the media roots", {"source": name})  # fmt: skip
-    raise JobError(ErrorCode.SOURCE_MISSING, f"{name!r} was not found in any media root",
-                   {"source": name})  # fmt: skip
-
-
-def video_sources(job: ExportJob) -> set[str]:
-    return {a.source for a in job.angles}
+        raise JobError(
+            ErrorCode.SOURCE_NOT_ALLOWED,
+            f"{name!r} resolves outside the media roots",
+            {"source": name},
+        )
+    raise JobError(
+        ErrorCode.SOURCE_MISSING, f"{name!r} was not found in any media root", {"source": name}
+    )
 
 
 def audio_sources(job: ExportJob) -> set[str]:
@@ -82,15 +84,20 @@ def inspect_sources(job: ExportJob, roots: list[Path], used_angles: set[str]) ->
         path = resolve_source(name, roots)
         info = probe(path, decode=name in needed_video)
         if name in needed_video and not info.has_video:
-            raise JobError(ErrorCode.UNSUPPORTED_MEDIA, f"{name!r} has no video stream",
-                           {"source": name})  # fmt: skip
+            raise JobError(
+                ErrorCode.UNSUPPORTED_MEDIA, f"{name!r} has no video stream", {"source": name}
+            )
         if name in needed_audio and not info.has_audio:
-            raise JobError(ErrorCode.UNSUPPORTED_MEDIA, f"{name!r} has no audio stream",
-                           {"source": name, "audio": job.audio.mode})  # fmt: skip
+            raise JobError(
+                ErrorCode.UNSUPPORTED_MEDIA,
+                f"{name!r} has no audio stream",
+                {"source": name, "audio": job.audio.mode},
+            )
         index = scan_video(path) if name in needed_video else None
         if index is not None and not index.packets:
-            raise JobError(ErrorCode.UNSUPPORTED_MEDIA, f"{name!r} has no video packets",
-                           {"source": name})  # fmt: skip
+            raise JobError(
+                ErrorCode.UNSUPPORTED_MEDIA, f"{name!r} has no video packets", {"source": name}
+            )
         out[name] = Source(name, path, info, index)
     return out
 
@@ -118,11 +125,15 @@ def coverage_problems(needs: list[Need], ends: dict[str, float], slack: float) -
         last = float(need.end + need.offset)
         file = need.source.rsplit("/", 1)[-1]
         if first < -slack:
-            problems.append(f"{need.label} needs {need.angle} at {first:.3f} s but {file} "
-                            f"starts at 0.000 s (check its sync offset)")  # fmt: skip
+            problems.append(
+                f"{need.label} needs {need.angle} at {first:.3f} s but {file} "
+                f"starts at 0.000 s (check its sync offset)"
+            )
         elif last > ends[need.source] + slack:
-            problems.append(f"{need.label} needs {need.angle} until {last:.3f} s but {file} "
-                            f"ends at {ends[need.source]:.3f} s")  # fmt: skip
+            problems.append(
+                f"{need.label} needs {need.angle} until {last:.3f} s but {file} "
+                f"ends at {ends[need.source]:.3f} s"
+            )
     return problems
 
 

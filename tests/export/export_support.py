@@ -35,6 +35,9 @@ class FakeContext:
     progress: list[float] = field(default_factory=list)
     log: io.StringIO = field(default_factory=io.StringIO)
 
+    def declare_outputs(self, names: list[str]) -> None:
+        self.planned_outputs = names
+
     def declare_steps(self, steps: list[Step]) -> None:
         self.steps = steps
 

@@ -17,10 +17,6 @@ from spooler.errors import ErrorCode, JobError
 from spooler.export import reencode
 from spooler.media import stream_ends
 
-# spooler.ffmpeg.run_ffmpeg leaves its Popen pipes to the garbage collector (reported to the
-# lead); the ResourceWarning that follows is not about this kind.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 Run = Callable[..., tuple[FakeContext, Path]]
 FPS = 30
 FRAME = 1 / FPS

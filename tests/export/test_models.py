@@ -10,7 +10,8 @@ import pytest
 
 from spooler.config import ExportSettings
 from spooler.errors import ErrorCode, JobError
-from spooler.export.models import ExportJob, OutputSpec, limit_errors
+from spooler.export.models import ExportJob, limit_errors
+from spooler.export.output import OutputSpec
 from spooler.kinds import parse_job
 
 GOOD: dict[str, Any] = {

@@ -1,0 +1,110 @@
+"""What a plan is made of: ffmpeg commands, copy segments, snapped cuts (plain data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+MUXERS = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
+MIME = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "webm": "video/webm",
+}
+
+
+@dataclass(frozen=True)
+class PlanPaths:
+    """Where the plan may write (temporary files the kind got from ctx.temp_path)."""
+
+    output: Path
+    audio: Path
+    graph: Path
+    lists: tuple[Path, ...]  # ffconcat lists: one per angle, plus one for the audio bed
+
+
+@dataclass(frozen=True)
+class Command:
+    step: str
+    args: list[str]
+    expected_seconds: float
+    files: dict[Path, str] = field(default_factory=dict)  # written before ffmpeg runs
+
+
+@dataclass(frozen=True)
+class CopySegment:
+    """Packets [head, stop) in decode order of one source, shifted by `shift` seconds."""
+
+    label: str
+    angle: str
+    path: Path
+    head_dts: int
+    stop_dts: int | None  # None: to the end of the stream
+    shift: Fraction  # output time = source time + shift
+
+
+@dataclass(frozen=True)
+class AudioCopy:
+    """Audio packets of one source copied as they are: source [start, end) -> output 0.
+
+    Used in copy mode when the master angle's audio already has the output's codec:
+    cut once at packet boundaries (an AAC packet is 21 ms: at most 11 ms off), no encode.
+    """
+
+    path: Path
+    start: Fraction  # source time
+    end: Fraction
+
+
+@dataclass(frozen=True)
+class Snap:
+    label: str
+    angle: str
+    requested: float
+    actual: float
+
+    @property
+    def delta(self) -> float:
+        return self.actual - self.requested
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: Literal["reencode", "copy"]
+    reason: str
+    duration: Fraction  # expected output duration, seconds
+    fps: Fraction
+    width: int
+    height: int
+    tolerance: float  # verification: allowed |duration - expected| and A/V difference
+    want_audio: bool
+    mime_type: str
+    commands: list[Command]
+    copy_segments: list[CopySegment] = field(default_factory=list)
+    copy_audio: Path | AudioCopy | None = None  # where the remux takes audio packets from
+    snaps: list[Snap] = field(default_factory=list)
+    preflight: dict[str, Any] = field(default_factory=dict)
+
+
+def fmt(t: Fraction | float) -> str:
+    """Seconds for ffmpeg: fixed point, microseconds, never exponent notation."""
+    return f"{float(t):.6f}"
+
+
+def input_args(
+    path: Path, start: Fraction | None = None, duration: Fraction | None = None
+) -> list[str]:
+    """A plain file input: only the file protocol, never a bare user string."""
+    args: list[str] = []
+    if start is not None and start > 0:
+        args += ["-ss", fmt(start)]
+    if duration is not None:
+        args += ["-t", fmt(duration)]
+    return [*args, "-protocol_whitelist", "file", "-i", f"file:{path}"]
+
+
+def rate_text(value: Fraction) -> str:
+    return f"{value.numerator}/{value.denominator}"

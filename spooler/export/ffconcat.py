@@ -1,0 +1,64 @@
+"""ffconcat lists that read only the used stretches of a file, as ONE ffmpeg input.
+
+Each stretch is an entry with an inpoint (the concat demuxer seeks to the keyframe before
+it and decodes from there) and an outpoint; its `duration` adds a gap longer than any GOP,
+so the frames decoded before an inpoint never share timestamps with the previous stretch.
+With -copyts, a frame of the file at source time x reaches the filter graph at time
+x - base(entry), exactly, so each piece's trim window can be computed in advance.
+
+One input per angle keeps one decoder per angle (bounded memory, whatever the number of
+cuts) and decodes only what is shown, plus a GOP before and a little after each piece.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+MICRO = 1_000_000
+
+
+def _us_text(us: int) -> str:
+    sign = "-" if us < 0 else ""
+    return f"{sign}{abs(us) // MICRO}.{abs(us) % MICRO:06d}"
+
+
+def quote(text: str) -> str:
+    """A token for the ffconcat parser: single quotes, a quote as '\\''."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+@dataclass
+class ConcatList:
+    """The stretches of one file, in the order they will be read."""
+
+    path: Path
+    origin: Fraction  # the file's start time: source time 0
+    gap: Fraction  # longer than the file's longest GOP
+    lines: list[str] = field(default_factory=list)
+    elapsed_us: int = 0  # where the next entry starts on the list's own timeline
+
+    def add(self, source_in: Fraction, source_out: Fraction) -> Fraction:
+        """Add source [in, out); returns `base`: graph time = source time - base."""
+        in_us = math.floor((max(Fraction(0), source_in) + self.origin) * MICRO)
+        out_us = math.ceil((source_out + self.origin) * MICRO)
+        duration_us = out_us - in_us + math.ceil(self.gap * MICRO)
+        start_us = self.elapsed_us
+        self.lines += [
+            f"file {quote('file:' + str(self.path))}",
+            f"inpoint {_us_text(in_us)}",
+            f"outpoint {_us_text(out_us)}",
+            f"duration {_us_text(duration_us)}",
+        ]
+        self.elapsed_us += duration_us
+        return Fraction(in_us - start_us, MICRO) - self.origin
+
+    def text(self) -> str:
+        return "ffconcat version 1.0\n" + "\n".join(self.lines) + "\n"
+
+
+def concat_input(list_path: Path) -> list[str]:
+    """Input arguments: the list and every file it names may only be plain files."""
+    return ["-f", "concat", "-safe", "0", "-protocol_whitelist", "file", "-i", f"file:{list_path}"]

@@ -1,0 +1,148 @@
+"""ExportKind: the thin shell. Probe, plan (pure), report, run, verify, publish."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from spooler.errors import ErrorCode, JobError
+from spooler.export.commands import Plan, PlanPaths
+from spooler.export.models import ExportJob, limit_errors
+from spooler.export.plan import plan_export
+from spooler.export.remux import remux
+from spooler.export.sources import inspect_sources
+from spooler.export.timeline import job_pieces
+from spooler.kinds.base import JobContext, JobSpec, Step
+from spooler.media import MediaInfo, probe, stream_ends
+from spooler.status import OutputInfo
+
+LOGGED_FILE_LIMIT = 20_000
+
+
+class ExportKind:
+    name: ClassVar[str] = "export"
+    spec_model: ClassVar[type[JobSpec]] = ExportJob
+
+    def run(self, spec: ExportJob, ctx: JobContext) -> None:
+        errors = limit_errors(spec, ctx.settings.export)
+        if errors:
+            first = errors[0]
+            raise JobError(
+                ErrorCode.INVALID_JOB, f"{first['path']}: {first['message']}", {"errors": errors}
+            )
+        used = {p.angle for p in job_pieces(spec)}
+        sources = inspect_sources(spec, ctx.settings.media_roots, used)
+        file_name = spec.output.safe_file_name
+        paths = PlanPaths(
+            output=ctx.temp_path(file_name),
+            audio=ctx.temp_path(file_name + ".audio.mp4"),
+            graph=ctx.temp_path(file_name + ".graph.txt"),
+            lists=tuple(
+                ctx.temp_path(f"{file_name}.{i}.ffconcat") for i in range(len(spec.angles) + 1)
+            ),
+        )
+        plan = plan_export(spec, sources, ctx.settings, paths)
+        ctx.set_preflight(plan.preflight)
+        ctx.declare_outputs([file_name])
+        for snap in plan.snaps:
+            onto = "a clean stop of" if snap.label == "end" else "a keyframe of"
+            ctx.warn(
+                "cut_snapped",
+                f"{snap.label}: cut moved from {snap.requested:.3f} s to {snap.actual:.3f} s "
+                f"({snap.delta:+.3f} s) onto {onto} {snap.angle}",
+                path=snap.label,
+                angle=snap.angle,
+                requested=snap.requested,
+                actual=snap.actual,
+                delta=round(snap.delta, 6),
+            )
+        self._execute(plan, spec, paths, ctx)
+        info = verify(plan, paths)
+        for temp in (paths.audio, paths.graph, *paths.lists):
+            temp.unlink(missing_ok=True)  # intermediates; the daemon only cleans up failures
+        ctx.publish(
+            paths.output,
+            file_name,
+            OutputInfo(
+                path=file_name,
+                size_bytes=paths.output.stat().st_size,
+                duration_seconds=info.duration,
+                width=info.width,
+                height=info.height,
+                mime_type=plan.mime_type,
+            ),
+        )
+
+    def _execute(self, plan: Plan, spec: ExportJob, paths: PlanPaths, ctx: JobContext) -> None:
+        steps = [Step(c.step, max(c.expected_seconds, 0.001)) for c in plan.commands]
+        if plan.mode == "copy":
+            # Copying packets is I/O: far quicker than the audio encode before it.
+            steps.append(Step("copy", max(float(plan.duration), 0.001) / 10))
+        ctx.declare_steps(steps)
+        for command in plan.commands:
+            for path, text in command.files.items():
+                path.write_text(text, encoding="utf-8")
+                # The lists and graph are part of the command: keep them with it in the log.
+                shown = text if len(text) <= LOGGED_FILE_LIMIT else text[:LOGGED_FILE_LIMIT] + "..."
+                ctx.log_line(f"# {path.name} ({len(text)} characters):\n{shown.rstrip()}")
+            ctx.check_cancelled()
+            ctx.run_ffmpeg(
+                command.args, step=command.step, expected_seconds=command.expected_seconds
+            )
+        if plan.mode == "copy":
+            ctx.check_cancelled()
+            for segment in plan.copy_segments:
+                ctx.log_line(
+                    f"# copy {segment.label}: {segment.angle} {segment.path.name} "
+                    f"dts {segment.head_dts}..{segment.stop_dts} shift "
+                    f"{float(segment.shift):+.6f} s"
+                )
+            remux(
+                plan.copy_segments,
+                plan.copy_audio,
+                paths.output,
+                spec.output.container,
+                spec.output.faststart,
+                ctx.check_cancelled,
+                ctx.log_line,
+            )
+
+
+def verify(plan: Plan, paths: PlanPaths) -> MediaInfo:
+    """The output has the planned streams, its video lasts the planned duration (within
+    the plan's tolerance), and audio ends with video (within the same tolerance)."""
+    try:
+        info = probe(paths.output)
+    except JobError as exc:
+        raise JobError(
+            ErrorCode.VERIFY_FAILED, f"output cannot be read back: {exc.message}"
+        ) from exc
+    ends = stream_ends(paths.output)
+    expected = float(plan.duration)
+    problems: list[str] = []
+    if ends.video_end is None:
+        problems.append("no video stream")
+    elif abs(ends.video_end - expected) > plan.tolerance:
+        problems.append(
+            f"video lasts {ends.video_end:.3f} s, expected {expected:.3f} s ± {plan.tolerance:.3f}"
+        )
+    if plan.want_audio:
+        if ends.audio_end is None:
+            problems.append("no audio stream")
+        elif ends.video_end is not None and abs(ends.audio_end - ends.video_end) > plan.tolerance:
+            problems.append(
+                f"audio ends at {ends.audio_end:.3f} s but video at {ends.video_end:.3f} s"
+            )
+    elif ends.audio_end is not None:
+        problems.append("unexpected audio stream")
+    if problems:
+        raise JobError(
+            ErrorCode.VERIFY_FAILED,
+            "output failed verification: " + "; ".join(problems),
+            {
+                "probe": info.summary(),
+                "videoEnd": ends.video_end,
+                "audioEnd": ends.audio_end,
+                "expected": expected,
+            },
+        )
+    return info
