@@ -7,6 +7,7 @@ import collections
 import contextlib
 import ctypes
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -152,6 +153,7 @@ def run_ffmpeg(
     stopping: Callable[[], bool] = lambda: False,
     on_start: Callable[[int], None] = lambda pid: None,
     poll_seconds: float = 0.1,
+    pass_fds: tuple[int, ...] = (),
 ) -> FfmpegResult:
     """Run one ffmpeg command to completion or raise JobError / JobCancelled.
 
@@ -172,6 +174,7 @@ def run_ffmpeg(
         start_new_session=True,
         preexec_fn=_child_setup(limits.nice),
         close_fds=True,
+        pass_fds=pass_fds,
     )
     on_start(proc.pid)
     log.write(f"# ffmpeg pid {proc.pid}\n")
@@ -213,6 +216,7 @@ def run_ffmpeg(
     for reader in readers:
         reader.start()
     reason: JobError | None = None
+    exit_watch = _ExitWatch(proc.pid)
     try:
         while proc.poll() is None:
             now = time.monotonic()
@@ -231,9 +235,7 @@ def run_ffmpeg(
                 log.write(f"# stopping ffmpeg: {reason.message}\n")
                 stop_process_group(proc, limits.kill_grace_seconds)
                 break
-            # Returns the moment ffmpeg exits, unlike a sleep: no idle gap after each run.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=poll_seconds)
+            exit_watch.wait(poll_seconds)
     except BaseException:
         stop_process_group(proc, limits.kill_grace_seconds)
         raise
@@ -245,6 +247,7 @@ def run_ffmpeg(
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+        exit_watch.close()
     if reason is not None:
         raise reason
     with lock:
@@ -252,6 +255,28 @@ def run_ffmpeg(
     if proc.returncode != 0:
         raise _classify_failure(proc.returncode, lines)
     return FfmpegResult(proc.returncode, lines, state.media_time)
+
+
+class _ExitWatch:
+    """Wait up to a timeout, returning the moment the process exits. A pidfd wakes us
+    exactly; Popen.wait(timeout) polls with sleeps of up to 50 ms (a gap after every run)."""
+
+    def __init__(self, pid: int) -> None:
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self._fd = None
+
+    def wait(self, timeout: float) -> None:
+        if self._fd is None:
+            time.sleep(timeout)
+        else:
+            select.select([self._fd], [], [], timeout)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _quote(arg: str) -> str:
