@@ -169,7 +169,14 @@ class BenchContext:
     def declare_steps(self, steps: list[Step]) -> None:
         pass
 
-    def run_ffmpeg(self, args: list[str], *, step: str, expected_seconds: float) -> FfmpegResult:
+    def run_ffmpeg(
+        self,
+        args: list[str],
+        *,
+        step: str,
+        expected_seconds: float,
+        pass_fds: tuple[int, ...] = (),
+    ) -> FfmpegResult:
         limits = Limits(deadline=None, stall_seconds=300, kill_grace_seconds=3, nice=0)
         return run_ffmpeg(
             self.ffmpeg,
@@ -179,6 +186,7 @@ class BenchContext:
             log=self.log,
             on_progress=lambda f, s: None,
             cancelled=lambda: False,
+            pass_fds=pass_fds,
         )
 
     def temp_path(self, name: str) -> Path:

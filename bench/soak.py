@@ -29,10 +29,16 @@ from kill_loop import run_kill_loop  # noqa: E402
 def soak(minutes: float, *, jobs_per_round: int, kills_per_round: int, seed: int) -> dict[str, Any]:
     deadline = time.monotonic() + minutes * 60
     totals: dict[str, Any] = {
-        "rounds": 0, "jobs_run": 0, "kills_survived": 0, "bad_job_files": 0,
-        "jobs_lost": 0, "completed_twice": 0, "published_twice": 0, "invariant_failures": 0,
+        "rounds": 0,
+        "jobs_run": 0,
+        "kills_survived": 0,
+        "bad_job_files": 0,
+        "jobs_lost": 0,
+        "completed_twice": 0,
+        "published_twice": 0,
+        "invariant_failures": 0,
         "recovered": 0,
-    }  # fmt: skip
+    }
     # Two thirds of the time for the daemons, the rest for the fuzzer.
     daemon_deadline = time.monotonic() + minutes * 60 * 2 / 3
     while time.monotonic() < daemon_deadline:
@@ -53,8 +59,11 @@ def soak(minutes: float, *, jobs_per_round: int, kills_per_round: int, seed: int
         totals["published_twice"] += len(result["published_twice"])
         totals["recovered"] += result["recovered"]
         totals["invariant_failures"] += 0 if result["ok"] else 1
-        print(f"round {totals['rounds']}: {result['text'].splitlines()[0]}; "
-              f"kills {result['kills']}; {'OK' if result['ok'] else 'VIOLATED'}", flush=True)  # fmt: skip
+        print(
+            f"round {totals['rounds']}: {result['text'].splitlines()[0]}; "
+            f"kills {result['kills']}; {'OK' if result['ok'] else 'VIOLATED'}",
+            flush=True,
+        )
     fuzz = run_fuzz(max(10.0, deadline - time.monotonic()))
     totals["fuzz"] = fuzz
     totals["bad_inputs_tried"] = totals["bad_job_files"] + fuzz.get("rejected", 0)
@@ -68,8 +77,12 @@ def main() -> None:
     parser.add_argument("--kills-per-round", type=int, default=25)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    totals = soak(args.minutes, jobs_per_round=args.jobs_per_round,
-                  kills_per_round=args.kills_per_round, seed=args.seed)  # fmt: skip
+    totals = soak(
+        args.minutes,
+        jobs_per_round=args.jobs_per_round,
+        kills_per_round=args.kills_per_round,
+        seed=args.seed,
+    )
     print(json.dumps(totals, indent=2))
     fuzz = totals["fuzz"]
     print(
@@ -80,8 +93,13 @@ def main() -> None:
         f"run twice {totals['completed_twice'] + totals['published_twice']}, "
         f"fuzz violations {fuzz.get('violations', 0)}"
     )
-    bad = (totals["jobs_lost"] or totals["completed_twice"] or totals["published_twice"]
-           or totals["invariant_failures"] or fuzz.get("violations", 0))  # fmt: skip
+    bad = (
+        totals["jobs_lost"]
+        or totals["completed_twice"]
+        or totals["published_twice"]
+        or totals["invariant_failures"]
+        or fuzz.get("violations", 0)
+    )
     sys.exit(1 if bad else 0)
 
 

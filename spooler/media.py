@@ -13,7 +13,15 @@ import av
 from spooler.errors import ErrorCode, JobError
 
 # Only plain files: never let a name like "concat:a|b" or "http://..." reach a protocol.
-_OPEN_OPTIONS = {"protocol_whitelist": "file"}
+PROTOCOLS = "file"
+# The demuxers a source (or our own output) may be read with: what cameras, phones and
+# audio recorders write. Demuxers that open OTHER files or URLs named inside the file
+# (concat, hls, dash, image2 patterns, ffmetadata, ...) are left out, so a playlist or an
+# ffconcat script renamed to cam.mp4 is refused instead of followed. libavformat matches
+# any name of a demuxer ("mov" covers "mov,mp4,m4a,3gp,3g2,mj2"; "matroska" covers webm).
+DEMUXERS = ("mov", "matroska", "mpegts", "mxf", "avi", "wav", "w64", "flac", "mp3", "aiff", "ogg")
+FORMAT_WHITELIST = ",".join(DEMUXERS)
+OPEN_OPTIONS = {"protocol_whitelist": PROTOCOLS, "format_whitelist": FORMAT_WHITELIST}
 
 
 @dataclass(frozen=True)
@@ -69,14 +77,17 @@ class MediaInfo:
         }
 
 
-def probe(path: Path, *, decode: bool = False) -> MediaInfo:
+def probe(path: Path, *, decode: bool = False, name: str | None = None) -> MediaInfo:
     """Read container and stream facts; raise JobError(source_unreadable) if it cannot.
 
     `decode=True` also decodes the first video frame: it proves the stream decodes and
     gives the rotation of phone video (a display matrix the decoder applies to frames).
+    `name` is what messages call the file (default: its file name). A format outside
+    DEMUXERS fails like unreadable media: libavformat refuses it before reading its header.
     """
+    shown = name or path.name
     try:
-        with av.open(f"file:{path}", options=_OPEN_OPTIONS) as container:
+        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
             info = _describe(container)
             if decode and info.has_video:
                 frame = next(container.decode(video=0), None)
@@ -85,11 +96,20 @@ def probe(path: Path, *, decode: bool = False) -> MediaInfo:
                 info = replace(info, rotation=int(getattr(frame, "rotation", 0) or 0) % 360)
             return info
     except FileNotFoundError as exc:
-        raise JobError(ErrorCode.SOURCE_MISSING, f"{path.name} does not exist") from exc
+        raise JobError(ErrorCode.SOURCE_MISSING, f"{shown} does not exist") from exc
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise JobError(
-            ErrorCode.SOURCE_UNREADABLE, f"{path.name} cannot be read as media: {exc}"
+            ErrorCode.SOURCE_UNREADABLE,
+            f"{shown} cannot be read as media in an allowed format "
+            f"({FORMAT_WHITELIST}): {_reason(exc)}",
+            {"allowedFormats": list(DEMUXERS)},
         ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """libav's reason without the URL (which may be a /proc/self/fd path)."""
+    reason = getattr(exc, "strerror", None)
+    return str(reason) if reason else str(exc) or type(exc).__name__
 
 
 def _origin(container: Any) -> float:
@@ -247,10 +267,10 @@ class VideoIndex:
         return out
 
 
-def scan_video(path: Path) -> VideoIndex:
+def scan_video(path: Path, *, name: str | None = None) -> VideoIndex:
     """Demux (without decoding) every packet of the first video stream."""
     try:
-        with av.open(f"file:{path}", options=_OPEN_OPTIONS) as container:
+        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
             stream = container.streams.video[0]
             packets = [
                 VideoPacket(
@@ -266,7 +286,8 @@ def scan_video(path: Path) -> VideoIndex:
             return VideoIndex(Fraction(stream.time_base), origin, tuple(packets), lead)
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
         raise JobError(
-            ErrorCode.SOURCE_UNREADABLE, f"{path.name}: video packets cannot be read: {exc}"
+            ErrorCode.SOURCE_UNREADABLE,
+            f"{name or path.name}: video packets cannot be read: {_reason(exc)}",
         ) from exc
 
 
@@ -303,7 +324,7 @@ class StreamEnds:
 def stream_ends(path: Path) -> StreamEnds:
     """Demux a whole file to find its real stream ends (container durations can lie)."""
     try:
-        with av.open(f"file:{path}", options=_OPEN_OPTIONS) as container:
+        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
             streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
             # Time 0 as players count it: the streams' start times (edit lists applied),
             # not an AAC priming packet's negative timestamp.

@@ -131,7 +131,14 @@ class RunContext:
             self._handle.status = self._handle.status.model_copy(update={"planned_outputs": names})
             self._save(durable=False)
 
-    def run_ffmpeg(self, args: list[str], *, step: str, expected_seconds: float) -> FfmpegResult:
+    def run_ffmpeg(
+        self,
+        args: list[str],
+        *,
+        step: str,
+        expected_seconds: float,
+        pass_fds: tuple[int, ...] = (),
+    ) -> FfmpegResult:
         self.check_cancelled()
         limits = Limits(
             deadline=self._handle.deadline,
@@ -150,6 +157,7 @@ class RunContext:
                 cancelled=lambda: self._handle.cancel.is_set() or self._handle.lost.is_set(),
                 stopping=self._handle.stop.is_set,
                 on_start=self._handle.ffmpeg_pids.append,
+                pass_fds=pass_fds,
             )
         except JobError:
             if self._handle.lost.is_set():

@@ -7,6 +7,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
+from spooler.media import FORMAT_WHITELIST, PROTOCOLS
+
 MUXERS = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
 MIME = {
     "mp4": "video/mp4",
@@ -103,7 +105,15 @@ def input_args(
         args += ["-ss", fmt(start)]
     if duration is not None:
         args += ["-t", fmt(duration)]
-    return [*args, "-protocol_whitelist", "file", "-i", f"file:{path}"]
+    return [
+        *args,
+        "-protocol_whitelist",
+        PROTOCOLS,
+        "-format_whitelist",
+        FORMAT_WHITELIST,
+        "-i",
+        f"file:{path}",
+    ]
 
 
 def rate_text(value: Fraction) -> str:

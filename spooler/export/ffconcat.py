@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from spooler.errors import ErrorCode, JobError
+from spooler.media import FORMAT_WHITELIST, PROTOCOLS
+
 MICRO = 1_000_000
 
 
@@ -48,6 +51,10 @@ class ConcatList:
         start_us = self.elapsed_us
         self.lines += [
             f"file {quote('file:' + str(self.path))}",
+            # Per file, overriding what the file inherits from the list's own input (which
+            # must allow the concat demuxer): a nested ffconcat script or playlist is refused.
+            f"option format_whitelist {FORMAT_WHITELIST}",
+            f"option protocol_whitelist {PROTOCOLS}",
             f"inpoint {_us_text(in_us)}",
             f"outpoint {_us_text(out_us)}",
             f"duration {_us_text(duration_us)}",
@@ -55,10 +62,36 @@ class ConcatList:
         self.elapsed_us += duration_us
         return Fraction(in_us - start_us, MICRO) - self.origin
 
+    def __post_init__(self) -> None:
+        # One directive per line, the path a single quoted token: no line break can hide a
+        # directive of its own in it (sources.py refuses such paths before this).
+        if any(ord(c) < 32 or ord(c) == 127 for c in str(self.path)):
+            raise JobError(
+                ErrorCode.SOURCE_NOT_ALLOWED,
+                "a source path with control characters cannot go into an ffconcat list",
+            )
+
     def text(self) -> str:
         return "ffconcat version 1.0\n" + "\n".join(self.lines) + "\n"
 
 
 def concat_input(list_path: Path) -> list[str]:
-    """Input arguments: the list and every file it names may only be plain files."""
-    return ["-f", "concat", "-safe", "0", "-protocol_whitelist", "file", "-i", f"file:{list_path}"]
+    """Input arguments: the list and every file it names may only be plain files.
+
+    `-safe 0`: the list names absolute paths (the resolved source, or /proc/self/fd/N), and
+    only unsafe mode allows the per-file `option` directives; the list is written by the
+    daemon from resolved paths, never by the job. The list itself may only be read by the
+    concat demuxer; each file it names gets the media allow-list (see ConcatList.add).
+    """
+    return [
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-protocol_whitelist",
+        PROTOCOLS,
+        "-format_whitelist",
+        "concat",
+        "-i",
+        f"file:{list_path}",
+    ]

@@ -9,7 +9,7 @@ from spooler.export.commands import Plan, PlanPaths
 from spooler.export.models import ExportJob, limit_errors
 from spooler.export.plan import plan_export
 from spooler.export.remux import remux
-from spooler.export.sources import inspect_sources
+from spooler.export.sources import Source, close_sources, inspect_sources
 from spooler.export.timeline import job_pieces
 from spooler.kinds.base import JobContext, JobSpec, Step
 from spooler.media import MediaInfo, probe, stream_ends
@@ -30,7 +30,14 @@ class ExportKind:
                 ErrorCode.INVALID_JOB, f"{first['path']}: {first['message']}", {"errors": errors}
             )
         used = {p.angle for p in job_pieces(spec)}
+        # Each source is opened once here and read through /proc/self/fd/N from then on.
         sources = inspect_sources(spec, ctx.settings.media_roots, used)
+        try:
+            self._run(spec, ctx, sources)
+        finally:
+            close_sources(sources)
+
+    def _run(self, spec: ExportJob, ctx: JobContext, sources: dict[str, Source]) -> None:
         file_name = spec.output.safe_file_name
         paths = PlanPaths(
             output=ctx.temp_path(file_name),
@@ -55,7 +62,8 @@ class ExportKind:
                 actual=snap.actual,
                 delta=round(snap.delta, 6),
             )
-        self._execute(plan, spec, paths, ctx)
+        fds = tuple(sorted(s.fd for s in sources.values() if s.fd is not None))
+        self._execute(plan, spec, paths, ctx, fds)
         info = verify(plan, paths)
         for temp in (paths.audio, paths.graph, *paths.lists):
             temp.unlink(missing_ok=True)  # intermediates; the daemon only cleans up failures
@@ -72,7 +80,9 @@ class ExportKind:
             ),
         )
 
-    def _execute(self, plan: Plan, spec: ExportJob, paths: PlanPaths, ctx: JobContext) -> None:
+    def _execute(
+        self, plan: Plan, spec: ExportJob, paths: PlanPaths, ctx: JobContext, fds: tuple[int, ...]
+    ) -> None:
         steps = [Step(c.step, max(c.expected_seconds, 0.001)) for c in plan.commands]
         if plan.mode == "copy":
             # Copying packets is I/O: far quicker than the audio encode before it.
@@ -86,13 +96,16 @@ class ExportKind:
                 ctx.log_line(f"# {path.name} ({len(text)} characters):\n{shown.rstrip()}")
             ctx.check_cancelled()
             ctx.run_ffmpeg(
-                command.args, step=command.step, expected_seconds=command.expected_seconds
+                command.args,
+                step=command.step,
+                expected_seconds=command.expected_seconds,
+                pass_fds=fds,
             )
         if plan.mode == "copy":
             ctx.check_cancelled()
             for segment in plan.copy_segments:
                 ctx.log_line(
-                    f"# copy {segment.label}: {segment.angle} {segment.path.name} "
+                    f"# copy {segment.label}: {segment.angle} {segment.path} "
                     f"dts {segment.head_dts}..{segment.stop_dts} shift "
                     f"{float(segment.shift):+.6f} s"
                 )

@@ -158,7 +158,7 @@ def piece_inputs(
             gop = source.index.keyframe_max_gap() if source.index else None
             longest = Fraction(gop if gop is not None else source.video_end)
             lists[span.angle] = ConcatList(
-                source.path, Fraction(source.info.start_time), longest + 1
+                source.read_path, Fraction(source.info.start_time), longest + 1
             )
         src_start = span.start + Fraction(angle.sync_offset)
         m = margin(source)
@@ -229,7 +229,7 @@ def audio_bed(
     needs.append(Need("audio", who, name, offset, start, end))
     src_start = start + offset
     source = sources[name]
-    concat = ConcatList(source.path, Fraction(source.info.start_time), Fraction(0))
+    concat = ConcatList(source.read_path, Fraction(source.info.start_time), Fraction(0))
     lead = Fraction(source.index.interleave_lead if source.index else 1.0)
     base = concat.add(src_start - 1, src_start + end - start + lead + POSTROLL)
     k = graph.add_list(concat, list_path)

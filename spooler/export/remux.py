@@ -18,8 +18,9 @@ import av
 
 from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import MUXERS, AudioCopy, CopySegment
+from spooler.media import OPEN_OPTIONS
 
-_OPEN = {"protocol_whitelist": "file"}
+_OPEN = OPEN_OPTIONS  # only plain files, only the allowed demuxers
 CANCEL_CHECK_PACKETS = 500
 
 

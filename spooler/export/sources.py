@@ -5,6 +5,10 @@ Resolution and probing touch the disk (thin shell); `coverage_problems` is pure.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +27,14 @@ class Source:
     path: Path  # absolute, symlinks resolved, inside a media root
     info: MediaInfo
     index: VideoIndex | None  # video packets, for sources used as angles
+    fd: int | None = None  # the file opened once at validation (see open_source)
+
+    @property
+    def read_path(self) -> Path:
+        """The path every reader opens: /proc/self/fd/N (the very file that was checked,
+        whatever is renamed or swapped later; ffmpeg gets N through pass_fds), or `path`
+        for a source that was not opened (pure tests)."""
+        return Path(f"/proc/self/fd/{self.fd}") if self.fd is not None else self.path
 
     @property
     def video_end(self) -> float:
@@ -46,6 +58,13 @@ def resolve_source(name: str, roots: list[Path]) -> Path:
         if not candidate.is_relative_to(real_root):
             outside = outside or candidate.exists()
             continue
+        if any(ord(c) < 32 or ord(c) == 127 for c in str(candidate)):
+            # A link inside the root to a name with a newline would break an ffconcat line.
+            raise JobError(
+                ErrorCode.SOURCE_NOT_ALLOWED,
+                f"{name!r} resolves to a path with control characters",
+                {"source": name},
+            )
         if candidate.is_file():
             return candidate
         if candidate.exists():
@@ -61,6 +80,54 @@ def resolve_source(name: str, roots: list[Path]) -> Path:
     raise JobError(
         ErrorCode.SOURCE_MISSING, f"{name!r} was not found in any media root", {"source": name}
     )
+
+
+def _not_allowed(name: str, why: str) -> JobError:
+    return JobError(ErrorCode.SOURCE_NOT_ALLOWED, f"{name!r} {why}", {"source": name})
+
+
+def open_source(name: str, roots: list[Path]) -> tuple[Path, int]:
+    """Resolve `name`, then open that file once: (its real path, a read-only descriptor).
+
+    Closes the race between the check and the use: the final component is opened with
+    O_NOFOLLOW (a symlink swapped in after resolution fails with ELOOP), the descriptor
+    must be a regular file, and /proc/self/fd/N (the path the kernel has for the opened
+    file, whatever a swapped parent directory did) must still lie inside a media root.
+    Every later reader opens /proc/self/fd/N, i.e. this very file.
+    """
+    path = resolve_source(name, roots)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        raise JobError(
+            ErrorCode.SOURCE_MISSING, f"{name!r} disappeared while opening", {"source": name}
+        ) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_allowed(name, "was replaced by a symlink while opening") from exc
+        raise JobError(
+            ErrorCode.SOURCE_UNREADABLE,
+            f"{name!r} cannot be opened: {exc.strerror}",
+            {"source": name},
+        ) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _not_allowed(name, "is not a regular file")
+        real = Path(f"/proc/self/fd/{fd}").readlink()
+        if not any(real.is_relative_to(root.resolve()) for root in roots):
+            raise _not_allowed(name, "was moved outside the media roots while opening")
+    except BaseException:
+        os.close(fd)
+        raise
+    return real, fd
+
+
+def close_sources(sources: dict[str, Source]) -> None:
+    for source in sources.values():
+        if source.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(source.fd)
 
 
 def audio_sources(job: ExportJob) -> set[str]:
@@ -80,26 +147,40 @@ def inspect_sources(job: ExportJob, roots: list[Path], used_angles: set[str]) ->
     if isinstance(job.audio, FollowAudio):
         needed_audio = needed_video
     out: dict[str, Source] = {}
-    for name in sorted(needed_video | needed_audio):
-        path = resolve_source(name, roots)
-        info = probe(path, decode=name in needed_video)
-        if name in needed_video and not info.has_video:
+    try:
+        for name in sorted(needed_video | needed_audio):
+            out[name] = _inspect(job, name, roots, name in needed_video, name in needed_audio)
+    except BaseException:
+        close_sources(out)
+        raise
+    return out
+
+
+def _inspect(job: ExportJob, name: str, roots: list[Path], video: bool, audio: bool) -> Source:
+    """Open, probe and (for angles) index one source; its descriptor is closed on failure."""
+    path, fd = open_source(name, roots)
+    try:
+        read = Path(f"/proc/self/fd/{fd}")
+        info = probe(read, decode=video, name=name)
+        if video and not info.has_video:
             raise JobError(
                 ErrorCode.UNSUPPORTED_MEDIA, f"{name!r} has no video stream", {"source": name}
             )
-        if name in needed_audio and not info.has_audio:
+        if audio and not info.has_audio:
             raise JobError(
                 ErrorCode.UNSUPPORTED_MEDIA,
                 f"{name!r} has no audio stream",
                 {"source": name, "audio": job.audio.mode},
             )
-        index = scan_video(path) if name in needed_video else None
+        index = scan_video(read, name=name) if video else None
         if index is not None and not index.packets:
             raise JobError(
                 ErrorCode.UNSUPPORTED_MEDIA, f"{name!r} has no video packets", {"source": name}
             )
-        out[name] = Source(name, path, info, index)
-    return out
+    except BaseException:
+        os.close(fd)
+        raise
+    return Source(name, path, info, index, fd)
 
 
 @dataclass(frozen=True)

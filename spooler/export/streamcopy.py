@@ -209,7 +209,7 @@ def plan_copy(
             CopySegment(
                 piece.label,
                 piece.angle,
-                source.path,
+                source.read_path,
                 packets[head].dts,
                 packets[stop].dts if stop < len(packets) else None,
                 shift=cuts[j].time - origin - head_time,
@@ -229,7 +229,7 @@ def plan_copy(
         name = job.angle(master).source
         needs.append(Need("audio", master, name, offset, origin, cuts[-1].time))
         audio: Path | AudioCopy | None = AudioCopy(
-            sources[name].path, origin + offset, cuts[-1].time + offset
+            sources[name].read_path, origin + offset, cuts[-1].time + offset
         )
     elif want_audio:
         audio = paths.audio

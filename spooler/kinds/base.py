@@ -73,8 +73,18 @@ class JobContext(Protocol):
         """Announce every output name before publishing any, so that a crash after the last
         publish is finished by recovery rather than run again."""
 
-    def run_ffmpeg(self, args: list[str], *, step: str, expected_seconds: float) -> FfmpegResult:
+    def run_ffmpeg(
+        self,
+        args: list[str],
+        *,
+        step: str,
+        expected_seconds: float,
+        pass_fds: tuple[int, ...] = (),
+    ) -> FfmpegResult:
         """Run ffmpeg (args exclude the binary and the global flags the daemon adds).
+
+        `pass_fds`: descriptors ffmpeg inherits (at the same numbers), so that it can open
+        the sources the kind validated as /proc/self/fd/N.
 
         Raises JobCancelled, or JobError with timeout / stalled / ffmpeg_failed /
         ffmpeg_killed / disk_full.

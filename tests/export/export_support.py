@@ -41,7 +41,14 @@ class FakeContext:
     def declare_steps(self, steps: list[Step]) -> None:
         self.steps = steps
 
-    def run_ffmpeg(self, args: list[str], *, step: str, expected_seconds: float) -> FfmpegResult:
+    def run_ffmpeg(
+        self,
+        args: list[str],
+        *,
+        step: str,
+        expected_seconds: float,
+        pass_fds: tuple[int, ...] = (),
+    ) -> FfmpegResult:
         self.commands.append(args)
         limits = Limits(deadline=None, stall_seconds=60, kill_grace_seconds=3, nice=0)
         return run_ffmpeg(
@@ -52,6 +59,7 @@ class FakeContext:
             log=self.log,
             on_progress=lambda f, s: self.progress.append(f),
             cancelled=lambda: False,
+            pass_fds=pass_fds,
         )
 
     def temp_path(self, name: str) -> Path:

@@ -20,7 +20,7 @@ from spooler.export.models import ExportJob
 from spooler.export.plan import plan_export
 from spooler.export.sources import Source
 from spooler.export.timeline import Piece, clip, frame_index, job_pieces, merge_same_angle, quantise
-from spooler.media import MediaInfo, VideoIndex, VideoPacket
+from spooler.media import FORMAT_WHITELIST, MediaInfo, VideoIndex, VideoPacket
 
 PATHS = PlanPaths(
     Path("/jobs/j/.out.mp4"),
@@ -169,14 +169,23 @@ def test_reencode_is_one_ffmpeg_pass_with_one_whitelisted_input_per_angle() -> N
     assert inputs == ["file:/jobs/j/.list0", "file:/jobs/j/.list1", "file:/jobs/j/.list2"]
     for i, arg in enumerate(args):
         if arg == "-i":
-            assert args[i - 6 : i] == ["-f", "concat", "-safe", "0", "-protocol_whitelist", "file"]
+            assert args[i - 8 : i] == [
+                *("-f", "concat", "-safe", "0", "-protocol_whitelist", "file"),
+                *("-format_whitelist", "concat"),
+            ]
     assert args[0] == "-copyts" and args.count("-filter_complex") == 1
     cam1 = command.files[PATHS.lists[0]].splitlines()
     assert cam1[1] == "file 'file:/media/cam1.mp4'"
     # cam1's second piece starts at timeline frame 600 (20.0 s): read from 2 frames before
     # to 2 frames + 0.2 s after, then a gap longer than the 2 s GOP (+1 s)
-    assert cam1[5:9] == [
+    assert cam1[2:4] == [
+        f"option format_whitelist {FORMAT_WHITELIST}",
+        "option protocol_whitelist file",
+    ]
+    assert cam1[7:13] == [
         "file 'file:/media/cam1.mp4'",
+        f"option format_whitelist {FORMAT_WHITELIST}",
+        "option protocol_whitelist file",
         "inpoint 19.933333",
         "outpoint 30.266667",
         "duration 13.333334",

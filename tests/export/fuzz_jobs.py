@@ -1,0 +1,572 @@
+"""Fuzzing export jobs: a hypothesis strategy of job files (valid and hostile), and the
+invariants every job must keep through validation and planning.
+
+  job bytes -> spooler.kinds.parse_job -> (valid) plan_export with fabricated sources
+
+No exception other than JobError may escape. For every plan: each ffmpeg argument list, each
+file the plan writes (ffconcat lists, a filter-graph script) and each packet-copy segment may
+only name allowed protocols (file:), only allowed demuxers, inputs inside the media root (or
+a validated descriptor, /proc/self/fd/N) and outputs among the job's temporary paths.
+
+Used by tests/export/test_fuzz.py (profiles `ci` and `long`) and by bench/soak.py through
+`run_fuzz(seconds)` (this folder on sys.path; no pytest needed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from spooler.config import Settings
+from spooler.errors import JobError
+from spooler.export.commands import AudioCopy, Plan, PlanPaths
+from spooler.export.models import ExportJob
+from spooler.export.plan import plan_export
+from spooler.export.sources import Source
+from spooler.kinds import parse_job
+from spooler.media import FORMAT_WHITELIST, PROTOCOLS, MediaInfo, VideoIndex, VideoPacket
+
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile(
+    "long", max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+
+ROOT = Path("/media/root")
+JOB_DIR = Path("/spool/jobs/j1")
+PATHS = PlanPaths(
+    JOB_DIR / ".tmp-out.mp4",
+    JOB_DIR / ".tmp-out.audio.mp4",
+    JOB_DIR / ".tmp-out.graph.txt",
+    tuple(JOB_DIR / f".tmp-out.{i}.ffconcat" for i in range(9)),
+)
+SETTINGS = Settings(media_roots=[ROOT])
+FD_BASE = 100  # fabricated descriptors: sources opened by the kind are read as /proc/self/fd/N
+
+# --- the strategy -------------------------------------------------------------------------
+
+GOOD_SOURCES = ["cam1.mp4", "cam2.mp4", "day 2/cam3.MOV", "lav.wav", 'it\'s "q" [1].mp4']
+HOSTILE_SOURCES = [
+    "../x.mp4",
+    "a/../../x.mp4",
+    "/etc/passwd",
+    "concat:a.mp4|b.mp4",
+    "subfile:,,start,0,end,0,,:x",
+    "file:/etc/passwd",
+    "file:cam1.mp4",
+    "http://127.0.0.1/x",
+    "https://example.com/a.mp4",
+    "fd:3",
+    "pipe:0",
+    "data:video/mp4;base64,AAAA",
+    "-i",
+    "-y.mp4",
+    "day/-f.mp4",
+    "cam\n1.mp4",
+    "cam1.mp4\nfile '/etc/passwd'",
+    "x.mp4'\nfile '/etc/passwd",
+    "it's.mp4",
+    'quote".mp4',
+    "C:\\x.mp4",
+    "\\\\server\\x.mp4",
+    " cam1.mp4",
+    "./cam1.mp4",
+    "a//b.mp4",
+    "img%03d.png",
+    "камера-ü-東京.mp4",
+    "\u202ecam1.mp4",
+    "\x00.mp4",
+    "",
+]
+
+
+def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any], odds: int = 8) -> Any:
+    """`good` about odds/(odds+2) of the time: hypothesis favours the lowest integers,
+    so the well-formed choice is the low one (and what a failure shrinks towards)."""
+    return st.integers(0, odds + 1).flatmap(lambda n: good if n < odds else bad)
+
+
+def rarely(draw: st.DrawFn, one_in: int) -> bool:
+    return draw(st.integers(0, one_in - 1)) == one_in - 1
+
+
+sources = mostly(
+    st.sampled_from(GOOD_SOURCES),
+    st.one_of(
+        st.sampled_from(HOSTILE_SOURCES),
+        st.text(max_size=40),
+        st.text(alphabet="abc./-:|%'\"\n\\ ", max_size=20),
+    ),
+    odds=12,
+)
+ANGLE_IDS = ["cam1", "cam2", "phone", "c-3_x"]
+angle_ids = mostly(st.sampled_from(ANGLE_IDS), st.text(max_size=70), odds=30)
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+times = st.one_of(
+    st.floats(min_value=0, max_value=400, allow_nan=False),
+    st.integers(min_value=0, max_value=400),
+)
+steps = mostly(
+    st.floats(min_value=0.04, max_value=20, allow_nan=False),
+    st.one_of(st.floats(min_value=0, max_value=0.04), st.integers(1, 100)),
+)
+numbers = mostly(
+    st.floats(min_value=-100, max_value=100, allow_nan=False),
+    st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(min_value=-(10**20), max_value=10**20),
+        junk,
+    ),
+)
+
+
+@st.composite
+def audio_specs(draw: st.DrawFn, ids: list[str]) -> Any:
+    mode = draw(st.sampled_from(["angle", "external", "follow", "none", "bogus"]))
+    spec: dict[str, Any] = {"mode": mode}
+    if mode == "angle" and draw(st.booleans()):
+        spec["angle"] = draw(st.one_of(st.sampled_from(ids), angle_ids))
+    if mode == "external":
+        spec["source"] = draw(sources)
+        if draw(st.booleans()):
+            spec["offset"] = draw(numbers)
+        if draw(st.booleans()):
+            spec["gainDb"] = draw(numbers)
+    return spec
+
+
+@st.composite
+def output_specs(draw: st.DrawFn) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if draw(st.booleans()):
+        out["container"] = draw(
+            mostly(st.sampled_from(["mp4", "mov", "mkv", "webm"]), st.sampled_from(["avi", "hls"]))
+        )
+    if draw(st.booleans()):
+        out["videoCodec"] = draw(
+            mostly(st.sampled_from(["h264", "copy", "hevc", "vp9", "av1"]), st.just("x"))
+        )
+    if draw(st.booleans()):
+        out["crf"] = draw(mostly(st.integers(0, 51), st.one_of(st.integers(-5, 70), junk)))
+    if draw(st.booleans()):
+        out["preset"] = draw(
+            mostly(
+                st.sampled_from(["ultrafast", "medium", "4", "8"]), st.sampled_from(["13", "-y"])
+            )
+        )
+    if draw(st.booleans()):
+        out["videoBitrateKbps"] = draw(
+            mostly(st.integers(50, 500_000), st.one_of(st.integers(-1, 600_000), junk))
+        )
+    if draw(st.booleans()):
+        out["size"] = draw(
+            st.sampled_from(
+                [
+                    {"mode": "keep"},
+                    {"mode": "height", "height": 720},
+                    {"mode": "height", "height": 721},
+                    {"mode": "exact", "width": 640, "height": 360, "fit": "crop"},
+                    {"mode": "exact", "width": 2, "height": 2},
+                    {"mode": "exact", "width": 1e9, "height": 2},
+                ]
+            )
+        )
+    if draw(st.booleans()):
+        out["fps"] = draw(
+            mostly(
+                st.sampled_from(["keep", 25, 30, "30000/1001", 24.5]),
+                st.one_of(st.sampled_from(["1/0", "0", "-30", 240, 0.5, "x/y"]), junk),
+            )
+        )
+    if draw(st.booleans()):
+        out["audioCodec"] = draw(st.sampled_from(["aac", "opus", "mp3"]))
+    if draw(st.booleans()):
+        out["fileName"] = draw(
+            st.one_of(
+                st.sampled_from(["Final cut", "../../etc/x", "-y", ".hidden", "a/b", "ü.mp4"]),
+                st.text(max_size=120),
+            )
+        )
+    return out
+
+
+def _mutate(draw: st.DrawFn, job: dict[str, Any]) -> Any:
+    """Break a well-formed job a little: drop, replace or add a field somewhere."""
+    what = draw(st.sampled_from(["drop", "replace", "extra", "root"]))
+    containers: list[Any] = [job]
+    stack: list[Any] = [job]
+    while stack:
+        node = stack.pop()
+        for value in node.values() if isinstance(node, dict) else node:
+            if isinstance(value, dict | list):
+                containers.append(value)
+                stack.append(value)
+    node = draw(st.sampled_from(containers))
+    if what == "root":
+        return draw(st.one_of(junk, st.just([job])))
+    if isinstance(node, dict):
+        keys = sorted(node)
+        if what == "extra" or not keys:
+            node[draw(st.sampled_from(["extra", "Kind", "segments", "x"]))] = draw(junk)
+        elif what == "drop":
+            node.pop(draw(st.sampled_from(keys)))
+        else:
+            node[draw(st.sampled_from(keys))] = draw(junk)
+    elif node:
+        index = draw(st.integers(0, len(node) - 1))
+        if what == "drop":
+            node.pop(index)
+        else:
+            node[index] = draw(junk)
+    return job
+
+
+@st.composite
+def export_jobs(draw: st.DrawFn) -> Any:
+    """An export job as the web app might write it, or a broken or hostile one."""
+    count = draw(st.integers(1, 4))
+    unique = not rarely(draw, 10)  # duplicate ids now and then
+    ids = draw(st.lists(angle_ids, min_size=count, max_size=count, unique=unique))
+    angles: list[dict[str, Any]] = []
+    for angle_id in ids:
+        angle: dict[str, Any] = {"id": angle_id, "source": draw(sources)}
+        if draw(st.booleans()):
+            angle["syncOffset"] = draw(numbers)
+        angles.append(angle)
+    job: dict[str, Any] = {"angles": angles}
+    if draw(st.booleans()):
+        job["kind"] = draw(mostly(st.just("export"), st.sampled_from(["testpattern", "nope"])))
+    if rarely(draw, 10):
+        job["schemaVersion"] = draw(st.one_of(st.just(1), junk))
+    if rarely(draw, 8):  # any times at all: overlaps, gaps, zero-length pieces
+        cuts = sorted(draw(st.lists(times, min_size=2, max_size=8)))
+    else:
+        cuts = [draw(mostly(st.integers(0, 30), times))]
+        for step in draw(st.lists(steps, min_size=1, max_size=8)):
+            cuts.append(cuts[-1] + step)
+    use = mostly(st.sampled_from(ids), angle_ids, odds=20)
+    if draw(st.booleans()):
+        job["segments"] = [
+            {"angle": draw(use), "start": a, "end": b} for a, b in itertools.pairwise(cuts)
+        ]
+    else:
+        job["switches"] = [{"at": t, "angle": draw(use)} for t in cuts[:-1]]
+        job["end"] = cuts[-1]
+    if rarely(draw, 4):
+        lo, hi = sorted(draw(st.lists(times, min_size=2, max_size=2)))
+        job["range"] = {"start": lo, "end": hi}
+    if draw(st.booleans()):
+        job["audio"] = draw(audio_specs(ids))
+    if draw(st.booleans()):
+        job["output"] = draw(output_specs())
+    if draw(st.booleans()):
+        job["mode"] = draw(mostly(st.sampled_from(["auto", "reencode", "copy"]), st.just("fast")))
+    if rarely(draw, 6):
+        job["metadata"] = {"projectId": draw(st.text(max_size=10))}
+    for _ in range(draw(st.integers(1, 2)) if rarely(draw, 5) else 0):
+        job = _mutate(draw, job)
+        if not isinstance(job, dict):
+            break
+    return job
+
+
+@st.composite
+def job_bytes(draw: st.DrawFn) -> bytes:
+    """The job file: JSON of a generated job (NaN allowed), or a damaged file."""
+    job = draw(export_jobs())
+    raw = json.dumps(job, allow_nan=True, ensure_ascii=draw(st.booleans())).encode()
+    damage = draw(st.integers(0, 19))
+    if damage == 19:
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    elif damage == 18:
+        raw = raw.replace(b"{", b'{"angles": [], "angles": ', 1)  # a duplicate key
+    elif damage == 17:
+        raw = b"\xff\xfe" + raw
+    return raw
+
+
+# --- fabricated sources -------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _index(fps: int, seconds: int, gop: int, bframes: bool) -> VideoIndex:
+    total = fps * seconds
+    order: list[int] = []
+    for start in range(0, total, gop):
+        end = min(start + gop, total)
+        order.append(start)
+        m = start + 1
+        while m < end:
+            anchor = min(m + 3, end - 1) if bframes else m
+            order += [anchor, *range(m, anchor)]
+            m = anchor + 1
+    delay = 2 if bframes else 0
+    packets = tuple(
+        VideoPacket(pts=pts, dts=i - delay, duration=1, keyframe=pts % gop == 0)
+        for i, pts in enumerate(order)
+    )
+    return VideoIndex(Fraction(1, fps), Fraction(0), packets, 0.05)
+
+
+def fabricated_sources(spec: ExportJob, variant: int) -> dict[str, Source]:
+    """Probe results for every source the job names, as if each were a real camera file."""
+    names = sorted({a.source for a in spec.angles} | _external(spec))
+    out: dict[str, Source] = {}
+    for i, name in enumerate(names):
+        fps, bframes = ((30, True), (30, False), (25, True))[(variant + i) % 3 if variant else 0]
+        seconds = 200
+        info = MediaInfo(
+            duration=float(seconds),
+            format_name="mov,mp4,m4a,3gp,3g2,mj2",
+            video_codec="h264",
+            width=1920,
+            height=1080,
+            fps=Fraction(fps),
+            time_base=Fraction(1, fps),
+            pix_fmt="yuv420p",
+            rotation=90 if variant == 2 and i else 0,
+            extradata=b"avcC",
+            audio_codec="aac",
+            sample_rate=48000,
+            channels=2,
+        )
+        fd = FD_BASE + i if variant % 2 else None  # half of them opened, as the kind does
+        out[name] = Source(name, ROOT / name, info, _index(fps, seconds, 2 * fps, bframes), fd)
+    return out
+
+
+def _external(spec: ExportJob) -> set[str]:
+    source = getattr(spec.audio, "source", None)
+    return {source} if isinstance(source, str) else set()
+
+
+# --- the invariants -----------------------------------------------------------------------
+
+_PROTOCOL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+# Filters that open files or sockets of their own: never in a plan's graph.
+_FILE_FILTERS = re.compile(
+    r"(?<![a-z_])(a?movie|sendcmd|asendcmd|zmq|azmq|subtitles|ass|drawtext|lut3d|haldclut"
+    r"|frei0r|ladspa|lv2|sofalizer|afir|coreimage|ocr|vidstab\w*|signature)="
+)
+_NUMBER = re.compile(r"^-?\d+\.\d{6}$")
+
+
+def _unquote(token: str) -> str | None:
+    """ffconcat's quoting, as ConcatList writes it: '...' with ' as '\\''."""
+    if not (token.startswith("'") and token.endswith("'")):
+        return None
+    return token[1:-1].replace("'\\''", "'")
+
+
+@dataclass
+class Checker:
+    """Collects the invariant violations of one plan."""
+
+    sources: dict[str, Source]
+    problems: list[str] = field(default_factory=list)
+
+    def input_ok(self, path: Path) -> bool:
+        fds = {s.fd for s in self.sources.values() if s.fd is not None}
+        text = str(path)
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            return False
+        if text.startswith("/proc/self/fd/"):
+            number = text.removeprefix("/proc/self/fd/")
+            return number.isdigit() and int(number) in fds
+        return path.is_absolute() and ".." not in path.parts and path.is_relative_to(ROOT)
+
+    def fail(self, text: str) -> None:
+        self.problems.append(text)
+
+    def check(self, plan: Plan) -> list[str]:
+        temps = {PATHS.output, PATHS.audio, PATHS.graph, *PATHS.lists}
+        for command in plan.commands:
+            for path, text in command.files.items():
+                if path not in temps:
+                    self.fail(f"writes {path}, not one of the job's temporary paths")
+                if path in PATHS.lists:
+                    self.check_list(text)
+                elif path == PATHS.graph:
+                    self.check_graph(text)
+            self.check_args(command.args, set(command.files))
+        for segment in plan.copy_segments:
+            if not self.input_ok(segment.path):
+                self.fail(f"copy segment reads {segment.path}")
+        audio = plan.copy_audio
+        if isinstance(audio, AudioCopy):
+            if not self.input_ok(audio.path):
+                self.fail(f"audio copy reads {audio.path}")
+        elif audio is not None and audio != PATHS.audio:
+            self.fail(f"audio taken from {audio}")
+        return self.problems
+
+    def check_graph(self, text: str) -> None:
+        if _FILE_FILTERS.search(text):
+            self.fail(f"filter graph uses a filter that opens files: {text[:200]!r}")
+
+    def check_list(self, text: str) -> None:
+        lines = text.split("\n")
+        if lines[0] != "ffconcat version 1.0" or lines[-1] != "":
+            self.fail("ffconcat list without its header or final newline")
+        expected_options = [
+            f"option format_whitelist {FORMAT_WHITELIST}",
+            f"option protocol_whitelist {PROTOCOLS}",
+        ]
+        body = lines[1:-1]
+        i = 0
+        while i < len(body):
+            keyword, _, rest = body[i].partition(" ")
+            if keyword == "file":
+                name = _unquote(rest)
+                if name is None or not name.startswith("file:"):
+                    self.fail(f"ffconcat file entry {rest!r} is not a quoted file: URL")
+                elif not self.input_ok(Path(name.removeprefix("file:"))):
+                    self.fail(f"ffconcat list names {name!r}")
+                if body[i + 1 : i + 3] != expected_options:
+                    self.fail(f"ffconcat entry {rest!r} lacks the per-file allow-lists")
+                i += 3
+                continue
+            if keyword not in ("inpoint", "outpoint", "duration") or not _NUMBER.match(rest):
+                self.fail(f"unexpected ffconcat line {body[i]!r}")
+            i += 1
+
+    def check_args(self, args: list[str], files: set[Path]) -> None:
+        outputs = {f"file:{PATHS.output}", f"file:{PATHS.audio}"}
+        if args[-1] not in outputs:
+            self.fail(f"output {args[-1]!r} is not a temporary path")
+        allowed_at: set[int] = {len(args) - 1}
+        for i, arg in enumerate(args):
+            if arg == "-i":
+                allowed_at.add(i + 1)
+                target = args[i + 1]
+                path = Path(target.removeprefix("file:"))
+                before = args[max(0, i - 8) : i]
+                whitelist = _value(before, "-format_whitelist")
+                if not target.startswith("file:"):
+                    self.fail(f"input {target!r} is not a file: URL")
+                elif path in files and path in PATHS.lists:
+                    if before[:4] != ["-f", "concat", "-safe", "0"] or whitelist != "concat":
+                        self.fail(f"list input {target!r} without -f concat/-format_whitelist")
+                elif not self.input_ok(path) or whitelist != FORMAT_WHITELIST:
+                    self.fail(f"input {target!r} outside the roots or without the allow-list")
+                if _value(before, "-protocol_whitelist") != PROTOCOLS:
+                    self.fail(f"input {target!r} without -protocol_whitelist {PROTOCOLS}")
+            elif arg == "-/filter_complex":
+                allowed_at.add(i + 1)
+                if Path(args[i + 1]) != PATHS.graph or PATHS.graph not in files:
+                    self.fail(f"graph script {args[i + 1]!r} is not the job's graph file")
+            elif arg == "-filter_complex":
+                allowed_at.add(i + 1)
+                self.check_graph(args[i + 1])
+        for i, arg in enumerate(args):
+            if i in allowed_at:
+                continue
+            if _PROTOCOL.match(arg) or arg.startswith("/") or "\n" in arg or "\x00" in arg:
+                self.fail(f"argument {i} {arg!r} looks like a URL or path")
+
+
+def _value(args: list[str], option: str) -> str | None:
+    return args[args.index(option) + 1] if option in args[:-1] else None
+
+
+# --- one example, and the time-boxed runner --------------------------------------------
+
+
+@dataclass
+class Outcome:
+    valid: bool = False
+    planned: bool = False
+    violations: list[str] = field(default_factory=list)
+
+
+def check_job(raw: bytes, variant: int = 0) -> Outcome:
+    """Parse and plan one job file; what happened, and every broken invariant."""
+    outcome = Outcome()
+    try:
+        spec, _ = parse_job(raw)
+    except JobError:
+        return outcome
+    except Exception as exc:  # the invariant under test
+        outcome.violations.append(f"parse_job raised {type(exc).__name__}: {exc}")
+        return outcome
+    outcome.valid = True
+    if not isinstance(spec, ExportJob):
+        return outcome
+    try:
+        plan = plan_export(spec, fabricated_sources(spec, variant), SETTINGS, PATHS)
+    except JobError:
+        return outcome
+    except Exception as exc:  # the invariant under test
+        outcome.violations.append(f"plan_export raised {type(exc).__name__}: {exc!r}"[:500])
+        return outcome
+    outcome.planned = True
+    outcome.violations += Checker(fabricated_sources(spec, variant)).check(plan)
+    if not math.isfinite(float(plan.duration)) or plan.duration <= 0:
+        outcome.violations.append(f"plan duration {plan.duration}")
+    return outcome
+
+
+def run_fuzz(seconds: float, batch: int = 200) -> dict[str, Any]:
+    """Generate and check jobs for `seconds`; counts, and the first few violations."""
+    counts: dict[str, Any] = {
+        "examples": 0,
+        "valid": 0,
+        "rejected": 0,
+        "planned": 0,
+        "violations": 0,
+        "examples_of_violations": [],
+    }
+    deadline = time.monotonic() + seconds
+
+    @settings(
+        max_examples=batch,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(job_bytes(), st.integers(0, 3))
+    def one(raw: bytes, variant: int) -> None:
+        if time.monotonic() >= deadline:
+            return
+        outcome = check_job(raw, variant)
+        counts["examples"] += 1
+        counts["valid" if outcome.valid else "rejected"] += 1
+        counts["planned"] += outcome.planned
+        if outcome.violations:
+            counts["violations"] += 1
+            if len(counts["examples_of_violations"]) < 5:
+                counts["examples_of_violations"].append(
+                    {"job": raw[:2000].decode("utf-8", "replace"), "problems": outcome.violations}
+                )
+
+    while time.monotonic() < deadline:
+        one()
+    counts["seconds"] = round(seconds, 1)
+    return counts
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(run_fuzz(float(sys.argv[1]) if len(sys.argv) > 1 else 10.0), indent=1))

@@ -1,0 +1,77 @@
+"""Fuzzing validation and planning (see fuzz_jobs.py for the strategy and the invariants).
+
+The `ci` profile (default) runs 200 examples; HYPOTHESIS_PROFILE=long runs 20,000. The
+bench soak runs the same checks for a set time (fuzz_jobs.run_fuzz).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from fuzz_jobs import PATHS, SETTINGS, Checker, check_job, fabricated_sources, job_bytes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spooler.export.models import ExportJob
+from spooler.export.plan import plan_export
+
+PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@settings(PROFILE)
+@given(job_bytes(), st.integers(0, 3))
+def test_no_job_escapes_validation_or_the_allowed_paths(raw: bytes, variant: int) -> None:
+    outcome = check_job(raw, variant)
+    assert outcome.violations == [], (raw, outcome.violations)
+
+
+def test_the_checker_sees_a_bad_plan() -> None:
+    # Given a valid plan, then tampered with the ways an injection would show
+    spec = ExportJob.model_validate(
+        {
+            "angles": [{"id": "a", "source": "cam1.mp4"}, {"id": "b", "source": "cam2.mp4"}],
+            "segments": [
+                {"angle": "a", "start": 0, "end": 5},
+                {"angle": "b", "start": 5, "end": 9},
+            ],
+            "mode": "reencode",
+        }
+    )
+    sources = fabricated_sources(spec, 1)
+    plan = plan_export(spec, sources, SETTINGS, PATHS)
+    assert Checker(sources).check(plan) == []
+    command = plan.commands[0]
+    listing = command.files[PATHS.lists[0]]
+    for bad in (
+        listing.replace("file:/proc/self/fd/", "file:/etc/", 1),
+        listing.replace("option format_whitelist", "option format_whitelisT", 1),
+        listing + "file 'file:/media/root/x.mp4'\n",
+        listing.replace("inpoint", "file_packet_meta x y\ninpoint", 1),
+    ):
+        command.files[PATHS.lists[0]] = bad
+        assert Checker(sources).check(plan), bad
+    command.files[PATHS.lists[0]] = listing
+    args = list(command.args)
+    for i, replacement in ((-1, "file:/tmp/out.mp4"), (0, "concat:a|b"), (0, "/etc/passwd")):
+        command.args[i] = replacement
+        assert Checker(sources).check(plan), replacement
+        command.args[:] = args
+    at = args.index("-format_whitelist")
+    command.args[at + 1] = "concat,hls"
+    assert Checker(sources).check(plan)
+
+
+def test_hostile_job_files_are_rejected_not_crashed() -> None:
+    for raw in (
+        b"",
+        b"\xff",
+        b"[]",
+        b"null",
+        b'{"angles": NaN}',
+        b'{"a": 1, "a": 2}',
+        b"[" * 100_000,
+        json.dumps({"angles": [{"id": "a", "source": "concat:x|y"}]}).encode(),
+    ):
+        outcome = check_job(raw)
+        assert not outcome.valid and outcome.violations == []
