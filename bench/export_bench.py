@@ -169,6 +169,9 @@ class BenchContext:
     def declare_steps(self, steps: list[Step]) -> None:
         pass
 
+    def declare_outputs(self, names: list[str]) -> None:
+        pass
+
     def run_ffmpeg(
         self,
         args: list[str],
@@ -203,6 +206,9 @@ class BenchContext:
 
     def log_line(self, text: str) -> None:
         self.log.write(text + "\n")
+
+    def report_progress(self, step: str, fraction: float) -> None:
+        pass
 
     def check_cancelled(self) -> None:
         pass

@@ -168,6 +168,9 @@ class RunContext:
         self._report(step, 1.0, None)
         return result
 
+    def report_progress(self, step: str, fraction: float) -> None:
+        self._report(step, fraction, None)
+
     def temp_path(self, name: str) -> Path:
         return self.job_dir / f"{TEMP_PREFIX}{secrets.token_hex(3)}-{name}"
 

@@ -117,6 +117,10 @@ class ExportKind:
                 spec.output.faststart,
                 ctx.check_cancelled,
                 ctx.log_line,
+                # Packet times start slightly below 0 (B-frame decode timestamps).
+                lambda seconds: ctx.report_progress(
+                    "copy", min(1.0, max(0.0, seconds / max(float(plan.duration), 1e-3)))
+                ),
             )
 
 

@@ -136,6 +136,7 @@ def remux(
     faststart: bool,
     check_cancelled: Callable[[], None],
     log: Callable[[str], None],
+    on_progress: Callable[[float], None] = lambda seconds: None,
 ) -> None:
     """Write `output`: the segments' video packets back to back, plus the audio packets."""
     options = {"movflags": "+faststart"} if faststart and container_name in ("mp4", "mov") else {}
@@ -155,9 +156,11 @@ def remux(
                 if audio_in is not None:
                     audio_out = out.add_stream_from_template(audio_in.streams.audio[0])
                     streams.append(_audio_packets(audio_in, audio_out, cut))
-                for n, (_, _, packet) in enumerate(heapq.merge(*streams, key=lambda x: x[:2])):
+                merged = heapq.merge(*streams, key=lambda x: x[:2])
+                for n, (at, _, packet) in enumerate(merged):
                     if n % CANCEL_CHECK_PACKETS == 0:
                         check_cancelled()
+                        on_progress(float(at))
                     out.mux(packet)
             finally:
                 if audio_in is not None:

@@ -91,6 +91,9 @@ class JobContext(Protocol):
         """
         ...
 
+    def report_progress(self, step: str, fraction: float) -> None:
+        """Progress of in-process work (not ffmpeg, whose progress is read for you)."""
+
     def temp_path(self, name: str) -> Path:
         """A hidden path in the job folder, removed if the job does not succeed."""
         ...

@@ -33,6 +33,7 @@ class FakeContext:
     published: list[OutputInfo] = field(default_factory=list)
     commands: list[list[str]] = field(default_factory=list)
     progress: list[float] = field(default_factory=list)
+    reported: list[tuple[str, float]] = field(default_factory=list)  # in-process steps
     log: io.StringIO = field(default_factory=io.StringIO)
 
     def declare_outputs(self, names: list[str]) -> None:
@@ -77,6 +78,9 @@ class FakeContext:
 
     def log_line(self, text: str) -> None:
         self.log.write(text + "\n")
+
+    def report_progress(self, step: str, fraction: float) -> None:
+        self.reported.append((step, fraction))
 
     def check_cancelled(self) -> None:
         pass

@@ -119,6 +119,10 @@ def test_copy_reports_snapped_cuts_and_decodes_cleanly(run_export: Run) -> None:
     assert decode_errors(ctx.ffmpeg, out) == ""
     assert_av_sync(out, 3.5)
     assert [round(t, 2) for t in audio_onsets(out)] == [0.0, 1.0, 2.0, 3.0]
+    # The in-process copy reports progress too, in order and within 0..1.
+    copy_progress = [f for step, f in ctx.reported if step == "copy"]
+    assert copy_progress and copy_progress == sorted(copy_progress)
+    assert copy_progress[0] >= 0.0 and copy_progress[-1] <= 1.0
     with av.open(str(out)) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert container.streams.audio[0].codec_context.name == "aac"
