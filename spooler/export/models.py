@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from spooler.config import ExportSettings
@@ -24,20 +24,23 @@ from spooler.kinds.base import JobSpec, SpecModel
 _ANGLE_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
+def _source_path(value: str) -> str:
+    problem = check_source_syntax(value)
+    if problem:
+        raise PydanticCustomError("source_path", problem)
+    return value
+
+
+# A media-root-relative path, checked the same way wherever a job names a file.
+SourcePath = Annotated[str, Field(max_length=1024), AfterValidator(_source_path)]
+
+
 class Angle(SpecModel):
     id: str = Field(pattern=_ANGLE_ID, description="Referenced by segments, switches and audio.")
-    source: str = Field(max_length=1024, description="Path relative to a media root.")
+    source: SourcePath = Field(description="Path relative to a media root.")
     sync_offset: float = Field(
         0.0, ge=-86_400, le=86_400, description="Source time shown at timeline 0 (seconds)."
     )
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, value: str) -> str:
-        problem = check_source_syntax(value)
-        if problem:
-            raise PydanticCustomError("source_path", problem)
-        return value
 
 
 class Segment(SpecModel):
@@ -62,17 +65,9 @@ class ExternalAudio(SpecModel):
     """An external recording (e.g. a lavalier mic) aligned by its own offset."""
 
     mode: Literal["external"]
-    source: str = Field(max_length=1024)
+    source: SourcePath
     offset: float = Field(0.0, ge=-86_400, le=86_400, description="Source time at timeline 0.")
     gain_db: float = Field(0.0, ge=-60, le=24)
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, value: str) -> str:
-        problem = check_source_syntax(value)
-        if problem:
-            raise PydanticCustomError("source_path", problem)
-        return value
 
 
 class FollowAudio(SpecModel):
