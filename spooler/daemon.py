@@ -348,15 +348,20 @@ class Daemon:
         within settle_seconds is given time (a writer that reopens between chunks)."""
         if not item.is_regular:
             return True
-        seen = self._seen.get(item.entry.name)
-        if seen is None or seen.signature != item.signature:
-            seen = self._seen[item.entry.name] = _Seen(item.signature, now)
+        seen = self._track(item, now)
         settled = now - seen.since >= self.settings.settle_seconds
         if settled:
             return True
         if not self._use_leases or open_for_writing_elsewhere(item.path) is not False:
             return False
         return self._parses(item)
+
+    def _track(self, item: InboxFile, now: float) -> _Seen:
+        """Remember since when the file has looked the same (size, mtime, inode)."""
+        seen = self._seen.get(item.entry.name)
+        if seen is None or seen.signature != item.signature:
+            seen = self._seen[item.entry.name] = _Seen(item.signature, now)
+        return seen
 
     def _parses(self, item: InboxFile) -> bool:
         try:
@@ -377,14 +382,21 @@ class Daemon:
         markers = [i for i in items if i.entry.kind in (EntryKind.CANCEL, EntryKind.DELETE)]
         cancel_requested = {m.entry.job_id for m in markers}
         candidates: list[Candidate] = []
+        # Without a free slot, jobs stay in the inbox for another daemon: no need to look
+        # at them (a long queue would otherwise be re-read on every event).
+        look_at_jobs = self._free_slots() > 0
         for item in items:
             if item.entry.kind is EntryKind.STRAY:
                 if self._ready(item, now):
                     self._move_stray(item)
             elif item.entry.kind is EntryKind.JOB and item.entry.job_id is not None:
+                cancelled = item.entry.job_id in cancel_requested
+                if not (look_at_jobs or cancelled):
+                    self._track(item, now)  # keeps the settle clock running meanwhile
+                    continue
                 if not self._ready(item, now):
                     continue
-                if item.entry.job_id in cancel_requested:
+                if cancelled:
                     self._claim_and_start(item, start=False)
                 else:
                     candidates.append(Candidate(item.entry.job_id, 0, item.ctime_ns / 1e9))
