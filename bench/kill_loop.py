@@ -9,6 +9,7 @@ Used by tests/test_faults.py (CI size) and bench/soak.py (long runs).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
@@ -26,7 +27,7 @@ from spooler.layout import SpoolLayout
 
 DRILL_SETTINGS = {
     "SPOOLER_RESCAN_SECONDS": "0.5",
-    "SPOOLER_HEARTBEAT_SECONDS": "0.5",
+    "SPOOLER_HEARTBEAT_SECONDS": "0.2",  # fresh jobsRunning, so kills land mid-job
     "SPOOLER_LEASE_SECONDS": "3",
     "SPOOLER_TICK_SECONDS": "0.05",
     "SPOOLER_KILL_GRACE_SECONDS": "1",
@@ -49,6 +50,7 @@ class Drill:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     kills: int = 0
     starts: int = 0
+    interrupted: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOLER_")}
@@ -140,15 +142,22 @@ def run_kill_loop(
             for _ in range(min(len(pending), rng.randint(1, 12))):
                 job_id = pending.pop(0)
                 drill.submit(job_id, rng, bad=job_id in bad)
-            # Kill the victim at a random moment, preferably while it runs a job.
-            _wait_busy(root, drill.procs[0].pid, timeout=rng.uniform(0.3, 1.5))
-            time.sleep(rng.uniform(0.0, 0.4))
+            # Kill a daemon at a random moment while it runs a job (whichever is busy:
+            # the one just restarted often finds the inbox drained by the other).
+            # A job interrupted three times is spared: otherwise one unlucky long job
+            # exhausts its attempts and ends failed (worker_lost), which proves little.
+            busy = _wait_busy(
+                root, [p.pid for p in drill.procs], timeout=3.0, spare=drill.interrupted
+            )
+            time.sleep(rng.uniform(0.0, 0.25))
             if drill.kills < kills:
-                victim = drill.procs[0]
+                index = busy if busy is not None else 0
+                victim = drill.procs[index]
+                drill.interrupted.update(_running(root, victim.pid))
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 drill.kills += 1
-                drill.procs[0] = drill.start()
+                drill.procs[index] = drill.start()
             if time.monotonic() - started > timeout:
                 raise TimeoutError("kill loop did not finish in time")
         _wait_final(root, ids, deadline=started + timeout)
@@ -177,18 +186,30 @@ def run_kill_loop(
     return result
 
 
-def _wait_busy(root: Path, pid: int, timeout: float) -> None:
-    """Until the daemon with `pid` reports a running job in its heartbeat (or timeout)."""
+def _running(root: Path, pid: int) -> list[str]:
+    """The jobs a daemon's heartbeat says it is running."""
+    for beat in (root / "workers").glob("*.json"):
+        try:
+            data = json.loads(beat.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("pid") == pid:
+            return list(data.get("jobsRunning") or [])
+    return []
+
+
+def _wait_busy(
+    root: Path, pids: list[int], timeout: float, spare: collections.Counter[str]
+) -> int | None:
+    """Index in `pids` of a daemon running a job not yet interrupted 3 times, or None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for beat in (root / "workers").glob("*.json"):
-            try:
-                data = json.loads(beat.read_text())
-            except (OSError, ValueError):
-                continue
-            if data.get("pid") == pid and data.get("jobsRunning"):
-                return
-        time.sleep(0.05)
+        for index, pid in enumerate(pids):
+            running = _running(root, pid)
+            if running and all(spare[job] < 3 for job in running):
+                return index
+        time.sleep(0.02)
+    return None
 
 
 def _state(layout: SpoolLayout, job_id: str) -> str | None:
