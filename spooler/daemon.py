@@ -64,7 +64,7 @@ from spooler.spool import (
     ensure_layout,
     establish,
     move_aside,
-    mtime_datetime,
+    ns_to_datetime,
     owner_of,
     read_job_bytes_for_priority,
     read_status,
@@ -457,7 +457,7 @@ class Daemon:
         self.claimed_count += 1
         self.log.info("job_claimed", job_id=job_id)
         self._seen.pop(item.entry.name, None)
-        self._establish_claimed(job_id, claim_file, mtime_datetime(item.ctime_ns), start=start)
+        self._establish_claimed(job_id, claim_file, ns_to_datetime(item.ctime_ns), start=start)
 
     def _establish_claimed(
         self,
@@ -734,7 +734,7 @@ class Daemon:
                 take_ownership(self.layout, job_id, owner, self.me.id)
             self.log.info("claim_recovered", job_id=job_id, previous_owner=owner)
             self._establish_claimed(
-                job_id, mine, mtime_datetime(mine.stat().st_ctime_ns), start=True, slot_free=False
+                job_id, mine, ns_to_datetime(mine.stat().st_ctime_ns), start=True, slot_free=False
             )
 
     def _adopt(self, job_id: str, status: JobStatus, previous_owner: str) -> None:

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from spooler.errors import ErrorCode, JobCancelled, JobError
@@ -287,8 +286,3 @@ def _quote(arg: str) -> str:
 
 def encoder_threads(threads: int) -> list[str]:
     return ["-threads", str(threads)] if threads else []
-
-
-def is_within(path: Path, roots: list[Path]) -> bool:
-    resolved = path.resolve()
-    return any(resolved.is_relative_to(root.resolve()) for root in roots)

@@ -106,9 +106,6 @@ class SpoolLayout:
     def job_cancel(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "cancel"
 
-    def owner_prefix(self) -> str:
-        return ".owner."
-
     def owner_file(self, job_id: str, worker_id: str) -> Path:
         """Ownership token: renaming it to another worker's name is the atomic takeover."""
         return self.job_dir(job_id) / f".owner.{worker_id}"

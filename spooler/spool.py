@@ -219,5 +219,5 @@ def read_job_bytes_for_priority(raw: bytes) -> int:
         return 0
 
 
-def mtime_datetime(ns: int) -> datetime:
+def ns_to_datetime(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, UTC)

@@ -30,7 +30,6 @@ class State(StrEnum):
 FINAL_STATES: frozenset[State] = frozenset(
     {State.SUCCEEDED, State.FAILED, State.CANCELLED, State.REJECTED}
 )
-ACTIVE_STATES: frozenset[State] = frozenset({State.QUEUED, State.RUNNING})
 
 # (from, to). `None` is "no status yet": the claim writes the first status.
 ALLOWED_TRANSITIONS: frozenset[tuple[State | None, State]] = frozenset(

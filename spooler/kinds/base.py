@@ -7,7 +7,7 @@ without touching the spool protocol.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -51,11 +51,6 @@ class Step:
 
     name: str
     weight: float = 1.0
-
-
-@dataclass
-class ProbeCache:
-    entries: dict[str, Any] = field(default_factory=dict)
 
 
 class JobContext(Protocol):
