@@ -66,6 +66,9 @@ class ExportSettings(_Section):
     max_segments: int = Field(5000, ge=1)
     max_timeline_seconds: float = Field(6 * 3600, gt=0)
     max_outputs: int = Field(8, ge=1)
+    smart_workers: int = Field(
+        2, ge=1, le=16, description="ffmpeg processes a smart render encodes its cuts with."
+    )
     allow_urls: bool = Field(False, description="Reserved: https sources (roadmap phase 2).")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import av
 
 from spooler.errors import ErrorCode, JobError
+from spooler.h264 import AvcConfig, is_idr
 
 # Only plain files: never let a name like "concat:a|b" or "http://..." reach a protocol.
 PROTOCOLS = "file"
@@ -38,6 +39,10 @@ class MediaInfo:
     sar: Fraction = Fraction(1)
     start_time: float = 0.0
     extradata: bytes | None = None
+    profile: str | None = None
+    level: int | None = None
+    # (primaries, transfer, matrix, range) as libavutil's enum values; 2 / 0 = unspecified.
+    colour: tuple[int, int, int, int] = (2, 2, 2, 0)
     audio_codec: str | None = None
     sample_rate: int | None = None
     channels: int | None = None
@@ -137,6 +142,14 @@ def _describe(container: Any) -> MediaInfo:
             pix_fmt=ctx.format.name if ctx.format else None,
             sar=Fraction(stream.sample_aspect_ratio) if stream.sample_aspect_ratio else Fraction(1),
             extradata=bytes(ctx.extradata) if ctx.extradata else None,
+            profile=ctx.profile,
+            level=ctx.level if ctx.level and ctx.level > 0 else None,
+            colour=(
+                int(ctx.color_primaries),
+                int(ctx.color_trc),
+                int(ctx.colorspace),
+                int(ctx.color_range),
+            ),
         )
         if stream.duration and stream.time_base and not duration:
             fields["duration"] = float(stream.duration * stream.time_base)
@@ -192,6 +205,7 @@ class VideoPacket:
     dts: int
     duration: int
     keyframe: bool
+    idr: bool = False  # H.264 only: the keyframe holds an IDR slice (decoding starts afresh)
 
 
 @dataclass(frozen=True)
@@ -272,10 +286,12 @@ def scan_video(path: Path, *, name: str | None = None) -> VideoIndex:
     try:
         with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
             stream = container.streams.video[0]
+            nal_length = _nal_length_size(stream)
             packets = [
                 VideoPacket(
                     packet.pts, packet.dts if packet.dts is not None else packet.pts,
                     packet.duration or 0, bool(packet.is_keyframe),
+                    bool(packet.is_keyframe and nal_length and is_idr(bytes(packet), nal_length)),
                 )
                 for packet in container.demux(stream)
                 if packet.pts is not None
@@ -289,6 +305,17 @@ def scan_video(path: Path, *, name: str | None = None) -> VideoIndex:
             ErrorCode.SOURCE_UNREADABLE,
             f"{name or path.name}: video packets cannot be read: {_reason(exc)}",
         ) from exc
+
+
+def _nal_length_size(stream: Any) -> int:
+    """The NAL length prefix size of an H.264 stream stored as avcC, else 0."""
+    ctx = stream.codec_context
+    if ctx.codec.canonical_name != "h264" or not ctx.extradata:
+        return 0
+    try:
+        return AvcConfig.parse(bytes(ctx.extradata)).length_size
+    except ValueError:
+        return 0
 
 
 def _interleave_lead(container: Any, video: Any, window: float = 30.0) -> float:

@@ -34,6 +34,7 @@ class Command:
     args: list[str]
     expected_seconds: float
     files: dict[Path, str] = field(default_factory=dict)  # written before ffmpeg runs
+    parallel: bool = False  # may run at the same time as the parallel commands next to it
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,26 @@ class CopySegment:
     head_dts: int
     stop_dts: int | None  # None: to the end of the stream
     shift: Fraction  # output time = source time + shift
+
+
+@dataclass(frozen=True)
+class EncodedPart:
+    """Frames [first, first + count) of an encoded piece file (smart render; frame n of the
+    file has pts n / rate), placed so that frame `first` is at output pts `pts` and each
+    next one `step` later (ticks of the track's time base). The part starts with an IDR
+    and references nothing outside itself, so its packets are contiguous in the file."""
+
+    label: str
+    angle: str
+    path: Path
+    first: int
+    count: int
+    pts: int
+    step: int
+    rate: Fraction
+
+
+VideoPart = CopySegment | EncodedPart
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,7 @@ class Snap:
 
 @dataclass(frozen=True)
 class Plan:
-    mode: Literal["reencode", "copy"]
+    mode: Literal["reencode", "copy", "smart"]
     reason: str
     duration: Fraction  # expected output duration, seconds
     fps: Fraction
@@ -85,8 +106,10 @@ class Plan:
     want_audio: bool
     mime_type: str
     commands: list[Command]
-    copy_segments: list[CopySegment] = field(default_factory=list)
+    copy_segments: list[VideoPart] = field(default_factory=list)  # what the remux writes
     copy_audio: Path | AudioCopy | None = None  # where the remux takes audio packets from
+    template: Path | None = None  # the source whose stream the remuxed track copies
+    intermediates: list[Path] = field(default_factory=list)  # removed once verified
     snaps: list[Snap] = field(default_factory=list)
     preflight: dict[str, Any] = field(default_factory=dict)
 

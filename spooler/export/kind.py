@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import glob
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import ClassVar
 
 from spooler.errors import ErrorCode, JobError
-from spooler.export.commands import Plan, PlanPaths
+from spooler.export.commands import Command, EncodedPart, Plan, PlanPaths
 from spooler.export.models import ExportJob, limit_errors
 from spooler.export.plan import plan_export
 from spooler.export.remux import remux
@@ -43,12 +46,16 @@ class ExportKind:
             output=ctx.temp_path(file_name),
             audio=ctx.temp_path(file_name + ".audio.mp4"),
             graph=ctx.temp_path(file_name + ".graph.txt"),
+            # One list per angle plus one for audio, per smart-render encoder and once more.
             lists=tuple(
-                ctx.temp_path(f"{file_name}.{i}.ffconcat") for i in range(len(spec.angles) + 1)
+                ctx.temp_path(f"{file_name}.{i}.ffconcat")
+                for i in range((ctx.settings.export.smart_workers + 1) * (len(spec.angles) + 1))
             ),
         )
         plan = plan_export(spec, sources, ctx.settings, paths)
         ctx.set_preflight(plan.preflight)
+        if spec.mode == "smart" and plan.mode != "smart":
+            ctx.warn("smart_unavailable", plan.reason)
         ctx.declare_outputs([file_name])
         for snap in plan.snaps:
             onto = "a clean stop of" if snap.label == "end" else "a keyframe of"
@@ -65,7 +72,7 @@ class ExportKind:
         fds = tuple(sorted(s.fd for s in sources.values() if s.fd is not None))
         self._execute(plan, spec, paths, ctx, fds)
         info = verify(plan, paths)
-        for temp in (paths.audio, paths.graph, *paths.lists):
+        for temp in (paths.audio, *paths.lists, *plan.intermediates, *_graph_files(paths)):
             temp.unlink(missing_ok=True)  # intermediates; the daemon only cleans up failures
         ctx.publish(
             paths.output,
@@ -84,26 +91,30 @@ class ExportKind:
         self, plan: Plan, spec: ExportJob, paths: PlanPaths, ctx: JobContext, fds: tuple[int, ...]
     ) -> None:
         steps = [Step(c.step, max(c.expected_seconds, 0.001)) for c in plan.commands]
-        if plan.mode == "copy":
+        if plan.mode in ("copy", "smart"):
             # Copying packets is I/O: far quicker than the audio encode before it.
             steps.append(Step("copy", max(float(plan.duration), 0.001) / 10))
         ctx.declare_steps(steps)
-        for command in plan.commands:
-            for path, text in command.files.items():
-                path.write_text(text, encoding="utf-8")
-                # The lists and graph are part of the command: keep them with it in the log.
-                shown = text if len(text) <= LOGGED_FILE_LIMIT else text[:LOGGED_FILE_LIMIT] + "..."
-                ctx.log_line(f"# {path.name} ({len(text)} characters):\n{shown.rstrip()}")
+        for batch in _batches(plan.commands):
+            for command in batch:
+                for path, text in command.files.items():
+                    path.write_text(text, encoding="utf-8")
+                    # The lists and graph are part of the command: keep them with it in the log.
+                    shown = (
+                        text if len(text) <= LOGGED_FILE_LIMIT else text[:LOGGED_FILE_LIMIT] + "..."
+                    )
+                    ctx.log_line(f"# {path.name} ({len(text)} characters):\n{shown.rstrip()}")
             ctx.check_cancelled()
-            ctx.run_ffmpeg(
-                command.args,
-                step=command.step,
-                expected_seconds=command.expected_seconds,
-                pass_fds=fds,
-            )
-        if plan.mode == "copy":
+            _run_batch(batch, ctx, fds)
+        if plan.mode in ("copy", "smart"):
             ctx.check_cancelled()
             for segment in plan.copy_segments:
+                if isinstance(segment, EncodedPart):
+                    ctx.log_line(
+                        f"# encoded {segment.label}: {segment.angle} {segment.path.name} "
+                        f"frames {segment.first}+{segment.count} at pts {segment.pts}"
+                    )
+                    continue
                 ctx.log_line(
                     f"# copy {segment.label}: {segment.angle} {segment.path} "
                     f"dts {segment.head_dts}..{segment.stop_dts} shift "
@@ -121,7 +132,47 @@ class ExportKind:
                 lambda seconds: ctx.report_progress(
                     "copy", min(1.0, max(0.0, seconds / max(float(plan.duration), 1e-3)))
                 ),
+                plan.template,
             )
+
+
+def _graph_files(paths: PlanPaths) -> list[Path]:
+    """The filter graph file and the per-command ones a smart render may write."""
+    return [paths.graph, *paths.graph.parent.glob(glob.escape(paths.graph.name) + ".*")]
+
+
+def _batches(commands: list[Command]) -> list[list[Command]]:
+    """Consecutive parallel commands form one batch; every other command is its own."""
+    batches: list[list[Command]] = []
+    for command in commands:
+        if command.parallel and batches and batches[-1][-1].parallel:
+            batches[-1].append(command)
+        else:
+            batches.append([command])
+    return batches
+
+
+def _run_batch(batch: list[Command], ctx: JobContext, fds: tuple[int, ...]) -> None:
+    """Run the commands of a batch at once. Each ffmpeg watches the cancel marker itself;
+    the first failure is raised once all have stopped (nothing is left running)."""
+
+    def run(command: Command) -> None:
+        ctx.run_ffmpeg(
+            command.args,
+            step=command.step,
+            expected_seconds=command.expected_seconds,
+            pass_fds=fds,
+        )
+
+    if len(batch) == 1:
+        run(batch[0])
+        return
+    with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="ffmpeg") as pool:
+        futures = [pool.submit(run, command) for command in batch]
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def verify(plan: Plan, paths: PlanPaths) -> MediaInfo:

@@ -85,7 +85,7 @@ AudioSpec = Annotated[
 ]
 
 
-Mode = Literal["reencode", "copy", "auto"]
+Mode = Literal["reencode", "copy", "smart", "auto"]
 
 
 class TimeRange(SpecModel):
@@ -107,7 +107,9 @@ class ExportJob(JobSpec):
     audio: AudioSpec = AngleAudio()
     output: OutputSpec = OutputSpec()
     mode: Mode = Field(
-        "auto", description="reencode: exact; copy: snap to keyframes; auto: copy if exact."
+        "auto",
+        description="reencode: exact; copy: snap to keyframes; smart: exact, encoding only "
+        "around the cuts; auto: copy if exact, else smart if possible, else reencode.",
     )
 
     @model_validator(mode="after")

@@ -1,9 +1,11 @@
 """Planning an export: a PURE function from (job, probe results, settings, paths) to a Plan.
 
 reencode (reencode.py): one ffmpeg pass, frame-accurate. copy (streamcopy.py): packets
-copied between clean keyframe cuts (remux.py runs it), audio cut once. auto: copy only
+copied between clean keyframe cuts (remux.py runs it), audio cut once. smart (smart.py):
+frame-accurate, encoding only the frames around the cuts and copying the rest. auto: copy
 when every cut is already on a clean point (nothing would move) and the angles are
-compatible; otherwise reencode, and the preflight report says why.
+compatible; else smart when the sources allow it; else reencode. The preflight report
+says which path was taken and why.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from spooler.export.commands import Plan, PlanPaths
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO
 from spooler.export.reencode import ENCODERS, output_fps, plan_reencode
+from spooler.export.smart import plan_smart, smart_blockers
 from spooler.export.sources import Source
 from spooler.export.streamcopy import copy_blockers, plan_copy, snap_cuts
 from spooler.export.timeline import job_pieces, quantise
@@ -54,6 +57,8 @@ def plan_export(
     codec: str = job.output.video_codec
     if job.mode == "reencode":
         reason = "reencode requested"
+    elif job.mode == "smart":
+        reason = "smart requested"
     else:
         blockers = copy_blockers(job, sources, used)
         cuts = snap_cuts(job, sources, pieces) if not blockers else None
@@ -78,6 +83,11 @@ def plan_export(
             )
         else:
             reason = "auto: copy is not possible (" + "; ".join(blockers) + ")"
+    if job.mode in ("auto", "smart"):
+        problems, angle_frames = smart_blockers(job, sources, used)
+        if not problems:
+            return plan_smart(job, sources, settings, paths, angle_frames, reason, preflight)
+        reason += "; smart render is not possible (" + "; ".join(problems) + "): re-encoding"
     if codec == "copy":
         first = sources[job.angle(used[0]).source].info.video_codec
         codec = (

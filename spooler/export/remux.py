@@ -17,38 +17,85 @@ from typing import Any
 import av
 
 from spooler.errors import ErrorCode, JobError
-from spooler.export.commands import MUXERS, AudioCopy, CopySegment
+from spooler.export.commands import MUXERS, AudioCopy, EncodedPart, VideoPart
+from spooler.h264 import AvcConfig
 from spooler.media import OPEN_OPTIONS
 
 _OPEN = OPEN_OPTIONS  # only plain files, only the allowed demuxers
 CANCEL_CHECK_PACKETS = 500
 
 
+class _PieceReader:
+    """Reads the packets of encoded piece files in order (each file is read once)."""
+
+    def __init__(self) -> None:
+        self._open: dict[Path, tuple[Any, Iterator[Any], list[int]]] = {}
+
+    def take(self, part: EncodedPart) -> Iterator[Any]:
+        if part.path not in self._open:
+            container = av.open(f"file:{part.path}", options=_OPEN)
+            packets: Iterator[Any] = (
+                p for p in container.demux(container.streams.video[0]) if p.size
+            )
+            self._open[part.path] = (container, packets, [0])
+        _, packets, position = self._open[part.path]
+        if position[0] != part.first:
+            raise ValueError(f"{part.label}: encoded packets out of order in {part.path.name}")
+        for _ in range(part.count):
+            packet = next(packets, None)
+            if packet is None:
+                raise ValueError(f"{part.label}: {part.path.name} has too few frames")
+            position[0] += 1
+            yield packet
+
+    def close(self) -> None:
+        for container, _, _ in self._open.values():
+            container.close()
+
+
 def _video_packets(
-    segments: list[CopySegment], out_stream: Any, log: Callable[[str], None]
+    parts: list[VideoPart], out_stream: Any, out_tb: Fraction, log: Callable[[str], None]
 ) -> Iterator[tuple[float, int, Any]]:
     """(output dts in seconds, order, packet) of every planned video packet, in order.
 
-    Timestamps are integers in the first source's time base (compatible angles share it;
-    another one is rescaled), so the hot loop does no fraction arithmetic.
+    Timestamps are integers in the track's time base (compatible angles share it; another
+    one is rescaled), so the hot loop does no fraction arithmetic.
     """
     containers: dict[Path, Any] = {}
-    out_tb: Fraction | None = None
+    pieces = _PieceReader()
     last_dts: int | None = None
     order = 0
+    seconds = float(out_tb)
     try:
-        for segment in segments:
+        for segment in parts:
+            if isinstance(segment, EncodedPart):
+                for packet in pieces.take(segment):
+                    # Frame numbers in the piece file (its timestamps are n / rate).
+                    ticks = Fraction(packet.time_base) * segment.rate
+                    shown, decoded = round(packet.pts * ticks), round(packet.dts * ticks)
+                    if not segment.first <= shown < segment.first + segment.count:
+                        raise ValueError(f"{segment.label}: frame {shown} is outside its part")
+                    pts = segment.pts + (shown - segment.first) * segment.step
+                    dts = segment.pts + (decoded - segment.first) * segment.step
+                    if last_dts is not None and dts <= last_dts:
+                        dts = last_dts + 1
+                    packet.pts, packet.dts, packet.duration = pts, dts, segment.step
+                    packet.time_base = out_tb
+                    packet.stream = out_stream
+                    last_dts = dts
+                    order += 1
+                    yield dts * seconds, order, packet
+                log(f"# encoded {segment.count} video packets for {segment.label}")
+                continue
             if segment.path not in containers:
                 containers[segment.path] = av.open(f"file:{segment.path}", options=_OPEN)
             container = containers[segment.path]
             stream = container.streams.video[0]
             assert stream.time_base is not None
             tb = Fraction(stream.time_base)
-            out_tb = out_tb or tb
             scale = tb / out_tb  # 1 unless the angles' time bases differ
             origin = Fraction(container.start_time or 0, 1_000_000)
             shift = round((segment.shift - origin) / out_tb)  # source ticks -> output ticks
-            seconds = float(out_tb)
             container.seek(segment.head_dts, stream=stream, backward=True, any_frame=False)
             started = False
             count = 0
@@ -79,6 +126,7 @@ def _video_packets(
                 yield dts * seconds, order, packet
             log(f"# copied {count} video packets for {segment.label} ({segment.angle})")
     finally:
+        pieces.close()
         for container in containers.values():
             container.close()
 
@@ -128,8 +176,23 @@ def _audio_packets(
         yield packet.dts * seconds, -order - 1, packet
 
 
+def joined_config(template: bytes | None, parts: list[VideoPart]) -> bytes | None:
+    """The track's avcC: the source's parameter sets plus those of the encoded pieces
+    (every piece file was encoded with the same settings, so they must all agree)."""
+    files = list(dict.fromkeys(p.path for p in parts if isinstance(p, EncodedPart)))
+    if not files:
+        return None
+    configs = set()
+    for path in files:
+        with av.open(f"file:{path}", options=_OPEN) as piece:
+            configs.add(bytes(piece.streams.video[0].codec_context.extradata or b""))
+    if len(configs) != 1:
+        raise ValueError("the encoded pieces have different parameter sets")
+    return AvcConfig.parse(template or b"").joined(AvcConfig.parse(configs.pop())).to_bytes()
+
+
 def remux(
-    segments: list[CopySegment],
+    segments: list[VideoPart],
     audio: Path | AudioCopy | None,
     output: Path,
     container_name: str,
@@ -137,17 +200,28 @@ def remux(
     check_cancelled: Callable[[], None],
     log: Callable[[str], None],
     on_progress: Callable[[float], None] = lambda seconds: None,
+    template_path: Path | None = None,
 ) -> None:
-    """Write `output`: the segments' video packets back to back, plus the audio packets."""
+    """Write `output`: the segments' video packets back to back, plus the audio packets.
+    The video track copies the stream of `template_path` (default: the first segment's
+    source); with encoded parts its avcC also carries their parameter sets."""
     options = {"movflags": "+faststart"} if faststart and container_name in ("mp4", "mov") else {}
     try:
         with av.open(
             f"file:{output}", mode="w", format=MUXERS[container_name], options=options
         ) as out:
-            with av.open(f"file:{segments[0].path}", options=_OPEN) as template:
-                video_out = out.add_stream_from_template(template.streams.video[0])
+            with av.open(f"file:{template_path or segments[0].path}", options=_OPEN) as template:
+                source_stream = template.streams.video[0]
+                video_out = out.add_stream_from_template(source_stream)
+                assert source_stream.time_base is not None
+                out_tb = Fraction(source_stream.time_base)
+                config = joined_config(
+                    bytes(source_stream.codec_context.extradata or b""), segments
+                )
+            if config is not None:
+                video_out.codec_context.extradata = config
             streams: list[Iterator[tuple[float, int, Any]]] = [
-                _video_packets(segments, video_out, log)
+                _video_packets(segments, video_out, out_tb, log)
             ]
             cut = audio if isinstance(audio, AudioCopy) else None
             audio_path = cut.path if cut is not None else audio
@@ -165,7 +239,7 @@ def remux(
             finally:
                 if audio_in is not None:
                     audio_in.close()
-    except (av.FFmpegError, OSError) as exc:
+    except (av.FFmpegError, OSError, ValueError) as exc:
         if "No space left" in str(exc):
             raise JobError(ErrorCode.DISK_FULL, "no space left on device while writing") from exc
         raise JobError(ErrorCode.FFMPEG_FAILED, f"stream copy failed: {exc}") from exc

@@ -24,6 +24,7 @@ from spooler.export.commands import (
     Plan,
     PlanPaths,
     Snap,
+    VideoPart,
 )
 from spooler.export.models import ExportJob, FollowAudio, NoAudio
 from spooler.export.output import CONTAINER_VIDEO, nominal_rate
@@ -193,7 +194,7 @@ def plan_copy(
 ) -> Plan:
     first = sources[job.angle(pieces[0].angle).source]
     fps = nominal_rate(Fraction(first.info.fps or 30))
-    segments: list[CopySegment] = []
+    segments: list[VideoPart] = []
     snaps: list[Snap] = []
     needs: list[Need] = []
     origin = cuts[0].time
@@ -222,45 +223,9 @@ def plan_copy(
         snaps.append(Snap("end", pieces[-1].angle, float(pieces[-1].end), float(cuts[-1].time)))
     duration = cuts[-1].time - origin
     want_audio = not isinstance(job.audio, NoAudio)
-    commands: list[Command] = []
-    master = _copyable_bed(job, sources)
-    if master is not None:
-        offset = Fraction(job.angle(master).sync_offset)
-        name = job.angle(master).source
-        needs.append(Need("audio", master, name, offset, origin, cuts[-1].time))
-        audio: Path | AudioCopy | None = AudioCopy(
-            sources[name].read_path, origin + offset, cuts[-1].time + offset
-        )
-    elif want_audio:
-        audio = paths.audio
-        graph = Graph()
-        spans = [
-            Span(p.angle, cuts[j].time, cuts[j + 1].time, p.label) for j, p in enumerate(pieces)
-        ]
-        if isinstance(job.audio, FollowAudio):
-            # The video needs (added below) cover the same spans of the same files.
-            _, ains, bases = piece_inputs(
-                job,
-                sources,
-                graph,
-                spans,
-                list(paths.lists),
-                lambda _: Fraction(0),
-                video=False,
-                audio=True,
-            )
-            labels = follow_labels(job, graph, spans, ains, bases)
-            graph.chains.append(
-                f"{''.join(labels)}concat=n={len(labels)}:v=0:a=1,asetpts=N/SR/TB[aout]"
-            )
-        else:
-            audio_bed(job, sources, graph, origin, cuts[-1].time, needs, paths.lists[0])
-        args, files = command_args(graph, paths)
-        # mp4 keeps sample-exact timestamps (matroska rounds them to milliseconds).
-        args += ["-map", "[aout]", *audio_encoder(job), "-f", "mp4", f"file:{paths.audio}"]
-        commands.append(Command("audio", args, float(duration), files))
-    else:
-        audio = None
+    spans = [Span(p.angle, cuts[j].time, cuts[j + 1].time, p.label) for j, p in enumerate(pieces)]
+    audio, commands, audio_needs = plan_audio(job, sources, paths, spans, origin, cuts[-1].time)
+    needs += audio_needs
     for j, piece in enumerate(pieces):
         angle = job.angle(piece.angle)
         needs.append(
@@ -307,6 +272,50 @@ def plan_copy(
             },
         },
     )
+
+
+def plan_audio(
+    job: ExportJob,
+    sources: dict[str, Source],
+    paths: PlanPaths,
+    spans: list[Span],
+    start: Fraction,
+    end: Fraction,
+) -> tuple[Path | AudioCopy | None, list[Command], list[Need]]:
+    """The audio of a remuxed output (copy and smart): copied from the master angle when it
+    already has the output's codec, else encoded once to `paths.audio` by one command."""
+    needs: list[Need] = []
+    master = _copyable_bed(job, sources)
+    if master is not None:
+        offset = Fraction(job.angle(master).sync_offset)
+        name = job.angle(master).source
+        needs.append(Need("audio", master, name, offset, start, end))
+        return AudioCopy(sources[name].read_path, start + offset, end + offset), [], needs
+    if isinstance(job.audio, NoAudio):
+        return None, [], needs
+    graph = Graph()
+    if isinstance(job.audio, FollowAudio):
+        # The video needs (checked by the caller) cover the same spans of the same files.
+        _, ains, bases = piece_inputs(
+            job,
+            sources,
+            graph,
+            spans,
+            list(paths.lists),
+            lambda _: Fraction(0),
+            video=False,
+            audio=True,
+        )
+        labels = follow_labels(job, graph, spans, ains, bases)
+        graph.chains.append(
+            f"{''.join(labels)}concat=n={len(labels)}:v=0:a=1,asetpts=N/SR/TB[aout]"
+        )
+    else:
+        audio_bed(job, sources, graph, start, end, needs, paths.lists[0])
+    args, files = command_args(graph, paths)
+    # mp4 keeps sample-exact timestamps (matroska rounds them to milliseconds).
+    args += ["-map", "[aout]", *audio_encoder(job), "-f", "mp4", f"file:{paths.audio}"]
+    return paths.audio, [Command("audio", args, float(end - start), files)], needs
 
 
 def _copyable_bed(job: ExportJob, sources: dict[str, Source]) -> str | None:

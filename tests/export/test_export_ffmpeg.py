@@ -139,8 +139,15 @@ def test_auto_copies_when_exact_and_reencodes_otherwise(run_export: Run) -> None
         "output": FAST,
     }
     ctx, out = run_export(moved)
-    assert ctx.preflight is not None and ctx.preflight["path"] == "reencode"
+    assert ctx.preflight is not None and ctx.preflight["path"] == "smart"
     assert "not on keyframes" in ctx.preflight["reason"] and not ctx.warnings
+    assert [(c, n) for c, n, _ in read_frames(out)] == [("red", n) for n in range(48)] + [
+        ("green", n + 15) for n in range(48, 105)
+    ]
+    mixed = {**moved, "angles": [ANGLES[0], {**ANGLES[1], "source": "blue.mp4"}]}
+    ctx, out = run_export(mixed)
+    assert ctx.preflight is not None and ctx.preflight["path"] == "reencode"
+    assert "smart render is not possible" in ctx.preflight["reason"]
 
 
 def test_copy_with_follow_audio(run_export: Run) -> None:

@@ -279,7 +279,7 @@ def test_switches_form_parses() -> None:
             "output.audioBitrateKbps",
             id="audio-bitrate",
         ),
-        pytest.param(edited(mode="smart"), "literal_error", "mode", id="mode"),
+        pytest.param(edited(mode="fast"), "literal_error", "mode", id="mode"),
         pytest.param(edited(priority=5000), "less_than_equal", "priority", id="priority"),
     ],
 )

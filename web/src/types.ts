@@ -34,9 +34,9 @@ export interface ExportJob {
     [k: string]: unknown | undefined;
   };
   /**
-   * reencode: exact; copy: snap to keyframes; auto: copy if exact.
+   * reencode: exact; copy: snap to keyframes; smart: exact, encoding only around the cuts; auto: copy if exact, else smart if possible, else reencode.
    */
-  mode?: "reencode" | "copy" | "auto";
+  mode?: "reencode" | "copy" | "smart" | "auto";
   output?: OutputSpec;
   /**
    * Higher runs first; capped by config.

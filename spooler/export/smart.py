@@ -1,0 +1,517 @@
+"""The smart plan: frame-exact cuts at close to stream-copy cost (H.264 sources).
+
+Each piece of the edit shows source frames [s0, s1) of its angle. Only the frames that
+cannot be copied are encoded:
+  head: s0 up to the first clean IDR keyframe inside the piece,
+  body: that IDR up to the last clean stopping point at or before s1 (copied packets),
+  tail: the frames after that stopping point up to s1 (B-frames there would reference
+        frames past the cut).
+A piece with no IDR inside it, or whose angle cannot share the track (other codec or
+parameter sets), is encoded whole. Encoded frames are the same source frames a copy would
+show: no frame moves, and the output is the timeline's exact length.
+
+Encoded parts use x264 with the source's profile, level, pixel format, colour description
+and B-frame structure (read from the packet order), an IDR at each part's start (closed
+GOPs: a part never references another), and parameter sets with an id the source does not
+use; the remux puts both sets in the track's avcC (h264.py). Parts are encoded by a few ffmpeg
+processes at once (`export.smart_workers`), each a contiguous run of the timeline.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from spooler.config import Settings
+from spooler.export.commands import (
+    MIME,
+    Command,
+    CopySegment,
+    EncodedPart,
+    Plan,
+    PlanPaths,
+    fmt,
+    rate_text,
+)
+from spooler.export.models import ExportJob
+from spooler.export.output import CONTAINER_VIDEO, nominal_rate
+from spooler.export.reencode import DEFAULT_PRESET, Graph, Span, command_args, piece_inputs
+from spooler.export.sources import Need, Source
+from spooler.export.streamcopy import plan_audio
+from spooler.export.timeline import quantise
+from spooler.ffmpeg import encoder_threads
+from spooler.h264 import AvcConfig, free_id
+from spooler.media import VideoIndex
+
+X264_PROFILES = {
+    "Baseline": "baseline",
+    "Constrained Baseline": "baseline",
+    "Main": "main",
+    "High": "high",
+}
+SMART_PIX_FMTS = frozenset({"yuv420p"})
+DEFAULT_CRF = 17  # encoded parts sit between copied camera footage: keep them close to it
+
+
+@dataclass(frozen=True)
+class Frames:
+    """An angle's video as constant-rate frames: display frame i has pts first + i*step."""
+
+    first: int
+    step: int
+    count: int
+    heads: tuple[int, ...]  # display indices of clean IDR keyframes, ascending
+    packet_of_head: dict[int, int]  # display index of a head -> its decode index
+    tails: tuple[int, ...]  # decode indices where a copy can stop, ascending
+    shown_before: tuple[int, ...]  # per tail: frames [.., shown_before) are shown before it
+    bframes: int = 0  # longest run of frames decoded after a later one (B-frames)
+    reorder: int = 0  # frames between decoding and showing at the start (2: B-pyramid)
+
+    @classmethod
+    def of(cls, index: VideoIndex) -> Frames | None:
+        """None if the timestamps are not one constant step (variable frame rate)."""
+        pts = sorted(p.pts for p in index.packets)
+        if len(pts) < 2:
+            return None
+        step = pts[1] - pts[0]
+        if step <= 0 or any(b - a != step for a, b in itertools.pairwise(pts)):
+            return None
+        display = [(p.pts - pts[0]) // step for p in index.packets]
+        heads = sorted((display[i], i) for i in index.heads() if index.packets[i].idr)
+        suffix_min = list(itertools.accumulate(reversed(display), min))[::-1]
+        tails = index.tails()
+        shown = [suffix_min[i] if i < len(display) else len(display) for i in tails]
+        run = longest = 0
+        latest = -1
+        for shown_at in display:
+            run = run + 1 if shown_at < latest else 0
+            longest, latest = max(longest, run), max(latest, shown_at)
+        first = index.packets[0]
+        return cls(
+            pts[0],
+            step,
+            len(pts),
+            tuple(h for h, _ in heads),
+            dict(heads),
+            tuple(tails),
+            tuple(shown),
+            longest,
+            max(0, (first.pts - first.dts) // step),
+        )
+
+
+@dataclass(frozen=True)
+class Part:
+    """Source frames [start, stop) of a piece: copied (with its packets) or encoded."""
+
+    kind: str  # "copy" | "encode"
+    start: int
+    stop: int
+    head_packet: int = 0  # copy: decode index of the IDR it starts at
+    stop_packet: int = 0  # copy: decode index it stops before
+
+
+def split_piece(frames: Frames, start: int, stop: int, joinable: bool) -> list[Part]:
+    """Copy as much of source frames [start, stop) as can be copied exactly (pure)."""
+    if not joinable:
+        return [Part("encode", start, stop)]
+    at = bisect.bisect_left(frames.heads, start)
+    if at == len(frames.heads) or frames.heads[at] >= stop:
+        return [Part("encode", start, stop)]
+    head = frames.heads[at]
+    head_packet = frames.packet_of_head[head]
+    # The last clean stop that shows nothing at or past `stop` (shown_before only grows).
+    last = bisect.bisect_right(frames.shown_before, stop) - 1
+    if last < 0 or frames.tails[last] <= head_packet or frames.shown_before[last] <= head:
+        return [Part("encode", start, stop)]
+    copied_to = frames.shown_before[last]
+    parts = [Part("encode", start, head)] if head > start else []
+    parts.append(Part("copy", head, copied_to, head_packet, frames.tails[last]))
+    if copied_to < stop:
+        parts.append(Part("encode", copied_to, stop))
+    return parts
+
+
+def smart_blockers(
+    job: ExportJob, sources: dict[str, Source], used: list[str]
+) -> tuple[list[str], dict[str, Frames]]:
+    """Why smart render cannot serve this job at all (pure), and each angle's frames."""
+    out = job.output
+    ref = sources[job.angle(used[0]).source]
+    info = ref.info
+    reasons: list[str] = []
+    if info.video_codec != "h264":
+        reasons.append(f"{used[0]} is {info.video_codec}: smart render joins H.264 only")
+    if out.video_codec not in ("copy", "h264"):
+        reasons.append(f"output.videoCodec {out.video_codec} differs from the sources' h264")
+    if "h264" not in CONTAINER_VIDEO[out.container]:
+        reasons.append(f"h264 cannot be stored in {out.container}")
+    if out.size.mode != "keep":
+        reasons.append("output.size is not 'keep'")
+    if info.pix_fmt not in SMART_PIX_FMTS:
+        reasons.append(f"{used[0]}'s pixel format {info.pix_fmt} is not 8-bit 4:2:0")
+    if info.profile not in X264_PROFILES:
+        reasons.append(f"{used[0]}'s H.264 profile {info.profile} cannot be matched")
+    if info.rotation or info.sar != 1:
+        reasons.append(f"{used[0]} has a rotation or non-square pixels")
+    try:
+        if AvcConfig.parse(info.extradata or b"").length_size != 4:
+            reasons.append(f"{used[0]} uses NAL length prefixes other than 4 bytes")
+    except ValueError as exc:
+        reasons.append(f"{used[0]}'s parameter sets cannot be read ({exc})")
+    frames: dict[str, Frames] = {}
+    duration: Fraction | None = None
+    for angle_id in used:
+        source = sources[job.angle(angle_id).source]
+        found = Frames.of(source.index) if source.index else None
+        if found is None:
+            reasons.append(f"{angle_id} does not have a constant frame rate")
+            continue
+        frames[angle_id] = found
+        assert source.index is not None
+        seconds = found.step * source.index.time_base
+        duration = duration or seconds
+        if seconds != duration:
+            reasons.append(f"{angle_id}'s frame rate differs from {used[0]}'s")
+        if source.info.display_size != info.display_size or source.info.rotation:
+            reasons.append(f"{angle_id}'s size or rotation differs from {used[0]}'s")
+        if source.info.sar != 1:
+            reasons.append(f"{angle_id} has non-square pixels")
+    if duration is not None and out.fps_value is not None and out.fps_value != 1 / duration:
+        reasons.append("output.fps differs from the sources' frame rate")
+    if used[0] in frames and not frames[used[0]].heads:
+        reasons.append(f"{used[0]} has no IDR keyframe")
+    return reasons, frames
+
+
+def _joinable(reference: Source, source: Source) -> str | None:
+    """Why an angle's packets cannot share the reference angle's track (None: they can)."""
+    if source.info.video_codec != "h264":
+        return f"codec {source.info.video_codec}"
+    if source.info.extradata != reference.info.extradata:
+        return "different codec parameters (SPS/PPS)"
+    if source.index is None or reference.index is None:
+        return "no packet index"
+    if source.index.time_base != reference.index.time_base:
+        return "different time base"
+    return None
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """A part placed on the output: its first output frame and where its frames come from."""
+
+    label: str
+    angle: str
+    part: Part
+    out_first: int
+
+
+def plan_smart(
+    job: ExportJob,
+    sources: dict[str, Source],
+    settings: Settings,
+    paths: PlanPaths,
+    frames: dict[str, Frames],
+    reason: str,
+    preflight: dict[str, Any],
+) -> Plan:
+    from spooler.export.timeline import job_pieces
+
+    used = list(frames)
+    reference = sources[job.angle(used[0]).source]
+    ref_frames = frames[used[0]]
+    assert reference.index is not None
+    fps = nominal_rate(1 / (ref_frames.step * reference.index.time_base))
+    pieces = quantise(job_pieces(job), fps)
+    origin = pieces[0].first
+    placed: list[_Placed] = []
+    report: list[dict[str, Any]] = []
+    needs: list[Need] = []
+    for piece in pieces:
+        angle = job.angle(piece.angle)
+        source = sources[angle.source]
+        assert source.index is not None
+        angle_frames = frames[piece.angle]
+        # Output frame k shows the source frame nearest to k / fps + syncOffset.
+        first_time = source.index.time(angle_frames.first)
+        shift = _floor_half((Fraction(angle.sync_offset) - first_time) * fps)
+        start, stop = piece.first + shift, piece.stop + shift
+        needs.append(
+            Need(
+                piece.label,
+                piece.angle,
+                angle.source,
+                Fraction(angle.sync_offset),
+                piece.first / fps,
+                piece.stop / fps,
+            )
+        )
+        if start < 0 or stop > angle_frames.count:
+            continue  # check_coverage below names the piece and the missing time
+        why = _joinable(reference, source)
+        parts = split_piece(angle_frames, start, stop, why is None)
+        for part in parts:
+            placed.append(_Placed(piece.label, piece.angle, part, part.start - shift - origin))
+        copied = sum(p.stop - p.start for p in parts if p.kind == "copy")
+        report.append(
+            {
+                "label": piece.label,
+                "angle": piece.angle,
+                "frames": stop - start,
+                "copiedFrames": copied,
+                "encodedFrames": stop - start - copied,
+                "why": _why(parts, why),
+            }
+        )
+    _check_needs(needs, sources, fps)
+    encoded = [p for p in placed if p.part.kind == "encode"]
+    groups = _groups(encoded, settings.export.smart_workers)
+    sps = free_id(AvcConfig.parse(reference.info.extradata or b""))
+    commands: list[Command] = []
+    group_of: dict[int, tuple[Path, int]] = {}  # id(placed) -> (file, first packet)
+    lists_per_group = len(job.angles) + 1
+    for g, group in enumerate(groups):
+        piece_file = paths.output.with_name(f"{paths.output.name}.part{g}.mp4")
+        group_paths = replace(
+            paths,
+            graph=paths.graph.with_name(f"{paths.graph.name}.{g}"),
+            lists=paths.lists[g * lists_per_group : (g + 1) * lists_per_group],
+        )
+        args, files = _encode_command(
+            job, sources, frames, group, group_paths, fps, sps, ref_frames, settings
+        )
+        args += ["-f", "mp4", f"file:{piece_file}"]
+        count = 0
+        for item in group:
+            group_of[id(item)] = (piece_file, count)
+            count += item.part.stop - item.part.start
+        commands.append(
+            Command(f"encode {g + 1}/{len(groups)}", args, float(count / fps), files, True)
+        )
+    video_parts: list[CopySegment | EncodedPart] = []
+    for item in placed:
+        source = sources[job.angle(item.angle).source]
+        assert source.index is not None
+        angle_frames = frames[item.angle]
+        length = item.part.stop - item.part.start
+        if item.part.kind == "copy":
+            packets = source.index.packets
+            head_time = source.index.time(angle_frames.first + item.part.start * angle_frames.step)
+            video_parts.append(
+                CopySegment(
+                    item.label,
+                    item.angle,
+                    source.read_path,
+                    packets[item.part.head_packet].dts,
+                    packets[item.part.stop_packet].dts
+                    if item.part.stop_packet < len(packets)
+                    else None,
+                    shift=item.out_first / fps - head_time,
+                )
+            )
+        else:
+            piece_file, first = group_of[id(item)]
+            video_parts.append(
+                EncodedPart(
+                    item.label,
+                    item.angle,
+                    piece_file,
+                    first,
+                    length,
+                    pts=item.out_first * ref_frames.step,
+                    step=ref_frames.step,
+                    rate=fps,
+                )
+            )
+    total = sum(p.frames for p in pieces)
+    duration = Fraction(total) / fps
+    audio_paths = replace(
+        paths,
+        graph=paths.graph.with_name(f"{paths.graph.name}.audio"),
+        lists=paths.lists[len(groups) * lists_per_group :],
+    )
+    spans = [Span(p.angle, p.first / fps, p.stop / fps, p.label) for p in pieces]
+    audio, audio_commands, audio_needs = plan_audio(
+        job, sources, audio_paths, spans, origin / fps, pieces[-1].stop / fps
+    )
+    _check_needs(audio_needs, sources, fps)
+    copied = sum(r["copiedFrames"] for r in report)
+    width, height = reference.info.display_size or (0, 0)
+    return Plan(
+        mode="smart",
+        reason=reason,
+        duration=duration,
+        fps=fps,
+        width=width,
+        height=height,
+        tolerance=float(1 / fps) + 0.001,
+        want_audio=audio is not None,
+        mime_type=MIME[job.output.container],
+        commands=[*audio_commands, *commands],
+        copy_segments=video_parts,
+        copy_audio=audio,
+        template=reference.read_path,
+        intermediates=[Path(c.args[-1].removeprefix("file:")) for c in commands],
+        preflight={
+            **preflight,
+            "path": "smart",
+            "reason": reason,
+            "output": {
+                "fps": rate_text(fps),
+                "frames": total,
+                "duration": round(float(duration), 6),
+                "pieces": len(pieces),
+                "copiedFrames": copied,
+                "encodedFrames": total - copied,
+                "encodeProcesses": len(groups),
+            },
+            "segments": report,
+        },
+    )
+
+
+def _floor_half(value: Fraction) -> int:
+    return int((value + Fraction(1, 2)) // 1)
+
+
+def _why(parts: list[Part], unjoinable: str | None) -> str:
+    if unjoinable:
+        return f"encoded whole: {unjoinable}"
+    if not any(p.kind == "copy" for p in parts):
+        return "encoded whole: no IDR keyframe with a clean stop inside the piece"
+    shape = []
+    if parts[0].kind == "encode":
+        shape.append("head encoded up to the next IDR keyframe")
+    shape.append("body copied")
+    if parts[-1].kind == "encode":
+        shape.append("tail encoded after the last clean stop")
+    return ", ".join(shape)
+
+
+def _check_needs(needs: list[Need], sources: dict[str, Source], fps: Fraction) -> None:
+    from spooler.export.reencode import check_needs
+
+    check_needs(needs, sources, fps)
+
+
+def _groups(encoded: list[_Placed], workers: int) -> list[list[_Placed]]:
+    """Contiguous runs of the encoded parts with about equal frame counts."""
+    total = sum(p.part.stop - p.part.start for p in encoded)
+    count = max(1, min(workers, len(encoded)))
+    groups: list[list[_Placed]] = [[] for _ in range(count)]
+    done = 0
+    for item in encoded:
+        g = min(count - 1, done * count // max(total, 1))
+        groups[g].append(item)
+        done += item.part.stop - item.part.start
+    return [g for g in groups if g]
+
+
+def _encode_command(
+    job: ExportJob,
+    sources: dict[str, Source],
+    frames: dict[str, Frames],
+    group: list[_Placed],
+    paths: PlanPaths,
+    fps: Fraction,
+    sps: int,
+    structure: Frames,
+    settings: Settings,
+) -> tuple[list[str], dict[Path, str]]:
+    """One ffmpeg run: the group's parts back to back, an IDR at each part's start."""
+    graph = Graph()
+    half = 1 / (2 * fps)
+    spans: list[Span] = []
+    windows: list[tuple[Fraction, Fraction]] = []
+    for item in group:
+        angle = job.angle(item.angle)
+        source = sources[angle.source]
+        assert source.index is not None
+        angle_frames = frames[item.angle]
+        step = source.index.time_base * angle_frames.step
+        first = source.index.time(angle_frames.first)
+        begin, end = first + item.part.start * step, first + item.part.stop * step
+        offset = Fraction(angle.sync_offset)
+        spans.append(Span(item.angle, begin - offset, end - offset, item.label))
+        windows.append((begin - half, end - half))
+    vin, _, bases = piece_inputs(
+        job,
+        sources,
+        graph,
+        spans,
+        list(paths.lists),
+        lambda source: 2 / Fraction(source.info.fps or fps),
+        video=True,
+        audio=False,
+    )
+    labels = []
+    for i, (begin, end) in enumerate(windows):
+        # Exactly the part's source frames: each lies half a frame inside the window.
+        graph.chains.append(
+            f"{vin[i]}trim=start={fmt(begin - bases[i])}:end={fmt(end - bases[i])},"
+            f"setpts=PTS-STARTPTS[e{i}]"
+        )
+        labels.append(f"[e{i}]")
+    graph.chains.append(
+        f"{''.join(labels)}concat=n={len(labels)}:v=1:a=0,"
+        f"settb={rate_text(1 / fps)},setpts=N,format=yuv420p[vout]"
+    )
+    args, files = command_args(graph, paths)
+    starts, at = [], 0
+    for item in group[:-1]:
+        at += item.part.stop - item.part.start
+        starts.append(fmt((at - Fraction(1, 2)) / fps))
+    info = sources[job.angle(next(iter(frames))).source].info  # the track's own stream
+    out = job.output
+    # The source's reference structure: the same B-frame run and pyramid, so a decoder's
+    # reorder buffer holds the same frames at every join (OpenH264 loses the frames still
+    # waiting in it when an IDR of a shallower structure follows).
+    pyramid = "normal" if structure.reorder >= 2 else "none"
+    x264 = f"sps-id={sps}:bframes={structure.bframes}:b-pyramid={pyramid}:scenecut=0:open-gop=0"
+    primaries, transfer, matrix, colour_range = info.colour
+    quality = (
+        ["-b:v", f"{out.video_bitrate_kbps}k"]
+        if out.video_bitrate_kbps is not None
+        else ["-crf", str(out.crf if out.crf is not None else DEFAULT_CRF)]
+    )
+    args += [
+        "-map",
+        "[vout]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        out.preset or DEFAULT_PRESET["h264"],
+        *quality,
+        "-profile:v",
+        X264_PROFILES.get(info.profile or "", "high"),
+        *(["-level:v", str(info.level)] if info.level else []),
+        "-x264-params",
+        x264,
+        "-forced-idr",
+        "1",
+        *(["-force_key_frames", ",".join(starts)] if starts else []),
+        "-pix_fmt",
+        "yuv420p",
+        "-color_primaries",
+        str(primaries),
+        "-color_trc",
+        str(transfer),
+        "-colorspace",
+        str(matrix),
+        "-color_range",
+        str(colour_range),
+        "-r",
+        rate_text(fps),
+        "-fps_mode",
+        "cfr",
+        *encoder_threads(settings.ffmpeg_threads),
+        "-an",
+        "-map_metadata",
+        "-1",
+    ]
+    return args, files

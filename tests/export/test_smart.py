@@ -1,0 +1,222 @@
+"""Smart render with real ffmpeg: exact frames at every cut, a conformant joined stream.
+
+Sources: 6 s at 30 fps, a keyframe every second (frames 0, 30, 60, ...), 3 B-frames with
+x264's pyramid, so that clean stopping points are only every few frames. Every frame says
+which angle and which source frame it is (mediagen), so the output is checked frame by frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+from export_support import FakeContext, decode_errors
+from mediagen import Clip, audio_onsets, make_clip, read_frames
+
+from spooler.export.smart import Frames, split_piece
+from spooler.media import VideoIndex, VideoPacket, stream_ends
+
+FPS = 30
+SMART_CLIPS = {
+    "sred": Clip("red", seconds=6, gop_seconds=1.0),
+    "sgreen": Clip("green", seconds=6, gop_seconds=1.0),
+    "syellow": Clip("yellow", seconds=6, gop_seconds=1.0),
+    # Other encoder settings (no B-frames, another GOP): other SPS/PPS, cannot be copied
+    # into the same track, so its pieces are encoded whole.
+    "sblue": Clip("blue", width=160, height=120, seconds=6, gop_seconds=0.5, bframes=0),
+}
+OFFSETS = {"sred": 0, "sgreen": 3, "syellow": 0, "sblue": 0}  # in frames
+COLOUR = {"sred": "red", "sgreen": "green", "syellow": "yellow", "sblue": "blue"}
+
+# (angle, first timeline frame, stop): the cases the issue names.
+EDIT = [
+    ("sred", 0, 29),  # starts on a keyframe, stops one frame before the next one
+    ("sgreen", 29, 58),  # source 32..61: in 2 after a keyframe, out one after the next
+    ("syellow", 58, 59),  # a one-frame segment
+    ("sred", 59, 91),  # in one frame before a keyframe
+    ("sgreen", 91, 118),  # shorter than a GOP
+    ("syellow", 118, 170),  # in 2 before a keyframe, then whole GOPs copied
+]
+
+
+@pytest.fixture(scope="module")
+def smart_root(media_root: Path, ffmpeg: str) -> Path:
+    for name, clip in SMART_CLIPS.items():
+        link = media_root / f"{name}.mp4"
+        if not link.exists():
+            link.symlink_to(make_clip(ffmpeg, clip, media_root).name)
+    return media_root
+
+
+def _job(edit: list[tuple[str, int, int]], **extra: Any) -> dict[str, Any]:
+    used = dict.fromkeys(angle for angle, _, _ in edit)
+    return {
+        "angles": [{"id": a, "source": f"{a}.mp4", "syncOffset": OFFSETS[a] / FPS} for a in used],
+        "segments": [
+            {"angle": a, "start": first / FPS, "end": stop / FPS} for a, first, stop in edit
+        ],
+        "mode": "smart",
+        **extra,
+    }
+
+
+def _expected(edit: list[tuple[str, int, int]]) -> list[tuple[str, int]]:
+    return [
+        (COLOUR[angle], k + OFFSETS[angle])
+        for angle, first, stop in edit
+        for k in range(first, stop)
+    ]
+
+
+def _decode_with(ffmpeg: str, decoder: str, path: Path) -> tuple[list[tuple[str, int]], str]:
+    """(angle colour, source frame) of every frame one decoder outputs, and what it printed
+    at warning level. The pictures go through a lossless intermediate (FFV1)."""
+    lossless = path.with_name(f"{path.stem}.{decoder}.mkv")
+    done = subprocess.run(
+        [ffmpeg, "-hide_banner", "-nostdin", "-v", "warning", "-c:v", decoder, "-i", str(path),
+         "-map", "0:v", "-c:v", "ffv1", "-y", str(lossless)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    frames = [(colour, number) for colour, number, _ in read_frames(lossless)]
+    lossless.unlink()
+    return frames, done.stderr.strip()
+
+
+def test_every_frame_is_exact_and_both_decoders_agree(
+    smart_root: Path, ffmpeg: str, run_export: Callable[..., tuple[FakeContext, Path]]
+) -> None:
+    ctx, out = run_export(_job(EDIT))
+    report = ctx.preflight
+    assert report is not None and report["path"] == "smart", report
+    totals = report["output"]
+    assert totals["frames"] == 170
+    # Most frames were copied; each piece says what it did.
+    assert totals["copiedFrames"] >= 90, report["segments"]
+    assert totals["copiedFrames"] + totals["encodedFrames"] == 170
+    whys = {s["label"]: s["why"] for s in report["segments"]}
+    assert whys["segments[2]"].startswith("encoded whole")  # one frame: no keyframe inside
+    assert "body copied" in whys["segments[5]"]
+
+    # One conformant stream: ffmpeg's own decoder and OpenH264 (an independent one) both
+    # decode it without a word at warning level, every frame the expected one. (OpenH264's
+    # B-frame decoding is not bit-exact with x264 streams, the sources' own included, so
+    # the frames are compared by content, not by hash.)
+    for decoder in ("h264", "libopenh264"):
+        frames, log = _decode_with(ffmpeg, decoder, out)
+        assert log == "", decoder
+        assert frames == _expected(EDIT), decoder
+    assert decode_errors(ffmpeg, out) == ""
+
+    ends = stream_ends(out)
+    assert ends.video_end is not None and ends.audio_end is not None
+    assert abs(ends.video_end - 170 / FPS) < 1 / FPS
+    assert abs(ends.audio_end - ends.video_end) < 1 / FPS
+    # The master angle's audio is continuous across the cuts: its tone bursts (one per
+    # whole second of source time) keep their one-second rhythm.
+    onsets = audio_onsets(out)
+    assert len(onsets) == 6
+    assert all(abs(b - a - 1.0) < 0.02 for a, b in itertools.pairwise(onsets))
+    # Intermediate files are gone; only the published output is left.
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
+
+def test_an_angle_with_other_parameter_sets_is_encoded_whole(
+    smart_root: Path, ffmpeg: str, run_export: Callable[..., tuple[FakeContext, Path]]
+) -> None:
+    edit = [("sred", 0, 40), ("sblue", 40, 100), ("sred", 100, 150)]
+    ctx, out = run_export(_job(edit))
+    report = ctx.preflight
+    assert report is not None and report["path"] == "smart"
+    blue = report["segments"][1]
+    assert blue["copiedFrames"] == 0
+    assert "SPS/PPS" in blue["why"]
+    for decoder in ("h264", "libopenh264"):
+        assert _decode_with(ffmpeg, decoder, out) == (_expected(edit), ""), decoder
+
+
+def test_auto_picks_smart_when_copy_would_move_a_cut(
+    smart_root: Path, run_export: Callable[..., tuple[FakeContext, Path]]
+) -> None:
+    edit = [("sred", 0, 45), ("syellow", 45, 100)]
+    ctx, out = run_export({**_job(edit), "mode": "auto", "audio": {"mode": "follow"}})
+    assert ctx.preflight is not None and ctx.preflight["path"] == "smart"
+    assert "cut(s) are not on keyframes" in ctx.preflight["reason"]
+    assert [(c, n) for c, n, _ in read_frames(out)] == _expected(edit)
+    ends = stream_ends(out)
+    assert ends.audio_end is not None and abs(ends.audio_end - 100 / FPS) < 1 / FPS
+
+
+def test_smart_falls_back_to_reencode_with_a_warning(
+    smart_root: Path, run_export: Callable[..., tuple[FakeContext, Path]]
+) -> None:
+    job = _job([("sred", 0, 45)], output={"size": {"mode": "height", "height": 60}})
+    ctx, _out = run_export(job)
+    assert ctx.preflight is not None and ctx.preflight["path"] == "reencode"
+    assert [w["code"] for w in ctx.warnings] == ["smart_unavailable"]
+    assert "output.size is not 'keep'" in ctx.warnings[0]["message"]
+
+
+# --- the pure split ------------------------------------------------------------------------
+
+
+def _index(gop: int, count: int) -> VideoIndex:
+    """x264-like decode order with 3 B-frames in a pyramid: I0 P4 B2 b1 b3 P8 B6 b5 b7 ..."""
+    order: list[int] = []
+    for start in range(0, count, gop):
+        order.append(start)
+        rest = list(range(start + 1, min(start + gop, count)))
+        while rest:
+            group, rest = rest[:4], rest[4:]
+            if len(group) == 4:
+                order += [group[3], group[1], group[0], group[2]]
+            else:
+                order += [group[-1], *group[:-1]]
+    packets = tuple(
+        VideoPacket(pts=d * 512, dts=(i - 2) * 512, duration=512, keyframe=d % gop == 0,
+                    idr=d % gop == 0)
+        for i, d in enumerate(order)
+    )  # fmt: skip
+    return VideoIndex(Fraction(1, 15360), Fraction(0), packets)
+
+
+@pytest.mark.parametrize(
+    ("start", "stop", "shape"),
+    [
+        (0, 27, ["copy", "encode"]),  # stops inside a mini-GOP: 25, 26 are encoded
+        (1, 30, ["encode"]),  # no keyframe inside
+        (29, 58, ["encode", "copy", "encode"]),  # 29 | 30..54 | 55..57
+        (30, 31, ["copy"]),  # the keyframe alone
+        (30, 33, ["copy", "encode"]),  # P34 comes before B31..33: only 30 is copied
+        (59, 121, ["encode", "copy"]),  # 59 | 60..120, whole GOPs
+    ],
+)
+def test_split_piece_copies_only_what_can_be_copied(
+    start: int, stop: int, shape: list[str]
+) -> None:
+    frames = Frames.of(_index(30, 180))
+    assert frames is not None
+    parts = split_piece(frames, start, stop, joinable=True)
+    assert [p.kind for p in parts] == shape
+    # The parts tile [start, stop) exactly, in order.
+    assert parts[0].start == start and parts[-1].stop == stop
+    assert all(a.stop == b.start for a, b in itertools.pairwise(parts))
+    for part in parts:
+        if part.kind == "copy":
+            assert part.start in frames.heads
+    assert [p.kind for p in split_piece(frames, start, stop, joinable=False)] == ["encode"]
+
+
+def test_variable_frame_rate_is_not_smart() -> None:
+    index = _index(30, 60)
+    wobbly = VideoIndex(
+        index.time_base,
+        index.origin,
+        (*index.packets[:-1], VideoPacket(59 * 512 + 7, 57 * 512, 512, False)),
+    )
+    assert Frames.of(index) is not None
+    assert Frames.of(wobbly) is None
