@@ -86,3 +86,41 @@ def test_source_problems_fail_at_once_without_retry(
     for path in spool.root.rglob("*"):
         if path.is_file():
             assert b"CANARY-7c1e" not in path.read_bytes(), path
+
+
+def _smart_job(spool: Spool, shoot: Path, preset: str) -> dict[str, Any]:
+    job = _job(spool, shoot, mode="smart")
+    job["output"] = {**job["output"], "size": {"mode": "keep"}, "preset": preset}
+    return job
+
+
+def test_smart_export_through_the_daemon(spool: Spool, make_daemon, shoot: Path) -> None:
+    make_daemon()
+    spool.submit("smart", _smart_job(spool, shoot, "veryfast"))
+    status = spool.wait_final("smart", timeout=120)
+    assert status["state"] == "succeeded", status.get("error")
+    preflight = status["preflight"]
+    assert preflight["path"] == "smart", preflight["reason"]
+    assert 0 < preflight["output"]["encodedFrames"] < preflight["output"]["frames"]
+    (output,) = status["outputs"]
+    assert abs(output["durationSeconds"] - 10.0) <= 1 / 30 + 1e-3
+    log = spool.layout.log_file("smart").read_text()
+    assert log.count("# ffmpeg pid") >= 2  # the audio and the cuts' encoders
+    assert spool.temp_leftovers() == []
+
+
+def test_cancel_stops_every_encoder_of_a_smart_render(
+    spool: Spool, make_daemon, shoot: Path
+) -> None:
+    make_daemon()
+    spool.submit("smart-cancel", _smart_job(spool, shoot, "veryslow"))
+    spool.wait_for(
+        "smart-cancel", lambda s: (s.get("step") or "").startswith("encode"), timeout=60
+    )
+    (spool.layout.inbox / "smart-cancel.cancel").touch()
+    status = spool.wait_final("smart-cancel", timeout=10)
+    assert status["state"] == "cancelled"
+    pids = [int(line.split()[-1]) for line in spool.layout.log_file("smart-cancel").read_text()
+            .splitlines() if line.startswith("# ffmpeg pid")]  # fmt: skip
+    assert len(pids) >= 2 and not any(pid_alive(pid) for pid in pids)
+    assert status["outputs"] == [] and spool.temp_leftovers() == []
