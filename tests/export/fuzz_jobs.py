@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from spooler.config import Settings
 from spooler.errors import JobError
-from spooler.export.commands import AudioCopy, Plan, PlanPaths
+from spooler.export.commands import AudioCopy, EncodedPart, Plan, PlanPaths
 from spooler.export.models import ExportJob
 from spooler.export.plan import plan_export
 from spooler.export.sources import Source
@@ -50,9 +50,19 @@ PATHS = PlanPaths(
     JOB_DIR / ".tmp-out.mp4",
     JOB_DIR / ".tmp-out.audio.mp4",
     JOB_DIR / ".tmp-out.graph.txt",
-    tuple(JOB_DIR / f".tmp-out.{i}.ffconcat" for i in range(9)),
+    tuple(JOB_DIR / f".tmp-out.{i}.ffconcat" for i in range(64)),
 )
 SETTINGS = Settings(media_roots=[ROOT])
+# A real x264 avcC (High profile, SPS/PPS id 0), so that smart plans are fuzzed too.
+AVCC = bytes.fromhex(
+    "0164000dffe100196764000dacd94141fb0110000003001000000303c0f142996001000668ebe3cb22c0"
+)
+# What a plan may write: the job's temporary paths, and the per-command graph scripts and
+# piece files a smart render derives from them.
+GRAPH_FILES = {PATHS.graph} | {
+    PATHS.graph.with_name(f"{PATHS.graph.name}.{suffix}") for suffix in [*range(16), "audio"]
+}
+PIECE_FILES = {PATHS.output.with_name(f"{PATHS.output.name}.part{g}.mp4") for g in range(16)}
 FD_BASE = 100  # fabricated descriptors: sources opened by the kind are read as /proc/self/fd/N
 
 # --- the strategy -------------------------------------------------------------------------
@@ -280,7 +290,9 @@ def export_jobs(draw: st.DrawFn) -> Any:
     if draw(st.booleans()):
         job["output"] = draw(output_specs())
     if draw(st.booleans()):
-        job["mode"] = draw(mostly(st.sampled_from(["auto", "reencode", "copy"]), st.just("fast")))
+        job["mode"] = draw(
+            mostly(st.sampled_from(["auto", "reencode", "copy", "smart"]), st.just("fast"))
+        )
     if rarely(draw, 6):
         job["metadata"] = {"projectId": draw(st.text(max_size=10))}
     for _ in range(draw(st.integers(1, 2)) if rarely(draw, 5) else 0):
@@ -322,7 +334,7 @@ def _index(fps: int, seconds: int, gop: int, bframes: bool) -> VideoIndex:
             m = anchor + 1
     delay = 2 if bframes else 0
     packets = tuple(
-        VideoPacket(pts=pts, dts=i - delay, duration=1, keyframe=pts % gop == 0)
+        VideoPacket(pts=pts, dts=i - delay, duration=1, keyframe=pts % gop == 0, idr=pts % gop == 0)
         for i, pts in enumerate(order)
     )
     return VideoIndex(Fraction(1, fps), Fraction(0), packets, 0.05)
@@ -345,7 +357,9 @@ def fabricated_sources(spec: ExportJob, variant: int) -> dict[str, Source]:
             time_base=Fraction(1, fps),
             pix_fmt="yuv420p",
             rotation=90 if variant == 2 and i else 0,
-            extradata=b"avcC",
+            extradata=AVCC,
+            profile="High",
+            level=40,
             audio_codec="aac",
             sample_rate=48000,
             channels=2,
@@ -399,19 +413,24 @@ class Checker:
         self.problems.append(text)
 
     def check(self, plan: Plan) -> list[str]:
-        temps = {PATHS.output, PATHS.audio, PATHS.graph, *PATHS.lists}
+        temps = {PATHS.output, PATHS.audio, *GRAPH_FILES, *PATHS.lists}
         for command in plan.commands:
             for path, text in command.files.items():
                 if path not in temps:
                     self.fail(f"writes {path}, not one of the job's temporary paths")
                 if path in PATHS.lists:
                     self.check_list(text)
-                elif path == PATHS.graph:
+                elif path in GRAPH_FILES:
                     self.check_graph(text)
             self.check_args(command.args, set(command.files))
         for segment in plan.copy_segments:
-            if not self.input_ok(segment.path):
+            if isinstance(segment, EncodedPart):
+                if segment.path not in PIECE_FILES:
+                    self.fail(f"encoded part read from {segment.path}")
+            elif not self.input_ok(segment.path):
                 self.fail(f"copy segment reads {segment.path}")
+        if plan.template is not None and not self.input_ok(plan.template):
+            self.fail(f"track template read from {plan.template}")
         audio = plan.copy_audio
         if isinstance(audio, AudioCopy):
             if not self.input_ok(audio.path):
@@ -451,7 +470,7 @@ class Checker:
             i += 1
 
     def check_args(self, args: list[str], files: set[Path]) -> None:
-        outputs = {f"file:{PATHS.output}", f"file:{PATHS.audio}"}
+        outputs = {f"file:{p}" for p in (PATHS.output, PATHS.audio, *PIECE_FILES)}
         if args[-1] not in outputs:
             self.fail(f"output {args[-1]!r} is not a temporary path")
         allowed_at: set[int] = {len(args) - 1}
@@ -473,7 +492,7 @@ class Checker:
                     self.fail(f"input {target!r} without -protocol_whitelist {PROTOCOLS}")
             elif arg == "-/filter_complex":
                 allowed_at.add(i + 1)
-                if Path(args[i + 1]) != PATHS.graph or PATHS.graph not in files:
+                if Path(args[i + 1]) not in GRAPH_FILES or Path(args[i + 1]) not in files:
                     self.fail(f"graph script {args[i + 1]!r} is not the job's graph file")
             elif arg == "-filter_complex":
                 allowed_at.add(i + 1)
@@ -496,6 +515,7 @@ def _value(args: list[str], option: str) -> str | None:
 class Outcome:
     valid: bool = False
     planned: bool = False
+    path: str | None = None  # reencode, copy or smart
     violations: list[str] = field(default_factory=list)
 
 
@@ -520,6 +540,7 @@ def check_job(raw: bytes, variant: int = 0) -> Outcome:
         outcome.violations.append(f"plan_export raised {type(exc).__name__}: {exc!r}"[:500])
         return outcome
     outcome.planned = True
+    outcome.path = plan.mode
     outcome.violations += Checker(fabricated_sources(spec, variant)).check(plan)
     if not math.isfinite(float(plan.duration)) or plan.duration <= 0:
         outcome.violations.append(f"plan duration {plan.duration}")
@@ -534,6 +555,7 @@ def run_fuzz(seconds: float, batch: int = 200) -> dict[str, Any]:
         "rejected": 0,
         "planned": 0,
         "violations": 0,
+        "paths": {},
         "examples_of_violations": [],
     }
     deadline = time.monotonic() + seconds
@@ -553,6 +575,8 @@ def run_fuzz(seconds: float, batch: int = 200) -> dict[str, Any]:
         counts["examples"] += 1
         counts["valid" if outcome.valid else "rejected"] += 1
         counts["planned"] += outcome.planned
+        if outcome.path:
+            counts["paths"][outcome.path] = counts["paths"].get(outcome.path, 0) + 1
         if outcome.violations:
             counts["violations"] += 1
             if len(counts["examples_of_violations"]) < 5:
