@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from spooler.config import Settings
+from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import (
     MIME,
     Command,
@@ -39,10 +40,17 @@ from spooler.export.commands import (
 )
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO, nominal_rate
-from spooler.export.reencode import DEFAULT_PRESET, Graph, Span, command_args, piece_inputs
+from spooler.export.reencode import (
+    DEFAULT_PRESET,
+    Graph,
+    Span,
+    check_needs,
+    command_args,
+    piece_inputs,
+)
 from spooler.export.sources import Need, Source
 from spooler.export.streamcopy import plan_audio
-from spooler.export.timeline import quantise
+from spooler.export.timeline import job_pieces, quantise
 from spooler.ffmpeg import encoder_threads
 from spooler.h264 import AvcConfig, free_id
 from spooler.media import VideoIndex
@@ -220,8 +228,6 @@ def plan_smart(
     reason: str,
     preflight: dict[str, Any],
 ) -> Plan:
-    from spooler.export.timeline import job_pieces
-
     used = list(frames)
     reference = sources[job.angle(used[0]).source]
     ref_frames = frames[used[0]]
@@ -232,6 +238,7 @@ def plan_smart(
     placed: list[_Placed] = []
     report: list[dict[str, Any]] = []
     needs: list[Need] = []
+    short: list[str] = []
     for piece in pieces:
         angle = job.angle(piece.angle)
         source = sources[angle.source]
@@ -252,6 +259,7 @@ def plan_smart(
             )
         )
         if start < 0 or stop > angle_frames.count:
+            short.append(f"{piece.label} needs frames {start}..{stop - 1} of {piece.angle}")
             continue  # check_coverage below names the piece and the missing time
         why = _joinable(reference, source)
         parts = split_piece(angle_frames, start, stop, why is None)
@@ -268,7 +276,15 @@ def plan_smart(
                 "why": _why(parts, why),
             }
         )
-    _check_needs(needs, sources, fps)
+    check_needs(needs, sources, fps)
+    if short:  # within check_coverage's half-frame slack, but a whole frame is missing
+        raise JobError(
+            ErrorCode.SOURCE_TOO_SHORT,
+            short[0]
+            + " but the source ends before"
+            + (f" (and {len(short) - 1} more)" if len(short) > 1 else ""),
+            {"problems": short[:50]},
+        )
     encoded = [p for p in placed if p.part.kind == "encode"]
     groups = _groups(encoded, settings.export.smart_workers)
     sps = free_id(AvcConfig.parse(reference.info.extradata or b""))
@@ -283,7 +299,7 @@ def plan_smart(
             lists=paths.lists[g * lists_per_group : (g + 1) * lists_per_group],
         )
         args, files = _encode_command(
-            job, sources, frames, group, group_paths, fps, sps, ref_frames, settings
+            job, sources, frames, group, group_paths, fps, sps, reference, settings
         )
         args += ["-f", "mp4", f"file:{piece_file}"]
         count = 0
@@ -339,7 +355,7 @@ def plan_smart(
     audio, audio_commands, audio_needs = plan_audio(
         job, sources, audio_paths, spans, origin / fps, pieces[-1].stop / fps
     )
-    _check_needs(audio_needs, sources, fps)
+    check_needs(audio_needs, sources, fps)
     copied = sum(r["copiedFrames"] for r in report)
     width, height = reference.info.display_size or (0, 0)
     return Plan(
@@ -393,12 +409,6 @@ def _why(parts: list[Part], unjoinable: str | None) -> str:
     return ", ".join(shape)
 
 
-def _check_needs(needs: list[Need], sources: dict[str, Source], fps: Fraction) -> None:
-    from spooler.export.reencode import check_needs
-
-    check_needs(needs, sources, fps)
-
-
 def _groups(encoded: list[_Placed], workers: int) -> list[list[_Placed]]:
     """Contiguous runs of the encoded parts with about equal frame counts."""
     total = sum(p.part.stop - p.part.start for p in encoded)
@@ -420,7 +430,7 @@ def _encode_command(
     paths: PlanPaths,
     fps: Fraction,
     sps: int,
-    structure: Frames,
+    reference: Source,
     settings: Settings,
 ) -> tuple[list[str], dict[Path, str]]:
     """One ffmpeg run: the group's parts back to back, an IDR at each part's start."""
@@ -466,7 +476,8 @@ def _encode_command(
     for item in group[:-1]:
         at += item.part.stop - item.part.start
         starts.append(fmt((at - Fraction(1, 2)) / fps))
-    info = sources[job.angle(next(iter(frames))).source].info  # the track's own stream
+    info = reference.info  # the track's own stream: every encoded part matches it
+    structure = frames[next(iter(frames))]  # the reference angle's frames come first
     out = job.output
     # The source's reference structure: the same B-frame run and pyramid, so a decoder's
     # reorder buffer holds the same frames at every join (OpenH264 loses the frames still
