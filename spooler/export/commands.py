@@ -35,6 +35,7 @@ class Command:
     expected_seconds: float
     files: dict[Path, str] = field(default_factory=dict)  # written before ffmpeg runs
     parallel: bool = False  # may run at the same time as the parallel commands next to it
+    weight: float | None = None  # share of the progress bar (default: expected_seconds)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Plan:
     copy_segments: list[VideoPart] = field(default_factory=list)  # what the remux writes
     copy_audio: Path | AudioCopy | None = None  # where the remux takes audio packets from
     template: Path | None = None  # the source whose stream the remuxed track copies
+    remux_weight: float = 0.0  # the in-process copy's share of the progress bar
     intermediates: list[Path] = field(default_factory=list)  # removed once verified
     snaps: list[Snap] = field(default_factory=list)
     preflight: dict[str, Any] = field(default_factory=dict)

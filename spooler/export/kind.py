@@ -90,10 +90,12 @@ class ExportKind:
     def _execute(
         self, plan: Plan, spec: ExportJob, paths: PlanPaths, ctx: JobContext, fds: tuple[int, ...]
     ) -> None:
-        steps = [Step(c.step, max(c.expected_seconds, 0.001)) for c in plan.commands]
+        steps = [
+            Step(c.step, max(c.expected_seconds if c.weight is None else c.weight, 0.001))
+            for c in plan.commands
+        ]
         if plan.mode in ("copy", "smart"):
-            # Copying packets is I/O: far quicker than the audio encode before it.
-            steps.append(Step("copy", max(float(plan.duration), 0.001) / 10))
+            steps.append(Step("copy", max(plan.remux_weight, 0.001)))
         ctx.declare_steps(steps)
         for batch in _batches(plan.commands):
             for command in batch:

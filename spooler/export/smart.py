@@ -63,6 +63,10 @@ X264_PROFILES = {
 }
 SMART_PIX_FMTS = frozenset({"yuv420p"})
 DEFAULT_CRF = 17  # encoded parts sit between copied camera footage: keep them close to it
+# Progress weights: wall seconds per second of media, roughly, on a small machine. Video
+# encoding dominates; the audio bed (decode + AAC) and the packet copy are 20-60x faster.
+AUDIO_WEIGHT = 1 / 20
+REMUX_WEIGHT = 1 / 60
 
 
 @dataclass(frozen=True)
@@ -368,7 +372,11 @@ def plan_smart(
         tolerance=float(1 / fps) + 0.001,
         want_audio=audio is not None,
         mime_type=MIME[job.output.container],
-        commands=[*audio_commands, *commands],
+        commands=[
+            *(replace(c, weight=c.expected_seconds * AUDIO_WEIGHT) for c in audio_commands),
+            *commands,
+        ],
+        remux_weight=float(duration) * REMUX_WEIGHT,
         copy_segments=video_parts,
         copy_audio=audio,
         template=reference.read_path,

@@ -255,6 +255,8 @@ def plan_copy(
         commands=commands,
         copy_segments=segments,
         copy_audio=audio,
+        # Copying packets is I/O: far quicker than the audio encode before it.
+        remux_weight=float(duration) / 10,
         snaps=snaps,
         preflight={
             **preflight,

@@ -149,6 +149,11 @@ def test_auto_picks_smart_when_copy_would_move_a_cut(
     assert [(c, n) for c, n, _ in read_frames(out)] == _expected(edit)
     ends = stream_ends(out)
     assert ends.audio_end is not None and abs(ends.audio_end - 100 / FPS) < 1 / FPS
+    # Progress is weighted by what takes time: the encoders, not the audio or the copy.
+    weights = {step.name: step.weight for step in ctx.steps}
+    assert list(weights) == ["audio", "encode 1/2", "encode 2/2", "copy"]
+    encoding = weights["encode 1/2"] + weights["encode 2/2"]
+    assert encoding > 0.6 * sum(weights.values())
 
 
 def test_smart_falls_back_to_reencode_with_a_warning(
