@@ -156,6 +156,18 @@ def test_auto_picks_smart_when_copy_would_move_a_cut(
     assert encoding > 0.6 * sum(weights.values())
 
 
+def test_a_range_exports_exactly_its_frames(
+    smart_root: Path, run_export: Callable[..., tuple[FakeContext, Path]]
+) -> None:
+    edit = [("sred", 0, 50), ("sgreen", 50, 120)]
+    ctx, out = run_export({**_job(edit), "range": {"start": 17 / FPS, "end": 95 / FPS}})
+    assert ctx.preflight is not None and ctx.preflight["path"] == "smart"
+    expected = _expected(edit)[17:95]
+    assert [(c, n) for c, n, _ in read_frames(out)] == expected
+    ends = stream_ends(out)
+    assert ends.video_end is not None and abs(ends.video_end - 78 / FPS) < 1 / FPS
+
+
 def test_smart_falls_back_to_reencode_with_a_warning(
     smart_root: Path, run_export: Callable[..., tuple[FakeContext, Path]]
 ) -> None:
