@@ -43,8 +43,9 @@ class ExportKind:
             output=ctx.temp_path(file_name),
             audio=ctx.temp_path(file_name + ".audio.mp4"),
             graph=ctx.temp_path(file_name + ".graph.txt"),
+            # One per angle, plus the audio bed and an ambient track mixed under it.
             lists=tuple(
-                ctx.temp_path(f"{file_name}.{i}.ffconcat") for i in range(len(spec.angles) + 1)
+                ctx.temp_path(f"{file_name}.{i}.ffconcat") for i in range(len(spec.angles) + 2)
             ),
         )
         plan = plan_export(spec, sources, ctx.settings, paths)
