@@ -12,6 +12,11 @@ before and a little after each piece).
 
 Audio (also used by the copy plan) is cut once per span in samples from absolute times,
 resampled to 48 kHz stereo, padded/trimmed to the exact sample count.
+
+Up to the final [vout]/[aout] labels, three stages may join in, each in its own module:
+transitions.py (windows around cuts: the branches become "reads" composed into the
+concat's "parts"), watermark.py (an overlay after the concat) and audiomix.py (an angle's
+ambient sound under the external mic; loudness normalisation of the finished track).
 """
 
 from __future__ import annotations
