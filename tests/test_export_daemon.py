@@ -114,9 +114,7 @@ def test_cancel_stops_every_encoder_of_a_smart_render(
 ) -> None:
     make_daemon()
     spool.submit("smart-cancel", _smart_job(spool, shoot, "veryslow"))
-    spool.wait_for(
-        "smart-cancel", lambda s: (s.get("step") or "").startswith("encode"), timeout=60
-    )
+    spool.wait_for("smart-cancel", lambda s: (s.get("step") or "").startswith("encode"), timeout=60)
     (spool.layout.inbox / "smart-cancel.cancel").touch()
     status = spool.wait_final("smart-cancel", timeout=10)
     assert status["state"] == "cancelled"

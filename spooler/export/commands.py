@@ -25,7 +25,7 @@ class PlanPaths:
     output: Path
     audio: Path
     graph: Path
-    lists: tuple[Path, ...]  # ffconcat lists: one per angle, plus one for the audio bed
+    lists: tuple[Path, ...]  # ffconcat lists: one per angle, the audio bed, its ambient track
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,11 @@ class ExportKind:
             output=ctx.temp_path(file_name),
             audio=ctx.temp_path(file_name + ".audio.mp4"),
             graph=ctx.temp_path(file_name + ".graph.txt"),
-            # One list per angle plus one for audio, per smart-render encoder and once more.
+            # Per block: one list per angle, the audio bed and an ambient track mixed under
+            # it; one block per smart-render encoder and one more for everything else.
             lists=tuple(
                 ctx.temp_path(f"{file_name}.{i}.ffconcat")
-                for i in range((ctx.settings.export.smart_workers + 1) * (len(spec.angles) + 1))
+                for i in range((ctx.settings.export.smart_workers + 1) * (len(spec.angles) + 2))
             ),
         )
         plan = plan_export(spec, sources, ctx.settings, paths)

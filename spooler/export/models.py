@@ -11,6 +11,7 @@ Cross-field checks raise a ValidationError whose location is the offending field
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -22,6 +23,7 @@ from spooler.export.rules import TIME_EPSILON, check_source_syntax, fail
 from spooler.kinds.base import JobSpec, SpecModel
 
 _ANGLE_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+MAX_TRANSITION_SECONDS = 60
 
 
 def _source_path(value: str) -> str:
@@ -43,15 +45,43 @@ class Angle(SpecModel):
     )
 
 
+TransitionType = Literal["cut", "crossfade", "fadeblack", "fadewhite"]
+
+
+class Transition(SpecModel):
+    """How one angle gives way to the next at a cut; centred on the cut (see docs/export.md)."""
+
+    type: TransitionType = Field(
+        description="cut: hard cut; crossfade: dissolve; fadeblack/fadewhite: through a colour."
+    )
+    duration: float = Field(
+        0.5, gt=0, le=MAX_TRANSITION_SECONDS, description="Seconds, centred on the cut."
+    )
+
+
 class Segment(SpecModel):
     angle: str
     start: float = Field(ge=0, description="Timeline seconds, inclusive.")
     end: float = Field(gt=0, description="Timeline seconds, exclusive.")
+    transition: Transition | None = Field(
+        None, description="Into this segment, at its start (default: the job's `transition`)."
+    )
 
 
 class Switch(SpecModel):
     at: float = Field(ge=0, description="Timeline seconds at which `angle` takes over.")
     angle: str
+    transition: Transition | None = Field(
+        None, description="At `at` (default: the job's `transition`)."
+    )
+
+
+class Loudness(SpecModel):
+    """EBU R128 loudness normalisation of the finished track (ffmpeg's loudnorm, one pass)."""
+
+    target_lufs: float = Field(-16.0, ge=-70, le=-5, description="Integrated loudness (LUFS).")
+    true_peak: float = Field(-1.5, ge=-9, le=0, description="Maximum true peak (dBTP).")
+    loudness_range: float = Field(11.0, ge=1, le=50, description="Target range (LU).")
 
 
 class AngleAudio(SpecModel):
@@ -59,6 +89,14 @@ class AngleAudio(SpecModel):
 
     mode: Literal["angle"] = "angle"
     angle: str | None = Field(None, description="Default: the first angle.")
+    loudness: Loudness | None = None
+
+
+class Ambient(SpecModel):
+    """An angle's own sound mixed under the external recording (room tone, audience)."""
+
+    angle: str
+    gain_db: float = Field(-12.0, ge=-60, le=24)
 
 
 class ExternalAudio(SpecModel):
@@ -68,12 +106,15 @@ class ExternalAudio(SpecModel):
     source: SourcePath
     offset: float = Field(0.0, ge=-86_400, le=86_400, description="Source time at timeline 0.")
     gain_db: float = Field(0.0, ge=-60, le=24)
+    ambient: Ambient | None = Field(None, description="Mix an angle's sound under it.")
+    loudness: Loudness | None = None
 
 
 class FollowAudio(SpecModel):
     """Audio of whichever angle is on screen, with 5 ms fades at each cut (no clicks)."""
 
     mode: Literal["follow"]
+    loudness: Loudness | None = None
 
 
 class NoAudio(SpecModel):
@@ -93,6 +134,25 @@ class TimeRange(SpecModel):
     end: float = Field(gt=0)
 
 
+WatermarkPosition = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center"]
+
+
+class Watermark(SpecModel):
+    """A PNG (with alpha) from a media root, laid over the finished picture."""
+
+    image: SourcePath = Field(description="Path of a PNG relative to a media root.")
+    position: WatermarkPosition = "bottom-right"
+    margin: float = Field(
+        0.02, ge=0, le=0.5, description="Distance from the edges, as a fraction of output width."
+    )
+    scale: float = Field(
+        0.15, gt=0, le=1, description="Watermark width as a fraction of output width."
+    )
+    opacity: float = Field(1.0, ge=0, le=1)
+    start: float | None = Field(None, ge=0, description="Timeline seconds (default: start).")
+    end: float | None = Field(None, gt=0, description="Timeline seconds (default: end).")
+
+
 class ExportJob(JobSpec):
     """A multicam export: which angle is on screen when, what audio, and how to encode."""
 
@@ -105,6 +165,10 @@ class ExportJob(JobSpec):
     end: float | None = Field(None, gt=0, description="Timeline end, with `switches` only.")
     range: TimeRange | None = Field(None, description="Export only this part of the timeline.")
     audio: AudioSpec = AngleAudio()
+    transition: Transition | None = Field(
+        None, description="At every cut without its own (default: hard cuts)."
+    )
+    watermark: Watermark | None = None
     output: OutputSpec = OutputSpec()
     mode: Mode = Field(
         "auto",
@@ -161,11 +225,126 @@ class ExportJob(JobSpec):
                 f"{self.audio.angle!r} is not one of the angles",
                 self.audio.angle,
             )
+        if isinstance(self.audio, ExternalAudio) and self.audio.ambient is not None:
+            ambient = self.audio.ambient.angle
+            if ambient not in known:
+                raise fail(
+                    ("audio", "external", "ambient", "angle"),
+                    "unknown_angle",
+                    f"{ambient!r} is not one of the angles",
+                    ambient,
+                )
         if self.output.video_codec == "copy" and self.mode == "reencode":
             raise fail(
                 ("output", "videoCodec"), "copy_option", "copy needs mode copy or auto", "copy"
             )
+        self._check_transitions(timeline)
+        if self.watermark is not None:
+            self._check_watermark(self.watermark, timeline)
         return self
+
+    def edit_segments(self) -> tuple[str, list[Segment]]:
+        """The edit as segments, whichever form the file used, and that form's name."""
+        if self.segments is not None:
+            return "segments", self.segments
+        assert self.switches is not None and self.end is not None
+        bounds = [s.at for s in self.switches] + [self.end]
+        return "switches", [
+            Segment(angle=s.angle, start=bounds[i], end=bounds[i + 1], transition=s.transition)
+            for i, s in enumerate(self.switches)
+        ]
+
+    def _check_transitions(self, timeline: tuple[float, float]) -> None:
+        """Each transition sits at a cut, and half of it fits in the stretch of the angle on
+        either side (after what the neighbouring transition already uses of it)."""
+        name, segments = self.edit_segments()
+        if segments[0].transition is not None:
+            raise fail(
+                (name, 0, "transition"),
+                "transition_position",
+                f"the first of the {name} has no cut before it",
+                None,
+            )
+        # Stretches of one angle (adjacent segments on the same angle are one: no cut).
+        runs: list[tuple[float, float, int]] = []  # start, end, index of the first segment
+        for index, seg in enumerate(segments):
+            if runs and segments[runs[-1][2]].angle == seg.angle:
+                runs[-1] = (runs[-1][0], seg.end, runs[-1][2])
+            else:
+                runs.append((seg.start, seg.end, index))
+        used = 0.0  # of the current run, by the transition at its start
+        lo, hi = (self.range.start, self.range.end) if self.range else timeline
+        for before, after in itertools.pairwise(runs):
+            own = segments[after[2]].transition
+            spec = own or self.transition
+            if spec is None or spec.type == "cut":
+                used = 0.0
+                continue
+            path: tuple[int | str, ...] = (
+                (name, after[2], "transition") if own is not None else ("transition",)
+            )
+            half = spec.duration / 2
+            cut = after[0]
+            sides = (
+                (
+                    "before",
+                    before,
+                    before[1] - before[0] - used,
+                    " less the transition at its start",
+                ),
+                ("after", after, after[1] - after[0], ""),
+            )
+            for side, run, room, less in sides:
+                if half > room + TIME_EPSILON:
+                    raise fail(
+                        (*path, "duration"),
+                        "transition_too_long",
+                        f"{spec.duration:g} s does not fit: half of it ({half:g} s) is needed "
+                        f"{side} the cut at {cut:g} s, where {segments[run[2]].angle} has "
+                        f"{max(room, 0):g} s (its stretch {run[0]:g}-{run[1]:g} s{less})",
+                        spec.duration,
+                    )
+            used = half
+            if (
+                self.mode == "copy"
+                and cut - half < hi - TIME_EPSILON
+                and cut + half > lo + TIME_EPSILON
+            ):
+                raise fail(
+                    path,
+                    "needs_reencode",
+                    f"a {spec.type} cannot be stream-copied (use mode reencode or auto)",
+                    spec.type,
+                )
+
+    def _check_watermark(self, mark: Watermark, timeline: tuple[float, float]) -> None:
+        if self.mode == "copy":
+            raise fail(
+                ("watermark",),
+                "needs_reencode",
+                "a watermark cannot be stream-copied (use mode reencode or auto)",
+                None,
+            )
+        for field in ("start", "end"):
+            value = getattr(mark, field)
+            if value is not None and not (
+                timeline[0] - TIME_EPSILON <= value <= timeline[1] + TIME_EPSILON
+            ):
+                raise fail(
+                    ("watermark", field),
+                    "range_outside",
+                    f"must lie within the timeline {timeline[0]:g}-{timeline[1]:g} s",
+                    value,
+                )
+        start = mark.start if mark.start is not None else timeline[0]
+        end = mark.end if mark.end is not None else timeline[1]
+        if end <= start + TIME_EPSILON:
+            raise fail(
+                ("watermark", "end" if mark.end is not None else "start"),
+                "range_order",
+                "watermark.end must be greater than watermark.start",
+                end if mark.end is not None else start,
+            )
 
     def _check_segments(self, segments: list[Segment], known: set[str]) -> None:
         if not segments:
@@ -219,6 +398,10 @@ class ExportJob(JobSpec):
         if self.end <= switches[-1].at + TIME_EPSILON:
             raise fail(("end",), "switch_order", "must be later than the last switch", self.end)
         return switches[0].at, self.end
+
+    @property
+    def loudness(self) -> Loudness | None:
+        return None if isinstance(self.audio, NoAudio) else self.audio.loudness
 
     @property
     def audio_angle(self) -> str | None:

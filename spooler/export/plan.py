@@ -14,6 +14,7 @@ from typing import Any
 
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
+from spooler.export import transitions
 from spooler.export.commands import Plan, PlanPaths
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO
@@ -60,7 +61,9 @@ def plan_export(
     elif job.mode == "smart":
         reason = "smart requested"
     else:
-        blockers = copy_blockers(job, sources, used)
+        blockers = copy_blockers(job, sources, used) + transitions.copy_blockers(job)
+        if job.watermark is not None:
+            blockers.append("a watermark needs re-encoding")
         cuts = snap_cuts(job, sources, pieces) if not blockers else None
         if isinstance(cuts, str):
             blockers.append(cuts)

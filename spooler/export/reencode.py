@@ -12,6 +12,11 @@ before and a little after each piece).
 
 Audio (also used by the copy plan) is cut once per span in samples from absolute times,
 resampled to 48 kHz stereo, padded/trimmed to the exact sample count.
+
+Up to the final [vout]/[aout] labels, three stages may join in, each in its own module:
+transitions.py (windows around cuts: the branches become "reads" composed into the
+concat's "parts"), watermark.py (an overlay after the concat) and audiomix.py (an angle's
+ambient sound under the external mic; loudness normalisation of the finished track).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
+from spooler.export import audiomix, transitions, watermark
 from spooler.export.commands import (
     MIME,
     MUXERS,
@@ -207,9 +213,10 @@ def audio_bed(
     start: Fraction,
     end: Fraction,
     needs: list[Need],
-    list_path: Path,
+    list_paths: tuple[Path, ...],
 ) -> str:
-    """The continuous audio track (an angle's or an external file's), cut once."""
+    """The continuous audio track (an angle's or an external file's, perhaps with an angle's
+    ambient sound mixed under it), cut once, then loudness-normalised if asked."""
     if isinstance(job.audio, ExternalAudio):
         name, offset, gain, who = (
             job.audio.source,
@@ -226,7 +233,35 @@ def audio_bed(
             0.0,
             angle,
         )
+    total = _samples(end) - _samples(start)
+    tracks = [_bed_track(sources, graph, (name, offset, gain), start, end, list_paths[0])]
     needs.append(Need("audio", who, name, offset, start, end))
+    ambient = job.audio.ambient if isinstance(job.audio, ExternalAudio) else None
+    if ambient is not None:
+        under = job.angle(ambient.angle)
+        offset = Fraction(under.sync_offset)
+        needs.append(Need("audio.ambient", ambient.angle, under.source, offset, start, end))
+        track = (under.source, offset, ambient.gain_db)
+        tracks.append(_bed_track(sources, graph, track, start, end, list_paths[1]))
+    loudness = audiomix.loudness_chain(job, total)
+    if len(tracks) == 1:
+        graph.chains.append(f"{tracks[0]}{loudness}[aout]")
+    else:
+        graph.chains += [f"{tracks[0]}[mic]", f"{tracks[1]}[ambient]"]
+        graph.chains.append(f"{audiomix.mix_chain('[mic]', '[ambient]')}{loudness}[aout]")
+    return "[aout]"
+
+
+def _bed_track(
+    sources: dict[str, Source],
+    graph: Graph,
+    track: tuple[str, Fraction, float],
+    start: Fraction,
+    end: Fraction,
+    list_path: Path,
+) -> str:
+    """One file's audio over timeline [start, end): its input and chain (no output label)."""
+    name, offset, gain = track
     src_start = start + offset
     source = sources[name]
     concat = ConcatList(source.read_path, Fraction(source.info.start_time), Fraction(0))
@@ -234,8 +269,7 @@ def audio_bed(
     base = concat.add(src_start - 1, src_start + end - start + lead + POSTROLL)
     k = graph.add_list(concat, list_path)
     total = _samples(end) - _samples(start)
-    graph.chains.append(f"[{k}:a:0]{_audio_chain(src_start - base, total, gain, False)}[aout]")
-    return "[aout]"
+    return f"[{k}:a:0]{_audio_chain(src_start - base, total, gain, False)}"
 
 
 def audio_encoder(job: ExportJob) -> list[str]:
@@ -314,7 +348,11 @@ def plan_reencode(
     graph = Graph()
     needs: list[Need] = []
     follow = isinstance(job.audio, FollowAudio)
-    spans = [Span(p.angle, p.first / fps, p.stop / fps, p.label) for p in frames]
+    # Reads: what each branch renders (the pieces, plus what transitions need); parts: what
+    # the concat joins (transitions.py). Hard cuts only: one read per piece, one part each.
+    layout = transitions.layout(job, frames, fps)
+    reads = layout.reads
+    spans = [Span(p.angle, p.first / fps, p.stop / fps, p.label) for p in reads]
 
     def margin(source: Source) -> Fraction:
         # Room for the source frame just before the first output frame (nearest wins).
@@ -324,7 +362,7 @@ def plan_reencode(
         job, sources, graph, spans, list(paths.lists), margin, video=True, audio=follow
     )
     video_labels: list[str] = []
-    for i, (piece, span) in enumerate(zip(frames, spans, strict=True)):
+    for i, (piece, span) in enumerate(zip(reads, spans, strict=True)):
         angle = job.angle(piece.angle)
         source = sources[angle.source]
         needs.append(
@@ -352,24 +390,59 @@ def plan_reencode(
         ]
         graph.chains.append(f"{vin[i]}{','.join(chain)}[v{i}]")
         video_labels.append(f"[v{i}]")
+    video_labels = transitions.compose_video(
+        graph.chains, layout, video_labels, fps, (width, height)
+    )
+    parts = len(layout.parts)
     want_audio = not isinstance(job.audio, NoAudio)
-    start, end = spans[0].start, spans[-1].end
+    start, end = frames[0].first / fps, frames[-1].stop / fps
+    total = sum(p.frames for p in frames)
     if follow:
         # Audio comes from the same inputs as the video, so the video needs cover it.
-        alabels_follow = follow_labels(job, graph, spans, ain, bases)
+        alabels_follow = follow_labels(job, graph, spans, ain, bases, fades=layout.plain)
+        if not layout.plain:
+            alabels_follow = transitions.compose_audio(
+                graph.chains,
+                layout,
+                alabels_follow,
+                lambda frame: _samples(Fraction(frame) / fps),
+                FADE_SAMPLES,
+            )
         pairs = "".join(v + a for v, a in zip(video_labels, alabels_follow, strict=True))
-        graph.chains.append(f"{pairs}concat=n={len(frames)}:v=1:a=1[vcat][acat]")
-        graph.chains.append("[acat]asetpts=N/SR/TB[aout]")
+        graph.chains.append(f"{pairs}concat=n={parts}:v=1:a=1[vcat][acat]")
+        loudness = audiomix.loudness_chain(job, _samples(end) - _samples(start))
+        graph.chains.append(f"[acat]asetpts=N/SR/TB{loudness}[aout]")
         audio_label: str | None = "[aout]"
     else:
-        graph.chains.append(f"{''.join(video_labels)}concat=n={len(frames)}:v=1:a=0[vcat]")
-        bed_list = paths.lists[len(graph.inputs)]
+        graph.chains.append(f"{''.join(video_labels)}concat=n={parts}:v=1:a=0[vcat]")
+        bed_lists = paths.lists[len(graph.inputs) :]
         audio_label = (
-            audio_bed(job, sources, graph, start, end, needs, bed_list) if want_audio else None
+            audio_bed(job, sources, graph, start, end, needs, bed_lists) if want_audio else None
         )
-    graph.chains.append(f"[vcat]settb={rate_text(1 / fps)},setpts=N,format=yuv420p[vout]")
+    retime = f"settb={rate_text(1 / fps)},setpts=N"
+    spot = None
+    if job.watermark is not None:
+        image = sources[job.watermark.image]
+        assert image.info.width and image.info.height
+        spot = watermark.place(
+            job.watermark,
+            (image.info.width, image.info.height),
+            (width, height),
+            (frames[0].first, total),
+            watermark.timeline_of(job),
+            fps,
+        )
+    if spot is None:
+        graph.chains.append(f"[vcat]{retime},format=yuv420p[vout]")
+    else:
+        assert job.watermark is not None
+        k = graph.add_input(watermark.image_input(sources[job.watermark.image].read_path))
+        graph.chains.append(f"[vcat]{retime}[vbase]")
+        graph.chains += watermark.overlay_chains(
+            spot, job.watermark.opacity, k, "[vbase]", "[vmarked]", total
+        )
+        graph.chains.append("[vmarked]format=yuv420p[vout]")
     check_needs(needs, sources, fps)
-    total = sum(p.frames for p in frames)
     duration = Fraction(total) / fps
     args, files = command_args(graph, paths)
     args += ["-map", "[vout]", *_video_encoder(job, codec, fps, settings.ffmpeg_threads)]
@@ -399,6 +472,16 @@ def plan_reencode(
                 "duration": round(float(duration), 6),
                 "videoCodec": codec,
                 "pieces": len(frames),
+                "transitions": [
+                    {"at": w.label, "type": w.kind, "frames": [w.first, w.stop]}
+                    for w in layout.windows
+                ],
+                "watermark": None
+                if spot is None
+                else {
+                    "box": [spot.x, spot.y, spot.width, spot.height],
+                    "frames": [spot.first, spot.stop],
+                },
                 "inputs": len(graph.inputs),
             },
         },
@@ -411,12 +494,15 @@ def follow_labels(
     spans: list[Span],
     audio_inputs: list[str],
     bases: list[Fraction],
+    *,
+    fades: bool = True,
 ) -> list[str]:
+    """Each span's own audio, exactly its samples; 5 ms fades at both ends with `fades`."""
     labels = []
     for i, span in enumerate(spans):
         offset = Fraction(job.angle(span.angle).sync_offset)
         samples = _samples(span.end) - _samples(span.start)
-        chain = _audio_chain(span.start + offset - bases[i], samples, 0.0, True)
+        chain = _audio_chain(span.start + offset - bases[i], samples, 0.0, fades)
         graph.chains.append(f"{audio_inputs[i]}{chain}[a{i}]")
         labels.append(f"[a{i}]")
     return labels

@@ -28,6 +28,7 @@ from typing import Any
 
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
+from spooler.export import transitions
 from spooler.export.commands import (
     MIME,
     Command,
@@ -164,6 +165,10 @@ def smart_blockers(
         reasons.append(f"h264 cannot be stored in {out.container}")
     if out.size.mode != "keep":
         reasons.append("output.size is not 'keep'")
+    # Transitions and a watermark change every frame they touch: whole-frame re-encoding.
+    reasons += transitions.copy_blockers(job)
+    if job.watermark is not None:
+        reasons.append("a watermark needs re-encoding")
     if info.pix_fmt not in SMART_PIX_FMTS:
         reasons.append(f"{used[0]}'s pixel format {info.pix_fmt} is not 8-bit 4:2:0")
     if info.profile not in X264_PROFILES:
@@ -294,7 +299,7 @@ def plan_smart(
     sps = free_id(AvcConfig.parse(reference.info.extradata or b""))
     commands: list[Command] = []
     group_of: dict[int, tuple[Path, int]] = {}  # id(placed) -> (file, first packet)
-    lists_per_group = len(job.angles) + 1
+    lists_per_group = len(job.angles) + 2  # as the kind allots them
     for g, group in enumerate(groups):
         piece_file = paths.output.with_name(f"{paths.output.name}.part{g}.mp4")
         group_paths = replace(

@@ -16,6 +16,7 @@ from pathlib import Path
 from spooler.errors import ErrorCode, JobError
 from spooler.export.models import ExportJob, ExternalAudio, FollowAudio
 from spooler.export.rules import check_source_syntax
+from spooler.export.watermark import probe_image
 from spooler.media import MediaInfo, VideoIndex, probe, scan_video
 
 
@@ -133,7 +134,8 @@ def close_sources(sources: dict[str, Source]) -> None:
 def audio_sources(job: ExportJob) -> set[str]:
     """Sources whose audio the job needs (an angle used for video may lack audio)."""
     if isinstance(job.audio, ExternalAudio):
-        return {job.audio.source}
+        ambient = job.audio.ambient
+        return {job.audio.source} | ({job.angle(ambient.angle).source} if ambient else set())
     if isinstance(job.audio, FollowAudio):
         return {a.source for a in job.angles}
     angle = job.audio_angle
@@ -150,6 +152,8 @@ def inspect_sources(job: ExportJob, roots: list[Path], used_angles: set[str]) ->
     try:
         for name in sorted(needed_video | needed_audio):
             out[name] = _inspect(job, name, roots, name in needed_video, name in needed_audio)
+        if job.watermark is not None:
+            out[job.watermark.image] = _inspect_image(job.watermark.image, roots)
     except BaseException:
         close_sources(out)
         raise
@@ -181,6 +185,17 @@ def _inspect(job: ExportJob, name: str, roots: list[Path], video: bool, audio: b
         os.close(fd)
         raise
     return Source(name, path, info, index, fd)
+
+
+def _inspect_image(name: str, roots: list[Path]) -> Source:
+    """The watermark: opened like any source, then checked as a PNG (watermark.py)."""
+    path, fd = open_source(name, roots)
+    try:
+        info = probe_image(fd, name)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Source(name, path, info, None, fd)
 
 
 @dataclass(frozen=True)

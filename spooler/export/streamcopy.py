@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from spooler.config import Settings
+from spooler.export import audiomix
 from spooler.export.commands import (
     MIME,
     AudioCopy,
@@ -31,6 +32,7 @@ from spooler.export.output import CONTAINER_VIDEO, nominal_rate
 from spooler.export.reencode import (
     Graph,
     Span,
+    _samples,
     audio_bed,
     audio_encoder,
     check_needs,
@@ -309,11 +311,13 @@ def plan_audio(
             audio=True,
         )
         labels = follow_labels(job, graph, spans, ains, bases)
+        total = _samples(end) - _samples(start)
         graph.chains.append(
-            f"{''.join(labels)}concat=n={len(labels)}:v=0:a=1,asetpts=N/SR/TB[aout]"
+            f"{''.join(labels)}concat=n={len(labels)}:v=0:a=1,asetpts=N/SR/TB"
+            f"{audiomix.loudness_chain(job, total)}[aout]"
         )
     else:
-        audio_bed(job, sources, graph, start, end, needs, paths.lists[0])
+        audio_bed(job, sources, graph, start, end, needs, paths.lists)
     args, files = command_args(graph, paths)
     # mp4 keeps sample-exact timestamps (matroska rounds them to milliseconds).
     args += ["-map", "[aout]", *audio_encoder(job), "-f", "mp4", f"file:{paths.audio}"]
@@ -323,7 +327,7 @@ def plan_audio(
 def _copyable_bed(job: ExportJob, sources: dict[str, Source]) -> str | None:
     """The master angle, if its audio already has the output's codec (copy it, no encode)."""
     angle = job.audio_angle
-    if angle is None:
+    if angle is None or job.loudness is not None:
         return None
     info = sources[job.angle(angle).source].info
     return angle if info.audio_codec == job.output.audio_codec_value else None

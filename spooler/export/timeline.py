@@ -42,7 +42,8 @@ def switches_to_segments(switches: list[Switch], end: float) -> list[Segment]:
     """Each switch holds until the next one; the last until `end`."""
     bounds = [s.at for s in switches] + [end]
     return [
-        Segment(angle=s.angle, start=bounds[i], end=bounds[i + 1]) for i, s in enumerate(switches)
+        Segment(angle=s.angle, start=bounds[i], end=bounds[i + 1], transition=s.transition)
+        for i, s in enumerate(switches)
     ]
 
 

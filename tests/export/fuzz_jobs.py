@@ -34,6 +34,7 @@ from spooler.export.commands import AudioCopy, EncodedPart, Plan, PlanPaths
 from spooler.export.models import ExportJob
 from spooler.export.plan import plan_export
 from spooler.export.sources import Source
+from spooler.export.watermark import IMAGE_DEMUXER
 from spooler.kinds import parse_job
 from spooler.media import FORMAT_WHITELIST, PROTOCOLS, MediaInfo, VideoIndex, VideoPacket
 
@@ -151,6 +152,57 @@ numbers = mostly(
 
 
 @st.composite
+def transitions(draw: st.DrawFn) -> Any:
+    spec: dict[str, Any] = {
+        "type": draw(
+            mostly(
+                st.sampled_from(["crossfade", "fadeblack", "fadewhite", "cut"]),
+                st.sampled_from(["wipe", "", "CROSSFADE"]),
+                odds=30,
+            )
+        )
+    }
+    if draw(st.booleans()):
+        spec["duration"] = draw(
+            mostly(
+                st.floats(min_value=0.01, max_value=1, allow_nan=False),
+                st.one_of(st.floats(-1, 0), st.floats(60, 1e9), junk),
+            )
+        )
+    return spec
+
+
+@st.composite
+def loudness_specs(draw: st.DrawFn) -> Any:
+    spec: dict[str, Any] = {}
+    for key, good in (("targetLufs", (-40, -8)), ("truePeak", (-6, 0)), ("loudnessRange", (1, 30))):
+        if draw(st.booleans()):
+            spec[key] = draw(mostly(st.floats(*good), numbers))
+    return spec
+
+
+@st.composite
+def watermarks(draw: st.DrawFn) -> Any:
+    image = draw(mostly(st.sampled_from(["logo.png", "brand/it's a logo.png"]), sources))
+    spec: dict[str, Any] = {"image": image}
+    if draw(st.booleans()):
+        spec["position"] = draw(
+            mostly(
+                st.sampled_from(["top-left", "top-right", "bottom-left", "bottom-right", "center"]),
+                st.just("middle"),
+            )
+        )
+    for key, good in (("margin", (0, 0.5)), ("scale", (0.01, 1)), ("opacity", (0, 1))):
+        if draw(st.booleans()):
+            spec[key] = draw(mostly(st.floats(*good), numbers))
+    if rarely(draw, 4):
+        spec["start"] = draw(times)
+    if rarely(draw, 4):
+        spec["end"] = draw(times)
+    return spec
+
+
+@st.composite
 def audio_specs(draw: st.DrawFn, ids: list[str]) -> Any:
     mode = draw(st.sampled_from(["angle", "external", "follow", "none", "bogus"]))
     spec: dict[str, Any] = {"mode": mode}
@@ -162,6 +214,13 @@ def audio_specs(draw: st.DrawFn, ids: list[str]) -> Any:
             spec["offset"] = draw(numbers)
         if draw(st.booleans()):
             spec["gainDb"] = draw(numbers)
+        if draw(st.booleans()):
+            ambient = {"angle": draw(st.one_of(st.sampled_from(ids), angle_ids))}
+            if draw(st.booleans()):
+                ambient["gainDb"] = draw(numbers)
+            spec["ambient"] = ambient
+    if mode != "none" and rarely(draw, 3):
+        spec["loudness"] = draw(loudness_specs())
     return spec
 
 
@@ -282,6 +341,14 @@ def export_jobs(draw: st.DrawFn) -> Any:
     else:
         job["switches"] = [{"at": t, "angle": draw(use)} for t in cuts[:-1]]
         job["end"] = cuts[-1]
+    edits = job.get("segments") or job["switches"]
+    if rarely(draw, 3):
+        job["transition"] = draw(transitions())
+    for edit in edits[0 if rarely(draw, 10) else 1 :]:
+        if rarely(draw, 3):
+            edit["transition"] = draw(transitions())
+    if rarely(draw, 4):
+        job["watermark"] = draw(watermarks())
     if rarely(draw, 4):
         lo, hi = sorted(draw(st.lists(times, min_size=2, max_size=2)))
         job["range"] = {"start": lo, "end": hi}
@@ -366,6 +433,11 @@ def fabricated_sources(spec: ExportJob, variant: int) -> dict[str, Source]:
         )
         fd = FD_BASE + i if variant % 2 else None  # half of them opened, as the kind does
         out[name] = Source(name, ROOT / name, info, _index(fps, seconds, 2 * fps, bframes), fd)
+    if spec.watermark is not None:
+        name = spec.watermark.image
+        image = MediaInfo(0.0, IMAGE_DEMUXER, "png", 300 + variant, 100, pix_fmt="rgba")
+        fd = FD_BASE + len(names) if variant % 2 else None
+        out[name] = Source(name, ROOT / name, image, None, fd)
     return out
 
 
@@ -486,6 +558,10 @@ class Checker:
                 elif path in files and path in PATHS.lists:
                     if before[:4] != ["-f", "concat", "-safe", "0"] or whitelist != "concat":
                         self.fail(f"list input {target!r} without -f concat/-format_whitelist")
+                elif before[-6:-4] == ["-f", IMAGE_DEMUXER]:
+                    # The watermark: one demuxer, forced, and nothing else allowed
+                    if not self.input_ok(path) or whitelist != IMAGE_DEMUXER:
+                        self.fail(f"image input {target!r} outside the roots or not png only")
                 elif not self.input_ok(path) or whitelist != FORMAT_WHITELIST:
                     self.fail(f"input {target!r} outside the roots or without the allow-list")
                 if _value(before, "-protocol_whitelist") != PROTOCOLS:

@@ -375,3 +375,83 @@ def test_inspect_closes_descriptors_when_a_source_fails(site: Site) -> None:
     with pytest.raises(JobError):
         inspect_sources(spec, [site.root], {"cam1", "x"})
     assert set(os.listdir("/proc/self/fd")) <= before | {str(n) for n in range(3)}
+
+
+# --- the watermark image: a source like the angles, and a PNG only -----------------------
+
+
+def watermark_job(image: str) -> dict[str, Any]:
+    return {
+        "angles": [{"id": "cam1", "source": "cam1.mp4"}],
+        "segments": [{"angle": "cam1", "start": 0, "end": 1}],
+        "mode": "reencode",
+        "watermark": {"image": image},
+    }
+
+
+@pytest.mark.parametrize("target", ["canary", "outside_png", "outside_dir"])
+def test_a_watermark_link_leaving_the_root_is_refused(
+    site: Site, tmp_path: Path, ffmpeg: str, target: str
+) -> None:
+    # Given a real PNG outside the root, reached through a link (to it, or to its folder)
+    png = site.outside / "logo.png"
+    done = os.system(f"{ffmpeg} -v error -y -f lavfi -i color=c=red:s=32x32 -frames:v 1 '{png}'")
+    assert done == 0
+    if target == "outside_dir":
+        (site.root / "brand").symlink_to(site.outside)
+        name = "brand/logo.png"
+    else:
+        (site.root / "logo.png").symlink_to(site.canary if target == "canary" else png)
+        name = "logo.png"
+    ctx, error = run(site, tmp_path / "job", ffmpeg, watermark_job(name))
+    assert error is not None and error.code is ErrorCode.SOURCE_NOT_ALLOWED
+    assert "outside the media roots" in error.message
+    assert ctx.commands == []
+    assert_no_canary(ctx, error)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("logo.png", HLS + "#EXTINF:2.0,\n{canary}\n#EXT-X-ENDLIST\n"),
+        ("logo2.png", "ffconcat version 1.0\nfile '{canary}'\n"),
+        ("img%03d.png", "not an image"),
+    ],
+)
+def test_a_watermark_that_is_a_script_is_refused(
+    site: Site, tmp_path: Path, ffmpeg: str, name: str, text: str
+) -> None:
+    site.write(name, text.format(canary=site.canary))
+    ctx, error = run(site, tmp_path / "job", ffmpeg, watermark_job(name))
+    assert error is not None and error.code is ErrorCode.SOURCE_UNREADABLE
+    assert "not a PNG image" in error.message and error.details["allowedFormats"] == ["png"]
+    assert ctx.commands == []
+    assert_no_canary(ctx, error)
+
+
+@pytest.mark.parametrize("name", ["../outside/logo.png", "/etc/passwd", "concat:a.png|b.png"])
+def test_a_watermark_path_outside_the_roots_is_rejected_by_validation(
+    site: Site, tmp_path: Path, ffmpeg: str, name: str
+) -> None:
+    ctx, error = run(site, tmp_path / "job", ffmpeg, watermark_job(name))
+    assert error is not None and error.code is ErrorCode.INVALID_JOB
+    assert error.details["errors"][0]["path"] == "watermark.image"
+    assert error.details["errors"][0]["code"] == "source_path"
+    assert ctx.commands == []
+
+
+def test_ffmpeg_reads_the_watermark_only_as_a_png(site: Site, tmp_path: Path, ffmpeg: str) -> None:
+    # Given a real PNG in the root: the export works, and its input allows png_pipe only
+    done = os.system(
+        f"{ffmpeg} -v error -y -f lavfi -i color=c=red:s=32x32 -frames:v 1 '{site.root}/l.png'"
+    )
+    assert done == 0
+    ctx, error = run(site, tmp_path / "job", ffmpeg, watermark_job("l.png"))
+    assert error is None and len(ctx.published) == 1
+    args = ctx.commands[0]
+    at = args.index("-filter_complex") - 8  # the last input: the watermark
+    assert args[at : at + 7] == [
+        "-f", "png_pipe", "-protocol_whitelist", "file", "-format_whitelist", "png_pipe", "-i",
+    ]  # fmt: skip
+    assert args[at + 7].startswith("file:/proc/self/fd/")
+    assert_no_canary(ctx, error)

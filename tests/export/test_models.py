@@ -378,3 +378,191 @@ def test_fps_forms() -> None:
     assert OutputSpec(fps=29.97).fps_value == pytest.approx(30000 / 1001)
     assert OutputSpec(fps="24000/1001").fps_value == pytest.approx(24000 / 1001)
     assert OutputSpec().fps_value is None
+
+
+# --- transitions, watermark, audio mix and loudness (issue 4) ----------------------------
+
+CROSS = {"type": "crossfade", "duration": 1}
+THREE: dict[str, Any] = {
+    **GOOD,
+    "segments": [
+        {"angle": "cam1", "start": 0, "end": 10},
+        {"angle": "cam2", "start": 10, "end": 11},
+        {"angle": "cam1", "start": 11, "end": 20},
+    ],
+}
+
+
+def three(**changes: Any) -> dict[str, Any]:
+    job = copy.deepcopy(THREE)
+    for key, value in changes.items():
+        if key[0] == "t" and key[1:].isdigit():
+            job["segments"][int(key[1:])]["transition"] = value
+        else:
+            job[key] = value
+    return job
+
+
+@pytest.mark.parametrize(
+    ("job", "code", "path"),
+    [
+        pytest.param(
+            three(t1={"type": "crossfade", "duration": -1}),
+            "greater_than",
+            "segments[1].transition.duration",
+            id="negative-duration",
+        ),
+        pytest.param(
+            three(transition={"type": "crossfade", "duration": 0}),
+            "greater_than",
+            "transition.duration",
+            id="zero-default",
+        ),
+        pytest.param(
+            three(t1={"type": "wipe"}), "literal_error", "segments[1].transition.type", id="type"
+        ),
+        pytest.param(
+            three(t1={"duration": 1}), "missing", "segments[1].transition.type", id="no-type"
+        ),
+        pytest.param(
+            three(t0=CROSS), "transition_position", "segments[0].transition", id="first-segment"
+        ),
+        pytest.param(
+            # 2.5 s: half (1.25 s) does not fit in cam2's 1 s
+            three(t1={"type": "crossfade", "duration": 2.5}),
+            "transition_too_long",
+            "segments[1].transition.duration",
+            id="longer-than-segment",
+        ),
+        pytest.param(
+            # 1 s + 1.2 s at both ends of cam2's 1 s stretch: the windows would overlap
+            three(t1=CROSS, t2={"type": "fadeblack", "duration": 1.2}),
+            "transition_too_long",
+            "segments[2].transition.duration",
+            id="overlapping-windows",
+        ),
+        pytest.param(
+            three(transition={"type": "fadewhite", "duration": 1.5}),
+            "transition_too_long",
+            "transition.duration",
+            id="default-too-long",
+        ),
+        pytest.param(
+            three(t1=CROSS, mode="copy"), "needs_reencode", "segments[1].transition", id="copy"
+        ),
+        pytest.param(
+            edited(watermark={"image": "../logo.png"}),
+            "source_path",
+            "watermark.image",
+            id="watermark-path",
+        ),
+        pytest.param(
+            edited(watermark={"image": "logo.png", "opacity": 1.5}),
+            "less_than_equal",
+            "watermark.opacity",
+            id="watermark-opacity",
+        ),
+        pytest.param(
+            edited(watermark={"image": "logo.png", "scale": 0}),
+            "greater_than",
+            "watermark.scale",
+            id="watermark-scale",
+        ),
+        pytest.param(
+            edited(watermark={"image": "logo.png", "position": "middle"}),
+            "literal_error",
+            "watermark.position",
+            id="watermark-position",
+        ),
+        pytest.param(
+            edited(watermark={"image": "logo.png", "start": 5, "end": 4}),
+            "range_order",
+            "watermark.end",
+            id="watermark-order",
+        ),
+        pytest.param(
+            edited(watermark={"image": "logo.png", "start": 25}),
+            "range_outside",
+            "watermark.start",
+            id="watermark-outside",
+        ),
+        pytest.param(
+            edited(watermark={"image": "logo.png"}, mode="copy"),
+            "needs_reencode",
+            "watermark",
+            id="watermark-copy",
+        ),
+        pytest.param(
+            edited(audio={"mode": "external", "source": "m.wav", "ambient": {"angle": "cam9"}}),
+            "unknown_angle",
+            "audio.external.ambient.angle",
+            id="ambient-angle",
+        ),
+        pytest.param(
+            edited(
+                audio={
+                    "mode": "external",
+                    "source": "m.wav",
+                    "ambient": {"angle": "cam1", "gainDb": -99},
+                }
+            ),
+            "greater_than_equal",
+            "audio.external.ambient.gainDb",
+            id="ambient-gain",
+        ),
+        pytest.param(
+            edited(audio={"mode": "follow", "loudness": {"targetLufs": 0}}),
+            "less_than_equal",
+            "audio.follow.loudness.targetLufs",
+            id="loudness-target",
+        ),
+        pytest.param(
+            edited(audio={"mode": "none", "loudness": {}}),
+            "extra_forbidden",
+            "audio.none.loudness",
+            id="loudness-without-audio",
+        ),
+    ],
+)
+def test_new_field_validation_rule(job: dict[str, Any], code: str, path: str) -> None:
+    assert first_error(job) == (code, path)
+
+
+def test_transition_errors_say_what_does_not_fit() -> None:
+    with pytest.raises(JobError) as info:
+        parse(three(t1=CROSS, t2={"type": "fadeblack", "duration": 1.2}))
+    assert info.value.message == (
+        "segments[2].transition.duration: 1.2 s does not fit: half of it (0.6 s) is needed "
+        "before the cut at 11 s, where cam2 has 0.5 s (its stretch 10-11 s less the "
+        "transition at its start)"
+    )
+
+
+def test_transitions_that_are_fine() -> None:
+    # Windows that exactly fill a stretch; a cut override of a default; a transition between
+    # two segments of the same angle (no cut: ignored); copy with the transition outside the
+    # range; a switch with a transition
+    parse(three(t1=CROSS, t2=CROSS))
+    parse(three(transition=CROSS, t2={"type": "cut"}))
+    same = three(t1=CROSS)
+    same["segments"][2]["angle"] = "cam2"
+    same["segments"][2]["transition"] = {"type": "crossfade", "duration": 30}
+    parse(same)
+    parse(three(t1=CROSS, mode="copy", range={"start": 12, "end": 20}))
+    spec = parse(
+        {
+            "angles": GOOD["angles"],
+            "switches": [
+                {"at": 0, "angle": "cam1"},
+                {"at": 4, "angle": "cam2", "transition": CROSS},
+            ],
+            "end": 9,
+        }
+    )
+    assert spec.edit_segments()[1][1].transition is not None
+
+
+def test_existing_jobs_keep_their_meaning() -> None:
+    spec = parse(GOOD)
+    assert spec.transition is None and spec.watermark is None and spec.loudness is None
+    assert all(s.transition is None for s in spec.segments or [])

@@ -168,14 +168,23 @@ def test_a_range_exports_exactly_its_frames(
     assert ends.video_end is not None and abs(ends.video_end - 78 / FPS) < 1 / FPS
 
 
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"output": {"size": {"mode": "height", "height": 60}}}, "output.size is not 'keep'"),
+        ({"transition": {"type": "crossfade", "duration": 0.4}}, "transition"),
+    ],
+)
 def test_smart_falls_back_to_reencode_with_a_warning(
-    smart_root: Path, run_export: Callable[..., tuple[FakeContext, Path]]
+    smart_root: Path,
+    run_export: Callable[..., tuple[FakeContext, Path]],
+    change: dict[str, Any],
+    why: str,
 ) -> None:
-    job = _job([("sred", 0, 45)], output={"size": {"mode": "height", "height": 60}})
-    ctx, _out = run_export(job)
+    ctx, _out = run_export({**_job([("sred", 0, 45), ("syellow", 45, 70)]), **change})
     assert ctx.preflight is not None and ctx.preflight["path"] == "reencode"
     assert [w["code"] for w in ctx.warnings] == ["smart_unavailable"]
-    assert "output.size is not 'keep'" in ctx.warnings[0]["message"]
+    assert why in ctx.warnings[0]["message"]
 
 
 # --- the pure split ------------------------------------------------------------------------

@@ -62,6 +62,11 @@ export interface ExportJob {
    * Wall-clock limit; capped by config.
    */
   timeoutSeconds?: number | null;
+  /**
+   * At every cut without its own (default: hard cuts).
+   */
+  transition?: Transition | null;
+  watermark?: Watermark | null;
 }
 export interface Angle {
   /**
@@ -85,13 +90,36 @@ export interface AngleAudio {
    * Default: the first angle.
    */
   angle?: string | null;
+  loudness?: Loudness | null;
   mode?: "angle";
+}
+/**
+ * EBU R128 loudness normalisation of the finished track (ffmpeg's loudnorm, one pass).
+ */
+export interface Loudness {
+  /**
+   * Target range (LU).
+   */
+  loudnessRange?: number;
+  /**
+   * Integrated loudness (LUFS).
+   */
+  targetLufs?: number;
+  /**
+   * Maximum true peak (dBTP).
+   */
+  truePeak?: number;
 }
 /**
  * An external recording (e.g. a lavalier mic) aligned by its own offset.
  */
 export interface ExternalAudio {
+  /**
+   * Mix an angle's sound under it.
+   */
+  ambient?: Ambient | null;
   gainDb?: number;
+  loudness?: Loudness | null;
   mode: "external";
   /**
    * Source time at timeline 0.
@@ -100,9 +128,17 @@ export interface ExternalAudio {
   source: string;
 }
 /**
+ * An angle's own sound mixed under the external recording (room tone, audience).
+ */
+export interface Ambient {
+  angle: string;
+  gainDb?: number;
+}
+/**
  * Audio of whichever angle is on screen, with 5 ms fades at each cut (no clicks).
  */
 export interface FollowAudio {
+  loudness?: Loudness | null;
   mode: "follow";
 }
 export interface NoAudio {
@@ -163,6 +199,23 @@ export interface Segment {
    * Timeline seconds, inclusive.
    */
   start: number;
+  /**
+   * Into this segment, at its start (default: the job's `transition`).
+   */
+  transition?: Transition | null;
+}
+/**
+ * How one angle gives way to the next at a cut; centred on the cut (see docs/export.md).
+ */
+export interface Transition {
+  /**
+   * Seconds, centred on the cut.
+   */
+  duration?: number;
+  /**
+   * cut: hard cut; crossfade: dissolve; fadeblack/fadewhite: through a colour.
+   */
+  type: "cut" | "crossfade" | "fadeblack" | "fadewhite";
 }
 export interface Switch {
   angle: string;
@@ -170,6 +223,37 @@ export interface Switch {
    * Timeline seconds at which `angle` takes over.
    */
   at: number;
+  /**
+   * At `at` (default: the job's `transition`).
+   */
+  transition?: Transition | null;
+}
+/**
+ * A PNG (with alpha) from a media root, laid over the finished picture.
+ */
+export interface Watermark {
+  /**
+   * Timeline seconds (default: end).
+   */
+  end?: number | null;
+  /**
+   * Path of a PNG relative to a media root.
+   */
+  image: string;
+  /**
+   * Distance from the edges, as a fraction of output width.
+   */
+  margin?: number;
+  opacity?: number;
+  position?: "top-left" | "top-right" | "bottom-left" | "bottom-right" | "center";
+  /**
+   * Watermark width as a fraction of output width.
+   */
+  scale?: number;
+  /**
+   * Timeline seconds (default: start).
+   */
+  start?: number | null;
 }
 export interface TestPatternJob {
   durationSeconds?: number;

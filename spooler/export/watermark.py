@@ -1,0 +1,169 @@
+"""The watermark: a PNG from a media root laid over the finished picture, in the same pass.
+
+The image is a source like an angle: resolved inside the media roots, opened once
+(sources.open_source: O_NOFOLLOW, /proc/self/fd/N) and read through that descriptor. It is
+read by ONE demuxer, `png_pipe` (forced with -f, and the only entry of its input's
+-format_whitelist): a stream of PNG images in that one file. Not `image2`, which expands
+patterns and opens other files, nor the media allow-list (an image is never an angle).
+Before ffmpeg runs, the file must start with the PNG signature, be at most 16 MiB and
+4096x4096, and its first image must decode.
+
+Placement (pure, in output pixels): width = scale x output width, height from the image's
+aspect; margin = margin x output width from the chosen edges (both axes); every number is
+rounded to an even pixel, so the box lines up with 4:2:0 chroma and nothing outside it
+changes. Opacity multiplies the image's own alpha. `start`/`end` are timeline seconds,
+rounded to output frames like cuts; outside them the picture is untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from spooler.errors import ErrorCode, JobError
+from spooler.export.models import ExportJob, Watermark
+from spooler.export.timeline import frame_index
+from spooler.media import PROTOCOLS, MediaInfo
+
+IMAGE_DEMUXER = "png_pipe"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+MAX_IMAGE_SIDE = 4096
+
+
+def image_input(path: Path) -> list[str]:
+    """Input arguments for the watermark: the PNG demuxer only, the file protocol only."""
+    return [
+        "-f",
+        IMAGE_DEMUXER,
+        "-protocol_whitelist",
+        PROTOCOLS,
+        "-format_whitelist",
+        IMAGE_DEMUXER,
+        "-i",
+        f"file:{path}",
+    ]
+
+
+def probe_image(fd: int, name: str) -> MediaInfo:
+    """Check the opened file is a PNG we will overlay; its size. Raises source_unreadable."""
+
+    def refuse(why: str) -> JobError:
+        return JobError(
+            ErrorCode.SOURCE_UNREADABLE,
+            f"{name!r} cannot be used as a watermark: {why}",
+            {"source": name, "allowedFormats": ["png"]},
+        )
+
+    size = os.fstat(fd).st_size
+    if size > MAX_IMAGE_BYTES:
+        raise refuse(f"{size} bytes is over the limit of {MAX_IMAGE_BYTES}")
+    head = os.pread(fd, 24, 0)
+    if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise refuse("it is not a PNG image")
+    # The size from the header, checked before anything is decoded (no decompression bomb).
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
+        raise refuse(f"{width}x{height} is not within 1-{MAX_IMAGE_SIDE} pixels per side")
+    options = {"protocol_whitelist": PROTOCOLS, "format_whitelist": IMAGE_DEMUXER}
+    try:
+        with av.open(f"file:/proc/self/fd/{fd}", format=IMAGE_DEMUXER, options=options) as c:
+            frame = next(c.decode(video=0), None)
+    except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
+        raise refuse(f"it does not decode ({type(exc).__name__})") from exc
+    if frame is None or (frame.width, frame.height) != (width, height):
+        raise refuse("it does not decode to the size its header gives")
+    pix_fmt = frame.format.name
+    return MediaInfo(
+        duration=0.0,
+        format_name=IMAGE_DEMUXER,
+        video_codec="png",
+        width=width,
+        height=height,
+        pix_fmt=pix_fmt,
+    )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the watermark goes: a box in output pixels, and output frames [first, stop)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    first: int
+    stop: int
+
+
+def _even(value: Fraction | float) -> int:
+    return 2 * math.floor(Fraction(value) / 2 + Fraction(1, 2))
+
+
+def place(
+    mark: Watermark,
+    image: tuple[int, int],
+    size: tuple[int, int],
+    output_frames: tuple[int, int],
+    timeline: tuple[float, float],
+    fps: Fraction,
+) -> Placement | None:
+    """The box and frames of the watermark (None: its time range misses the output)."""
+    width, height = size
+    box_w = min(max(2, _even(Fraction(mark.scale) * width)), width)
+    box_h = max(2, _even(Fraction(box_w * image[1], image[0])))
+    if box_h > height:  # a tall image on a wide frame: fit the height instead
+        box_h = height
+        box_w = min(max(2, _even(Fraction(box_h * image[0], image[1]))), width)
+    margin = _even(Fraction(mark.margin) * width)
+    horizontal, vertical = {
+        "top-left": ("left", "top"),
+        "top-right": ("right", "top"),
+        "bottom-left": ("left", "bottom"),
+        "bottom-right": ("right", "bottom"),
+        "center": ("center", "center"),
+    }[mark.position]
+    x = {"left": margin, "right": width - box_w - margin, "center": _even((width - box_w) / 2)}
+    y = {"top": margin, "bottom": height - box_h - margin, "center": _even((height - box_h) / 2)}
+    left = min(max(0, x[horizontal]), width - box_w)
+    top = min(max(0, y[vertical]), height - box_h)
+    start = Fraction(mark.start) if mark.start is not None else Fraction(timeline[0])
+    end = Fraction(mark.end) if mark.end is not None else Fraction(timeline[1])
+    origin, total = output_frames
+    first = max(frame_index(start, fps) - origin, 0)
+    stop = min(frame_index(end, fps) - origin, total)
+    if stop <= first:
+        return None
+    return Placement(left, top, box_w, box_h, first, stop)
+
+
+def overlay_chains(
+    spot: Placement, opacity: float, image: int, base: str, out: str, total: int
+) -> list[str]:
+    """The image (input `image`) prepared and laid over `base` (output frames from 0)."""
+    prepare = [
+        "trim=end_frame=1",  # one picture, held (a file with several PNGs shows the first)
+        "format=rgba",
+        f"scale={spot.width}:{spot.height}:flags=lanczos",
+    ]
+    if opacity < 1:
+        prepare.append(f"colorchannelmixer=aa={opacity:.6f}")
+    enable = (
+        ""
+        if (spot.first, spot.stop) == (0, total)
+        else f":enable='between(n,{spot.first},{spot.stop - 1})'"
+    )
+    return [
+        f"[{image}:v:0]{','.join(prepare)}[wm]",
+        f"{base}[wm]overlay=x={spot.x}:y={spot.y}:format=yuv420:eof_action=repeat{enable}{out}",
+    ]
+
+
+def timeline_of(job: ExportJob) -> tuple[float, float]:
+    _, segments = job.edit_segments()
+    return segments[0].start, segments[-1].end
