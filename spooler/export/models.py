@@ -17,6 +17,14 @@ from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from spooler.config import ExportSettings
+from spooler.export.deliverables import (
+    MAX_RENDITIONS,
+    PosterSpec,
+    Rendition,
+    StoryboardSpec,
+    check_deliverables,
+    output_count,
+)
 from spooler.export.output import OutputSpec
 from spooler.export.rules import TIME_EPSILON, check_source_syntax, fail
 from spooler.kinds.base import JobSpec, SpecModel
@@ -109,6 +117,13 @@ class ExportJob(JobSpec):
     mode: Mode = Field(
         "auto", description="reencode: exact; copy: snap to keyframes; auto: copy if exact."
     )
+    renditions: list[Rendition] = Field(
+        default_factory=list,
+        max_length=MAX_RENDITIONS,
+        description="More outputs of the same edit, encoded in the same ffmpeg pass.",
+    )
+    poster: PosterSpec | None = Field(None, description="A still image of the output.")
+    storyboard: StoryboardSpec | None = Field(None, description="Scrubbing previews: sprite + VTT.")
 
     @model_validator(mode="after")
     def _edit(self) -> ExportJob:
@@ -163,6 +178,7 @@ class ExportJob(JobSpec):
             raise fail(
                 ("output", "videoCodec"), "copy_option", "copy needs mode copy or auto", "copy"
             )
+        check_deliverables(self)
         return self
 
     def _check_segments(self, segments: list[Segment], known: set[str]) -> None:
@@ -253,4 +269,6 @@ def limit_errors(job: ExportJob, limits: ExportSettings) -> list[dict[str, str]]
             "range" if job.range else name,
             f"{end - start:g} s of timeline is over the limit of {limits.max_timeline_seconds:g} s",
         )
+    if output_count(job) > limits.max_outputs:
+        add("renditions", f"{output_count(job)} outputs is over the limit of {limits.max_outputs}")
     return errors
