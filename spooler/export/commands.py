@@ -26,6 +26,20 @@ class PlanPaths:
     audio: Path
     graph: Path
     lists: tuple[Path, ...]  # ffconcat lists: one per angle, plus one for the audio bed
+    renditions: tuple[Path, ...] = ()  # one per job.renditions entry, same order
+
+
+@dataclass(frozen=True)
+class PlannedOutput:
+    """One more file the plan writes, and what verification expects of it."""
+
+    name: str  # the published name
+    temp: Path
+    role: str  # "rendition" (status OutputInfo.role)
+    mime_type: str
+    width: int | None  # None: no video stream expected
+    height: int | None
+    audio: bool
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ class Plan:
     copy_audio: Path | AudioCopy | None = None  # where the remux takes audio packets from
     snaps: list[Snap] = field(default_factory=list)
     preflight: dict[str, Any] = field(default_factory=dict)
+    extra_outputs: list[PlannedOutput] = field(default_factory=list)  # renditions
 
 
 def fmt(t: Fraction | float) -> str:

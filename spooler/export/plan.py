@@ -54,6 +54,9 @@ def plan_export(
     codec: str = job.output.video_codec
     if job.mode == "reencode":
         reason = "reencode requested"
+    elif job.renditions:
+        # Renditions are encoded from the decoded frames (validation refuses mode copy).
+        reason = "auto: renditions need the decoded frames"
     else:
         blockers = copy_blockers(job, sources, used)
         cuts = snap_cuts(job, sources, pieces) if not blockers else None
