@@ -138,6 +138,10 @@ def make_thumbnails(
     if job.poster is not None and at is None:
         at = pick_poster_time(main, info.duration)
         ctx.log_line(f"# poster: automatic choice at {at:.3f} s of the output")
+    if at is not None:
+        # -ss drops frames that start before it: aim at the start of the last frame at most.
+        frame = 1 / float(info.fps) if info.fps else 0.1
+        at = max(0.0, min(at, info.duration - frame))
     plan = plan_thumbnails(job, main, shown[0], shown[1], info.duration, at, temps)
     assert plan is not None
     ctx.check_cancelled()

@@ -194,6 +194,20 @@ def test_automatic_poster_is_not_black(run_job: Job, media_root: Path, ffmpeg: s
         assert luma_variance(frame) > 100
 
 
+def test_poster_on_the_last_frame(run_job: Job) -> None:
+    job = {
+        "angles": ANGLES,
+        "segments": CUTS,
+        "audio": {"mode": "none"},
+        "output": {"preset": "ultrafast"},
+        "poster": {"at": 2.999},
+    }
+    ctx = run_job(job)
+    with av.open(str(ctx.job_dir / ctx.published[1].path)) as container:
+        shown = next(container.decode(video=0)).reformat(format="yuv420p")
+        assert (colour_of(shown), number_of(shown)) == ("green", 89)  # the last frame
+
+
 def test_choose_prefers_the_liveliest_and_the_earliest_of_equals() -> None:
     assert choose([(1.0, 0.0), (2.0, 50.0), (3.0, 10.0)]) == 2.0
     assert choose([(1.0, 5.0), (2.0, 5.0)]) == 1.0
