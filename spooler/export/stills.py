@@ -67,7 +67,10 @@ def score_times(path: Path, times: list[float]) -> list[tuple[float, float]]:
 
 def pick_poster_time(path: Path, duration: float) -> float:
     """Output seconds of the automatic poster: the liveliest of a few candidates."""
-    scores = score_times(path, candidate_times(duration))
+    try:
+        scores = score_times(path, candidate_times(duration))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise JobError(ErrorCode.VERIFY_FAILED, f"{path.name}: cannot be read back: {exc}") from exc
     return choose(scores) if scores else 0.0
 
 
