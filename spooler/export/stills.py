@@ -1,9 +1,9 @@
 """Reading stills back with PyAV: the automatic poster time, and image verification.
 
-The poster is "chosen automatically, not a black frame": a few candidate times spread over
-the output are decoded (a seek and about one GOP each, never the whole file), each is
-reduced to a small grey image, and the one whose brightness varies most wins. A black,
-faded or flat frame has almost no variance; a picture has plenty.
+The poster is "chosen automatically, not a black frame": at a few candidate times spread
+over the output, the keyframe at or before each is decoded (a seek and one frame each,
+never the whole file), reduced to a small grey image, and the one whose brightness varies
+most wins. A black, faded or flat frame has almost no variance; a picture has plenty.
 """
 
 from __future__ import annotations
@@ -45,23 +45,20 @@ def luma_variance(frame: Any) -> float:
 
 
 def score_times(path: Path, times: list[float]) -> list[tuple[float, float]]:
-    """Each time with the luma variance of the frame shown then (seek + decode a GOP)."""
+    """For each candidate time, the keyframe at or before it: (its time, its luma variance).
+
+    Only the keyframe is decoded (the first frame after a seek): a candidate need not be
+    exact, and the poster command then seeks straight to that keyframe, cheaply.
+    """
     scores: list[tuple[float, float]] = []
     with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         assert stream.time_base is not None
         for t in times:
             container.seek(int(t / stream.time_base), stream=stream, backward=True)
-            chosen = None
-            for frame in container.decode(stream):
-                if frame.time is None:
-                    continue
-                chosen = frame
-                if frame.time >= t - 1e-3:
-                    break
-            if chosen is not None:
-                scores.append((t, luma_variance(chosen)))
+            frame = next((f for f in container.decode(stream) if f.time is not None), None)
+            if frame is not None and frame.time is not None:
+                scores.append((round(float(frame.time), 6), luma_variance(frame)))
     return scores
 
 
