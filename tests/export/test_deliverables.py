@@ -3,6 +3,7 @@ validation errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from mediagen import colour_of, number_of, read_frames
 from pydantic import ValidationError
 
 from spooler.config import Settings
+from spooler.errors import ErrorCode, JobError
 from spooler.export import ExportJob, ExportKind
 from spooler.export.models import limit_errors
 from spooler.export.stills import choose, luma_variance
@@ -206,6 +208,36 @@ def test_poster_on_the_last_frame(run_job: Job) -> None:
     with av.open(str(ctx.job_dir / ctx.published[1].path)) as container:
         shown = next(container.decode(video=0)).reformat(format="yuv420p")
         assert (colour_of(shown), number_of(shown)) == ("green", 89)  # the last frame
+
+
+def test_a_rendition_failing_verification_publishes_nothing(
+    run_job: Job, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import spooler.export.kind as kind_module
+
+    real = kind_module.plan_export
+
+    def lying_plan(*args: Any, **kwargs: Any) -> Any:
+        plan = real(*args, **kwargs)
+        wrong = dataclasses.replace(plan.extra_outputs[0], width=100)
+        return dataclasses.replace(plan, extra_outputs=[wrong, *plan.extra_outputs[1:]])
+
+    monkeypatch.setattr(kind_module, "plan_export", lying_plan)
+    job = {
+        "angles": ANGLES[:1],
+        "segments": CUTS[:1],
+        "mode": "reencode",
+        "output": {"preset": "ultrafast"},
+        "renditions": [{"name": "small", "size": {"mode": "height", "height": 60}}],
+        "poster": {},
+    }
+    with pytest.raises(JobError) as caught:
+        run_job(job)
+    assert caught.value.code is ErrorCode.VERIFY_FAILED
+    assert "export-small.mp4" in caught.value.message
+    assert "frame is 80x60, expected 100x60" in caught.value.message
+    # Not even the main output, which passed: only temporary files, for the daemon to remove
+    assert [p.name for p in (tmp_path / "job0").iterdir() if not p.name.startswith(".tmp-")] == []
 
 
 def test_choose_prefers_the_liveliest_and_the_earliest_of_equals() -> None:
