@@ -56,6 +56,7 @@ OPTIONAL_ENCODERS: dict[str, str] = {
     "libvpx-vp9": "videoCodec vp9",
     "libsvtav1": "videoCodec av1",
     "libopus": "audioCodec opus / webm",
+    "libwebp": "poster format webp",
 }
 OPTIONAL_FILTERS: dict[str, str] = {"drawtext": "text watermarks"}
 

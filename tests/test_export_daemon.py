@@ -122,3 +122,51 @@ def test_cancel_stops_every_encoder_of_a_smart_render(
             .splitlines() if line.startswith("# ffmpeg pid")]  # fmt: skip
     assert len(pids) >= 2 and not any(pid_alive(pid) for pid in pids)
     assert status["outputs"] == [] and spool.temp_leftovers() == []
+
+
+def test_renditions_poster_and_storyboard_are_all_in_the_status(
+    spool: Spool, make_daemon, shoot: Path
+) -> None:
+    # Given the demo edit with a 180p rendition, an audio-only one, a poster and a storyboard
+    job = _job(spool, shoot)
+    job["output"] = {**job["output"], "preset": "ultrafast"}
+    job["renditions"] = [
+        {"name": "180p", "size": {"mode": "height", "height": 180}, "preset": "ultrafast"},
+        {"name": "audio", "audioOnly": True},
+    ]
+    job["poster"] = {"width": 320}
+    job["storyboard"] = {"interval": 2, "columns": 2, "width": 96}
+    make_daemon()
+    # When the daemon runs it
+    spool.submit("deliverables", job)
+    status = spool.wait_final("deliverables", timeout=120)
+    # Then the status lists every output, each with its facts, all published
+    assert status["state"] == "succeeded", status.get("error")
+    outputs = {o["path"]: o for o in status["outputs"]}
+    assert (
+        list(outputs)
+        == status["plannedOutputs"]
+        == [
+            "demo-export.mp4",
+            "demo-export-180p.mp4",
+            "demo-export-audio.m4a",
+            "demo-export.poster.jpg",
+            "demo-export.storyboard.jpg",
+            "demo-export.storyboard.vtt",
+        ]
+    )
+    facts = {p: (o["role"], o["width"], o["height"], o["mimeType"]) for p, o in outputs.items()}
+    assert facts == {
+        "demo-export.mp4": ("main", 640, 360, "video/mp4"),
+        "demo-export-180p.mp4": ("rendition", 320, 180, "video/mp4"),
+        "demo-export-audio.m4a": ("rendition", None, None, "audio/mp4"),
+        "demo-export.poster.jpg": ("poster", 320, 180, "image/jpeg"),
+        "demo-export.storyboard.jpg": ("storyboard", 192, 162, "image/jpeg"),
+        "demo-export.storyboard.vtt": ("storyboard", None, None, "text/vtt"),
+    }
+    for name in list(outputs)[:3]:
+        assert abs(outputs[name]["durationSeconds"] - 10.0) <= 1 / 30 + 0.03
+    job_dir = spool.layout.job_dir("deliverables")
+    for name, output in outputs.items():
+        assert (job_dir / name).stat().st_size == output["sizeBytes"] > 0
+    assert spool.temp_leftovers() == []

@@ -26,6 +26,20 @@ class PlanPaths:
     audio: Path
     graph: Path
     lists: tuple[Path, ...]  # ffconcat lists: one per angle, the audio bed, its ambient track
+    renditions: tuple[Path, ...] = ()  # one per job.renditions entry, same order
+
+
+@dataclass(frozen=True)
+class PlannedOutput:
+    """One more file the plan writes, and what verification expects of it."""
+
+    name: str  # the published name
+    temp: Path
+    role: str  # "rendition" (status OutputInfo.role)
+    mime_type: str
+    width: int | None  # None: no video stream expected
+    height: int | None
+    audio: bool
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,7 @@ class Plan:
     intermediates: list[Path] = field(default_factory=list)  # removed once verified
     snaps: list[Snap] = field(default_factory=list)
     preflight: dict[str, Any] = field(default_factory=dict)
+    extra_outputs: list[PlannedOutput] = field(default_factory=list)  # renditions
 
 
 def fmt(t: Fraction | float) -> str:

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import Command, EncodedPart, Plan, PlanPaths
+from spooler.export.deliver import make_thumbnails, rendition_temps, temp_paths, verify_renditions
 from spooler.export.models import ExportJob, limit_errors
 from spooler.export.plan import plan_export
 from spooler.export.remux import remux
@@ -42,6 +43,7 @@ class ExportKind:
 
     def _run(self, spec: ExportJob, ctx: JobContext, sources: dict[str, Source]) -> None:
         file_name = spec.output.safe_file_name
+        extra = temp_paths(spec, ctx.temp_path)  # renditions, poster, storyboard
         paths = PlanPaths(
             output=ctx.temp_path(file_name),
             audio=ctx.temp_path(file_name + ".audio.mp4"),
@@ -52,12 +54,13 @@ class ExportKind:
                 ctx.temp_path(f"{file_name}.{i}.ffconcat")
                 for i in range((ctx.settings.export.smart_workers + 1) * (len(spec.angles) + 2))
             ),
+            renditions=rendition_temps(spec, extra),
         )
         plan = plan_export(spec, sources, ctx.settings, paths)
         ctx.set_preflight(plan.preflight)
         if spec.mode == "smart" and plan.mode != "smart":
             ctx.warn("smart_unavailable", plan.reason)
-        ctx.declare_outputs([file_name])
+        ctx.declare_outputs([file_name, *extra])
         for snap in plan.snaps:
             onto = "a clean stop of" if snap.label == "end" else "a keyframe of"
             ctx.warn(
@@ -73,6 +76,9 @@ class ExportKind:
         fds = tuple(sorted(s.fd for s in sources.values() if s.fd is not None))
         self._execute(plan, spec, paths, ctx, fds)
         info = verify(plan, paths)
+        # Every output verified before the first is published.
+        ready = verify_renditions(plan)
+        ready += make_thumbnails(spec, ctx, paths.output, info, extra, fds)
         for temp in (paths.audio, *paths.lists, *plan.intermediates, *_graph_files(paths)):
             temp.unlink(missing_ok=True)  # intermediates; the daemon only cleans up failures
         ctx.publish(
@@ -87,6 +93,8 @@ class ExportKind:
                 mime_type=plan.mime_type,
             ),
         )
+        for item in ready:
+            ctx.publish(item.temp, item.info.path, item.info)
 
     def _execute(
         self, plan: Plan, spec: ExportJob, paths: PlanPaths, ctx: JobContext, fds: tuple[int, ...]
@@ -97,6 +105,8 @@ class ExportKind:
         ]
         if plan.mode in ("copy", "smart"):
             steps.append(Step("copy", max(plan.remux_weight, 0.001)))
+        if spec.poster is not None or spec.storyboard is not None:
+            steps.append(Step("thumbnails", max(float(plan.duration), 0.001) / 20))
         ctx.declare_steps(steps)
         for batch in _batches(plan.commands):
             for command in batch:

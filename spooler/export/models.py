@@ -18,6 +18,14 @@ from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from spooler.config import ExportSettings
+from spooler.export.deliverables import (
+    MAX_RENDITIONS,
+    PosterSpec,
+    Rendition,
+    StoryboardSpec,
+    check_deliverables,
+    output_count,
+)
 from spooler.export.output import OutputSpec
 from spooler.export.rules import TIME_EPSILON, check_source_syntax, fail
 from spooler.kinds.base import JobSpec, SpecModel
@@ -175,6 +183,13 @@ class ExportJob(JobSpec):
         description="reencode: exact; copy: snap to keyframes; smart: exact, encoding only "
         "around the cuts; auto: copy if exact, else smart if possible, else reencode.",
     )
+    renditions: list[Rendition] = Field(
+        default_factory=list,
+        max_length=MAX_RENDITIONS,
+        description="More outputs of the same edit, encoded in the same ffmpeg pass.",
+    )
+    poster: PosterSpec | None = Field(None, description="A still image of the output.")
+    storyboard: StoryboardSpec | None = Field(None, description="Scrubbing previews: sprite + VTT.")
 
     @model_validator(mode="after")
     def _edit(self) -> ExportJob:
@@ -241,6 +256,7 @@ class ExportJob(JobSpec):
         self._check_transitions(timeline)
         if self.watermark is not None:
             self._check_watermark(self.watermark, timeline)
+        check_deliverables(self)
         return self
 
     def edit_segments(self) -> tuple[str, list[Segment]]:
@@ -438,4 +454,6 @@ def limit_errors(job: ExportJob, limits: ExportSettings) -> list[dict[str, str]]
             "range" if job.range else name,
             f"{end - start:g} s of timeline is over the limit of {limits.max_timeline_seconds:g} s",
         )
+    if output_count(job) > limits.max_outputs:
+        add("renditions", f"{output_count(job)} outputs is over the limit of {limits.max_outputs}")
     return errors

@@ -199,10 +199,14 @@ class OutputSpec(SpecModel):
     def safe_file_name(self) -> str:
         """The file name made safe: ASCII letters, digits, '.', '_' and '-', the container's
         extension, no leading dot or dash (never hidden, never read as an option)."""
-        text = unicodedata.normalize("NFKD", self.file_name).encode("ascii", "ignore").decode()
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text)
-        ext = EXTENSIONS[self.container]
-        if stem.lower().endswith(ext):
-            stem = stem[: -len(ext)]
-        stem = stem.strip("._-")[:100] or "export"
-        return stem + ext
+        return safe_file_name(self.file_name, EXTENSIONS[self.container])
+
+
+def safe_file_name(name: str, ext: str, default: str = "export") -> str:
+    """`name` made safe, ending in `ext` (see OutputSpec.safe_file_name)."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+    if stem.lower().endswith(ext):
+        stem = stem[: -len(ext)]
+    stem = stem.strip("._-")[:100] or default
+    return stem + ext

@@ -58,6 +58,9 @@ def plan_export(
     codec: str = job.output.video_codec
     if job.mode == "reencode":
         reason = "reencode requested"
+    elif job.renditions:
+        # Renditions are encoded from the decoded frames (validation refuses mode copy).
+        reason = f"{job.mode}: renditions need the decoded frames"
     elif job.mode == "smart":
         reason = "smart requested"
     else:

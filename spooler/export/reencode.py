@@ -40,9 +40,11 @@ from spooler.export.commands import (
     fmt,
     rate_text,
 )
+from spooler.export.deliverables import Rendition
 from spooler.export.ffconcat import ConcatList, concat_input
 from spooler.export.models import ExportJob, ExternalAudio, FollowAudio, NoAudio
 from spooler.export.output import ExactSize, HeightSize, nominal_rate
+from spooler.export.renditions import muxer_args, split_outputs
 from spooler.export.sources import Need, Source, check_coverage
 from spooler.export.timeline import FramePiece, Piece
 from spooler.ffmpeg import encoder_threads
@@ -272,15 +274,19 @@ def _bed_track(
     return f"[{k}:a:0]{_audio_chain(src_start - base, total, gain, False)}"
 
 
-def audio_encoder(job: ExportJob) -> list[str]:
-    bitrate = f"{job.output.audio_bitrate_kbps}k"
-    if job.output.audio_codec_value == "opus":
+def audio_encoder(job: ExportJob | Rendition) -> list[str]:
+    out = job.output if isinstance(job, ExportJob) else job
+    bitrate = f"{out.audio_bitrate_kbps}k"
+    if out.audio_codec_value == "opus":
         return ["-c:a", "libopus", "-b:a", bitrate, "-ar", str(SAMPLE_RATE)]
     return ["-c:a", "aac", "-b:a", bitrate, "-ar", str(SAMPLE_RATE)]
 
 
-def _video_encoder(job: ExportJob, codec: str, fps: Fraction, threads: int) -> list[str]:
-    out = job.output
+def _video_encoder(
+    job: ExportJob | Rendition, codec: str, fps: Fraction, threads: int
+) -> list[str]:
+    out = job.output if isinstance(job, ExportJob) else job
+    container = job.output.container if isinstance(job, ExportJob) else job.container_value
     args = ["-c:v", ENCODERS[codec]]
     preset = out.preset or DEFAULT_PRESET[codec]
     if out.video_bitrate_kbps is not None:
@@ -292,7 +298,7 @@ def _video_encoder(job: ExportJob, codec: str, fps: Fraction, threads: int) -> l
         args += ["-preset", preset, *quality]
         if codec == "hevc":
             args += ["-x265-params", "log-level=error"]
-            if out.container in ("mp4", "mov"):
+            if container in ("mp4", "mov"):
                 args += ["-tag:v", "hvc1"]  # Apple players and Safari need hvc1
     elif codec == "vp9":
         args += ["-deadline", "good", "-cpu-used", preset, "-row-mt", "1", *quality]
@@ -444,11 +450,22 @@ def plan_reencode(
         graph.chains.append("[vmarked]format=yuv420p[vout]")
     check_needs(needs, sources, fps)
     duration = Fraction(total) / fps
+    vmain, audio_label, branches = split_outputs(
+        job, graph.chains, "[vout]", audio_label, width, height, paths.renditions
+    )
     args, files = command_args(graph, paths)
-    args += ["-map", "[vout]", *_video_encoder(job, codec, fps, settings.ffmpeg_threads)]
+    args += ["-map", vmain, *_video_encoder(job, codec, fps, settings.ffmpeg_threads)]
     if audio_label:
         args += ["-map", audio_label, *audio_encoder(job)]
     args += ["-map_metadata", "-1", *_container_args(job, paths.output)]
+    for branch in branches:  # each rendition: its own encoders and file, same command
+        r = branch.rendition
+        if branch.video:
+            threads = settings.ffmpeg_threads
+            args += ["-map", branch.video, *_video_encoder(r, r.video_codec, fps, threads)]
+        if branch.audio:
+            args += ["-map", branch.audio, *audio_encoder(r)]
+        args += muxer_args(r, branch.output.temp)
     return Plan(
         mode="reencode",
         reason=reason,
@@ -460,6 +477,7 @@ def plan_reencode(
         want_audio=want_audio,
         mime_type=MIME[job.output.container],
         commands=[Command("encode", args, float(duration), files)],
+        extra_outputs=[b.output for b in branches],
         preflight={
             **preflight,
             "path": "reencode",
@@ -484,6 +502,10 @@ def plan_reencode(
                 },
                 "inputs": len(graph.inputs),
             },
+            "renditions": [
+                {"name": b.output.name, "width": b.output.width, "height": b.output.height}
+                for b in branches
+            ],
         },
     )
 

@@ -169,6 +169,8 @@ def smart_blockers(
     reasons += transitions.copy_blockers(job)
     if job.watermark is not None:
         reasons.append("a watermark needs re-encoding")
+    if job.renditions:
+        reasons.append("renditions need the decoded frames")
     if info.pix_fmt not in SMART_PIX_FMTS:
         reasons.append(f"{used[0]}'s pixel format {info.pix_fmt} is not 8-bit 4:2:0")
     if info.profile not in X264_PROFILES:

@@ -31,9 +31,11 @@ from hypothesis import strategies as st
 from spooler.config import Settings
 from spooler.errors import JobError
 from spooler.export.commands import AudioCopy, EncodedPart, Plan, PlanPaths
+from spooler.export.deliverables import output_names
 from spooler.export.models import ExportJob
 from spooler.export.plan import plan_export
 from spooler.export.sources import Source
+from spooler.export.thumbnails import ThumbnailPlan, plan_thumbnails
 from spooler.export.watermark import IMAGE_DEMUXER
 from spooler.kinds import parse_job
 from spooler.media import FORMAT_WHITELIST, PROTOCOLS, MediaInfo, VideoIndex, VideoPacket
@@ -52,7 +54,10 @@ PATHS = PlanPaths(
     JOB_DIR / ".tmp-out.audio.mp4",
     JOB_DIR / ".tmp-out.graph.txt",
     tuple(JOB_DIR / f".tmp-out.{i}.ffconcat" for i in range(64)),
+    tuple(JOB_DIR / f".tmp-rendition{i}" for i in range(16)),
 )
+# The poster, sprite and VTT by published name (all names a job can give them).
+IMAGE_TEMPS: dict[str, Path] = {}
 SETTINGS = Settings(media_roots=[ROOT])
 # A real x264 avcC (High profile, SPS/PPS id 0), so that smart plans are fuzzed too.
 AVCC = bytes.fromhex(
@@ -225,6 +230,41 @@ def audio_specs(draw: st.DrawFn, ids: list[str]) -> Any:
 
 
 @st.composite
+def rendition_specs(draw: st.DrawFn) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": draw(
+            mostly(st.sampled_from(["720p", "audio", "a", "export"]), st.text(max_size=40))
+        )
+    }
+    if draw(st.booleans()):
+        spec["audioOnly"] = draw(mostly(st.booleans(), junk))
+    if draw(st.booleans()):
+        spec["container"] = draw(st.sampled_from(["mp4", "webm", "m4a", "mkv", "avi"]))
+    if draw(st.booleans()):
+        spec["videoCodec"] = draw(st.sampled_from(["h264", "vp9", "copy"]))
+    if draw(st.booleans()):
+        spec["size"] = draw(
+            st.sampled_from(
+                [
+                    {"mode": "height", "height": 360},
+                    {"mode": "exact", "width": 320, "height": 320, "fit": "crop"},
+                    {"mode": "exact", "width": 64, "height": 48},
+                    {"mode": "height", "height": 3},
+                ]
+            )
+        )
+    if draw(st.booleans()):
+        spec["fileName"] = draw(
+            st.one_of(
+                st.sampled_from(["export", "../x", "-y", "a/b", "Export.mp4"]), st.text(max_size=30)
+            )
+        )
+    if rarely(draw, 4):
+        spec["crf"] = draw(mostly(st.integers(0, 51), junk))
+    return spec
+
+
+@st.composite
 def output_specs(draw: st.DrawFn) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if draw(st.booleans()):
@@ -360,6 +400,17 @@ def export_jobs(draw: st.DrawFn) -> Any:
         job["mode"] = draw(
             mostly(st.sampled_from(["auto", "reencode", "copy", "smart"]), st.just("fast"))
         )
+    if rarely(draw, 4):
+        job["renditions"] = draw(
+            st.lists(rendition_specs(), max_size=3, unique_by=lambda r: str(r["name"]))
+        )
+    if rarely(draw, 4):
+        job["poster"] = {
+            "at": draw(mostly(st.one_of(st.none(), times), junk)),
+            "format": draw(st.sampled_from(["jpeg", "webp", "png"])),
+        }
+    if rarely(draw, 4):
+        job["storyboard"] = {"interval": draw(mostly(st.floats(0.5, 60), numbers))}
     if rarely(draw, 6):
         job["metadata"] = {"projectId": draw(st.text(max_size=10))}
     for _ in range(draw(st.integers(1, 2)) if rarely(draw, 5) else 0):
@@ -486,6 +537,11 @@ class Checker:
 
     def check(self, plan: Plan) -> list[str]:
         temps = {PATHS.output, PATHS.audio, *GRAPH_FILES, *PATHS.lists}
+        for out in plan.extra_outputs:
+            if out.temp not in PATHS.renditions:
+                self.fail(f"rendition written to {out.temp}, not a temporary path")
+            if _SAFE_NAME.match(out.name) is None:
+                self.fail(f"rendition published as {out.name!r}")
         for command in plan.commands:
             for path, text in command.files.items():
                 if path not in temps:
@@ -541,17 +597,33 @@ class Checker:
                 self.fail(f"unexpected ffconcat line {body[i]!r}")
             i += 1
 
-    def check_args(self, args: list[str], files: set[Path]) -> None:
-        outputs = {f"file:{p}" for p in (PATHS.output, PATHS.audio, *PIECE_FILES)}
+    def check_args(
+        self, args: list[str], files: set[Path], inputs: frozenset[Path] = frozenset()
+    ) -> None:
+        """`inputs`: our own files a command may read besides the sources (the main output)."""
+        outputs = {
+            f"file:{p}" for p in (PATHS.output, PATHS.audio, *PATHS.renditions, *PIECE_FILES)
+        }
+        outputs |= {f"file:{p}" for p in IMAGE_TEMPS.values()}
         if args[-1] not in outputs:
             self.fail(f"output {args[-1]!r} is not a temporary path")
         allowed_at: set[int] = {len(args) - 1}
         for i, arg in enumerate(args):
+            if i >= 2 and args[i - 2] == "-f" and args[i - 1] in _OUTPUT_MUXERS:
+                allowed_at.add(i)  # an output: `-f <muxer> file:<temporary path>`
+                if arg not in outputs:
+                    self.fail(f"output {arg!r} is not a temporary path")
             if arg == "-i":
                 allowed_at.add(i + 1)
                 target = args[i + 1]
                 path = Path(target.removeprefix("file:"))
                 before = args[max(0, i - 8) : i]
+                if path in inputs:
+                    if not target.startswith("file:") or _value(before, "-format_whitelist") != (
+                        FORMAT_WHITELIST
+                    ):
+                        self.fail(f"own input {target!r} without file: or the allow-list")
+                    continue
                 whitelist = _value(before, "-format_whitelist")
                 if not target.startswith("file:"):
                     self.fail(f"input {target!r} is not a file: URL")
@@ -578,6 +650,10 @@ class Checker:
                 continue
             if _PROTOCOL.match(arg) or arg.startswith("/") or "\n" in arg or "\x00" in arg:
                 self.fail(f"argument {i} {arg!r} looks like a URL or path")
+
+
+_OUTPUT_MUXERS = {"mp4", "mov", "matroska", "webm", "ipod", "mjpeg", "webp"}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _value(args: list[str], option: str) -> str | None:
@@ -617,10 +693,32 @@ def check_job(raw: bytes, variant: int = 0) -> Outcome:
         return outcome
     outcome.planned = True
     outcome.path = plan.mode
-    outcome.violations += Checker(fabricated_sources(spec, variant)).check(plan)
+    checker = Checker(fabricated_sources(spec, variant))
+    outcome.violations += checker.check(plan)
+    try:
+        thumbs = stills_plan(spec, plan)
+    except JobError:
+        thumbs = None
+    except Exception as exc:  # the invariant under test
+        outcome.violations.append(f"plan_thumbnails raised {type(exc).__name__}: {exc!r}"[:500])
+        thumbs = None
+    if thumbs is not None:
+        checker.check_args(thumbs.command.args, set(), frozenset({PATHS.output}))
+        checker.check_graph(thumbs.command.args[thumbs.command.args.index("-filter_complex") + 1])
+        outcome.violations += checker.problems[len(outcome.violations) :]
     if not math.isfinite(float(plan.duration)) or plan.duration <= 0:
         outcome.violations.append(f"plan duration {plan.duration}")
     return outcome
+
+
+def stills_plan(spec: ExportJob, plan: Plan) -> ThumbnailPlan | None:
+    """The poster/storyboard command as the kind would plan it after the main output."""
+    names = [name for path, name in output_names(spec) if path[0] in ("poster", "storyboard")]
+    for name in names:
+        IMAGE_TEMPS.setdefault(name, JOB_DIR / f".tmp-{len(IMAGE_TEMPS)}")
+    return plan_thumbnails(
+        spec, PATHS.output, plan.width, plan.height, float(plan.duration), None, IMAGE_TEMPS
+    )
 
 
 def run_fuzz(seconds: float, batch: int = 200) -> dict[str, Any]:

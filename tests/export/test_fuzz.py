@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
-from fuzz_jobs import PATHS, SETTINGS, Checker, check_job, fabricated_sources, job_bytes
+from fuzz_jobs import (
+    PATHS,
+    SETTINGS,
+    Checker,
+    check_job,
+    fabricated_sources,
+    job_bytes,
+    stills_plan,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,6 +69,42 @@ def test_the_checker_sees_a_bad_plan() -> None:
     at = args.index("-format_whitelist")
     command.args[at + 1] = "concat,hls"
     assert Checker(sources).check(plan)
+
+
+def test_the_checker_sees_a_rendition_or_still_written_elsewhere() -> None:
+    # Given a valid job with two renditions, a poster and a storyboard: no violation
+    job = {
+        "angles": [{"id": "a", "source": "cam1.mp4"}],
+        "segments": [{"angle": "a", "start": 0, "end": 9}],
+        "mode": "reencode",
+        "renditions": [{"name": "small", "size": {"mode": "height", "height": 360}},
+                       {"name": "audio", "audioOnly": True}],
+        "poster": {"format": "webp"},
+        "storyboard": {"interval": 2},
+    }  # fmt: skip
+    raw = json.dumps(job).encode()
+    assert check_job(raw).violations == []
+    spec = ExportJob.model_validate(job)
+    sources = fabricated_sources(spec, 1)
+    plan = plan_export(spec, sources, SETTINGS, PATHS)
+    args = plan.commands[0].args
+    assert [a for a in args if a.startswith("file:") and Path(a[5:]) in PATHS.renditions] == [
+        f"file:{PATHS.renditions[0]}",
+        f"file:{PATHS.renditions[1]}",
+    ]
+    # When a rendition's output is moved out of the job's temporary paths: caught
+    at = args.index(f"file:{PATHS.renditions[0]}")
+    args[at] = "file:/tmp/elsewhere.mp4"
+    assert Checker(sources).check(plan)
+    args[at] = f"file:{PATHS.renditions[0]}"
+    thumbs = stills_plan(spec, plan)
+    assert thumbs is not None
+    checker = Checker(sources)
+    checker.check_args(thumbs.command.args, set(), frozenset({PATHS.output}))
+    assert checker.problems == []
+    thumbs.command.args[-1] = "file:/tmp/poster.webp"
+    checker.check_args(thumbs.command.args, set(), frozenset({PATHS.output}))
+    assert checker.problems
 
 
 def test_hostile_job_files_are_rejected_not_crashed() -> None:

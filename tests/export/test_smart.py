@@ -18,6 +18,8 @@ import pytest
 from export_support import FakeContext, decode_errors
 from mediagen import Clip, audio_onsets, make_clip, read_frames
 
+from spooler.config import Settings
+from spooler.export import ExportJob, ExportKind
 from spooler.export.smart import Frames, split_piece
 from spooler.media import VideoIndex, VideoPacket, stream_ends
 
@@ -185,6 +187,25 @@ def test_smart_falls_back_to_reencode_with_a_warning(
     assert ctx.preflight is not None and ctx.preflight["path"] == "reencode"
     assert [w["code"] for w in ctx.warnings] == ["smart_unavailable"]
     assert why in ctx.warnings[0]["message"]
+
+
+def test_a_poster_keeps_smart_and_renditions_need_reencoding(
+    smart_root: Path, ffmpeg: str, tmp_path: Path
+) -> None:
+    def run(extra: dict[str, Any]) -> FakeContext:
+        job_dir = tmp_path / str(len(list(tmp_path.iterdir())))
+        job_dir.mkdir()
+        ctx = FakeContext(job_dir, Settings(media_roots=[smart_root]), ffmpeg)
+        ExportKind().run(ExportJob.model_validate({**_job(EDIT[:2]), **extra}), ctx)
+        return ctx
+
+    ctx = run({"poster": {"at": 1.0}})
+    assert ctx.preflight is not None and ctx.preflight["path"] == "smart"
+    assert [o.mime_type for o in ctx.published] == ["video/mp4", "image/jpeg"]
+    ctx = run({"renditions": [{"name": "small", "size": {"mode": "height", "height": 60}}]})
+    assert ctx.preflight is not None and ctx.preflight["path"] == "reencode"
+    assert "renditions need the decoded frames" in ctx.warnings[0]["message"]
+    assert len(ctx.published) == 2
 
 
 # --- the pure split ------------------------------------------------------------------------

@@ -39,6 +39,10 @@ export interface ExportJob {
   mode?: "reencode" | "copy" | "smart" | "auto";
   output?: OutputSpec;
   /**
+   * A still image of the output.
+   */
+  poster?: PosterSpec | null;
+  /**
    * Higher runs first; capped by config.
    */
   priority?: number;
@@ -47,6 +51,137 @@ export interface ExportJob {
    */
   range?: TimeRange | null;
   /**
+   * More outputs of the same edit, encoded in the same ffmpeg pass.
+   *
+   * @maxItems 16
+   */
+  renditions?:
+    | []
+    | [Rendition]
+    | [Rendition, Rendition]
+    | [Rendition, Rendition, Rendition]
+    | [Rendition, Rendition, Rendition, Rendition]
+    | [Rendition, Rendition, Rendition, Rendition, Rendition]
+    | [Rendition, Rendition, Rendition, Rendition, Rendition, Rendition]
+    | [Rendition, Rendition, Rendition, Rendition, Rendition, Rendition, Rendition]
+    | [Rendition, Rendition, Rendition, Rendition, Rendition, Rendition, Rendition, Rendition]
+    | [
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition
+      ]
+    | [
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition
+      ]
+    | [
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition
+      ]
+    | [
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition
+      ]
+    | [
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition
+      ]
+    | [
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition
+      ]
+    | [
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition
+      ]
+    | [
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition,
+        Rendition
+      ];
+  /**
    * Version of the job file format.
    */
   schemaVersion?: number;
@@ -54,6 +189,10 @@ export interface ExportJob {
    * Ordered, contiguous, non-overlapping.
    */
   segments?: Segment[] | null;
+  /**
+   * Scrubbing previews: sprite + VTT.
+   */
+  storyboard?: StoryboardSpec | null;
   /**
    * Angle changes; needs `end`.
    */
@@ -185,9 +324,54 @@ export interface ExactSize {
   mode: "exact";
   width: number;
 }
+export interface PosterSpec {
+  /**
+   * Timeline seconds; null: chosen automatically (not a black frame).
+   */
+  at?: number | null;
+  format?: "jpeg" | "webp";
+  /**
+   * Default: the main output's width.
+   */
+  width?: number | null;
+}
 export interface TimeRange {
   end: number;
   start: number;
+}
+/**
+ * One more output of the same edit, encoded from the same decoded frames.
+ */
+export interface Rendition {
+  audioBitrateKbps?: number;
+  /**
+   * Default: per container.
+   */
+  audioCodec?: ("aac" | "opus") | null;
+  /**
+   * Audio only (m4a, AAC): no video stream.
+   */
+  audioOnly?: boolean;
+  /**
+   * Default: mp4, or m4a for audioOnly.
+   */
+  container?: ("mp4" | "mov" | "mkv" | "webm" | "m4a") | null;
+  crf?: number | null;
+  /**
+   * Default: '<output stem>-<name>'.
+   */
+  fileName?: string | null;
+  /**
+   * Unique; names the file by default.
+   */
+  name: string;
+  preset?: string | null;
+  /**
+   * Relative to the main output's frame.
+   */
+  size?: KeepSize | HeightSize | ExactSize;
+  videoBitrateKbps?: number | null;
+  videoCodec?: "h264" | "hevc" | "vp9" | "av1";
 }
 export interface Segment {
   angle: string;
@@ -216,6 +400,20 @@ export interface Transition {
    * cut: hard cut; crossfade: dissolve; fadeblack/fadewhite: through a colour.
    */
   type: "cut" | "crossfade" | "fadeblack" | "fadewhite";
+}
+/**
+ * A sprite sheet of tiles every `interval` seconds and a WebVTT file pointing into it.
+ */
+export interface StoryboardSpec {
+  columns?: number;
+  /**
+   * Seconds of output per tile.
+   */
+  interval?: number;
+  /**
+   * Tile width in pixels.
+   */
+  width?: number;
 }
 export interface Switch {
   angle: string;

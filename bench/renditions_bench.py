@@ -1,0 +1,111 @@
+"""Benchmark: three renditions in ONE export job against the same three made separately.
+
+    .venv/bin/python bench/renditions_bench.py             # 60 s 1080p30, 3 angles, 20 cuts
+    .venv/bin/python bench/renditions_bench.py --seconds 20 --repeat 2
+
+The job: the export_bench edit (cuts 0.37 s past a keyframe, rotating through three
+angles), main output 1080p h264, a 720p h264 rendition and an audio-only m4a, x264
+`--preset` (veryfast by default) crf 23, AAC 192 kbit/s.
+
+  together:  one job with `renditions` (one ffmpeg process: decode, cut once, split)
+  separate:  a 1080p job, a 720p job, and the m4a as one plain ffmpeg audio encode of
+             the same audio (a job cannot be audio only; this is the cheapest way to get it)
+
+Both run in the same process run, alternating, each in a fresh folder; reports wall and
+CPU time (ffmpeg children) and the ratio together / separate (target <= 0.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+from export_bench import CACHE, BenchContext, Variant, generate, job, source_path  # noqa: E402
+
+from spooler.config import Settings  # noqa: E402
+from spooler.export import ExportJob, ExportKind  # noqa: E402
+from spooler.ffmpeg import find_ffmpeg  # noqa: E402
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_job(spec: dict[str, Any], work: Path, ffmpeg: str) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.iterdir():
+        old.unlink()
+    settings = Settings(media_roots=[CACHE], spool_dir=CACHE / "spool")
+    ExportKind().run(ExportJob.model_validate(spec), BenchContext(work, settings, ffmpeg))
+
+
+def together(variant: Variant, preset: str, ffmpeg: str) -> None:
+    spec = job(variant, "reencode", preset)
+    spec["renditions"] = [
+        {"name": "720p", "size": {"mode": "height", "height": 720}, "preset": preset, "crf": 23},
+        {"name": "audio", "audioOnly": True},
+    ]
+    _run_job(spec, CACHE / "work" / "renditions" / "together", ffmpeg)
+
+
+def separate(variant: Variant, preset: str, ffmpeg: str) -> None:
+    work = CACHE / "work" / "renditions"
+    _run_job(job(variant, "reencode", preset), work / "separate-1080p", ffmpeg)
+    spec = job(variant, "reencode", preset)
+    spec["output"] = {**spec["output"], "size": {"mode": "height", "height": 720}}
+    _run_job(spec, work / "separate-720p", ffmpeg)
+    # The job's audio is cam1's own track (offset 0) for the whole timeline.
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-t",
+         str(variant.seconds), "-i", str(source_path(variant, 1)), "-vn", "-c:a", "aac",
+         "-b:a", "192k", "-ar", "48000", "-ac", "2", "-f", "ipod",
+         str(work / "separate-audio.m4a")],
+        check=True,
+    )  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--preset", default="veryfast")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    width = args.height * 16 // 9
+    cuts = max(1, args.seconds // 3)  # 20 cuts in 60 s, each 0.37 s past a keyframe
+    variant = Variant(f"rend{args.height}", args.seconds, width, args.height, cuts=cuts)
+    ffmpeg = find_ffmpeg(None)
+    generate(ffmpeg, variant)
+    rows: list[dict[str, Any]] = []
+    for _ in range(args.repeat):
+        for name, run in (("together", together), ("separate", separate)):
+            cpu, wall = _children_cpu(), time.perf_counter()
+            run(variant, args.preset, ffmpeg)
+            rows.append(
+                {
+                    "case": name,
+                    "wall": round(time.perf_counter() - wall, 2),
+                    "cpu": round(_children_cpu() - cpu, 2),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    for key in ("wall", "cpu"):
+        t = sum(r[key] for r in rows if r["case"] == "together")
+        s = sum(r[key] for r in rows if r["case"] == "separate")
+        print(f"{key}: together {t:.1f} s / separate {s:.1f} s = {t / s:.2f} (target <= 0.7)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
