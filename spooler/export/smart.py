@@ -19,8 +19,6 @@ processes at once (`export.smart_workers`), each a contiguous run of the timelin
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -39,6 +37,7 @@ from spooler.export.commands import (
     fmt,
     rate_text,
 )
+from spooler.export.gop import Frames, Part, split_piece
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO, nominal_rate
 from spooler.export.reencode import (
@@ -54,7 +53,6 @@ from spooler.export.streamcopy import plan_audio
 from spooler.export.timeline import job_pieces, quantise
 from spooler.ffmpeg import encoder_threads
 from spooler.h264 import AvcConfig, free_id
-from spooler.media import VideoIndex
 
 X264_PROFILES = {
     "Baseline": "baseline",
@@ -68,85 +66,6 @@ DEFAULT_CRF = 17  # encoded parts sit between copied camera footage: keep them c
 # encoding dominates; the audio bed (decode + AAC) and the packet copy are 20-60x faster.
 AUDIO_WEIGHT = 1 / 20
 REMUX_WEIGHT = 1 / 60
-
-
-@dataclass(frozen=True)
-class Frames:
-    """An angle's video as constant-rate frames: display frame i has pts first + i*step."""
-
-    first: int
-    step: int
-    count: int
-    heads: tuple[int, ...]  # display indices of clean IDR keyframes, ascending
-    packet_of_head: dict[int, int]  # display index of a head -> its decode index
-    tails: tuple[int, ...]  # decode indices where a copy can stop, ascending
-    shown_before: tuple[int, ...]  # per tail: frames [.., shown_before) are shown before it
-    bframes: int = 0  # longest run of frames decoded after a later one (B-frames)
-    reorder: int = 0  # frames between decoding and showing at the start (2: B-pyramid)
-
-    @classmethod
-    def of(cls, index: VideoIndex) -> Frames | None:
-        """None if the timestamps are not one constant step (variable frame rate)."""
-        pts = sorted(p.pts for p in index.packets)
-        if len(pts) < 2:
-            return None
-        step = pts[1] - pts[0]
-        if step <= 0 or any(b - a != step for a, b in itertools.pairwise(pts)):
-            return None
-        display = [(p.pts - pts[0]) // step for p in index.packets]
-        heads = sorted((display[i], i) for i in index.heads() if index.packets[i].idr)
-        suffix_min = list(itertools.accumulate(reversed(display), min))[::-1]
-        tails = index.tails()
-        shown = [suffix_min[i] if i < len(display) else len(display) for i in tails]
-        run = longest = 0
-        latest = -1
-        for shown_at in display:
-            run = run + 1 if shown_at < latest else 0
-            longest, latest = max(longest, run), max(latest, shown_at)
-        first = index.packets[0]
-        return cls(
-            pts[0],
-            step,
-            len(pts),
-            tuple(h for h, _ in heads),
-            dict(heads),
-            tuple(tails),
-            tuple(shown),
-            longest,
-            max(0, (first.pts - first.dts) // step),
-        )
-
-
-@dataclass(frozen=True)
-class Part:
-    """Source frames [start, stop) of a piece: copied (with its packets) or encoded."""
-
-    kind: str  # "copy" | "encode"
-    start: int
-    stop: int
-    head_packet: int = 0  # copy: decode index of the IDR it starts at
-    stop_packet: int = 0  # copy: decode index it stops before
-
-
-def split_piece(frames: Frames, start: int, stop: int, joinable: bool) -> list[Part]:
-    """Copy as much of source frames [start, stop) as can be copied exactly (pure)."""
-    if not joinable:
-        return [Part("encode", start, stop)]
-    at = bisect.bisect_left(frames.heads, start)
-    if at == len(frames.heads) or frames.heads[at] >= stop:
-        return [Part("encode", start, stop)]
-    head = frames.heads[at]
-    head_packet = frames.packet_of_head[head]
-    # The last clean stop that shows nothing at or past `stop` (shown_before only grows).
-    last = bisect.bisect_right(frames.shown_before, stop) - 1
-    if last < 0 or frames.tails[last] <= head_packet or frames.shown_before[last] <= head:
-        return [Part("encode", start, stop)]
-    copied_to = frames.shown_before[last]
-    parts = [Part("encode", start, head)] if head > start else []
-    parts.append(Part("copy", head, copied_to, head_packet, frames.tails[last]))
-    if copied_to < stop:
-        parts.append(Part("encode", copied_to, stop))
-    return parts
 
 
 def smart_blockers(

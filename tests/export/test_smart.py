@@ -20,7 +20,7 @@ from mediagen import Clip, audio_onsets, make_clip, read_frames
 
 from spooler.config import Settings
 from spooler.export import ExportJob, ExportKind
-from spooler.export.smart import Frames, split_piece
+from spooler.export.gop import Frames, split_piece
 from spooler.media import VideoIndex, VideoPacket, stream_ends
 
 FPS = 30
