@@ -165,6 +165,8 @@ def plan_smart(
     assert reference.index is not None
     fps = nominal_rate(1 / (ref_frames.step * reference.index.time_base))
     pieces = quantise(job_pieces(job), fps)
+    if not pieces:
+        raise JobError(ErrorCode.INVALID_JOB, "range: selects less than one frame")
     origin = pieces[0].first
     placed: list[_Placed] = []
     report: list[dict[str, Any]] = []

@@ -19,6 +19,7 @@ from export_support import FakeContext, decode_errors
 from mediagen import Clip, audio_onsets, make_clip, read_frames
 
 from spooler.config import Settings
+from spooler.errors import ErrorCode, JobError
 from spooler.export import ExportJob, ExportKind
 from spooler.export.gop import Frames, split_piece
 from spooler.media import VideoIndex, VideoPacket, stream_ends
@@ -206,6 +207,17 @@ def test_a_poster_keeps_smart_and_renditions_need_reencoding(
     assert ctx.preflight is not None and ctx.preflight["path"] == "reencode"
     assert "renditions need the decoded frames" in ctx.warnings[0]["message"]
     assert len(ctx.published) == 2
+
+
+def test_less_than_a_frame_is_a_precise_error(
+    smart_root: Path, run_export: Callable[..., tuple[FakeContext, Path]]
+) -> None:
+    # Found by the fuzzer: the planner crashed on an edit shorter than one output frame.
+    job = {**_job([("sred", 0, 30)]), "segments": [{"angle": "sred", "start": 0.5, "end": 0.51}]}
+    with pytest.raises(JobError) as caught:
+        run_export(job)
+    assert caught.value.code == ErrorCode.INVALID_JOB
+    assert "less than one frame" in caught.value.message
 
 
 # --- the pure split ------------------------------------------------------------------------
