@@ -114,9 +114,9 @@ def test_text_pixels_are_in_their_corner_and_time_range_only(run_export: Run) ->
                     rows.add(row)
                     cols.add(col)
         # Then the text lies against the margin, within a box of about one font size
-        assert 112 - 18 - 8 <= min(rows) and max(rows) < 112, n
-        assert max(cols) < 152 and max(cols) >= 148 and max(rows) >= 106, n
-        assert min(cols) >= 8, n  # 12 characters fit in the frame
+        # (bottom edge 120 - 8 = 112, right edge 160 - 8 = 152, 18 px font)
+        assert 106 <= max(rows) < 112 and min(rows) >= 112 - 18 - 8, n
+        assert 148 <= max(cols) < 152 and min(cols) >= 8, n
     # And only in its time range
     assert changed_frames == list(range(15, 36))
     # %{pts} is drawn literally: the text is the same on every frame (one background colour)
