@@ -21,7 +21,7 @@ from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import PlanPaths
 from spooler.export.models import ExportJob, Watermark
-from spooler.export.watermark import _even, enable_option, mark_frames, timeline_of
+from spooler.export.watermark import even_pixels, enable_option, mark_frames, timeline_of
 from spooler.fonts import AUTO, INSTALL_HINT, resolve_font
 
 TEXT_SUFFIX = ".text"
@@ -80,7 +80,7 @@ def drawtext(mark: Watermark, font: str, textfile: Path, size: tuple[int, int]) 
     """The drawtext filter (no enable option) for a frame of `size`."""
     width, height = size
     font_size = font_pixels(mark, height)
-    m = _even(Fraction(mark.margin) * width)
+    m = even_pixels(Fraction(mark.margin) * width)
     x = {"left": f"{m}", "right": f"w-text_w-{m}", "center": "(w-text_w)/2"}
     y = {"top": f"{m}", "bottom": f"h-text_h-{m}", "center": "(h-text_h)/2"}
     horizontal, vertical = {

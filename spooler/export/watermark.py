@@ -101,7 +101,7 @@ class Placement:
     stop: int
 
 
-def _even(value: Fraction | float) -> int:
+def even_pixels(value: Fraction | float) -> int:
     return 2 * math.floor(Fraction(value) / 2 + Fraction(1, 2))
 
 
@@ -115,12 +115,12 @@ def place(
 ) -> Placement | None:
     """The box and frames of the watermark (None: its time range misses the output)."""
     width, height = size
-    box_w = min(max(2, _even(Fraction(mark.scale) * width)), width)
-    box_h = max(2, _even(Fraction(box_w * image[1], image[0])))
+    box_w = min(max(2, even_pixels(Fraction(mark.scale) * width)), width)
+    box_h = max(2, even_pixels(Fraction(box_w * image[1], image[0])))
     if box_h > height:  # a tall image on a wide frame: fit the height instead
         box_h = height
-        box_w = min(max(2, _even(Fraction(box_h * image[0], image[1]))), width)
-    margin = _even(Fraction(mark.margin) * width)
+        box_w = min(max(2, even_pixels(Fraction(box_h * image[0], image[1]))), width)
+    margin = even_pixels(Fraction(mark.margin) * width)
     horizontal, vertical = {
         "top-left": ("left", "top"),
         "top-right": ("right", "top"),
@@ -128,8 +128,16 @@ def place(
         "bottom-right": ("right", "bottom"),
         "center": ("center", "center"),
     }[mark.position]
-    x = {"left": margin, "right": width - box_w - margin, "center": _even((width - box_w) / 2)}
-    y = {"top": margin, "bottom": height - box_h - margin, "center": _even((height - box_h) / 2)}
+    x = {
+        "left": margin,
+        "right": width - box_w - margin,
+        "center": even_pixels((width - box_w) / 2),
+    }
+    y = {
+        "top": margin,
+        "bottom": height - box_h - margin,
+        "center": even_pixels((height - box_h) / 2),
+    }
     left = min(max(0, x[horizontal]), width - box_w)
     top = min(max(0, y[vertical]), height - box_h)
     shown = mark_frames(mark, output_frames, timeline, fps)
