@@ -21,7 +21,7 @@ from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import PlanPaths
 from spooler.export.models import ExportJob, Watermark
-from spooler.export.watermark import even_pixels, enable_option, mark_frames, timeline_of
+from spooler.export.watermark import enable_option, even_pixels, mark_frames, timeline_of
 from spooler.fonts import AUTO, INSTALL_HINT, resolve_font
 
 TEXT_SUFFIX = ".text"
