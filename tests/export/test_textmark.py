@@ -139,6 +139,9 @@ def test_long_hostile_text_and_an_odd_font_path_render(run_export: Run, tmp_path
     assert ctx.preflight["output"]["watermark"]["text"]["font"] == str(odd)  # type: ignore[index]
     assert out.stat().st_size > 0
     assert not any(text[:200] in str(entry) for entry in ctx.commands)
+    # (the job log shows the file as written, and the file is gone once the job succeeded)
+    assert f".graph.txt.text (200 characters):\n{text[:200]}" in ctx.log.getvalue()
+    assert not list(out.parent.glob("*.text"))
 
 
 def test_no_font_fails_before_ffmpeg_runs(run_export: Run, tmp_path: Path) -> None:
