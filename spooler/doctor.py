@@ -189,16 +189,18 @@ def evaluate_fonts(setting: str, font: str | None, fonts: Sequence[str]) -> Chec
     """Text watermarks: the font `export.watermark_font` gives (resolved), among `fonts`."""
     details = {"setting": setting, "font": font, "fontFiles": len(fonts)}
     if font is None:
-        why = (
-            "no fonts found"
+        why, fix = (
+            ("no fonts found", f"install fonts with `{INSTALL_HINT}`")
             if setting == AUTO
-            else f"export.watermark_font {setting!r} is not a readable font file"
+            else (
+                f"export.watermark_font {setting!r} is not a readable font file",
+                "set it to a font file, or to auto",
+            )
         )
         return Check(
             "fonts",
             Level.WARN,
-            f"{why}: text watermarks are unavailable (jobs with watermark.text fail); "
-            f"install fonts with `{INSTALL_HINT}`",
+            f"{why}: text watermarks are unavailable (jobs with watermark.text fail); {fix}",
             details,
         )
     return Check(

@@ -88,6 +88,7 @@ def test_fonts() -> None:
     missing = evaluate_fonts("/opt/x.ttf", None, ["/usr/share/fonts/a.ttf"])
     assert missing.level is Level.WARN
     assert "'/opt/x.ttf' is not a readable font file" in missing.message
+    assert "set it to a font file, or to auto" in missing.message
     found = evaluate_fonts("auto", "/usr/share/fonts/a.ttf", ["/usr/share/fonts/a.ttf"])
     assert found.level is Level.PASS
     assert "text watermarks use /usr/share/fonts/a.ttf" in found.message
