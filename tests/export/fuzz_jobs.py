@@ -520,7 +520,7 @@ _FILE_FILTERS = re.compile(
     r"|frei0r|ladspa|lv2|sofalizer|afir|coreimage|ocr|vidstab\w*|signature)="
 )
 # drawtext is allowed with checked options only (check_drawtext); any other use is caught.
-_DRAWTEXT = re.compile(r"(?<![a-z_])drawtext(?==|@|,|;|\[|$)")
+_DRAWTEXT = re.compile(r"(?<![A-Za-z0-9_])drawtext(?![A-Za-z0-9_])")
 _DRAWTEXT_OPTIONS = {
     "fontfile", "textfile", "expansion", "fontsize", "fontcolor", "x", "y", "enable",
 }  # fmt: skip
@@ -590,6 +590,8 @@ class Checker:
     def check_drawtext(self, text: str, at: int) -> None:
         """drawtext opens two files: only the operator's font and the job's text file, and
         never expands the text. Its options are read back as ffmpeg's parsers would."""
+        while text[at : at + 1].isspace():  # the graph parser skips it too
+            at += 1
         if text[at : at + 1] == "@":
             self.fail("drawtext with an instance name")
         at += text[at : at + 1] == "="

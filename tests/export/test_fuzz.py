@@ -101,6 +101,8 @@ def test_the_checker_sees_a_tampered_drawtext() -> None:
         graph.replace("expansion=none", "expansion=none:text=%{pts}"),
         graph.replace("expansion=none", "expansion=none:textfile=/etc/passwd"),
         graph.replace("drawtext=", "drawtext@x="),
+        graph.replace("drawtext=", "drawtext =text=x:"),
+        graph.replace("format=yuv420p[vout]", "drawtext,format=yuv420p[vout]"),
         graph.replace("format=yuv420p[vout]", "drawtext=text=hi,format=yuv420p[vout]"),
         graph.replace(f"textfile={TEXT_FILE}", f"textfile='{TEXT_FILE}'\\:x"),
     ):
