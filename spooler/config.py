@@ -70,6 +70,14 @@ class ExportSettings(_Section):
         2, ge=1, le=16, description="ffmpeg processes a smart render encodes its cuts with."
     )
     allow_urls: bool = Field(False, description="Reserved: https sources (roadmap phase 2).")
+    watermark_font: str = Field(
+        "auto",
+        min_length=1,
+        max_length=4096,
+        pattern=r"^(auto|/[^\x00-\x1f\x7f]*)$",
+        description="Font file of text watermarks: an absolute path, or auto (DejaVuSans.ttf, "
+        "else the first .ttf/.otf in the usual font folders).",
+    )
 
 
 class Settings(BaseSettings):

@@ -26,6 +26,7 @@ from typing import Any
 from spooler.config import Settings
 from spooler.errors import JobError
 from spooler.ffmpeg import ffmpeg_version, find_ffmpeg
+from spooler.fonts import AUTO, INSTALL_HINT, find_fonts, resolve_font
 from spooler.layout import SpoolLayout
 
 
@@ -68,14 +69,6 @@ MIN_INOTIFY_WATCHES = 1024
 GIB = 1024**3
 DISK_FAIL_BYTES = 1 * GIB
 DISK_WARN_BYTES = 10 * GIB
-
-FONT_DIRS: tuple[Path, ...] = (
-    Path("/usr/share/fonts"),
-    Path("/usr/local/share/fonts"),
-    Path.home() / ".local/share/fonts",
-    Path.home() / ".fonts",
-)
-FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".pfb")
 
 _CODEC_LINE = re.compile(r"^\s*[A-Z.]{6}\s+(\S+)")
 _FILTER_LINE = re.compile(r"^\s*[A-Z.]{2,3}\s+(\S+)\s+\S+->\S+")
@@ -193,14 +186,27 @@ def evaluate_disk(free_bytes: int, total_bytes: int, where: Path) -> Check:
     return Check("free disk", Level.PASS, text, details)
 
 
-def evaluate_fonts(fonts: Sequence[str]) -> Check:
-    if not fonts:
+def evaluate_fonts(setting: str, font: str | None, fonts: Sequence[str]) -> Check:
+    """Text watermarks: the font `export.watermark_font` gives (resolved), among `fonts`."""
+    details = {"setting": setting, "font": font, "fontFiles": len(fonts)}
+    if font is None:
+        why, fix = (
+            ("no fonts found", f"install fonts with `{INSTALL_HINT}`")
+            if setting == AUTO
+            else (
+                f"export.watermark_font {setting!r} is not a readable font file",
+                "set it to a font file, or to auto",
+            )
+        )
         return Check(
             "fonts",
             Level.WARN,
-            "no fonts found: text watermarks will fail (apt-get install fonts-dejavu-core)",
+            f"{why}: text watermarks are unavailable (jobs with watermark.text fail); {fix}",
+            details,
         )
-    return Check("fonts", Level.PASS, f"{len(fonts)} font file(s), e.g. {fonts[0]}")
+    return Check(
+        "fonts", Level.PASS, f"text watermarks use {font} ({len(fonts)} font file(s))", details
+    )
 
 
 def overall(checks: Iterable[Check]) -> Level:
@@ -358,32 +364,6 @@ def check_disk(settings: Settings) -> Check:
     return evaluate_disk(usage.free, usage.total, where)
 
 
-def find_fonts(font_dirs: Sequence[Path] = FONT_DIRS) -> list[str]:
-    """Font files known to fontconfig (`fc-list`), else found in the usual folders."""
-    fc_list = shutil.which("fc-list")
-    if fc_list:
-        try:
-            result = subprocess.run(
-                [fc_list, "--format", "%{file}\n"],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=False,
-            )
-            fonts = sorted({line for line in result.stdout.splitlines() if line.strip()})
-            if fonts:
-                return fonts
-        except (OSError, subprocess.SubprocessError):
-            pass
-    found: list[str] = []
-    for directory in font_dirs:
-        if directory.is_dir():
-            found.extend(
-                str(p) for p in sorted(directory.rglob("*")) if p.suffix.lower() in FONT_SUFFIXES
-            )
-    return found
-
-
 def run_checks(settings: Settings) -> list[Check]:
     return [
         *check_ffmpeg(settings),
@@ -391,7 +371,11 @@ def run_checks(settings: Settings) -> list[Check]:
         *check_media_roots(settings),
         check_inotify(settings),
         check_disk(settings),
-        evaluate_fonts(find_fonts()),
+        evaluate_fonts(
+            settings.export.watermark_font,
+            resolve_font(settings.export.watermark_font),
+            find_fonts(),
+        ),
     ]
 
 

@@ -81,8 +81,17 @@ def test_disk_thresholds() -> None:
 
 
 def test_fonts() -> None:
-    assert evaluate_fonts([]).level is Level.WARN
-    assert evaluate_fonts(["/usr/share/fonts/a.ttf"]).level is Level.PASS
+    none = evaluate_fonts("auto", None, [])
+    assert none.level is Level.WARN
+    assert "text watermarks are unavailable" in none.message
+    assert "fonts-dejavu-core" in none.message
+    missing = evaluate_fonts("/opt/x.ttf", None, ["/usr/share/fonts/a.ttf"])
+    assert missing.level is Level.WARN
+    assert "'/opt/x.ttf' is not a readable font file" in missing.message
+    assert "set it to a font file, or to auto" in missing.message
+    found = evaluate_fonts("auto", "/usr/share/fonts/a.ttf", ["/usr/share/fonts/a.ttf"])
+    assert found.level is Level.PASS
+    assert "text watermarks use /usr/share/fonts/a.ttf" in found.message
 
 
 def test_overall_and_rendering() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from spooler.errors import ErrorCode, JobError
+from spooler.export import textmark
 from spooler.export.commands import Command, EncodedPart, Plan, PlanPaths
 from spooler.export.deliver import make_thumbnails, rendition_temps, temp_paths, verify_renditions
 from spooler.export.models import ExportJob, limit_errors
@@ -56,7 +57,9 @@ class ExportKind:
             ),
             renditions=rendition_temps(spec, extra),
         )
-        plan = plan_export(spec, sources, ctx.settings, paths)
+        # The font of a text watermark: found here (I/O), so that planning stays pure.
+        settings = textmark.with_font(spec, ctx.settings)
+        plan = plan_export(spec, sources, settings, paths)
         ctx.set_preflight(plan.preflight)
         if spec.mode == "smart" and plan.mode != "smart":
             ctx.warn("smart_unavailable", plan.reason)

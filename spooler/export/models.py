@@ -15,6 +15,7 @@ import itertools
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
+from pydantic.alias_generators import to_snake
 from pydantic_core import PydanticCustomError
 
 from spooler.config import ExportSettings
@@ -145,16 +146,56 @@ class TimeRange(SpecModel):
 WatermarkPosition = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center"]
 
 
-class Watermark(SpecModel):
-    """A PNG (with alpha) from a media root, laid over the finished picture."""
+MAX_WATERMARK_TEXT = 200
 
-    image: SourcePath = Field(description="Path of a PNG relative to a media root.")
+
+def _watermark_text(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("watermark_text", "must contain a visible character")
+    bad = next((c for c in value if not c.isprintable()), None)
+    if bad is not None:
+        # Control, format (e.g. bidi overrides), separator other than the space, unassigned.
+        raise PydanticCustomError(
+            "watermark_text",
+            "must be printable: no control, format or line/paragraph separator characters "
+            "(found U+{code})",
+            {"code": f"{ord(bad):04X}"},
+        )
+    return value
+
+
+WatermarkText = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_WATERMARK_TEXT),
+    AfterValidator(_watermark_text),
+]
+
+
+class Watermark(SpecModel):
+    """A PNG (with alpha) from a media root, or a line of text, over the finished picture.
+
+    Exactly one of `image` and `text` (checked by ExportJob, with JSON paths)."""
+
+    image: SourcePath | None = Field(None, description="Path of a PNG relative to a media root.")
+    text: WatermarkText | None = Field(
+        None,
+        description="One line of text (1-200 printable characters), drawn literally in the "
+        "operator's font (config export.watermark_font).",
+    )
     position: WatermarkPosition = "bottom-right"
     margin: float = Field(
         0.02, ge=0, le=0.5, description="Distance from the edges, as a fraction of output width."
     )
     scale: float = Field(
-        0.15, gt=0, le=1, description="Watermark width as a fraction of output width."
+        0.15, gt=0, le=1, description="Image only: its width as a fraction of output width."
+    )
+    text_size: float = Field(
+        0.05, gt=0, le=0.5, description="Text only: font size as a fraction of output height."
+    )
+    color: str = Field(
+        "white",
+        pattern=r"^(white|black|#[0-9A-Fa-f]{6})$",
+        description="Text only: white, black or #RRGGBB.",
     )
     opacity: float = Field(1.0, ge=0, le=1)
     start: float | None = Field(None, ge=0, description="Timeline seconds (default: start).")
@@ -334,6 +375,24 @@ class ExportJob(JobSpec):
                 )
 
     def _check_watermark(self, mark: Watermark, timeline: tuple[float, float]) -> None:
+        if (mark.image is None) == (mark.text is None):
+            raise fail(
+                ("watermark",),
+                "watermark_kind",
+                "needs exactly one of image and text",
+                None,
+            )
+        # A field of the other kind would be silently ignored: refuse it instead.
+        other = ("textSize", "color") if mark.image is not None else ("scale",)
+        for field in other:
+            if to_snake(field) in mark.model_fields_set:
+                raise fail(
+                    ("watermark", field),
+                    "watermark_option",
+                    f"applies to {'a text' if mark.image is not None else 'an image'} "
+                    "watermark only",
+                    getattr(mark, to_snake(field)),
+                )
         if self.mode == "copy":
             raise fail(
                 ("watermark",),

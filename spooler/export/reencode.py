@@ -15,8 +15,9 @@ resampled to 48 kHz stereo, padded/trimmed to the exact sample count.
 
 Up to the final [vout]/[aout] labels, three stages may join in, each in its own module:
 transitions.py (windows around cuts: the branches become "reads" composed into the
-concat's "parts"), watermark.py (an overlay after the concat) and audiomix.py (an angle's
-ambient sound under the external mic; loudness normalisation of the finished track).
+concat's "parts"), watermark.py or textmark.py (an overlay or drawtext after the concat)
+and audiomix.py (an angle's ambient sound under the external mic; loudness normalisation
+of the finished track).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
-from spooler.export import audiomix, transitions, watermark
+from spooler.export import audiomix, textmark, transitions, watermark
 from spooler.export.commands import (
     MIME,
     MUXERS,
@@ -427,7 +428,17 @@ def plan_reencode(
         )
     retime = f"settb={rate_text(1 / fps)},setpts=N"
     spot = None
-    if job.watermark is not None:
+    text = None
+    if job.watermark is not None and job.watermark.text is not None:
+        text = textmark.text_chain(
+            job,
+            settings.export.watermark_font,
+            paths,
+            (width, height),
+            (frames[0].first, total),
+            fps,
+        )
+    elif job.watermark is not None and job.watermark.image is not None:
         image = sources[job.watermark.image]
         assert image.info.width and image.info.height
         spot = watermark.place(
@@ -438,10 +449,13 @@ def plan_reencode(
             watermark.timeline_of(job),
             fps,
         )
-    if spot is None:
+    if text is not None:
+        graph.chains.append(f"[vcat]{retime},{text[0]},format=yuv420p[vout]")
+        graph.files.update(text[1])
+    elif spot is None:
         graph.chains.append(f"[vcat]{retime},format=yuv420p[vout]")
     else:
-        assert job.watermark is not None
+        assert job.watermark is not None and job.watermark.image is not None
         k = graph.add_input(watermark.image_input(sources[job.watermark.image].read_path))
         graph.chains.append(f"[vcat]{retime}[vbase]")
         graph.chains += watermark.overlay_chains(
@@ -494,7 +508,9 @@ def plan_reencode(
                     {"at": w.label, "type": w.kind, "frames": [w.first, w.stop]}
                     for w in layout.windows
                 ],
-                "watermark": None
+                "watermark": text[2]
+                if text is not None
+                else None
                 if spot is None
                 else {
                     "box": [spot.x, spot.y, spot.width, spot.height],

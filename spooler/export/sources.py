@@ -152,7 +152,7 @@ def inspect_sources(job: ExportJob, roots: list[Path], used_angles: set[str]) ->
     try:
         for name in sorted(needed_video | needed_audio):
             out[name] = _inspect(job, name, roots, name in needed_video, name in needed_audio)
-        if job.watermark is not None:
+        if job.watermark is not None and job.watermark.image is not None:
             out[job.watermark.image] = _inspect_image(job.watermark.image, roots)
     except BaseException:
         close_sources(out)

@@ -101,7 +101,7 @@ class Placement:
     stop: int
 
 
-def _even(value: Fraction | float) -> int:
+def even_pixels(value: Fraction | float) -> int:
     return 2 * math.floor(Fraction(value) / 2 + Fraction(1, 2))
 
 
@@ -115,12 +115,12 @@ def place(
 ) -> Placement | None:
     """The box and frames of the watermark (None: its time range misses the output)."""
     width, height = size
-    box_w = min(max(2, _even(Fraction(mark.scale) * width)), width)
-    box_h = max(2, _even(Fraction(box_w * image[1], image[0])))
+    box_w = min(max(2, even_pixels(Fraction(mark.scale) * width)), width)
+    box_h = max(2, even_pixels(Fraction(box_w * image[1], image[0])))
     if box_h > height:  # a tall image on a wide frame: fit the height instead
         box_h = height
-        box_w = min(max(2, _even(Fraction(box_h * image[0], image[1]))), width)
-    margin = _even(Fraction(mark.margin) * width)
+        box_w = min(max(2, even_pixels(Fraction(box_h * image[0], image[1]))), width)
+    margin = even_pixels(Fraction(mark.margin) * width)
     horizontal, vertical = {
         "top-left": ("left", "top"),
         "top-right": ("right", "top"),
@@ -128,10 +128,31 @@ def place(
         "bottom-right": ("right", "bottom"),
         "center": ("center", "center"),
     }[mark.position]
-    x = {"left": margin, "right": width - box_w - margin, "center": _even((width - box_w) / 2)}
-    y = {"top": margin, "bottom": height - box_h - margin, "center": _even((height - box_h) / 2)}
+    x = {
+        "left": margin,
+        "right": width - box_w - margin,
+        "center": even_pixels((width - box_w) / 2),
+    }
+    y = {
+        "top": margin,
+        "bottom": height - box_h - margin,
+        "center": even_pixels((height - box_h) / 2),
+    }
     left = min(max(0, x[horizontal]), width - box_w)
     top = min(max(0, y[vertical]), height - box_h)
+    shown = mark_frames(mark, output_frames, timeline, fps)
+    if shown is None:
+        return None
+    return Placement(left, top, box_w, box_h, *shown)
+
+
+def mark_frames(
+    mark: Watermark,
+    output_frames: tuple[int, int],
+    timeline: tuple[float, float],
+    fps: Fraction,
+) -> tuple[int, int] | None:
+    """Output frames [first, stop) of the watermark's time range (None: it misses them)."""
     start = Fraction(mark.start) if mark.start is not None else Fraction(timeline[0])
     end = Fraction(mark.end) if mark.end is not None else Fraction(timeline[1])
     origin, total = output_frames
@@ -139,7 +160,14 @@ def place(
     stop = min(frame_index(end, fps) - origin, total)
     if stop <= first:
         return None
-    return Placement(left, top, box_w, box_h, first, stop)
+    return first, stop
+
+
+def enable_option(first: int, stop: int, total: int) -> str:
+    """The timeline option limiting a filter to output frames [first, stop), if needed."""
+    if (first, stop) == (0, total):
+        return ""
+    return f":enable='between(n,{first},{stop - 1})'"
 
 
 def overlay_chains(
@@ -153,11 +181,7 @@ def overlay_chains(
     ]
     if opacity < 1:
         prepare.append(f"colorchannelmixer=aa={opacity:.6f}")
-    enable = (
-        ""
-        if (spot.first, spot.stop) == (0, total)
-        else f":enable='between(n,{spot.first},{spot.stop - 1})'"
-    )
+    enable = enable_option(spot.first, spot.stop, total)
     return [
         f"[{image}:v:0]{','.join(prepare)}[wm]",
         f"{base}[wm]overlay=x={spot.x}:y={spot.y}:format=yuv420:eof_action=repeat{enable}{out}",

@@ -35,6 +35,7 @@ from spooler.export.deliverables import output_names
 from spooler.export.models import ExportJob
 from spooler.export.plan import plan_export
 from spooler.export.sources import Source
+from spooler.export.textmark import text_path
 from spooler.export.thumbnails import ThumbnailPlan, plan_thumbnails
 from spooler.export.watermark import IMAGE_DEMUXER
 from spooler.kinds import parse_job
@@ -58,7 +59,10 @@ PATHS = PlanPaths(
 )
 # The poster, sprite and VTT by published name (all names a job can give them).
 IMAGE_TEMPS: dict[str, Path] = {}
-SETTINGS = Settings(media_roots=[ROOT])
+# The operator's font, at a path full of filter graph syntax (never opened: plans are pure).
+FONT = "/fonts/it's: odd, [dir];\\/F.ttf"
+SETTINGS = Settings(media_roots=[ROOT], export={"watermark_font": FONT})
+TEXT_FILE = text_path(PATHS)  # where a text watermark's text goes
 # A real x264 avcC (High profile, SPS/PPS id 0), so that smart plans are fuzzed too.
 AVCC = bytes.fromhex(
     "0164000dffe100196764000dacd94141fb0110000003001000000303c0f142996001000668ebe3cb22c0"
@@ -104,6 +108,26 @@ HOSTILE_SOURCES = [
     "камера-ü-東京.mp4",
     "\u202ecam1.mp4",
     "\x00.mp4",
+    "",
+]
+
+
+# Text watermarks: what would break a filter graph, expand, or open something if it got in.
+HOSTILE_TEXTS = [
+    "© 2026 Studio",
+    "it's: 50% [x];, \\ \\: \\'",
+    "%{pts} %{localtime} %{eif:1/0:d} %{metadata:x}",
+    "'; drawtext=textfile=/etc/passwd:text='",
+    "a:fontfile=/etc/passwd:expansion=normal",
+    "[vout]null[x];[x]",
+    "two\nlines",
+    "tab\there",
+    "\u202eevil",
+    "nul\x00",
+    "x" * 200,
+    "x" * 201,
+    "камера 東京 ü \U0001f600",
+    " ",
     "",
 ]
 
@@ -188,8 +212,18 @@ def loudness_specs(draw: st.DrawFn) -> Any:
 
 @st.composite
 def watermarks(draw: st.DrawFn) -> Any:
-    image = draw(mostly(st.sampled_from(["logo.png", "brand/it's a logo.png"]), sources))
-    spec: dict[str, Any] = {"image": image}
+    spec: dict[str, Any] = {}
+    text = draw(st.booleans())
+    if not text or rarely(draw, 10):  # both: refused
+        spec["image"] = draw(
+            mostly(st.sampled_from(["logo.png", "brand/it's a logo.png"]), sources)
+        )
+    if text:
+        spec["text"] = draw(mostly(st.sampled_from(HOSTILE_TEXTS), st.text(max_size=250)))
+        if draw(st.booleans()):
+            spec["color"] = draw(mostly(st.sampled_from(["white", "black", "#a0B1c2"]), junk))
+        if draw(st.booleans()):
+            spec["textSize"] = draw(mostly(st.floats(0.001, 0.5), numbers))
     if draw(st.booleans()):
         spec["position"] = draw(
             mostly(
@@ -198,6 +232,8 @@ def watermarks(draw: st.DrawFn) -> Any:
             )
         )
     for key, good in (("margin", (0, 0.5)), ("scale", (0.01, 1)), ("opacity", (0, 1))):
+        if key == "scale" and text and not rarely(draw, 10):
+            continue  # scale is for images: refused with a text
         if draw(st.booleans()):
             spec[key] = draw(mostly(st.floats(*good), numbers))
     if rarely(draw, 4):
@@ -205,6 +241,35 @@ def watermarks(draw: st.DrawFn) -> Any:
     if rarely(draw, 4):
         spec["end"] = draw(times)
     return spec
+
+
+@st.composite
+def text_watermark_jobs(draw: st.DrawFn) -> Any:
+    """A plain valid edit with a text watermark: the general strategy rarely gets one past
+    validation, and the text is what an attacker controls."""
+    mark: dict[str, Any] = {
+        "text": draw(mostly(st.sampled_from(HOSTILE_TEXTS), st.text(min_size=1, max_size=250)))
+    }
+    if draw(st.booleans()):
+        mark["position"] = draw(
+            st.sampled_from(["top-left", "top-right", "bottom-left", "bottom-right", "center"])
+        )
+    for key, low, high in (("textSize", 0.001, 0.5), ("margin", 0, 0.5), ("opacity", 0, 1)):
+        if draw(st.booleans()):
+            mark[key] = draw(st.floats(low, high))
+    if draw(st.booleans()):
+        mark["color"] = draw(st.sampled_from(["white", "black", "#a0B1c2", "#000000"]))
+    if draw(st.booleans()):
+        mark["start"], mark["end"] = sorted(draw(st.lists(st.floats(0, 9), min_size=2, max_size=2)))
+    return {
+        "angles": [{"id": "cam1", "source": "cam1.mp4"}, {"id": "cam2", "source": "cam2.mp4"}],
+        "segments": [
+            {"angle": "cam1", "start": 0, "end": 4},
+            {"angle": "cam2", "start": 4, "end": 9},
+        ],
+        "mode": draw(st.sampled_from(["auto", "reencode", "smart"])),
+        "watermark": mark,
+    }
 
 
 @st.composite
@@ -423,7 +488,7 @@ def export_jobs(draw: st.DrawFn) -> Any:
 @st.composite
 def job_bytes(draw: st.DrawFn) -> bytes:
     """The job file: JSON of a generated job (NaN allowed), or a damaged file."""
-    job = draw(export_jobs())
+    job = draw(text_watermark_jobs() if rarely(draw, 8) else export_jobs())
     raw = json.dumps(job, allow_nan=True, ensure_ascii=draw(st.booleans())).encode()
     damage = draw(st.integers(0, 19))
     if damage == 19:
@@ -484,7 +549,7 @@ def fabricated_sources(spec: ExportJob, variant: int) -> dict[str, Source]:
         )
         fd = FD_BASE + i if variant % 2 else None  # half of them opened, as the kind does
         out[name] = Source(name, ROOT / name, info, _index(fps, seconds, 2 * fps, bframes), fd)
-    if spec.watermark is not None:
+    if spec.watermark is not None and spec.watermark.image is not None:
         name = spec.watermark.image
         image = MediaInfo(0.0, IMAGE_DEMUXER, "png", 300 + variant, 100, pix_fmt="rgba")
         fd = FD_BASE + len(names) if variant % 2 else None
@@ -502,9 +567,14 @@ def _external(spec: ExportJob) -> set[str]:
 _PROTOCOL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 # Filters that open files or sockets of their own: never in a plan's graph.
 _FILE_FILTERS = re.compile(
-    r"(?<![a-z_])(a?movie|sendcmd|asendcmd|zmq|azmq|subtitles|ass|drawtext|lut3d|haldclut"
+    r"(?<![a-z_])(a?movie|sendcmd|asendcmd|zmq|azmq|subtitles|ass|lut3d|haldclut"
     r"|frei0r|ladspa|lv2|sofalizer|afir|coreimage|ocr|vidstab\w*|signature)="
 )
+# drawtext is allowed with checked options only (check_drawtext); any other use is caught.
+_DRAWTEXT = re.compile(r"(?<![A-Za-z0-9_])drawtext(?![A-Za-z0-9_])")
+_DRAWTEXT_OPTIONS = {
+    "fontfile", "textfile", "expansion", "fontsize", "fontcolor", "x", "y", "enable",
+}  # fmt: skip
 _NUMBER = re.compile(r"^-?\d+\.\d{6}$")
 
 
@@ -536,7 +606,7 @@ class Checker:
         self.problems.append(text)
 
     def check(self, plan: Plan) -> list[str]:
-        temps = {PATHS.output, PATHS.audio, *GRAPH_FILES, *PATHS.lists}
+        temps = {PATHS.output, PATHS.audio, *GRAPH_FILES, *PATHS.lists, TEXT_FILE}
         for out in plan.extra_outputs:
             if out.temp not in PATHS.renditions:
                 self.fail(f"rendition written to {out.temp}, not a temporary path")
@@ -570,6 +640,31 @@ class Checker:
     def check_graph(self, text: str) -> None:
         if _FILE_FILTERS.search(text):
             self.fail(f"filter graph uses a filter that opens files: {text[:200]!r}")
+        for match in _DRAWTEXT.finditer(text):
+            self.check_drawtext(text, match.end())
+
+    def check_drawtext(self, text: str, at: int) -> None:
+        """drawtext opens two files: only the operator's font and the job's text file, and
+        never expands the text. Its options are read back as ffmpeg's parsers would."""
+        while text[at : at + 1].isspace():  # the graph parser skips it too
+            at += 1
+        if text[at : at + 1] == "@":
+            self.fail("drawtext with an instance name")
+        at += text[at : at + 1] == "="
+        options, _ = _token(text, at, "[],;")  # the graph level
+        seen: dict[str, str] = {}
+        i = 0
+        while i < len(options):
+            key, i = _token(options, i, "=:")
+            value, i = _token(options, i + 1, ":") if options[i : i + 1] == "=" else ("", i)
+            i += 1
+            if key in seen or key not in _DRAWTEXT_OPTIONS:
+                self.fail(f"drawtext option {key!r} repeated or not allowed: {options!r}")
+            seen[key] = value
+        wanted = {"fontfile": FONT, "textfile": str(TEXT_FILE), "expansion": "none"}
+        for key, value in wanted.items():
+            if seen.get(key) != value:
+                self.fail(f"drawtext {key}={seen.get(key)!r}, not {value!r}")
 
     def check_list(self, text: str) -> None:
         lines = text.split("\n")
@@ -654,6 +749,25 @@ class Checker:
 
 _OUTPUT_MUXERS = {"mp4", "mov", "matroska", "webm", "ipod", "mjpeg", "webp"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _token(text: str, i: int, terms: str) -> tuple[str, int]:
+    """libavutil's av_get_token: up to an unquoted, unescaped terminator; \\x is x, '...' is
+    literal. Returns the token and the terminator's index."""
+    out: list[str] = []
+    while i < len(text) and text[i] not in terms:
+        if text[i] == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+        elif text[i] == "'":
+            end = text.find("'", i + 1)
+            end = len(text) if end < 0 else end
+            out.append(text[i + 1 : end])
+            i = end + 1
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out), i
 
 
 def _value(args: list[str], option: str) -> str | None:

@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 
 from fuzz_jobs import (
+    FONT,
     PATHS,
     SETTINGS,
+    TEXT_FILE,
     Checker,
     check_job,
     fabricated_sources,
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 
 from spooler.export.models import ExportJob
 from spooler.export.plan import plan_export
+from spooler.export.textmark import escape
 
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -105,6 +108,45 @@ def test_the_checker_sees_a_rendition_or_still_written_elsewhere() -> None:
     thumbs.command.args[-1] = "file:/tmp/poster.webp"
     checker.check_args(thumbs.command.args, set(), frozenset({PATHS.output}))
     assert checker.problems
+
+
+def test_the_checker_sees_a_tampered_drawtext() -> None:
+    # Given a valid plan with a hostile text watermark: its drawtext passes the checker
+    spec = ExportJob.model_validate(
+        {
+            "angles": [{"id": "a", "source": "cam1.mp4"}],
+            "segments": [{"angle": "a", "start": 0, "end": 5}],
+            "watermark": {"text": "x:fontfile=/etc/passwd %{pts}", "start": 1},
+        }
+    )
+    sources = fabricated_sources(spec, 0)
+    plan = plan_export(spec, sources, SETTINGS, PATHS)
+    assert Checker(sources).check(plan) == []
+    command = plan.commands[0]
+    at = command.args.index("-filter_complex") + 1
+    graph = command.args[at]
+    assert command.files[TEXT_FILE] == "x:fontfile=/etc/passwd %{pts}"
+    font = graph[graph.index("fontfile=") + 9 : graph.index(":textfile=")]
+    assert font == escape(FONT) != FONT  # the configured font, escaped for the graph
+    # When it is tampered with, each way is caught
+    for bad in (
+        graph.replace(font, "/etc/fonts/x.ttf"),
+        graph.replace(font, font.replace("F.ttf", "G.ttf")),
+        graph.replace(f"textfile={TEXT_FILE}", "textfile=/etc/passwd"),
+        graph.replace(f"textfile={TEXT_FILE}", f"textfile={TEXT_FILE}x"),
+        graph.replace("expansion=none", "expansion=normal"),
+        graph.replace(":expansion=none", ""),
+        graph.replace("expansion=none", "expansion=none:text=%{pts}"),
+        graph.replace("expansion=none", "expansion=none:textfile=/etc/passwd"),
+        graph.replace("drawtext=", "drawtext@x="),
+        graph.replace("drawtext=", "drawtext =text=x:"),
+        graph.replace("format=yuv420p[vout]", "drawtext,format=yuv420p[vout]"),
+        graph.replace("format=yuv420p[vout]", "drawtext=text=hi,format=yuv420p[vout]"),
+        graph.replace(f"textfile={TEXT_FILE}", f"textfile='{TEXT_FILE}'\\:x"),
+    ):
+        assert bad != graph
+        command.args[at] = bad
+        assert Checker(sources).check(plan), bad
 
 
 def test_hostile_job_files_are_rejected_not_crashed() -> None:

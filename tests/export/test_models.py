@@ -566,3 +566,50 @@ def test_existing_jobs_keep_their_meaning() -> None:
     spec = parse(GOOD)
     assert spec.transition is None and spec.watermark is None and spec.loudness is None
     assert all(s.transition is None for s in spec.segments or [])
+
+
+# --- the text watermark ------------------------------------------------------------------
+
+TEXT_ERRORS = [
+    ({"image": "logo.png", "text": "Hi"}, "watermark_kind", "watermark"),
+    ({"position": "center"}, "watermark_kind", "watermark"),
+    ({"text": ""}, "string_too_short", "watermark.text"),
+    ({"text": "x" * 201}, "string_too_long", "watermark.text"),
+    ({"text": "   "}, "watermark_text", "watermark.text"),
+    ({"text": "two\nlines"}, "watermark_text", "watermark.text"),
+    ({"text": "tab\there"}, "watermark_text", "watermark.text"),
+    ({"text": "bidi \u202eevil"}, "watermark_text", "watermark.text"),
+    ({"text": "nul\x00"}, "watermark_text", "watermark.text"),
+    ({"text": "Hi", "color": "red"}, "string_pattern_mismatch", "watermark.color"),
+    ({"text": "Hi", "color": "#12345"}, "string_pattern_mismatch", "watermark.color"),
+    ({"text": "Hi", "textSize": 0}, "greater_than", "watermark.textSize"),
+    ({"text": "Hi", "textSize": 0.6}, "less_than_equal", "watermark.textSize"),
+    ({"text": "Hi", "scale": 0.2}, "watermark_option", "watermark.scale"),
+    ({"image": "logo.png", "textSize": 0.1}, "watermark_option", "watermark.textSize"),
+    ({"image": "logo.png", "color": "black"}, "watermark_option", "watermark.color"),
+    ({"text": "Hi", "start": 5, "end": 4}, "range_order", "watermark.end"),
+]
+
+
+@pytest.mark.parametrize(("mark", "code", "path"), TEXT_ERRORS)
+def test_text_watermark_validation(mark: dict[str, Any], code: str, path: str) -> None:
+    assert first_error(edited(watermark=mark)) == (code, path)
+
+
+def test_text_watermark_messages_say_what_is_refused() -> None:
+    with pytest.raises(JobError) as info:
+        parse(edited(watermark={"text": "a\u2028b"}))
+    assert "no control, format or line/paragraph separator characters (found U+2028)" in (
+        info.value.message
+    )
+    with pytest.raises(JobError) as info:
+        parse(edited(watermark={"text": "Hi", "scale": 0.2}))
+    assert info.value.message == "watermark.scale: applies to an image watermark only"
+
+
+def test_text_watermark_that_is_fine() -> None:
+    hostile = "it's 100%: {pts} %{pts} \\n [x];, naïve 東京 ü"
+    spec = parse(edited(watermark={"text": hostile, "color": "#A0b1C2", "textSize": 0.1}))
+    assert spec.watermark is not None
+    assert (spec.watermark.text, spec.watermark.image) == (hostile, None)
+    assert parse(edited(watermark={"text": "x" * 200})).watermark is not None

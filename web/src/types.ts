@@ -427,9 +427,15 @@ export interface Switch {
   transition?: Transition | null;
 }
 /**
- * A PNG (with alpha) from a media root, laid over the finished picture.
+ * A PNG (with alpha) from a media root, or a line of text, over the finished picture.
+ *
+ * Exactly one of `image` and `text` (checked by ExportJob, with JSON paths).
  */
 export interface Watermark {
+  /**
+   * Text only: white, black or #RRGGBB.
+   */
+  color?: string;
   /**
    * Timeline seconds (default: end).
    */
@@ -437,7 +443,7 @@ export interface Watermark {
   /**
    * Path of a PNG relative to a media root.
    */
-  image: string;
+  image?: string | null;
   /**
    * Distance from the edges, as a fraction of output width.
    */
@@ -445,13 +451,21 @@ export interface Watermark {
   opacity?: number;
   position?: "top-left" | "top-right" | "bottom-left" | "bottom-right" | "center";
   /**
-   * Watermark width as a fraction of output width.
+   * Image only: its width as a fraction of output width.
    */
   scale?: number;
   /**
    * Timeline seconds (default: start).
    */
   start?: number | null;
+  /**
+   * One line of text (1-200 printable characters), drawn literally in the operator's font (config export.watermark_font).
+   */
+  text?: string | null;
+  /**
+   * Text only: font size as a fraction of output height.
+   */
+  textSize?: number;
 }
 export interface TestPatternJob {
   durationSeconds?: number;
