@@ -30,6 +30,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/spool_bench.py
 	$(BIN)/python bench/export_bench.py
+	$(BIN)/python bench/renditions_bench.py
 
 schema: $(STAMP)
 	$(BIN)/spooler schema --write schema

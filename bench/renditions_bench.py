@@ -3,7 +3,7 @@
     .venv/bin/python bench/renditions_bench.py             # 60 s 1080p30, 3 angles, 20 cuts
     .venv/bin/python bench/renditions_bench.py --seconds 20 --repeat 2
 
-The job: the export_bench edit (cuts 0.37 s past a keyframe, rotating through three
+The job: the export_bench edit (cuts spread over the GOP, rotating through three
 angles), main output 1080p h264, a 720p h264 rendition and an audio-only m4a, x264
 `--preset` (veryfast by default) crf 23, AAC 192 kbit/s.
 
