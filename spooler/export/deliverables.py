@@ -17,12 +17,10 @@ from pydantic_core import PydanticCustomError
 from spooler.export.output import (
     CONTAINER_AUDIO,
     CONTAINER_VIDEO,
-    CRF_RANGE,
     EXTENSIONS,
-    NUMERIC_PRESETS,
-    X26X_PRESETS,
     KeepSize,
     SizeSpec,
+    check_quality,
     safe_file_name,
 )
 from spooler.export.rules import TIME_EPSILON, fail
@@ -115,25 +113,7 @@ class Rendition(SpecModel):
             raise fail(
                 ("crf",), "quality_conflict", "give crf or videoBitrateKbps, not both", self.crf
             )
-        if self.crf is not None:
-            low, high = CRF_RANGE[codec]
-            if not low <= self.crf <= high:
-                raise fail(
-                    ("crf",), "crf_range", f"must be between {low} and {high} for {codec}", self.crf
-                )
-        if self.preset is not None:
-            allowed = (
-                X26X_PRESETS
-                if codec in ("h264", "hevc")
-                else tuple(str(n) for n in NUMERIC_PRESETS[codec])
-            )
-            if self.preset not in allowed:
-                raise fail(
-                    ("preset",),
-                    "preset",
-                    f"must be one of {', '.join(allowed)} for {codec}",
-                    self.preset,
-                )
+        check_quality(codec, self.crf, self.preset)
         return self
 
     @property

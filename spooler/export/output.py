@@ -73,6 +73,24 @@ EXTENSIONS: dict[str, str] = {"mp4": ".mp4", "mov": ".mov", "mkv": ".mkv", "webm
 _FPS_TEXT = re.compile(r"^([1-9][0-9]{0,5})(?:/([1-9][0-9]{0,4}))?$")
 
 
+def check_quality(codec: str, crf: int | None, preset: str | None) -> None:
+    """crf and preset within what `codec`'s encoder accepts (errors at `crf` / `preset`)."""
+    if crf is not None:
+        low, high = CRF_RANGE[codec]
+        if not low <= crf <= high:
+            raise fail(("crf",), "crf_range", f"must be between {low} and {high} for {codec}", crf)
+    if preset is not None:
+        allowed = (
+            X26X_PRESETS
+            if codec in ("h264", "hevc")
+            else tuple(str(n) for n in NUMERIC_PRESETS[codec])
+        )
+        if preset not in allowed:
+            raise fail(
+                ("preset",), "preset", f"must be one of {', '.join(allowed)} for {codec}", preset
+            )
+
+
 def parse_fps(value: float | str) -> Fraction:
     """30 -> 30, 29.97 -> 30000/1001, "24000/1001" -> 24000/1001."""
     if isinstance(value, str):
@@ -166,25 +184,7 @@ class OutputSpec(SpecModel):
                     ("fps",), "copy_option", "videoCodec copy keeps the source rate", self.fps
                 )
             return self
-        if self.crf is not None:
-            low, high = CRF_RANGE[codec]
-            if not low <= self.crf <= high:
-                raise fail(
-                    ("crf",), "crf_range", f"must be between {low} and {high} for {codec}", self.crf
-                )
-        if self.preset is not None:
-            allowed = (
-                X26X_PRESETS
-                if codec in ("h264", "hevc")
-                else tuple(str(n) for n in NUMERIC_PRESETS[codec])
-            )
-            if self.preset not in allowed:
-                raise fail(
-                    ("preset",),
-                    "preset",
-                    f"must be one of {', '.join(allowed)} for {codec}",
-                    self.preset,
-                )
+        check_quality(codec, self.crf, self.preset)
         return self
 
     @property
