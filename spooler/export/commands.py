@@ -117,7 +117,6 @@ class Plan:
     fps: Fraction
     width: int
     height: int
-    tolerance: float  # verification: allowed |duration - expected| and A/V difference
     want_audio: bool
     mime_type: str
     commands: list[Command]
@@ -129,6 +128,12 @@ class Plan:
     snaps: list[Snap] = field(default_factory=list)
     preflight: dict[str, Any] = field(default_factory=dict)
     extra_outputs: list[PlannedOutput] = field(default_factory=list)  # renditions
+
+    @property
+    def tolerance(self) -> float:
+        """Verification's allowed |duration - expected| and A/V difference: one frame (the
+        last piece of a copy ends where its angle's frames end: within half of one)."""
+        return float(1 / self.fps) + 0.001
 
 
 def fmt(t: Fraction | float) -> str:

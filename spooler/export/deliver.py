@@ -45,6 +45,7 @@ def verify_media(
     size: tuple[int, int] | None,
     want_video: bool = True,
     want_audio: bool,
+    name: str,
 ) -> MediaInfo:
     """The file has the planned streams and frame size; its video (or, audio only, its
     audio) lasts the planned duration, and audio ends with video, within the tolerance."""
@@ -52,7 +53,7 @@ def verify_media(
         info = probe(path)
     except JobError as exc:
         raise JobError(
-            ErrorCode.VERIFY_FAILED, f"{path.name}: cannot be read back: {exc.message}"
+            ErrorCode.VERIFY_FAILED, f"{name}: cannot be read back: {exc.message}"
         ) from exc
     ends = stream_ends(path)
     expected = float(plan.duration)
@@ -85,7 +86,7 @@ def verify_media(
     if problems:
         raise JobError(
             ErrorCode.VERIFY_FAILED,
-            f"{path.name} failed verification: " + "; ".join(problems),
+            f"{name} failed verification: " + "; ".join(problems),
             {
                 "probe": info.summary(),
                 "videoEnd": ends.video_end,
@@ -101,7 +102,12 @@ def verify_renditions(plan: Plan) -> list[Ready]:
     for out in plan.extra_outputs:
         size = (out.width, out.height) if out.width and out.height else None
         info = verify_media(
-            out.temp, plan, size=size, want_video=size is not None, want_audio=out.audio
+            out.temp,
+            plan,
+            size=size,
+            want_video=size is not None,
+            want_audio=out.audio,
+            name=out.name,
         )
         ready.append(
             Ready(

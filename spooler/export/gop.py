@@ -73,6 +73,10 @@ class Part:
     head_packet: int = 0  # copy: decode index of the IDR it starts at
     stop_packet: int = 0  # copy: decode index it stops before
 
+    @property
+    def frames(self) -> int:
+        return self.stop - self.start
+
 
 def split_piece(frames: Frames, start: int, stop: int, joinable: bool) -> list[Part]:
     """Copy as much of source frames [start, stop) as can be copied exactly (pure)."""

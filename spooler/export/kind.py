@@ -10,14 +10,19 @@ from typing import ClassVar
 from spooler.errors import ErrorCode, JobError
 from spooler.export import textmark
 from spooler.export.commands import Command, EncodedPart, Plan, PlanPaths
-from spooler.export.deliver import make_thumbnails, rendition_temps, temp_paths, verify_renditions
+from spooler.export.deliver import (
+    make_thumbnails,
+    rendition_temps,
+    temp_paths,
+    verify_media,
+    verify_renditions,
+)
 from spooler.export.models import ExportJob, limit_errors
 from spooler.export.plan import plan_export
 from spooler.export.remux import remux
 from spooler.export.sources import Source, close_sources, inspect_sources
 from spooler.export.timeline import job_pieces
 from spooler.kinds.base import JobContext, JobSpec, Step
-from spooler.media import MediaInfo, probe, stream_ends
 from spooler.status import OutputInfo
 
 LOGGED_FILE_LIMIT = 20_000
@@ -78,7 +83,10 @@ class ExportKind:
             )
         fds = tuple(sorted(s.fd for s in sources.values() if s.fd is not None))
         self._execute(plan, spec, paths, ctx, fds)
-        info = verify(plan, paths)
+        # The main output is checked like every other output (deliver.verify_media).
+        info = verify_media(
+            paths.output, plan, size=None, want_audio=plan.want_audio, name=file_name
+        )
         # Every output verified before the first is published.
         ready = verify_renditions(plan)
         ready += make_thumbnails(spec, ctx, paths.output, info, extra, fds)
@@ -189,44 +197,3 @@ def _run_batch(batch: list[Command], ctx: JobContext, fds: tuple[int, ...]) -> N
     for error in errors:
         if error is not None:
             raise error
-
-
-def verify(plan: Plan, paths: PlanPaths) -> MediaInfo:
-    """The output has the planned streams, its video lasts the planned duration (within
-    the plan's tolerance), and audio ends with video (within the same tolerance)."""
-    try:
-        info = probe(paths.output)
-    except JobError as exc:
-        raise JobError(
-            ErrorCode.VERIFY_FAILED, f"output cannot be read back: {exc.message}"
-        ) from exc
-    ends = stream_ends(paths.output)
-    expected = float(plan.duration)
-    problems: list[str] = []
-    if ends.video_end is None:
-        problems.append("no video stream")
-    elif abs(ends.video_end - expected) > plan.tolerance:
-        problems.append(
-            f"video lasts {ends.video_end:.3f} s, expected {expected:.3f} s ± {plan.tolerance:.3f}"
-        )
-    if plan.want_audio:
-        if ends.audio_end is None:
-            problems.append("no audio stream")
-        elif ends.video_end is not None and abs(ends.audio_end - ends.video_end) > plan.tolerance:
-            problems.append(
-                f"audio ends at {ends.audio_end:.3f} s but video at {ends.video_end:.3f} s"
-            )
-    elif ends.audio_end is not None:
-        problems.append("unexpected audio stream")
-    if problems:
-        raise JobError(
-            ErrorCode.VERIFY_FAILED,
-            "output failed verification: " + "; ".join(problems),
-            {
-                "probe": info.summary(),
-                "videoEnd": ends.video_end,
-                "audioEnd": ends.audio_end,
-                "expected": expected,
-            },
-        )
-    return info

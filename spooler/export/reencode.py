@@ -487,7 +487,6 @@ def plan_reencode(
         fps=fps,
         width=width,
         height=height,
-        tolerance=float(1 / fps) + 0.001,
         want_audio=want_audio,
         mime_type=MIME[job.output.container],
         commands=[Command("encode", args, float(duration), files)],

@@ -51,7 +51,7 @@ from spooler.export.reencode import (
 )
 from spooler.export.sources import Need, Source
 from spooler.export.streamcopy import plan_audio
-from spooler.export.timeline import job_pieces, quantise
+from spooler.export.timeline import frame_index, job_pieces, quantise
 from spooler.ffmpeg import encoder_threads
 from spooler.h264 import AvcConfig, free_id
 
@@ -179,7 +179,7 @@ def plan_smart(
         angle_frames = frames[piece.angle]
         # Output frame k shows the source frame nearest to k / fps + syncOffset.
         first_time = source.index.time(angle_frames.first)
-        shift = _floor_half((Fraction(angle.sync_offset) - first_time) * fps)
+        shift = frame_index(Fraction(angle.sync_offset) - first_time, fps)
         start, stop = piece.first + shift, piece.stop + shift
         needs.append(
             Need(
@@ -198,7 +198,7 @@ def plan_smart(
         parts = split_piece(angle_frames, start, stop, why is None)
         for part in parts:
             placed.append(_Placed(piece.label, piece.angle, part, part.start - shift - origin))
-        copied = sum(p.stop - p.start for p in parts if p.kind == "copy")
+        copied = sum(p.frames for p in parts if p.kind == "copy")
         report.append(
             {
                 "label": piece.label,
@@ -222,7 +222,7 @@ def plan_smart(
     groups = _groups(encoded, settings.export.smart_workers)
     sps = free_id(AvcConfig.parse(reference.info.extradata or b""))
     commands: list[Command] = []
-    group_of: dict[int, tuple[Path, int]] = {}  # id(placed) -> (file, first packet)
+    group_of: dict[_Placed, tuple[Path, int]] = {}  # -> (piece file, first frame in it)
     lists_per_group = len(job.angles) + 2  # as the kind allots them
     for g, group in enumerate(groups):
         piece_file = paths.output.with_name(f"{paths.output.name}.part{g}.mp4")
@@ -237,8 +237,8 @@ def plan_smart(
         args += ["-f", "mp4", f"file:{piece_file}"]
         count = 0
         for item in group:
-            group_of[id(item)] = (piece_file, count)
-            count += item.part.stop - item.part.start
+            group_of[item] = (piece_file, count)
+            count += item.part.frames
         commands.append(
             Command(f"encode {g + 1}/{len(groups)}", args, float(count / fps), files, True)
         )
@@ -247,7 +247,6 @@ def plan_smart(
         source = sources[job.angle(item.angle).source]
         assert source.index is not None
         angle_frames = frames[item.angle]
-        length = item.part.stop - item.part.start
         if item.part.kind == "copy":
             packets = source.index.packets
             head_time = source.index.time(angle_frames.first + item.part.start * angle_frames.step)
@@ -264,14 +263,14 @@ def plan_smart(
                 )
             )
         else:
-            piece_file, first = group_of[id(item)]
+            piece_file, first = group_of[item]
             video_parts.append(
                 EncodedPart(
                     item.label,
                     item.angle,
                     piece_file,
                     first,
-                    length,
+                    item.part.frames,
                     pts=item.out_first * ref_frames.step,
                     step=ref_frames.step,
                     rate=fps,
@@ -298,7 +297,6 @@ def plan_smart(
         fps=fps,
         width=width,
         height=height,
-        tolerance=float(1 / fps) + 0.001,
         want_audio=audio is not None,
         mime_type=MIME[job.output.container],
         commands=[
@@ -309,7 +307,7 @@ def plan_smart(
         copy_segments=video_parts,
         copy_audio=audio,
         template=reference.read_path,
-        intermediates=[Path(c.args[-1].removeprefix("file:")) for c in commands],
+        intermediates=list(dict.fromkeys(file for file, _ in group_of.values())),
         preflight={
             **preflight,
             "path": "smart",
@@ -328,10 +326,6 @@ def plan_smart(
     )
 
 
-def _floor_half(value: Fraction) -> int:
-    return int((value + Fraction(1, 2)) // 1)
-
-
 def _why(parts: list[Part], unjoinable: str | None) -> str:
     if unjoinable:
         return f"encoded whole: {unjoinable}"
@@ -348,14 +342,14 @@ def _why(parts: list[Part], unjoinable: str | None) -> str:
 
 def _groups(encoded: list[_Placed], workers: int) -> list[list[_Placed]]:
     """Contiguous runs of the encoded parts with about equal frame counts."""
-    total = sum(p.part.stop - p.part.start for p in encoded)
+    total = sum(p.part.frames for p in encoded)
     count = max(1, min(workers, len(encoded)))
     groups: list[list[_Placed]] = [[] for _ in range(count)]
     done = 0
     for item in encoded:
         g = min(count - 1, done * count // max(total, 1))
         groups[g].append(item)
-        done += item.part.stop - item.part.start
+        done += item.part.frames
     return [g for g in groups if g]
 
 
@@ -416,7 +410,7 @@ def _encode_command(
     args, files = command_args(graph, paths)
     starts, at = [], 0
     for item in group[:-1]:
-        at += item.part.stop - item.part.start
+        at += item.part.frames
         starts.append(fmt((at - Fraction(1, 2)) / fps))
     info = reference.info  # the track's own stream: every encoded part matches it
     structure = frames[next(iter(frames))]  # the reference angle's frames come first

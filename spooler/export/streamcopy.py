@@ -250,8 +250,6 @@ def plan_copy(
         fps=fps,
         width=width,
         height=height,
-        # The last piece ends where its angle's frames end: within half a source frame.
-        tolerance=float(1 / fps) + 0.001,
         want_audio=want_audio,
         mime_type=MIME[job.output.container],
         commands=commands,
