@@ -29,7 +29,7 @@ from spooler.export.deliverables import (
 )
 from spooler.export.output import OutputSpec
 from spooler.export.rules import TIME_EPSILON, check_source_syntax, fail
-from spooler.kinds.base import JobSpec, SpecModel
+from spooler.jobkind import JobSpec, SpecModel
 
 _ANGLE_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_TRANSITION_SECONDS = 60

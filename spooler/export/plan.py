@@ -16,11 +16,12 @@ from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.export import transitions
 from spooler.export.commands import Plan, PlanPaths
+from spooler.export.encoders import ENCODERS
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO
-from spooler.export.reencode import ENCODERS, output_fps, plan_reencode
+from spooler.export.probed import Source
+from spooler.export.reencode import output_fps, plan_reencode
 from spooler.export.smart import plan_smart, smart_blockers
-from spooler.export.sources import Source
 from spooler.export.streamcopy import copy_blockers, plan_copy, snap_cuts
 from spooler.export.timeline import job_pieces, quantise
 

@@ -38,21 +38,14 @@ from spooler.export.commands import (
     fmt,
     rate_text,
 )
+from spooler.export.encoders import DEFAULT_PRESET, encoder_threads
 from spooler.export.gop import Frames, Part, split_piece
+from spooler.export.graph import Graph, Span, command_args, piece_inputs
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO, nominal_rate
-from spooler.export.reencode import (
-    DEFAULT_PRESET,
-    Graph,
-    Span,
-    check_needs,
-    command_args,
-    piece_inputs,
-)
-from spooler.export.sources import Need, Source
+from spooler.export.probed import Need, Source, check_needs
 from spooler.export.streamcopy import plan_audio
 from spooler.export.timeline import frame_index, job_pieces, quantise
-from spooler.ffmpeg import encoder_threads
 from spooler.h264 import AvcConfig, free_id
 
 X264_PROFILES = {
