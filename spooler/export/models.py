@@ -301,7 +301,8 @@ class ExportJob(JobSpec):
         return self
 
     def edit_segments(self) -> tuple[str, list[Segment]]:
-        """The edit as segments, whichever form the file used, and that form's name."""
+        """The edit as segments, whichever form the file used, and that form's name: the one
+        place switches become segments (each holds until the next; the last until `end`)."""
         if self.segments is not None:
             return "segments", self.segments
         assert self.switches is not None and self.end is not None
@@ -498,14 +499,10 @@ def limit_errors(job: ExportJob, limits: ExportSettings) -> list[dict[str, str]]
 
     if len(job.angles) > limits.max_angles:
         add("angles", f"{len(job.angles)} angles is over the limit of {limits.max_angles}")
-    edits = job.segments if job.segments is not None else job.switches or []
-    name = "segments" if job.segments is not None else "switches"
+    name, edits = job.edit_segments()
     if len(edits) > limits.max_segments:
         add(name, f"{len(edits)} {name} is over the limit of {limits.max_segments}")
-    end = job.segments[-1].end if job.segments else (job.end or 0.0)
-    start = (
-        job.segments[0].start if job.segments else (job.switches or [Switch(at=0, angle="")])[0].at
-    )
+    start, end = edits[0].start, edits[-1].end
     if job.range is not None:
         start, end = job.range.start, job.range.end
     if end - start > limits.max_timeline_seconds:
