@@ -198,13 +198,6 @@ def check_deliverables(job: ExportJob) -> None:
                 "an audio-only rendition needs audio (audio.mode is none)",
                 True,
             )
-    if job.renditions and job.mode == "copy":
-        raise fail(
-            ("renditions",),
-            "copy_option",
-            "renditions are encoded from the decoded frames: use mode reencode or auto",
-            None,
-        )
     taken: dict[str, str] = {}
     for path, name in output_names(job):
         if name.lower() in taken:

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_snake
 from pydantic_core import PydanticCustomError
 
 from spooler.config import ExportSettings
+from spooler.export import needs_reencode
 from spooler.export.deliverables import (
     MAX_RENDITIONS,
     PosterSpec,
@@ -298,6 +299,10 @@ class ExportJob(JobSpec):
         if self.watermark is not None:
             self._check_watermark(self.watermark, timeline)
         check_deliverables(self)
+        # Transitions, a watermark, renditions: what mode copy cannot do (one rule).
+        refusal = needs_reencode.copy_refusal(self)
+        if refusal is not None:
+            raise refusal
         return self
 
     def edit_segments(self) -> tuple[str, list[Segment]]:
@@ -331,7 +336,6 @@ class ExportJob(JobSpec):
             else:
                 runs.append((seg.start, seg.end, index))
         used = 0.0  # of the current run, by the transition at its start
-        lo, hi = (self.range.start, self.range.end) if self.range else timeline
         for before, after in itertools.pairwise(runs):
             own = segments[after[2]].transition
             spec = own or self.transition
@@ -363,17 +367,6 @@ class ExportJob(JobSpec):
                         spec.duration,
                     )
             used = half
-            if (
-                self.mode == "copy"
-                and cut - half < hi - TIME_EPSILON
-                and cut + half > lo + TIME_EPSILON
-            ):
-                raise fail(
-                    path,
-                    "needs_reencode",
-                    f"a {spec.type} cannot be stream-copied (use mode reencode or auto)",
-                    spec.type,
-                )
 
     def _check_watermark(self, mark: Watermark, timeline: tuple[float, float]) -> None:
         if (mark.image is None) == (mark.text is None):
@@ -394,13 +387,6 @@ class ExportJob(JobSpec):
                     "watermark only",
                     getattr(mark, to_snake(field)),
                 )
-        if self.mode == "copy":
-            raise fail(
-                ("watermark",),
-                "needs_reencode",
-                "a watermark cannot be stream-copied (use mode reencode or auto)",
-                None,
-            )
         for field in ("start", "end"):
             value = getattr(mark, field)
             if value is not None and not (

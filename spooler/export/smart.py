@@ -27,7 +27,7 @@ from typing import Any
 
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
-from spooler.export import transitions
+from spooler.export import needs_reencode
 from spooler.export.commands import (
     MIME,
     Command,
@@ -78,12 +78,8 @@ def smart_blockers(
         reasons.append(f"h264 cannot be stored in {out.container}")
     if out.size.mode != "keep":
         reasons.append("output.size is not 'keep'")
-    # Transitions and a watermark change every frame they touch: whole-frame re-encoding.
-    reasons += transitions.copy_blockers(job)
-    if job.watermark is not None:
-        reasons.append("a watermark needs re-encoding")
-    if job.renditions:
-        reasons.append("renditions need the decoded frames")
+    # Transitions, a watermark and renditions need the decoded frames (needs_reencode.py).
+    reasons += needs_reencode.reasons(job)
     if info.pix_fmt not in SMART_PIX_FMTS:
         reasons.append(f"{used[0]}'s pixel format {info.pix_fmt} is not 8-bit 4:2:0")
     if info.profile not in X264_PROFILES:
