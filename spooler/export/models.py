@@ -7,6 +7,11 @@ The same rule holds for an external audio file's `offset`.
 
 Cross-field checks raise a ValidationError whose location is the offending field, so
 `parse_job` reports "segments[7].end: must be greater than start" rather than "(root)".
+
+Longer than most modules because the job file is one contract with the web app: its
+models and the cross-field rules that need the whole edit (angles, cuts, range,
+transitions, watermark) are kept together; the deliverables and the output settings have
+their own modules (deliverables.py, output.py), the copy rule is needs_reencode.py.
 """
 
 from __future__ import annotations

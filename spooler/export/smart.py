@@ -15,6 +15,11 @@ and B-frame structure (read from the packet order), an IDR at each part's start 
 GOPs: a part never references another), and parameter sets with an id the source does not
 use; the remux puts both sets in the track's avcC (h264.py). Parts are encoded by a few ffmpeg
 processes at once (`export.smart_workers`), each a contiguous run of the timeline.
+
+Longer than most modules: whether smart render can serve a job, the split of every piece
+into encoded and copied parts, and the encoder settings that let both share one H.264
+track are one decision, and are kept in one place (the GOP analysis is gop.py, the
+shared graph toolkit graph.py).
 """
 
 from __future__ import annotations
