@@ -1,32 +1,24 @@
 """The export package's layers: the job model and the planners load no shell module.
 
-Each import runs in a fresh interpreter (a module loaded by an earlier test would hide a
-new dependency), and the test names what was loaded that should not have been.
+Imports run in a fresh interpreter (a module loaded by an earlier test would hide a new
+dependency), and the tests name what was loaded that should not have been. The table of
+pure and shell modules is docs/architecture-export.md's.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
-import pytest
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "architecture-export.md"
 
-# Modules that run processes, open media with PyAV, read the disk for sources or fonts,
-# or the registry (which loads every kind, and so all of the above).
-SHELL = (
-    "av",
-    "spooler.ffmpeg",
-    "spooler.media",
-    "spooler.runner",
-    "spooler.daemon",
-    "spooler.fonts",
-    "spooler.kinds",
-    "spooler.export.kind",
-    "spooler.export.sources",
-    "spooler.export.stills",
-    "spooler.export.remux",
-    "spooler.export.verify",
-)
+# Modules that run processes, read media with PyAV, or open sources or fonts; and the
+# registry, which loads every kind and so all of them.
+SHELL = {"av", "spooler.ffmpeg", "spooler.media", "spooler.fonts", "spooler.runner"}
+SHELL |= {"spooler.daemon", "spooler.kinds"}
 
 
 def loaded_after(code: str) -> set[str]:
@@ -41,36 +33,44 @@ def loaded_after(code: str) -> set[str]:
     return set(out.split())
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        # The job file (and the package's __init__): what the schema and the loader need.
+def documented() -> dict[str, str]:
+    """`module.py` -> "pure" or "shell", from the table in the doc."""
+    rows = re.findall(r"^\| `(\w+)\.py` \| (pure|shell) \|", DOC.read_text(), re.MULTILINE)
+    return dict(rows)
+
+
+def test_the_job_model_loads_no_ffmpeg_or_pyav_module() -> None:
+    loaded = loaded_after("import spooler.export.models")
+    assert "spooler.export.models" in loaded
+    assert sorted(loaded & SHELL) == []
+    assert sorted(m for m in loaded if m.startswith("spooler.export.")) == [
+        "spooler.export.deliverables",
         "spooler.export.models",
-        "spooler.export.plan",  # every planner: reencode, copy, smart, graph, audio
-        "spooler.export.thumbnails",
-    ],
-)
-def test_pure_modules_load_no_shell_module(module: str) -> None:
-    loaded = loaded_after(f"import {module}")
-    assert module in loaded
-    assert sorted(loaded & set(SHELL)) == []
+        "spooler.export.needs_reencode",
+        "spooler.export.output",
+        "spooler.export.rules",
+    ]
 
 
-@pytest.mark.parametrize(
-    "first, then",
-    [("spooler.kinds", "spooler.export.kind"), ("spooler.export.kind", "spooler.kinds")],
-)
-def test_registry_and_export_kind_import_in_either_order(first: str, then: str) -> None:
+def test_every_module_is_documented_and_the_pure_ones_load_no_shell_module() -> None:
+    table = documented()
+    modules = {p.stem for p in (ROOT / "spooler" / "export").glob("*.py")} - {"__init__"}
+    assert sorted(modules ^ set(table)) == []
+    pure = sorted(name for name, kind in table.items() if kind == "pure")
+    shell = {f"spooler.export.{name}" for name, kind in table.items() if kind == "shell"}
+    loaded = loaded_after("\n".join(f"import spooler.export.{name}" for name in pure))
+    assert {f"spooler.export.{name}" for name in pure} <= loaded
+    assert sorted(loaded & (SHELL | shell)) == []
+
+
+def test_the_registry_and_the_export_kind_import_in_either_order() -> None:
     # The registry imports the export kind; the export kind never imports the registry.
-    code = (
-        f"import {first}, {then}\n"
+    check = (
         "from spooler.kinds import KINDS\n"
         "from spooler.export import ExportKind\n"
         "assert isinstance(KINDS['export'], ExportKind), KINDS\n"
         "assert sorted(KINDS) == ['export', 'testpattern'], KINDS"
     )
-    assert {"spooler.kinds", "spooler.export.kind"} <= loaded_after(code)
-
-
-def test_the_export_kind_does_not_load_the_registry() -> None:
+    for first in ("spooler.kinds", "spooler.export.kind"):
+        assert "spooler.export.kind" in loaded_after(f"import {first}\n{check}")
     assert "spooler.kinds" not in loaded_after("import spooler.export.kind")
