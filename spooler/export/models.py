@@ -300,7 +300,7 @@ class ExportJob(JobSpec):
             raise fail(
                 ("output", "videoCodec"), "copy_option", "copy needs mode copy or auto", "copy"
             )
-        self._check_transitions(timeline)
+        self._check_transitions()
         if self.watermark is not None:
             self._check_watermark(self.watermark, timeline)
         check_deliverables(self)
@@ -322,7 +322,7 @@ class ExportJob(JobSpec):
             for i, s in enumerate(self.switches)
         ]
 
-    def _check_transitions(self, timeline: tuple[float, float]) -> None:
+    def _check_transitions(self) -> None:
         """Each transition sits at a cut, and half of it fits in the stretch of the angle on
         either side (after what the neighbouring transition already uses of it)."""
         name, segments = self.edit_segments()
