@@ -85,6 +85,44 @@ class ExportSettings(_Section):
     )
 
 
+class S3Settings(_Section):
+    """Remote storage (docs/s3.md). Empty allow-lists: nothing remote is allowed (the default).
+
+    Credentials are never settings: boto3's standard chain (environment, profile, instance
+    role, STS) supplies them.
+    """
+
+    endpoint_url: str | None = Field(
+        None, description="An S3-compatible server (MinIO, a local test server); None: AWS."
+    )
+    region: str = Field("us-east-1", min_length=1)
+    allowed_buckets: list[str] = Field(
+        default_factory=list, description="Buckets s3:// sources and destinations may name."
+    )
+    allowed_url_hosts: list[str] = Field(
+        default_factory=list, description="Hosts of https:// (presigned) source URLs."
+    )
+    http_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts of allowed_url_hosts that may be reached over plain http "
+        "(a local S3-compatible server only).",
+    )
+    chunk_bytes: int = Field(
+        256 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="Size of each signed range request the source gateway makes.",
+    )
+    part_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=5 * 1024 * 1024 * 1024,
+        description="Multipart upload part size (S3's minimum is 5 MiB).",
+    )
+    attempts: int = Field(4, ge=1, le=20, description="Tries per range request or part.")
+    timeout_seconds: float = Field(20, gt=0, description="Connect and read timeout per request.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SPOOLER_",
@@ -137,6 +175,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
     export: ExportSettings = ExportSettings()
+    s3: S3Settings = S3Settings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     # Failed while preparing or running (permanent).
     SOURCE_NOT_ALLOWED = "source_not_allowed"
     SOURCE_MISSING = "source_missing"
+    SOURCE_FORBIDDEN = "source_forbidden"  # the storage's 403 on an allowed object
     SOURCE_UNREADABLE = "source_unreadable"
     SOURCE_TOO_SHORT = "source_too_short"
     UNSUPPORTED_MEDIA = "unsupported_media"
@@ -36,6 +37,8 @@ class ErrorCode(StrEnum):
     STALLED = "stalled"
     DISK_FULL = "disk_full"
     WORKER_LOST = "worker_lost"
+    SOURCE_CHANGED = "source_changed"  # the object's ETag moved mid-attempt
+    STORAGE_FAILED = "storage_failed"  # network faults or 5xx after every retry
     INTERNAL = "internal_error"
     # Not a failure: the job was cancelled on request.
     CANCELLED = "cancelled"
@@ -50,6 +53,8 @@ TRANSIENT_CODES: frozenset[ErrorCode] = frozenset(
         ErrorCode.STALLED,
         ErrorCode.DISK_FULL,
         ErrorCode.WORKER_LOST,
+        ErrorCode.SOURCE_CHANGED,
+        ErrorCode.STORAGE_FAILED,
         ErrorCode.INTERNAL,
     }
 )

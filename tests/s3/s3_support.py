@@ -1,0 +1,87 @@
+"""Loopback helpers for the S3 tests: a TCP proxy that cuts connections, and small HTTP
+servers that redirect or refuse (what moto, which checks no signature, cannot show)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class CuttingProxy:
+    """Forwards 127.0.0.1:<port> to `target`; the first `cuts` connections that carry a
+    response body are cut after `after_bytes` bytes from the server (a network fault)."""
+
+    def __init__(self, target_port: int, *, cuts: int, after_bytes: int) -> None:
+        self.target_port, self.cuts_left, self.after_bytes = target_port, cuts, after_bytes
+        self.cut = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                doomed = self.cuts_left > 0
+            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(server, client, self.after_bytes if doomed else None),
+                daemon=True,
+            ).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if limit is not None and sent + len(data) > limit:
+                    with self._lock:
+                        if self.cuts_left > 0:
+                            self.cuts_left -= 1
+                            self.cut += 1
+                            dst.sendall(data[: max(0, limit - sent)])
+                            raise ConnectionResetError("cut by the test proxy")
+                    limit = None
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@contextmanager
+def answering(status: int, headers: dict[str, str]) -> Iterator[int]:
+    """A loopback HTTP server answering every GET with `status` and `headers`; its port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
