@@ -194,15 +194,25 @@ class RunContext:
         # Journal first: if we die between this write and the publish, recovery finishes it
         # instead of running the job again (each output is published once).
         outputs = [o for o in self._handle.status.outputs if o.path != info.path]
+        # A remote output (info.uri) starts its upload here: its id is journalled first.
+        upload_id = self._env.outputs.begin(self.job_id, temp, info)
         self._annotate(
             durable=True,
             outputs=[*outputs, info],
-            pending_publish=PendingPublish(temp=temp.name, path=name),
+            pending_publish=PendingPublish(
+                temp=temp.name, path=name, uri=info.uri, upload_id=upload_id
+            ),
         )
         _crash_point("SPOOLER_FAULT_EXIT_BEFORE_RENAME")
-        self._env.outputs.commit(self.job_id, temp, name)
+        gained = self._env.outputs.commit(self.job_id, temp, name, self.check_cancelled)
+        published = info.model_copy(update=gained)
         with self._lock:  # written with the next change: recovery tolerates a stale journal
-            self._handle.status = annotate(self._handle.status, now=utcnow(), pending_publish=None)
+            self._handle.status = annotate(
+                self._handle.status,
+                now=utcnow(),
+                pending_publish=None,
+                outputs=[*outputs, published],
+            )
         self.log_line(f"# published {name} ({info.size_bytes} bytes)")
         _crash_point("SPOOLER_FAULT_EXIT_AFTER_PUBLISH")
 

@@ -107,13 +107,33 @@ class OutputInfo(_CamelModel):
     width: int | None = None
     height: int | None = None
     mime_type: str | None = None
+    # Additive (issue 14): an output published to remote storage (docs/s3.md).
+    uri: str | None = Field(
+        None, max_length=2048, description="Where it was published (s3://bucket/key); None: path."
+    )
+    etag: str | None = Field(None, max_length=256, description="The stored object's ETag.")
+    checksum: str | None = Field(
+        None,
+        max_length=256,
+        description="sha256 of the upload as the storage reports it (multipart: the base64 "
+        "SHA-256 of the parts' SHA-256s, then -<parts>), checked against the local file's.",
+    )
 
 
 class PendingPublish(_CamelModel):
-    """Journal of the one rename in flight: recovery rolls it forward."""
+    """Journal of the one publish in flight: recovery rolls it forward (or aborts it)."""
 
     temp: PlainName = Field(description="Temporary name in the job's folder (already verified).")
     path: PlainName = Field(description="Final name it is being renamed to.")
+    uri: str | None = Field(
+        None, max_length=2048, description="Remote destination (s3://bucket/key); None: local."
+    )
+    upload_id: str | None = Field(
+        None,
+        max_length=1024,
+        description="The multipart upload in flight, journalled before its first part: "
+        "recovery completes it from the verified temporary file, or aborts it.",
+    )
 
 
 class HistoryEntry(_CamelModel):

@@ -20,20 +20,30 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from spooler.fsutil import TEMP_PREFIX, fsync_dir, fsync_file, open_log_for_append
 from spooler.layout import SpoolLayout
-from spooler.status import JobStatus
+from spooler.status import JobStatus, OutputInfo
 
 
 class OutputStore(Protocol):
     def make_durable(self, temp: Path) -> None:
         """The verified temporary file's data must survive a power cut (before step 2)."""
 
-    def commit(self, job_id: str, temp: Path, name: str) -> None:
-        """Step 3: make `temp` the output `name`, atomically."""
+    def begin(self, job_id: str, temp: Path, info: OutputInfo) -> str | None:
+        """Before step 2: start a publish that needs journalling (S3: the multipart
+        upload whose UploadId the journal keeps); None when there is nothing to journal."""
+        ...
+
+    def commit(
+        self, job_id: str, temp: Path, name: str, check: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Step 3: make `temp` the output `name`, atomically; `check` raises to stop a long
+        publish (cancel). Returns fields the output's status entry gains (uri, etag, ...)."""
+        ...
 
     def roll_forward(self, job_id: str, status: JobStatus) -> bool:
         """Step 4: finish a journalled publish; True when every planned output is in place
@@ -54,10 +64,16 @@ class JobFolderOutputs:
     def make_durable(self, temp: Path) -> None:
         fsync_file(temp)
 
-    def commit(self, job_id: str, temp: Path, name: str) -> None:
+    def begin(self, job_id: str, temp: Path, info: OutputInfo) -> str | None:
+        return None  # a rename needs no more than the journal's names
+
+    def commit(
+        self, job_id: str, temp: Path, name: str, check: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
         job_dir = self.layout.job_dir(job_id)
         temp.replace(job_dir / name)
         fsync_dir(job_dir)
+        return {}
 
     def roll_forward(self, job_id: str, status: JobStatus) -> bool:
         job_dir = self.layout.job_dir(job_id)

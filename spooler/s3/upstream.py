@@ -64,7 +64,7 @@ def status_error(status: int, shown: str) -> JobError | None:
     return JobError(ErrorCode.SOURCE_UNREADABLE, f"{shown!r}: server said {status}", details)
 
 
-def _retrying(attempts: int, shown: str, call: Callable[[], T]) -> T:
+def retrying(attempts: int, shown: str, call: Callable[[], T]) -> T:
     """Run `call`, retrying transient failures (network, 5xx) with a short backoff."""
     last: JobError | None = None
     for attempt in range(attempts):
@@ -105,7 +105,7 @@ class S3Upstream:
                 raise self._error(exc) from exc
             return Pinned(int(head["ContentLength"]), head["ETag"])
 
-        return _retrying(self.attempts, self.shown, call)
+        return retrying(self.attempts, self.shown, call)
 
     def read(self, start: int, end: int, etag: str) -> bytes:
         def call() -> bytes:
@@ -124,7 +124,7 @@ class S3Upstream:
                 raise JobError(ErrorCode.STORAGE_FAILED, f"{self.shown!r}: short read")
             return data
 
-        return _retrying(self.attempts, self.shown, call)
+        return retrying(self.attempts, self.shown, call)
 
 
 class UrlUpstream:
@@ -159,7 +159,7 @@ class UrlUpstream:
                 )
             return Pinned(int(total), etag)
 
-        return _retrying(self.attempts, self.shown, call)
+        return retrying(self.attempts, self.shown, call)
 
     def read(self, start: int, end: int, etag: str) -> bytes:
         def call() -> bytes:
@@ -169,4 +169,4 @@ class UrlUpstream:
                 raise JobError(ErrorCode.STORAGE_FAILED, f"{self.shown!r}: short read")
             return data
 
-        return _retrying(self.attempts, self.shown, call)
+        return retrying(self.attempts, self.shown, call)

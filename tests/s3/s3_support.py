@@ -11,11 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class CuttingProxy:
-    """Forwards 127.0.0.1:<port> to `target`; the first `cuts` connections that carry a
-    response body are cut after `after_bytes` bytes from the server (a network fault)."""
+    """Forwards 127.0.0.1:<port> to `target`; the first `cuts` connections that carry more
+    than `after_bytes` are cut there (a network fault): bytes from the server (a download),
+    or with `uploads`, bytes to the server (an upload)."""
 
-    def __init__(self, target_port: int, *, cuts: int, after_bytes: int) -> None:
+    def __init__(
+        self, target_port: int, *, cuts: int, after_bytes: int, uploads: bool = False
+    ) -> None:
         self.target_port, self.cuts_left, self.after_bytes = target_port, cuts, after_bytes
+        self.uploads = uploads
         self.cut = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
@@ -31,11 +35,10 @@ class CuttingProxy:
             server = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 doomed = self.cuts_left > 0
-            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
-            threading.Thread(
-                target=self._pipe, args=(server, client, self.after_bytes if doomed else None),
-                daemon=True,
-            ).start()
+            limit = self.after_bytes if doomed else None
+            up, down = (limit, None) if self.uploads else (None, limit)
+            threading.Thread(target=self._pipe, args=(client, server, up), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, down), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
         sent = 0

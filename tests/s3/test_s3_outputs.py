@@ -1,0 +1,200 @@
+"""Outputs to S3 (a real server on loopback): multipart with checksums, the UploadId
+journalled before the first part, no orphaned upload after a cancel, a cut connection or
+kill -9 (recovery completes or aborts it), no duplicate object."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from s3_support import CuttingProxy
+
+from spooler.config import S3Settings
+from spooler.errors import ErrorCode, JobError
+from spooler.layout import SpoolLayout
+from spooler.s3.client import make_client
+from spooler.s3.outputs import RoutedOutputs, S3Uploads, composite_sha256, part_ranges
+from spooler.status import JobStatus, OutputInfo, PendingPublish, State
+from spooler.storage import JobFolderOutputs
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+PART = 5 * 1024 * 1024  # S3's minimum part size
+JOB = "job-1"
+
+
+def store(settings: S3Settings, spool: Path) -> RoutedOutputs:
+    layout = SpoolLayout(spool)
+    layout.job_dir(JOB).mkdir(parents=True, exist_ok=True)
+    return RoutedOutputs(JobFolderOutputs(layout), S3Uploads(make_client(settings), settings))
+
+
+def verified_temp(spool: Path, size: int, name: str = ".tmp-out.mp4") -> Path:
+    temp = SpoolLayout(spool).job_dir(JOB) / name
+    temp.parent.mkdir(parents=True, exist_ok=True)
+    temp.write_bytes(os.urandom(size))
+    return temp
+
+
+def leftovers(s3: S3Client, bucket: str) -> list[str]:
+    return [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def keys(s3: S3Client, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def info_for(bucket: str, temp: Path, name: str = "out.mp4") -> OutputInfo:
+    uri = f"s3://{bucket}/exports/{JOB}/{name}"
+    return OutputInfo(path=name, size_bytes=temp.stat().st_size, uri=uri)
+
+
+def test_pure_parts_and_checksum() -> None:
+    assert part_ranges(0, PART) == [(0, 0)]
+    assert part_ranges(2 * PART + 1, PART) == [(0, PART), (PART, PART), (2 * PART, 1)]
+    assert composite_sha256([b"\0" * 32, b"\1" * 32]).endswith("-2")
+
+
+def test_upload_publishes_once_with_checksum(
+    s3_settings: S3Settings, s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    # Given a verified 11 MiB output and its S3 destination
+    settings = s3_settings.model_copy(update={"part_bytes": PART})
+    outputs = store(settings, tmp_path)
+    temp = verified_temp(tmp_path, 2 * PART + 12345)
+    data = temp.read_bytes()
+    info = info_for(bucket, temp)
+    # When it is begun (UploadId to journal), then committed
+    upload_id = outputs.begin(JOB, temp, info)
+    assert upload_id and leftovers(s3, bucket) == [f"exports/{JOB}/out.mp4"]
+    gained = outputs.commit(JOB, temp, "out.mp4")
+    # Then the object is whole, once, with the checksum of the local file; nothing left over
+    body = s3.get_object(Bucket=bucket, Key=f"exports/{JOB}/out.mp4")["Body"].read()
+    assert body == data
+    assert gained["uri"] == info.uri and gained["etag"].endswith('-3"')
+    digests = [__import__("hashlib").sha256(data[o : o + n]).digest() for o, n in
+               part_ranges(len(data), PART)]  # fmt: skip
+    assert gained["checksum"] == composite_sha256(digests)
+    assert leftovers(s3, bucket) == [] and keys(s3, bucket) == [f"exports/{JOB}/out.mp4"]
+    assert not temp.exists()
+
+
+def test_cancel_mid_upload_aborts(
+    s3_settings: S3Settings, s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    # Given an upload of three parts whose cancel check fires at the second part
+    outputs = store(s3_settings.model_copy(update={"part_bytes": PART}), tmp_path)
+    temp = verified_temp(tmp_path, 3 * PART)
+    outputs.begin(JOB, temp, info_for(bucket, temp))
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise JobError(ErrorCode.CANCELLED, "cancel requested")
+
+    # When it is committed, then the cancel stops it and no upload or object is left
+    with pytest.raises(JobError):
+        outputs.commit(JOB, temp, "out.mp4", check)
+    assert leftovers(s3, bucket) == [] and keys(s3, bucket) == []
+
+
+def test_connection_cut_mid_upload_is_retried(
+    s3_endpoint: str, bucket: str, s3: S3Client, tmp_path: Path
+) -> None:
+    # Given the server behind a proxy that cuts the first two uploads 1 MB in
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    proxy = CuttingProxy(port, cuts=2, after_bytes=1_000_000, uploads=True)
+    try:
+        settings = S3Settings(
+            endpoint_url=f"http://127.0.0.1:{proxy.port}", allowed_buckets=[bucket],
+            part_bytes=PART, attempts=4,
+        )  # fmt: skip
+        outputs = store(settings, tmp_path)
+        temp = verified_temp(tmp_path, 2 * PART)
+        data = temp.read_bytes()
+        outputs.begin(JOB, temp, info_for(bucket, temp))
+        # When it is committed
+        outputs.commit(JOB, temp, "out.mp4")
+    finally:
+        proxy.close()
+    # Then the cuts were retried: one whole object, no duplicate, no orphan
+    assert proxy.cut == 2
+    assert s3.get_object(Bucket=bucket, Key=f"exports/{JOB}/out.mp4")["Body"].read() == data
+    assert keys(s3, bucket) == [f"exports/{JOB}/out.mp4"] and leftovers(s3, bucket) == []
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from pathlib import Path
+    from spooler.config import S3Settings
+    from spooler.layout import SpoolLayout
+    from spooler.s3.client import make_client
+    from spooler.s3.outputs import RoutedOutputs, S3Uploads
+    from spooler.status import OutputInfo
+    from spooler.storage import JobFolderOutputs
+
+    spool, job, uri, settings = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    settings = S3Settings.model_validate_json(settings)
+    outputs = RoutedOutputs(
+        JobFolderOutputs(SpoolLayout(Path(spool))), S3Uploads(make_client(settings), settings)
+    )
+    temp = SpoolLayout(Path(spool)).job_dir(job) / ".tmp-out.mp4"
+    info = OutputInfo(path="out.mp4", size_bytes=temp.stat().st_size, uri=uri)
+    upload_id = outputs.begin(job, temp, info)
+    # The journal, durably, before the first part (what RunContext.publish writes).
+    journal = {"temp": temp.name, "path": "out.mp4", "uri": uri, "uploadId": upload_id}
+    Path(spool, "journal.json").write_text(json.dumps(journal))
+    calls = []
+    def check():
+        calls.append(1)
+        if len(calls) == 2:  # after the first part went up: the worker dies
+            os.kill(os.getpid(), signal.SIGKILL)
+    outputs.commit(job, temp, "out.mp4", check)
+    """
+)
+
+
+@pytest.mark.parametrize("temp_survives", [True, False])
+def test_kill_9_mid_upload_then_recovery(
+    s3_settings: S3Settings, s3: S3Client, bucket: str, tmp_path: Path, temp_survives: bool
+) -> None:
+    # Given a worker killed with SIGKILL after the first of three parts
+    settings = s3_settings.model_copy(update={"part_bytes": PART})
+    temp = verified_temp(tmp_path, 2 * PART + 1)
+    data = temp.read_bytes()
+    uri = f"s3://{bucket}/exports/{JOB}/out.mp4"
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), JOB, uri, settings.model_dump_json()],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert leftovers(s3, bucket) == [f"exports/{JOB}/out.mp4"]  # the orphan, before recovery
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    if not temp_survives:
+        temp.unlink()
+    now = datetime.now(UTC)
+    status = JobStatus(
+        job_id=JOB, state=State.RUNNING, submitted_at=now, updated_at=now,
+        outputs=[OutputInfo(path="out.mp4", size_bytes=len(data), uri=uri)],
+        planned_outputs=["out.mp4"], pending_publish=PendingPublish.model_validate(journal),
+    )  # fmt: skip
+    # When recovery rolls the journalled publish forward
+    done = store(settings, tmp_path).roll_forward(JOB, status)
+    # Then the upload is completed from the verified file, or aborted without it; never left
+    assert leftovers(s3, bucket) == []
+    if temp_survives:
+        assert done
+        assert s3.get_object(Bucket=bucket, Key=f"exports/{JOB}/out.mp4")["Body"].read() == data
+    else:
+        assert not done and keys(s3, bucket) == []
