@@ -1,0 +1,217 @@
+"""The video packet index of a remote MP4/MOV from its sample tables, read by range.
+
+`media.scan_video` demuxes every packet, which over S3 downloads the whole object. An MP4
+already holds that index in its `moov`: the demuxer's index entries (stsz, stco/co64, stsc,
+stss: each sample's position, size and keyframe flag, and its decode time), plus the
+composition offsets (ctts) and sample durations (stts) parsed here. Only three things are
+read: the moov, the first bytes of the file the demuxer probes, and a small prefix of each
+keyframe (whether it holds an IDR slice). The result equals scan_video's (tests compare).
+Fragmented MP4s and other containers fall back to the scan (return None).
+"""
+
+from __future__ import annotations
+
+import struct
+import urllib.request
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from spooler.h264 import NAL_IDR, AvcConfig, is_idr
+from spooler.mediainfo import FORMAT_WHITELIST, VideoIndex, VideoPacket
+
+# Bytes read from the start of each keyframe: x264's first keyframe carries ~1 KB of SEI
+# before its slice; a prefix that ends before any slice header is read whole.
+KEYFRAME_PREFIX = 2048
+LEAD_WINDOW = 30.0  # seconds, as media._interleave_lead
+
+Fetch = Callable[[int, int], bytes]  # (offset, length) -> bytes
+
+
+def http_fetch(url: str) -> Fetch:
+    """Range reads from the loopback gateway (the only place remote bytes come from)."""
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError("remote indexes are read through the loopback gateway only")
+
+    def fetch(offset: int, length: int) -> bytes:
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 (gateway URL)
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            data: bytes = response.read()
+        return data
+
+    return fetch
+
+
+# --- the boxes (pure) ---------------------------------------------------------------
+
+
+def boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[str, int, int]]:
+    """(type, payload start, payload end) of each box in data[start:end]."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        header = 8
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8 : pos + 16])[0]
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            raise ValueError("box runs past its parent")
+        yield kind.decode("latin-1"), pos + header, pos + size
+        pos += size
+
+
+def _child(data: bytes, start: int, end: int, kind: str) -> tuple[int, int] | None:
+    return next(((s, e) for k, s, e in boxes(data, start, end) if k == kind), None)
+
+
+def video_tables(moov: bytes) -> tuple[list[int], list[int]] | None:
+    """Per-sample durations (stts) and composition offsets (ctts, zeros without one) of the
+    first video track; None if the moov has none or is fragmented (mvex)."""
+    if _child(moov, 0, len(moov), "mvex"):
+        return None
+    for kind, start, end in boxes(moov):
+        if kind != "trak":
+            continue
+        mdia = _child(moov, start, end, "mdia")
+        hdlr = mdia and _child(moov, *mdia, "hdlr")
+        if not mdia or not hdlr or moov[hdlr[0] + 8 : hdlr[0] + 12] != b"vide":
+            continue
+        minf = _child(moov, *mdia, "minf")
+        stbl = minf and _child(moov, *minf, "stbl")
+        stts = stbl and _child(moov, *stbl, "stts")
+        if not stbl or not stts:
+            return None
+        durations = [d for count, d in _pairs(moov, stts[0]) for _ in range(count)]
+        ctts = _child(moov, *stbl, "ctts")
+        signed = ctts is not None and moov[ctts[0]] == 1
+        offsets = (
+            [o for count, o in _pairs(moov, ctts[0], signed) for _ in range(count)]
+            if ctts
+            else [0] * len(durations)
+        )
+        return durations, offsets
+    return None
+
+
+def _pairs(data: bytes, start: int, signed: bool = False) -> list[tuple[int, int]]:
+    """The (count, value) entries of an stts or ctts box (after version and flags)."""
+    (entries,) = struct.unpack(">I", data[start + 4 : start + 8])
+    fmt = ">Ii" if signed else ">II"
+    return [
+        struct.unpack(fmt, data[start + 8 + 8 * i : start + 16 + 8 * i]) for i in range(entries)
+    ]
+
+
+def nal_types(prefix: bytes, length_size: int) -> tuple[list[int], bool]:
+    """The NAL unit types whose header lies in `prefix`, and whether a slice was among them
+    (then the prefix was enough to tell IDR or not)."""
+    types, pos = [], 0
+    while pos + length_size < len(prefix):
+        size = int.from_bytes(prefix[pos : pos + length_size], "big")
+        if size == 0:
+            break
+        types.append(prefix[pos + length_size] & 0x1F)
+        if types[-1] in (1, NAL_IDR):
+            return types, True
+        pos += length_size + size
+    return types, False
+
+
+def interleave_lead(entries: list[tuple[int, bool, float]], window: float = LEAD_WINDOW) -> float:
+    """media._interleave_lead from index entries: (file position, is video, dts seconds)."""
+    order: list[tuple[bool, float]] = []
+    for _, is_video, at in sorted(entries):  # file order
+        if at > window:
+            break
+        order.append((is_video, at))
+    lead, later_video = 0.0, float("inf")
+    for is_video, at in reversed(order):
+        if is_video:
+            later_video = min(later_video, at)
+        elif later_video != float("inf"):
+            lead = max(lead, at - later_video)
+    return lead
+
+
+# --- the shell ----------------------------------------------------------------------
+
+
+def read_moov(fetch: Fetch, size: int) -> bytes | None:
+    """Walk the top-level boxes by range (16 bytes each) to the moov, then read it whole."""
+    pos = 0
+    while pos + 8 <= size:
+        head = fetch(pos, min(16, size - pos))
+        box_size, kind = struct.unpack(">I4s", head[:8])
+        header = 8
+        if box_size == 1:
+            box_size, header = struct.unpack(">Q", head[8:16])[0], 16
+        elif box_size == 0:
+            box_size = size - pos
+        if box_size < header:
+            return None
+        if kind == b"moov":
+            return fetch(pos + header, box_size - header)
+        pos += box_size
+    return None
+
+
+def remote_video_index(url: str, size: int, options: dict[str, str]) -> VideoIndex | None:
+    """The packet index of the object behind gateway `url` (of `size` bytes), or None when
+    it is not a plain MP4/MOV (the caller then scans)."""
+    fetch = http_fetch(url)
+    moov = read_moov(fetch, size)
+    tables = video_tables(moov) if moov is not None else None
+    if tables is None:
+        return None
+    durations, offsets = tables
+    with av.open(url, options={**options, "format_whitelist": FORMAT_WHITELIST}) as container:
+        if container.format.name.split(",")[0] != "mov":
+            return None
+        stream = container.streams.video[0]
+        entries = list(stream.index_entries)
+        if len(entries) != len(durations) or len(offsets) != len(durations):
+            return None  # edit lists that drop samples, or tables we do not follow
+        length_size = _length_size(stream)
+        packets = []
+        for entry, duration, offset in zip(entries, durations, offsets, strict=True):
+            keyframe = bool(entry.is_keyframe)
+            idr = keyframe and length_size > 0 and _idr(fetch, entry, length_size)
+            packets.append(
+                VideoPacket(entry.timestamp + offset, entry.timestamp, duration, keyframe, idr)
+            )
+        assert stream.time_base is not None
+        origin = Fraction(container.start_time or 0, 1_000_000)
+        lead = interleave_lead(list(_all_entries(container)))
+        return VideoIndex(Fraction(stream.time_base), origin, tuple(packets), lead)
+
+
+def _length_size(stream: Any) -> int:
+    ctx = stream.codec_context
+    if ctx.codec.canonical_name != "h264" or not ctx.extradata:
+        return 0
+    try:
+        return AvcConfig.parse(bytes(ctx.extradata)).length_size
+    except ValueError:
+        return 0
+
+
+def _idr(fetch: Fetch, entry: Any, length_size: int) -> bool:
+    prefix = fetch(entry.pos, min(entry.size, KEYFRAME_PREFIX))
+    types, settled = nal_types(prefix, length_size)
+    if settled or entry.size <= KEYFRAME_PREFIX:
+        return NAL_IDR in types
+    return is_idr(fetch(entry.pos, entry.size), length_size)
+
+
+def _all_entries(container: Any) -> Iterator[tuple[int, bool, float]]:
+    video = container.streams.video[0]
+    for stream in list(container.streams.video[:1]) + list(container.streams.audio):
+        base = float(stream.time_base)
+        for entry in stream.index_entries:
+            yield entry.pos, stream.index == video.index, entry.timestamp * base
