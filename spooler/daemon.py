@@ -44,7 +44,7 @@ from spooler.report import Reporter, StatusSink
 from spooler.retention import Retention
 from spooler.runner import AttemptEnv
 from spooler.spool import ensure_layout
-from spooler.storage import JobFolderOutputs
+from spooler.storage import OutputStore, output_store
 from spooler.watcher import InboxWatcher
 from spooler.worker import WorkerIdentity, remove_heartbeat, write_heartbeat
 
@@ -79,7 +79,7 @@ class Daemon:
         self.table = JobTable(SpoolLayout(settings.spool_dir), settings.max_jobs)
         self.layout = self.table.layout
         self.reporter = Reporter(self.layout, sinks)
-        self.outputs = JobFolderOutputs(self.layout)
+        self.outputs: OutputStore = output_store(settings, self.layout)
         self.retention = Retention(settings, self.table)
         self.intake = InboxIntake(
             settings, self.table, self.reporter, self.retention, self.outputs, self.me,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from spooler.config import Settings
 from spooler.fsutil import TEMP_PREFIX, fsync_dir, fsync_file, open_log_for_append
 from spooler.layout import SpoolLayout
 from spooler.status import JobStatus, OutputInfo
@@ -52,6 +53,17 @@ class OutputStore(Protocol):
 
     def remove(self, job_id: str, names: list[str]) -> None:
         """Withdraw outputs of an attempt that did not succeed."""
+
+
+def output_store(settings: Settings, layout: SpoolLayout) -> OutputStore:
+    """The job folder, plus S3 for outputs with a destination when buckets are allowed."""
+    local = JobFolderOutputs(layout)
+    if not settings.s3.allowed_buckets:
+        return local
+    from spooler.s3.client import make_client  # boto3 is loaded only where S3 is configured
+    from spooler.s3.outputs import RoutedOutputs, S3Uploads
+
+    return RoutedOutputs(local, S3Uploads(make_client(settings.s3), settings.s3))
 
 
 class JobFolderOutputs:

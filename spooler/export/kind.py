@@ -26,6 +26,7 @@ from spooler.export.timeline import job_pieces
 from spooler.export.verify import verify_output, verify_renditions
 from spooler.fonts import resolve_font
 from spooler.jobkind import JobContext, JobSpec, Step
+from spooler.s3.locations import parse_destination
 from spooler.status import OutputInfo
 
 LOGGED_FILE_LIMIT = 20_000
@@ -39,6 +40,8 @@ class ExportKind:
         return list(limit_errors(spec, settings.export))
 
     def run(self, spec: ExportJob, ctx: JobContext) -> None:
+        if spec.output.destination:  # refused before any work (source_not_allowed)
+            parse_destination(spec.output.destination, ctx.settings.s3)
         used = {p.angle for p in job_pieces(spec)}
         # Each source is opened once here and read through /proc/self/fd/N from then on.
         sources = inspect_sources(spec, ctx.settings.media_roots, used)
@@ -92,20 +95,17 @@ class ExportKind:
         ready += make_thumbnails(spec, ctx, paths.output, info, extra, fds)
         for temp in (paths.audio, *paths.lists, *plan.intermediates, *_graph_files(paths)):
             temp.unlink(missing_ok=True)  # intermediates; the daemon only cleans up failures
-        ctx.publish(
-            paths.output,
-            file_name,
-            OutputInfo(
-                path=file_name,
-                size_bytes=paths.output.stat().st_size,
-                duration_seconds=info.duration,
-                width=info.width,
-                height=info.height,
-                mime_type=plan.mime_type,
-            ),
+        main = OutputInfo(
+            path=file_name,
+            size_bytes=paths.output.stat().st_size,
+            duration_seconds=info.duration,
+            width=info.width,
+            height=info.height,
+            mime_type=plan.mime_type,
         )
+        ctx.publish(paths.output, file_name, _placed(main, spec, ctx))
         for item in ready:
-            ctx.publish(item.temp, item.info.path, item.info)
+            ctx.publish(item.temp, item.info.path, _placed(item.info, spec, ctx))
 
     def _execute(
         self, plan: Plan, spec: ExportJob, paths: PlanPaths, ctx: JobContext, fds: tuple[int, ...]
@@ -209,3 +209,11 @@ def _run_batch(batch: list[Command], ctx: JobContext, fds: tuple[int, ...]) -> N
     for error in errors:
         if error is not None:
             raise error
+
+
+def _placed(info: OutputInfo, spec: ExportJob, ctx: JobContext) -> OutputInfo:
+    """The output's remote URI when the job names a destination (the store uploads it)."""
+    if not spec.output.destination:
+        return info
+    target = parse_destination(spec.output.destination, ctx.settings.s3)
+    return info.model_copy(update={"uri": target.uri(ctx.job_id, info.path)})

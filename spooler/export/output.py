@@ -127,6 +127,14 @@ class OutputSpec(SpecModel):
     audio_bitrate_kbps: int = Field(192, ge=16, le=1024)
     faststart: bool = Field(True, description="mp4/mov: index first so browsers start at once.")
     file_name: str = Field("export", min_length=1, max_length=200)
+    destination: str | None = Field(
+        None,
+        max_length=1024,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/([^\x00-\x1f\x7f]*/)?$",
+        description="s3://bucket/prefix/: every output (renditions, poster, storyboard too) is "
+        "uploaded under prefix/<job id>/ instead of staying in the job folder; the bucket must "
+        "be in the daemon's s3.allowed_buckets (docs/s3.md).",
+    )
 
     @field_validator("fps")
     @classmethod

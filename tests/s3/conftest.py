@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from s3_support import CREDENTIALS
 
 from spooler.config import S3Settings
 from spooler.ffmpeg import find_ffmpeg
@@ -24,12 +25,6 @@ from spooler.s3.client import make_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "spooler-test-key",
-    "AWS_SECRET_ACCESS_KEY": "spooler-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 def free_port() -> int:

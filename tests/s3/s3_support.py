@@ -9,6 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# The test server's keys, found by boto3's standard chain in the environment.
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "spooler-test-key",
+    "AWS_SECRET_ACCESS_KEY": "spooler-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
 
 class CuttingProxy:
     """Forwards 127.0.0.1:<port> to `target`; the first `cuts` connections that carry more
