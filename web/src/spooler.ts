@@ -19,6 +19,7 @@ import path from "node:path";
 import type { JobFile, State, StatusFile } from "./types.js";
 
 export type { JobFile, State, StatusFile } from "./types.js";
+export { parseS3Uri, presignOutputUri, type PresignOptions, type S3Credentials } from "./s3.js";
 
 /** docs/protocol.md §4: 1-128 of A-Z a-z 0-9 _ -, not starting with _ or -. */
 export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;

@@ -295,6 +295,10 @@ export interface OutputSpec {
    */
   crf?: number | null;
   /**
+   * s3://bucket/prefix/: every output (renditions, poster, storyboard too) is uploaded under prefix/<job id>/ instead of staying in the job folder; the bucket must be in the daemon's s3.allowed_buckets (docs/s3.md).
+   */
+  destination?: string | null;
+  /**
    * mp4/mov: index first so browsers start at once.
    */
   faststart?: boolean;
@@ -519,6 +523,7 @@ export type ErrorCode =
   | "unsupported_schema_version"
   | "source_not_allowed"
   | "source_missing"
+  | "source_forbidden"
   | "source_unreadable"
   | "source_too_short"
   | "unsupported_media"
@@ -530,6 +535,8 @@ export type ErrorCode =
   | "stalled"
   | "disk_full"
   | "worker_lost"
+  | "source_changed"
+  | "storage_failed"
   | "internal_error"
   | "cancelled"
   | "unknown_job";
@@ -619,7 +626,15 @@ export interface HistoryEntry {
  * via the `definition` "OutputInfo".
  */
 export interface OutputInfo {
+  /**
+   * sha256 of the upload as the storage reports it (multipart: the base64 SHA-256 of the parts' SHA-256s, then -<parts>), checked against the local file's.
+   */
+  checksum?: string | null;
   durationSeconds?: number | null;
+  /**
+   * The stored object's ETag.
+   */
+  etag?: string | null;
   height?: number | null;
   mimeType?: string | null;
   /**
@@ -631,10 +646,14 @@ export interface OutputInfo {
    */
   role?: string;
   sizeBytes: number;
+  /**
+   * Where it was published (s3://bucket/key); None: path.
+   */
+  uri?: string | null;
   width?: number | null;
 }
 /**
- * Journal of the one rename in flight: recovery rolls it forward.
+ * Journal of the one publish in flight: recovery rolls it forward (or aborts it).
  *
  * This interface was referenced by `StatusFile`'s JSON-Schema
  * via the `definition` "PendingPublish".
@@ -648,6 +667,14 @@ export interface PendingPublish {
    * Temporary name in the job's folder (already verified).
    */
   temp: string;
+  /**
+   * The multipart upload in flight, journalled before its first part: recovery completes it from the verified temporary file, or aborts it.
+   */
+  uploadId?: string | null;
+  /**
+   * Remote destination (s3://bucket/key); None: local.
+   */
+  uri?: string | null;
 }
 /**
  * This interface was referenced by `StatusFile`'s JSON-Schema
