@@ -59,7 +59,7 @@ def test_export_to_s3(
     spool: Spool, make_daemon: Any, shoot: Path, s3: S3Client, s3_endpoint: str, bucket: str
 ) -> None:
     # Given a daemon allowed to write the bucket, and an export naming a prefix in it
-    make_daemon(**_s3_env(s3_endpoint, bucket))
+    daemon = make_daemon(**_s3_env(s3_endpoint, bucket))
     spool.submit("to-s3", _job(spool, shoot, f"s3://{bucket}/exports/"))
     # When it runs
     status = spool.wait_final("to-s3", timeout=120)
@@ -75,6 +75,7 @@ def test_export_to_s3(
     assert not (spool.layout.job_dir("to-s3") / "demo-export.mp4").exists()
     assert spool.temp_leftovers() == []
     _no_secret_anywhere(spool, "to-s3")
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in daemon.log_path.read_text()
 
 
 def test_destination_outside_the_allow_list_is_refused(
