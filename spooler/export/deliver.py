@@ -50,7 +50,9 @@ def verify_media(
     """The file has the planned streams and frame size; its video (or, audio only, its
     audio) lasts the planned duration, and audio ends with video, within the tolerance."""
     try:
-        info = probe(path)
+        # Decoding one frame gives the display rotation a stream copy keeps (item 9 of
+        # issue 11): the status reports the size as shown, whatever the mode.
+        info = probe(path, decode=want_video)
     except JobError as exc:
         raise JobError(
             ErrorCode.VERIFY_FAILED, f"{name}: cannot be read back: {exc.message}"
@@ -97,6 +99,11 @@ def verify_media(
     return info
 
 
+def shown_size(info: MediaInfo) -> tuple[int | None, int | None]:
+    """Width and height as players show them (a 90° rotation swaps the stored ones)."""
+    return info.display_size or (None, None)
+
+
 def verify_renditions(plan: Plan) -> list[Ready]:
     ready: list[Ready] = []
     for out in plan.extra_outputs:
@@ -117,8 +124,8 @@ def verify_renditions(plan: Plan) -> list[Ready]:
                     role=out.role,
                     size_bytes=out.temp.stat().st_size,
                     duration_seconds=info.duration,
-                    width=info.width,
-                    height=info.height,
+                    width=shown_size(info)[0],
+                    height=shown_size(info)[1],
                     mime_type=out.mime_type,
                 ),
             )

@@ -13,6 +13,7 @@ from spooler.export.commands import Command, EncodedPart, Plan, PlanPaths
 from spooler.export.deliver import (
     make_thumbnails,
     rendition_temps,
+    shown_size,
     temp_paths,
     verify_media,
     verify_renditions,
@@ -99,8 +100,8 @@ class ExportKind:
                 path=file_name,
                 size_bytes=paths.output.stat().st_size,
                 duration_seconds=info.duration,
-                width=info.width,
-                height=info.height,
+                width=shown_size(info)[0],
+                height=shown_size(info)[1],
                 mime_type=plan.mime_type,
             ),
         )

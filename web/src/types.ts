@@ -609,6 +609,9 @@ export interface HistoryEntry {
  */
 export interface OutputInfo {
   durationSeconds?: number | null;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
   height?: number | null;
   mimeType?: string | null;
   /**
@@ -620,6 +623,9 @@ export interface OutputInfo {
    */
   role?: string;
   sizeBytes: number;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
   width?: number | null;
 }
 /**
