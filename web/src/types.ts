@@ -358,7 +358,7 @@ export interface Rendition {
   container?: ("mp4" | "mov" | "mkv" | "webm" | "m4a") | null;
   crf?: number | null;
   /**
-   * Default: '<output stem>-<name>'.
+   * Default: '<output stem>-<name>', never cut (see docs/export.md).
    */
   fileName?: string | null;
   /**
