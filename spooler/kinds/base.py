@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from spooler.config import Settings
 from spooler.ffmpeg import FfmpegResult
+from spooler.jsonnumbers import integral_ints
 from spooler.status import OutputInfo
 
 
@@ -27,7 +28,15 @@ class SpecModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         allow_inf_nan=False,
+        # The published schema's types, no coercion: "5" is not a number, "yes" not a
+        # boolean, true not an integer (ints keep 320.0: see spooler/jsonnumbers.py).
+        strict=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_ints(cls, data: Any) -> Any:
+        return integral_ints(cls, data)
 
 
 class JobSpec(SpecModel):
