@@ -340,6 +340,67 @@ def _interleave_lead(container: Any, video: Any, window: float = 30.0) -> float:
 
 
 @dataclass(frozen=True)
+class AudioSpan:
+    """Where a file's first audio stream starts and ends: seconds of source time as
+    `ffmpeg -i` counts it (the container's start time subtracted), from its packets."""
+
+    start: float
+    end: float
+
+
+# How much of an audio stream's tail is demuxed to find its end (after one seek).
+AUDIO_TAIL_SECONDS = 10.0
+
+
+def scan_audio(path: Path, *, name: str | None = None) -> AudioSpan | None:
+    """The first audio stream's own span (None without audio). The container's duration is
+    the longest stream's, so a track that stops before the video needs its own end: the
+    packets of its last AUDIO_TAIL_SECONDS (one seek), or of the whole stream when its
+    duration is unknown (matroska) or the seek finds nothing."""
+    try:
+        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            if stream.time_base is None:
+                return None
+            tb = Fraction(stream.time_base)
+            origin = _origin(container)
+            start = stream.start_time
+            end = None
+            if stream.duration and start is not None:
+                tail = int((start + stream.duration) - AUDIO_TAIL_SECONDS / tb)
+                container.seek(max(tail, 0), stream=stream, backward=True, any_frame=True)
+                end = _last_end(container, stream)
+            if end is None:
+                container.seek(0, backward=True, any_frame=True)
+                firsts: list[int] = []
+                end = _last_end(container, stream, firsts)
+                start = start if start is not None else (firsts[0] if firsts else None)
+            if end is None or start is None:
+                return None  # an audio stream without packets: no audio to cover anything
+            return AudioSpan(float(start * tb) - origin, float(end * tb) - origin)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise JobError(
+            ErrorCode.SOURCE_UNREADABLE,
+            f"{name or path.name}: audio packets cannot be read: {_reason(exc)}",
+        ) from exc
+
+
+def _last_end(container: Any, stream: Any, firsts: list[int] | None = None) -> int | None:
+    """The largest pts + duration of `stream`'s packets from the current position on."""
+    end: int | None = None
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        if firsts is not None and not firsts:
+            firsts.append(packet.pts)
+        stop = packet.pts + (packet.duration or 0)
+        end = stop if end is None else max(end, stop)
+    return end
+
+
+@dataclass(frozen=True)
 class StreamEnds:
     """Where each stream of a file ends (last pts + duration), in seconds from its start."""
 

@@ -46,7 +46,7 @@ from spooler.export.ffconcat import ConcatList, concat_input
 from spooler.export.models import ExportJob, ExternalAudio, FollowAudio, NoAudio
 from spooler.export.output import ExactSize, HeightSize, nominal_rate
 from spooler.export.renditions import muxer_args, split_outputs
-from spooler.export.sources import Need, Source, check_coverage
+from spooler.export.sources import Need, Source, audio_spans, check_coverage
 from spooler.export.timeline import FramePiece, Piece
 from spooler.ffmpeg import encoder_threads
 
@@ -238,12 +238,14 @@ def audio_bed(
         )
     total = _samples(end) - _samples(start)
     tracks = [_bed_track(sources, graph, (name, offset, gain), start, end, list_paths[0])]
-    needs.append(Need("audio", who, name, offset, start, end))
+    needs.append(Need("audio", who, name, offset, start, end, audio=True))
     ambient = job.audio.ambient if isinstance(job.audio, ExternalAudio) else None
     if ambient is not None:
         under = job.angle(ambient.angle)
         offset = Fraction(under.sync_offset)
-        needs.append(Need("audio.ambient", ambient.angle, under.source, offset, start, end))
+        needs.append(
+            Need("audio.ambient", ambient.angle, under.source, offset, start, end, audio=True)
+        )
         track = (under.source, offset, ambient.gain_db)
         tracks.append(_bed_track(sources, graph, track, start, end, list_paths[1]))
     loudness = audiomix.loudness_chain(job, total)
@@ -547,7 +549,7 @@ def follow_labels(
 
 def check_needs(needs: list[Need], sources: dict[str, Source], fps: Fraction) -> None:
     ends = {name: (s.video_end if s.index else s.info.duration) for name, s in sources.items()}
-    check_coverage(needs, ends, slack=float(1 / fps) / 2)
+    check_coverage(needs, ends, slack=float(1 / fps) / 2, audio=audio_spans(sources))
 
 
 # --- copy --------------------------------------------------------------------------------

@@ -14,12 +14,14 @@ import pytest
 from export_support import FakeContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mediagen import read_frames
+from mediagen import Clip, make_clip, read_frames
 from pydantic import ValidationError
 
 from spooler.config import Settings
+from spooler.errors import ErrorCode, JobError
 from spooler.export import ExportJob, ExportKind
 from spooler.export.deliverables import output_names
+from spooler.media import stream_ends
 
 Run = Callable[..., FakeContext]
 
@@ -173,3 +175,89 @@ def test_renditions_of_a_100_character_name_are_published(run_job: Run) -> None:
     ctx = run_job(job)
     assert [o.path for o in ctx.published] == [f"{stem}.mp4", f"{stem}-small.mp4"]
     assert sorted(p.name for p in ctx.job_dir.iterdir()) == [f"{stem}-small.mp4", f"{stem}.mp4"]
+
+
+# --- item 6: audio shorter than its video ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_root(tmp_path_factory: pytest.TempPathFactory, ffmpeg: str) -> Path:
+    """4 s of video each: short.mp4 with 3 s of audio, near.mp4 with 3.97 s (30 ms short,
+    like AAC that ends a frame early), full.mp4 with all 4 s."""
+    root = tmp_path_factory.mktemp("short-audio")
+    for link, clip in (
+        ("short.mp4", Clip("red", audio_seconds=3.0)),
+        ("near.mp4", Clip("green", audio_seconds=3.97)),
+        ("full.mp4", Clip("yellow")),
+    ):
+        (root / link).symlink_to(make_clip(ffmpeg, clip, root).name)
+    return root
+
+
+def _edit(source: str, end: float, **more: Any) -> dict[str, Any]:
+    return {
+        "angles": [{"id": "cam", "source": source}, {"id": "other", "source": "full.mp4"}],
+        "segments": [{"angle": "cam", "start": 0.0, "end": end}],
+        "output": {"preset": "ultrafast"},
+        **more,
+    }
+
+
+SHORT = "needs the audio of short.mp4 until 3.500 s but its audio stream ends at 3.000 s"
+
+
+@pytest.mark.parametrize("mode", ["reencode", "copy", "smart", "auto"])
+@pytest.mark.parametrize(
+    ("audio", "use"),
+    [
+        ({"mode": "angle"}, "audio"),
+        ({"mode": "external", "source": "short.mp4"}, "audio"),  # a camera file as the mic
+        ({"mode": "follow"}, "segments[0]"),
+        ({"mode": "external", "source": "full.mp4", "ambient": {"angle": "cam"}}, "audio.ambient"),
+    ],
+)
+def test_audio_shorter_than_the_video_is_source_too_short_in_every_mode(
+    run_job: Run, short_root: Path, mode: str, audio: dict[str, Any], use: str
+) -> None:
+    # Given a source whose audio stops at 3 s while its video runs to 4 s, used until 3.5 s
+    job = _edit("short.mp4", 3.5, mode=mode, audio=audio)
+    if mode == "copy":
+        del job["output"]
+    # When it is exported, whatever the mode and whichever way its audio is used
+    with pytest.raises(JobError) as caught:
+        run_job(job, short_root)
+    # Then it fails before any ffmpeg runs, naming the use, the file and the audio's end
+    # (reencode used to pad 0.5 s of silence silently, auto and smart: verify_failed)
+    assert caught.value.code is ErrorCode.SOURCE_TOO_SHORT
+    assert caught.value.message == f"{use} {SHORT}"
+
+
+def test_video_only_use_of_a_short_audio_source_is_fine(run_job: Run, short_root: Path) -> None:
+    # The video of short.mp4 under another file's audio: its own audio is not used
+    ctx = run_job(
+        _edit("short.mp4", 3.5, mode="reencode", audio={"mode": "angle", "angle": "other"}),
+        short_root,
+    )
+    assert ctx.preflight is not None and ctx.preflight["audioPadding"] == []
+
+
+@pytest.mark.parametrize(("mode", "path"), [("reencode", "reencode"), ("auto", "copy")])
+def test_audio_short_within_the_tolerance_is_padded_and_said(
+    run_job: Run, short_root: Path, mode: str, path: str
+) -> None:
+    # Given near.mp4: its audio ends 30 ms before its video (within the 50 ms tolerance)
+    job = _edit("near.mp4", 4.0, mode=mode)
+    if mode == "auto":
+        del job["output"]  # a copy needs the source's codec settings
+    # When the whole of it is exported
+    ctx = run_job(job, short_root)
+    # Then the preflight says what is padded, and the output's audio lasts as its video
+    assert ctx.preflight is not None and ctx.preflight["path"] == path
+    (padded,) = ctx.preflight["audioPadding"]
+    assert padded["use"] == "audio" and padded["source"] == "near.mp4"
+    assert padded["seconds"] == pytest.approx(0.03, abs=0.002)
+    if path == "copy":  # a copy of the short track would end early: it is encoded, padded
+        assert ctx.preflight["output"]["audio"] == "encoded"
+    ends = stream_ends(ctx.job_dir / ctx.published[0].path)
+    assert ends.video_end == pytest.approx(4.0, abs=1 / 30)
+    assert ends.audio_end is not None and abs(ends.audio_end - ends.video_end) < 0.005
