@@ -355,8 +355,8 @@ AUDIO_TAIL_SECONDS = 10.0
 def scan_audio(path: Path, *, name: str | None = None) -> AudioSpan | None:
     """The first audio stream's own span (None without audio). The container's duration is
     the longest stream's, so a track that stops before the video needs its own end: the
-    packets of its last AUDIO_TAIL_SECONDS (one seek), or of the whole stream when its
-    duration is unknown (matroska) or the seek finds nothing."""
+    packets of its last AUDIO_TAIL_SECONDS (one seek from where the stream, else the file,
+    says it ends), or of the whole stream when that finds nothing."""
     try:
         with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
             if not container.streams.audio:
@@ -368,11 +368,18 @@ def scan_audio(path: Path, *, name: str | None = None) -> AudioSpan | None:
             origin = _origin(container)
             start = stream.start_time
             end = None
+            # Where the stream says it ends, else the file (matroska has no stream duration).
             if stream.duration and start is not None:
-                tail = int((start + stream.duration) - AUDIO_TAIL_SECONDS / tb)
+                hint: int | None = start + stream.duration
+            elif container.duration:
+                hint = int(Fraction(container.duration, av.time_base) / tb)
+            else:
+                hint = None
+            if hint is not None:
+                tail = int(hint - AUDIO_TAIL_SECONDS / tb)
                 container.seek(max(tail, 0), stream=stream, backward=True, any_frame=True)
                 end = _last_end(container, stream)
-            if end is None:
+            if end is None or start is None:
                 container.seek(0, backward=True, any_frame=True)
                 firsts: list[int] = []
                 end = _last_end(container, stream, firsts)

@@ -5,6 +5,7 @@ Real ffmpeg on generated media (mediagen), run through ExportKind with a FakeCon
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.export import ExportJob, ExportKind
 from spooler.export.deliverables import output_names
-from spooler.media import stream_ends
+from spooler.media import scan_audio, stream_ends
 
 Run = Callable[..., FakeContext]
 
@@ -261,3 +262,26 @@ def test_audio_short_within_the_tolerance_is_padded_and_said(
     ends = stream_ends(ctx.job_dir / ctx.published[0].path)
     assert ends.video_end == pytest.approx(4.0, abs=1 / 30)
     assert ends.audio_end is not None and abs(ends.audio_end - ends.video_end) < 0.005
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv", "wav"])
+@pytest.mark.parametrize("audio_seconds", [1.5, 13.97])  # the end far from / near the tail
+def test_scan_audio_finds_the_audio_streams_own_end(
+    tmp_path: Path, ffmpeg: str, container: str, audio_seconds: float
+) -> None:
+    # Given 14 s of video (none in a wav) with a shorter audio track
+    out = tmp_path / f"a.{container}"
+    video = [] if container == "wav" else ["-f", "lavfi", "-i", "testsrc2=s=64x48:r=10:d=14"]
+    codec = ["-c:a", "pcm_s16le"] if container == "wav" else ["-c:v", "libx264", "-c:a", "aac"]
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-y", *video, "-f", "lavfi", "-i", f"sine=d={audio_seconds}",
+         *codec, str(out)],
+        check=True,
+    )  # fmt: skip
+    # Then the tail read (or the whole-stream fallback) finds where the audio really ends
+    span = scan_audio(out)
+    assert span is not None
+    assert span.start == pytest.approx(0.0, abs=0.001)
+    assert span.end == pytest.approx(audio_seconds, abs=0.001)
+    if container != "wav":
+        assert span.end == pytest.approx(stream_ends(out).audio_end, abs=0.001)
