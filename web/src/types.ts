@@ -28,7 +28,7 @@ export interface ExportJob {
    */
   maxAttempts?: number | null;
   /**
-   * Free-form; echoed into the status file.
+   * Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.
    */
   metadata?: {
     [k: string]: unknown | undefined;
@@ -478,7 +478,7 @@ export interface TestPatternJob {
    */
   maxAttempts?: number | null;
   /**
-   * Free-form; echoed into the status file.
+   * Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.
    */
   metadata?: {
     [k: string]: unknown | undefined;
@@ -615,7 +615,7 @@ export interface OutputInfo {
   height?: number | null;
   mimeType?: string | null;
   /**
-   * Relative to the job's folder.
+   * A file name in the job's folder.
    */
   path: string;
   /**
