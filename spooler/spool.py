@@ -144,10 +144,9 @@ def _finish_establish(layout: SpoolLayout, job_id: str, claim_file: Path) -> Non
 
 
 def printable_name(name: str) -> str:
-    """A file name as JSON can carry it: bytes that are not UTF-8 (os.listdir hands them
-    over as lone surrogates) become \\xNN escapes, control characters \\uNNNN."""
-    text = os.fsencode(name).decode("utf-8", errors="backslashreplace")
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+    """A file name as JSON and logs can carry it: bytes that are not UTF-8 (os.listdir
+    hands them over as lone surrogates) become \\xNN escapes; valid names are unchanged."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
 
 
 # Room for the stamp, the random part and ".error.json" within a 255-byte name.
