@@ -51,12 +51,13 @@ def test_types_match_the_committed_schemas(node_modules: Path, tmp_path: Path) -
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    fresh = (tmp_path / "types.ts").read_text()
-    assert TYPES.exists(), "run `npm run gen-types` in web/ to create src/types.ts"
-    assert TYPES.read_text() == fresh, (
-        "web/src/types.ts is out of date with schema/*.json: "
-        "run `make schema` then `npm run gen-types` in web/ and commit the result"
-    )
+    for name in ("types.ts", "job-schema.ts"):
+        committed = WEB / "src" / name
+        assert committed.exists(), f"run `npm run gen-types` in web/ to create src/{name}"
+        assert committed.read_text() == (tmp_path / name).read_text(), (
+            f"web/src/{name} is out of date with schema/*.json: "
+            "run `make schema` then `npm run gen-types` in web/ and commit the result"
+        )
 
 
 def test_typescript_module_against_a_real_daemon(node_modules: Path, tmp_path: Path) -> None:
@@ -71,8 +72,9 @@ def test_typescript_module_against_a_real_daemon(node_modules: Path, tmp_path: P
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOLER_")}
     env["SPOOLER_PYTHON"] = sys.executable
+    tests = [str(out_dir / "test" / name) for name in ("spooler.test.js", "routes.test.js")]
     result = subprocess.run(
-        ["node", "--test", str(out_dir / "test" / "spooler.test.js")],
+        ["node", "--test", *tests],
         cwd=WEB,
         env=env,
         capture_output=True,
