@@ -57,8 +57,14 @@ pytestmark = [
 ]
 
 
-def _npm_ci(folder: Path, marker: str) -> None:
-    if not (folder / "node_modules" / marker).exists():
+def _newest_mtime(folder: Path) -> float:
+    return max(p.stat().st_mtime for p in folder.rglob("*") if p.is_file())
+
+
+def _npm_ci(folder: Path, marker: str, stale_after: float = 0.0) -> None:
+    """`npm ci` unless done (`marker` installed, and newer than `stale_after`)."""
+    installed = folder / "node_modules" / marker
+    if not installed.exists() or installed.stat().st_mtime < stale_after:
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=folder,
@@ -71,8 +77,10 @@ def _npm_ci(folder: Path, marker: str) -> None:
 @pytest.fixture(scope="module")
 def built_app() -> str:
     """`next build` of the example; returns its output (checked for tracing warnings)."""
-    _npm_ci(WEB, "typescript")
-    _npm_ci(APP, "next")
+    _npm_ci(WEB, "@tus/server")
+    # The app installs web/ as a packed copy: a copy older than web/src is reinstalled.
+    subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB, check=True, timeout=180)
+    _npm_ci(APP, "@spooler/client/package.json", stale_after=_newest_mtime(WEB / "src"))
     env = {**os.environ, "NEXT_TELEMETRY_DISABLED": "1"}
     result = subprocess.run(
         ["npx", "--no-install", "next", "build"],

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def node_modules() -> Path:
     if (
         not (modules / ".bin" / "tsc").exists()
         or not (modules / "json-schema-to-typescript").is_dir()
+        or not (modules / "@tus" / "server").is_dir()
     ):
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"],
@@ -60,8 +62,17 @@ def test_types_match_the_committed_schemas(node_modules: Path, tmp_path: Path) -
         )
 
 
-def test_typescript_module_against_a_real_daemon(node_modules: Path, tmp_path: Path) -> None:
-    out_dir = tmp_path / "dist"
+def test_typescript_module_against_a_real_daemon(node_modules: Path) -> None:
+    # Compiled inside web/ so the package's dependencies (ajv, @tus/*) resolve from its
+    # node_modules; a fresh folder per run, removed afterwards.
+    out_dir = Path(tempfile.mkdtemp(prefix=".test-dist-", dir=WEB))
+    try:
+        _compile_and_run(node_modules, out_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _compile_and_run(node_modules: Path, out_dir: Path) -> None:
     compiled = subprocess.run(
         [str(node_modules / ".bin" / "tsc"), "-p", "tsconfig.json", "--outDir", str(out_dir)],
         cwd=WEB,
