@@ -83,7 +83,8 @@ def _compile_and_run(node_modules: Path, out_dir: Path) -> None:
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOLER_")}
     env["SPOOLER_PYTHON"] = sys.executable
-    tests = [str(out_dir / "test" / name) for name in ("spooler.test.js", "routes.test.js")]
+    names = ("pure.test.js", "spooler.test.js", "routes.test.js")
+    tests = [str(out_dir / "test" / name) for name in names]
     result = subprocess.run(
         ["node", "--test", *tests],
         cwd=WEB,
