@@ -16,6 +16,7 @@ export type RouteErrorCode =
   | "not_found"
   | "not_ready"
   | "job_exists"
+  | "file_exists"
   | "range_not_satisfiable"
   | "method_not_allowed";
 
@@ -42,6 +43,7 @@ export const HTTP_STATUS: Readonly<Record<AnyErrorCode, number>> = {
   unknown_job: 404,
   method_not_allowed: 405,
   job_exists: 409,
+  file_exists: 409,
   duplicate_id: 409,
   not_ready: 409,
   cancelled: 409,

@@ -232,10 +232,10 @@ async function submittedView(spoolDir: string, jobId: string): Promise<Submitted
   let mine: number;
   try {
     const text = await readSmall(paths.inboxJob(jobId));
-    const parsed = JSON.parse(text) as { metadata?: unknown };
-    if (parsed && typeof parsed.metadata === "object" && parsed.metadata !== null) {
-      view.metadata = parsed.metadata as Record<string, unknown>;
-    }
+    const parsed = JSON.parse(text) as { metadata?: unknown } | null;
+    const metadata = parsed?.metadata;
+    // {} when the file has none: the caller tells "read" from "claimed while we looked".
+    view.metadata = typeof metadata === "object" && metadata !== null ? (metadata as Record<string, unknown>) : {};
     mine = (await fs.lstat(/* turbopackIgnore: true */ paths.inboxJob(jobId))).mtimeMs;
   } catch {
     return view; // claimed (or replaced) while we looked: the caller reads again
@@ -263,25 +263,31 @@ async function submittedView(spoolDir: string, jobId: string): Promise<Submitted
 export async function readStatus(spoolDir: string, jobId: string): Promise<JobView | null> {
   checkId(jobId);
   const paths = spoolPaths(spoolDir);
-  const status = await readStatusFile(paths.statusFile(jobId));
-  if (status) return status;
-  const submitted = await submittedView(spoolDir, jobId);
-  if (submitted) return submitted;
-  // Between the claim's first rename and its job folder (milliseconds), the file is in claims/.
-  try {
-    const claimsDir = paths.claims;
-    const claims = await fs.readdir(/* turbopackIgnore: true */ claimsDir);
-    if (claims.some((name) => name.startsWith(`${jobId}.`) && name.endsWith(".json"))) {
-      return { jobId, state: "submitted" };
+  // A claim moves the file inbox → claims → jobs/ in milliseconds: a job seen mid-way is
+  // looked at again shortly, so the answer carries its metadata (what authorize checks).
+  for (let attempt = 0; ; attempt++) {
+    const status = await readStatusFile(paths.statusFile(jobId));
+    if (status) return status;
+    const submitted = await submittedView(spoolDir, jobId);
+    if (submitted?.metadata) return submitted;
+    let claiming = false;
+    try {
+      const claimsDir = paths.claims;
+      const claims = await fs.readdir(/* turbopackIgnore: true */ claimsDir);
+      claiming = claims.some((name) => name.startsWith(`${jobId}.`) && name.endsWith(".json"));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-  }
-  // The claim may have finished while we looked: one last read of the status file.
-  try {
-    return await readStatusFile(paths.statusFile(jobId));
-  } catch {
-    return null;
+    if (!submitted && !claiming) {
+      // The claim may have finished while we looked: one last read of the status file.
+      try {
+        return await readStatusFile(paths.statusFile(jobId));
+      } catch {
+        return null;
+      }
+    }
+    if (attempt >= 3) return submitted ?? { jobId, state: "submitted" };
+    await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
 

@@ -117,7 +117,7 @@ export function createUploadRoutes(options: UploadRoutesOptions): UploadRoutes {
       const scope = await scopeOf(request);
       const name = safeUploadName(upload.metadata?.filename ?? upload.metadata?.name);
       if (!name) throw refusal(400, "invalid_request", "Upload-Metadata needs a usable filename");
-      if (await exists(targetOf(scope, name))) throw refusal(409, "job_exists", `${folder}/${name} already exists`);
+      if (await exists(targetOf(scope, name))) throw refusal(409, "file_exists", `${folder}/${name} already exists`);
       // Set by the server, whatever the client sent: who may resume it, where it goes.
       return { metadata: { ...upload.metadata, filename: name, spoolerScope: scope } };
     },
@@ -141,7 +141,7 @@ export function createUploadRoutes(options: UploadRoutesOptions): UploadRoutes {
         await publish(staged, targetOf(scope, name));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "EEXIST") {
-          throw refusal(409, "job_exists", `${folder}/${name} already exists`);
+          throw refusal(409, "file_exists", `${folder}/${name} already exists`);
         }
         throw err;
       }

@@ -93,6 +93,7 @@ describe("without a daemon", () => {
       state: "submitted",
       cancelRequested: false,
       jobsAhead: 0,
+      metadata: {},
     });
   });
 
