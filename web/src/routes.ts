@@ -39,11 +39,12 @@ export type ExportAction = "submit" | "status" | "download" | "cancel" | "delete
 
 export type AuthTarget =
   | { action: "submit" }
-  | { action: Exclude<ExportAction, "submit">; jobId: string; job: JobView };
+  | { action: Exclude<ExportAction, "submit">; jobId: string; job: JobView | null };
 
 /**
  * true: go on; false: 403 forbidden; a Response (say a 401 with a login hint): sent as is.
- * Called by every route, with the job (and its metadata) for the per-job ones.
+ * Called by every route before anything else, with the job (and its metadata) for the
+ * per-job ones; `job` is null for a job that does not exist (allow it: the route answers 404).
  */
 export type Authorize = (request: Request, target: AuthTarget) => boolean | Response | Promise<boolean | Response>;
 
@@ -176,8 +177,9 @@ export function createExportRoutes(options: ExportRoutesOptions): ExportRoutes {
     const jobId = jobIdOf(request);
     if (jobId instanceof Response) return jobId;
     const job = await readStatus(spoolDir, jobId);
-    if (!job) return errorResponse("not_found", "no such export (never submitted, or deleted)", { jobId });
-    return (await allowed(request, { action, jobId, job })) ?? job;
+    const refused = await allowed(request, { action, jobId, job });
+    if (refused) return refused;
+    return job ?? errorResponse("not_found", "no such export (never submitted, or deleted)", { jobId });
   }
 
   function statusBody(view: JobView) {

@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 
 import { HTTP_STATUS, type AnyErrorCode } from "../src/errors.js";
 import { createExportRoutes, type ExportRoutes } from "../src/routes.js";
-import { submitJob, type JobView } from "../src/spooler.js";
+import { submitJob } from "../src/spooler.js";
 import { createUploadRoutes } from "../src/uploads.js";
 import { makeClip, startDaemon, waitUntil, type Daemon } from "./daemon.js";
 
@@ -28,8 +28,8 @@ function makeRoutes(spoolDir: string, mediaDir: string, extra: Partial<Parameter
     authorize: (request, target) => {
       const user = userOf(request);
       if (!user) return new Response(JSON.stringify({ error: { code: "unauthorized", message: "log in" } }), { status: 401 });
-      if (target.action === "submit") return true;
-      return (target.job as JobView).metadata?.owner === user;
+      if (target.action === "submit" || !target.job) return true;
+      return target.job.metadata?.owner === user;
     },
     mediaScope: (request) => `users/${userOf(request)}`,
     jobMetadata: (request) => ({ owner: userOf(request) }),
@@ -201,6 +201,8 @@ describe("export routes against a real daemon", () => {
 
   test("status: unknown → 404, bad id → 400, another user's → 403, wrong method → 405", async () => {
     assert.equal((await call(routes, "GET", "/no-such-job/status")).status, 404);
+    assert.equal((await call(routes, "GET", "/no-such-job/status", { user: null })).status, 401);
+    assert.equal((await call(routes, "GET", `/${doneJob}/download`, { user: null })).status, 401);
     assert.equal((await call(routes, "GET", "/bad.id/status")).status, 400);
     const r = await call(routes, "GET", `/${doneJob}/status`, { user: "bob" });
     assert.equal(r.status, 403);

@@ -23,7 +23,7 @@ const unauthorized = () =>
 function authorize(request: Request, target: AuthTarget | { action: "upload" }) {
   const user = userOf(request);
   if (!user) return unauthorized();
-  if (!("job" in target)) return true;
+  if (!("job" in target) || !target.job) return true; // submit, upload; a missing job is a 404
   return target.job.metadata?.owner === user;
 }
 
