@@ -75,7 +75,10 @@ def run(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     configure_logging(settings.log_format, settings.log_level)
-    sys.exit(Daemon(settings).run())
+    config_file = ctx.obj.get("config")
+    if config_file is None and os.environ.get("SPOOLER_CONFIG"):
+        config_file = Path(os.environ["SPOOLER_CONFIG"])
+    sys.exit(Daemon(settings, config_file=config_file).run())
 
 
 @main.command()
@@ -167,7 +170,11 @@ def demo(ctx: click.Context) -> None:
 def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Show one job's status; exit code by state."""
     layout = _layout(ctx)
-    current = read_status(layout, job_id) if is_valid_job_id(job_id) else None
+    try:
+        current = read_status(layout, job_id) if is_valid_job_id(job_id) else None
+    except ValueError as exc:
+        click.echo(f"error: the status of {job_id} cannot be read: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     if current is None:
         if is_valid_job_id(job_id) and layout.inbox_job(job_id).exists():
             click.echo(

@@ -7,6 +7,7 @@ Unknown keys are errors so that a typo in a hand-edited file fails loudly.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,6 +112,12 @@ class Settings(BaseSettings):
     status_interval_seconds: float = Field(0.5, gt=0)
     heartbeat_seconds: float = Field(2.0, gt=0)
     lease_seconds: float = Field(30.0, gt=0)
+    max_lease_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Cap on the lease another daemon announces in its heartbeat: a peer's "
+        "jobs are taken over after its own lease, never later than this.",
+    )
     kill_grace_seconds: float = Field(
         1.0, gt=0, le=60, description="SIGTERM to SIGKILL; keeps cancel under 2 s."
     )
@@ -131,6 +138,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.lease_seconds < 3 * self.heartbeat_seconds:
             raise ValueError("lease_seconds must be at least 3 x heartbeat_seconds")
+        if self.max_lease_seconds < self.lease_seconds:
+            raise ValueError("max_lease_seconds must be at least lease_seconds")
         if self.limits.min_priority > self.limits.max_priority:
             raise ValueError("limits.min_priority must not exceed limits.max_priority")
         return self
@@ -171,3 +180,34 @@ def load_settings(config_file: Path | None = None) -> Settings:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+# Settings a running daemon cannot take over on SIGHUP: they shape what it already set up
+# (its spool and identity, the watcher, the inbox check, the log sink, the ffmpeg found).
+RESTART_ONLY: frozenset[str] = frozenset(
+    {"spool_dir", "worker_name", "watch_mode", "inbox_check", "log_format", "ffmpeg_path"}
+)
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    settings: Settings  # what the daemon runs with from now on
+    applied: list[str]  # changed settings taken over
+    needs_restart: list[str]  # changed settings that wait for a restart
+
+
+def reload_plan(current: Settings, fresh: Settings) -> ReloadPlan:
+    """Pure: which changed settings apply at once (new jobs, the next pass) and which need
+    a restart; the result keeps the running values of the latter."""
+    changed = [
+        name
+        for name in type(current).model_fields
+        if getattr(current, name) != getattr(fresh, name)
+    ]
+    keep = {name: getattr(current, name) for name in changed if name in RESTART_ONLY}
+    merged = fresh.model_copy(update=keep)
+    return ReloadPlan(
+        settings=merged,
+        applied=[n for n in changed if n not in RESTART_ONLY],
+        needs_restart=[n for n in changed if n in RESTART_ONLY],
+    )

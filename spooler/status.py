@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from spooler.errors import ErrorCode
@@ -50,8 +50,29 @@ ALLOWED_TRANSITIONS: frozenset[tuple[State | None, State]] = frozenset(
 )
 
 
+# The step label of a finished job (a UI shows it instead of the last step it ran).
+DONE_STEP = "done"
+
+
 class InvalidTransition(ValueError):
     pass
+
+
+def _plain_name(value: str) -> str:
+    """A name inside the job's own folder: a status file is untrusted input (a client can
+    edit it), so a path in it must never lead out of that folder."""
+    if (
+        not value
+        or value in (".", "..")
+        or "/" in value
+        or "\x00" in value
+        or len(value.encode("utf-8", "surrogatepass")) > 255
+    ):
+        raise ValueError(f"{value!r} is not a plain file name")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
 
 
 class _CamelModel(BaseModel):
@@ -79,7 +100,7 @@ class Warning_(_CamelModel):
 
 
 class OutputInfo(_CamelModel):
-    path: str = Field(description="Relative to the job's folder.")
+    path: PlainName = Field(description="A file name in the job's folder.")
     role: str = Field("main", description="main, poster, storyboard, rendition, ...")
     size_bytes: int
     duration_seconds: float | None = None
@@ -91,8 +112,8 @@ class OutputInfo(_CamelModel):
 class PendingPublish(_CamelModel):
     """Journal of the one rename in flight: recovery rolls it forward."""
 
-    temp: str = Field(description="Temporary name in the job's folder (already verified).")
-    path: str = Field(description="Final name it is being renamed to.")
+    temp: PlainName = Field(description="Temporary name in the job's folder (already verified).")
+    path: PlainName = Field(description="Final name it is being renamed to.")
 
 
 class HistoryEntry(_CamelModel):
@@ -113,7 +134,18 @@ class JobStatus(_CamelModel):
     progress: float = Field(0.0, ge=0.0, le=1.0)
     eta_seconds: float | None = None
     speed: float | None = Field(None, description="Media seconds processed per wall second.")
-    step: str | None = None
+    step: str | None = Field(None, description=f"What runs now; {DONE_STEP!r} once succeeded.")
+    cancel_requested: bool = Field(
+        False,
+        description="The daemon has seen a cancel (or delete) request: true from then on, "
+        "while ffmpeg is being stopped and in the final status.",
+    )
+    jobs_ahead: int | None = Field(
+        None,
+        ge=0,
+        description="While queued: about how many jobs this daemon starts before this one "
+        "(approximate: other daemons share the inbox).",
+    )
     attempt: int = Field(1, ge=1)
     max_attempts: int = Field(1, ge=1)
     priority: int = 0
@@ -127,7 +159,7 @@ class JobStatus(_CamelModel):
     error: ErrorInfo | None = None
     warnings: list[Warning_] = Field(default_factory=list)
     outputs: list[OutputInfo] = Field(default_factory=list)
-    planned_outputs: list[str] = Field(
+    planned_outputs: list[PlainName] = Field(
         default_factory=list,
         description="Names this attempt will publish; once all are published, a worker lost "
         "before writing 'succeeded' is finished by recovery instead of being run again.",
@@ -218,9 +250,15 @@ def transition(
         update["retry_at"] = None
         if new_state is State.SUCCEEDED:
             update["progress"] = 1.0
+            update["step"] = DONE_STEP
+        if new_state is State.CANCELLED:
+            update["cancel_requested"] = True
     if new_state is State.RUNNING and status.state is not State.RUNNING:
         update.setdefault("started_at", now)
         update["retry_at"] = None
+    if status.state is State.RUNNING and new_state not in (State.RUNNING, State.SUCCEEDED):
+        # An attempt that did not succeed leaves no outputs behind (its files are withdrawn).
+        update.update(outputs=[], planned_outputs=[], pending_publish=None)
     history = list(status.history)
     if new_state is not status.state or reason is not None:
         worker = changes.get("worker", status.worker)
@@ -235,6 +273,24 @@ def transition(
         )
     update["history"] = history
     return status.model_copy(update=update)
+
+
+# What a running attempt may change besides its state (everything else goes through
+# `transition`, which records the change in the history).
+ANNOTATIONS: frozenset[str] = frozenset(
+    {"planned_outputs", "outputs", "pending_publish", "warnings", "preflight", "cancel_requested"}
+)
+
+
+def annotate(status: JobStatus, *, now: datetime, **changes: Any) -> JobStatus:
+    """A running job's plan, outputs, publish journal, warnings or preflight; refuses any
+    other field (a state change is a `transition`)."""
+    if status.state is not State.RUNNING:
+        raise InvalidTransition(f"annotating a {status.state} job")
+    unknown = set(changes) - ANNOTATIONS
+    if unknown:
+        raise InvalidTransition(f"{sorted(unknown)} cannot change without a transition")
+    return status.model_copy(update={**changes, "updated_at": now})
 
 
 def progress_update(
