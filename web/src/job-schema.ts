@@ -213,7 +213,7 @@ export const jobSchema: Record<string, unknown> = {
         },
         "metadata": {
           "additionalProperties": true,
-          "description": "Free-form; echoed into the status file.",
+          "description": "Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.",
           "title": "Metadata",
           "type": "object"
         },
@@ -1070,7 +1070,7 @@ export const jobSchema: Record<string, unknown> = {
         },
         "metadata": {
           "additionalProperties": true,
-          "description": "Free-form; echoed into the status file.",
+          "description": "Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.",
           "title": "Metadata",
           "type": "object"
         },

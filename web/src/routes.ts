@@ -183,7 +183,7 @@ export function createExportRoutes(options: ExportRoutesOptions): ExportRoutes {
   }
 
   function statusBody(view: JobView) {
-    const full = view as JobStatus & { jobsAhead?: number | null; cancelRequested?: boolean };
+    const full = view as JobStatus;
     const switchIndex = switchIndexOf(view);
     const error = "error" in view && view.error ? { ...view.error, details: mapDetails(view.error.details, switchIndex) } : null;
     const outputs =

@@ -27,17 +27,8 @@ export type * from "./types.js";
 export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 export const FINAL_STATES: readonly State[] = ["succeeded", "failed", "cancelled", "rejected"];
 
-/**
- * Status fields the daemon adds for a UI (docs/protocol.md §7). Declared here until the
- * committed status schema has them (then types.ts carries them and this is a no-op).
- */
-export interface StatusExtras {
-  /** True from when the daemon sees a cancel or delete marker until the final status. */
-  cancelRequested?: boolean;
-  /** Approximate number of jobs that will start before this one; only while queued. */
-  jobsAhead?: number | null;
-}
-export type JobStatus = StatusFile & StatusExtras;
+/** status.json as the daemon writes it (cancelRequested, jobsAhead included). */
+export type JobStatus = StatusFile;
 
 /** A job still in the inbox (or mid-claim) has no status file: the CLI calls it submitted. */
 export interface SubmittedView {

@@ -121,6 +121,8 @@ describe("export routes against a real daemon", () => {
     const final = await waitState(routes, body.jobId, ["succeeded", "failed", "rejected"]);
     assert.equal(final.state, "succeeded", JSON.stringify(final) + daemon.log().slice(-3000));
     assert.equal(final.progress, 1);
+    assert.equal(final.step, "done");
+    assert.equal(final.cancelRequested, false);
     assert.equal(final.pollAfterMs, null);
     assert.deepEqual(final.metadata, { projectId: "p-1", owner: "alice" });
     const outputs = final.outputs as { role: string; url: string; name: string }[];
@@ -295,8 +297,14 @@ describe("export routes against a real daemon", () => {
     const r = await call(routes, "POST", `/${jobId}/cancel`);
     assert.equal(r.status, 202);
     assert.equal(((await r.json()) as { cancelRequested: boolean }).cancelRequested, true);
+    // The daemon says so before the end, and in the final status.
+    await waitUntil("cancelRequested", async () => {
+      const body = (await (await call(routes, "GET", `/${jobId}/status`)).json()) as Record<string, unknown>;
+      return body.cancelRequested === true;
+    });
     const final = await waitState(routes, jobId, ["cancelled"], 15_000);
     assert.equal((final.error as { code: string }).code, "cancelled");
+    assert.equal(final.cancelRequested, true);
     const again = await call(routes, "POST", `/${jobId}/cancel`); // final: nothing to do
     assert.equal(again.status, 200);
   });
