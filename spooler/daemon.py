@@ -17,7 +17,6 @@ Signals only set flags; the loop acts on them:
 
 from __future__ import annotations
 
-import queue
 import signal
 import threading
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from spooler import __version__
 from spooler.capabilities import capabilities
 from spooler.clock import Clocks, ServerClock, read_clocks
 from spooler.config import Settings, load_settings, reload_plan
-from spooler.errors import ConfigError, ErrorCode, JobError
+from spooler.errors import ConfigError, JobError
 from spooler.ffmpeg import find_ffmpeg
 from spooler.fsutil import leases_work
 from spooler.intake.inbox import InboxIntake
@@ -40,13 +39,11 @@ from spooler.layout import SpoolLayout
 from spooler.logs import configure_logging
 from spooler.metrics import StatusCache, update_metrics_file
 from spooler.notify import SystemdNotifier
-from spooler.policy import effective_timeout
-from spooler.recovery import Recovery, monotonic_due
+from spooler.pool import JobPool
 from spooler.report import Reporter, StatusSink
 from spooler.retention import Retention
-from spooler.runner import AttemptEnv, JobHandle, note_cancel_requested, run_attempt
+from spooler.runner import AttemptEnv
 from spooler.spool import ensure_layout
-from spooler.status import ErrorInfo, State, transition
 from spooler.storage import JobFolderOutputs
 from spooler.watcher import InboxWatcher
 from spooler.worker import WorkerIdentity, remove_heartbeat, write_heartbeat
@@ -85,19 +82,16 @@ class Daemon:
         self.outputs = JobFolderOutputs(self.layout)
         self.retention = Retention(settings, self.table)
         self.intake = InboxIntake(
-            settings, self.table, self.reporter, self.retention, self.me, self.wake,
-            use_leases=False,
+            settings, self.table, self.reporter, self.retention, self.outputs, self.me,
+            self.wake, use_leases=False,
         )  # fmt: skip
-        self.recovery = Recovery(
-            settings, self.table, self.reporter, self.outputs, self.intake, self.me
-        )
         self.watcher = InboxWatcher(
             self.layout.inbox,
             settings.watch_mode,
             self.wake,
             poll_seconds=min(1.0, settings.rescan_seconds),
         )
-        self.done: queue.Queue[JobHandle] = queue.Queue()
+        self.pool = JobPool(self.table, self.intake, self.reporter, self._env, self.wake)
         self.server_clock = ServerClock()
         self.timers = _Timers()
         self.started_at = read_clocks(self.server_clock).wall
@@ -177,7 +171,7 @@ class Daemon:
         now = clocks.monotonic
         woke = self.wake.is_set()
         self.wake.clear()
-        self._reap()
+        self.pool.reap(clocks, stopping=bool(self._stop_requests))
         if self._reload_requested:
             self._reload_requested = False
             self._guarded(self._reload, clocks)
@@ -191,11 +185,11 @@ class Daemon:
         if now >= self.timers.beat:
             self._beat("stopping" if stopping else "running", clocks)
             self.timers.beat = now + self.settings.heartbeat_seconds
-        self._guarded(self._check_cancels, clocks)
+        self._guarded(self.pool.check_cancels, clocks)
         if self.table.unsaved:
-            self._guarded(self._flush_unsaved, clocks)
+            self._guarded(self.pool.flush_unsaved, clocks)
         if not stopping:
-            self._guarded(self._start_waiting, clocks)  # retries first: they waited longest
+            self._guarded(self.pool.start_waiting, clocks)  # retries first: waited longest
             if woke or now >= self.timers.scan:
                 self._guarded(self._take, clocks)
                 self.timers.scan = now + self.settings.rescan_seconds
@@ -226,10 +220,7 @@ class Daemon:
             self.timers.beat = now  # say "stopping" at once
         grace_over = now - self.timers.stop_started >= self.settings.shutdown_grace_seconds
         if self._stop_requests > 1 or grace_over:
-            for handle in self.table.running.values():
-                if not handle.stop.is_set():
-                    self.log.info("stopping_job", job_id=handle.job_id)
-                    handle.stop.set()
+            self.pool.stop_all()
         return True
 
     def _guarded(self, phase: Callable[[Clocks], object], clocks: Clocks) -> None:
@@ -278,8 +269,7 @@ class Daemon:
             return
         plan = reload_plan(self.settings, fresh)
         self.settings = plan.settings
-        for room in (self.intake, self.recovery, self.retention):
-            room.settings = plan.settings
+        self.intake.settings = self.retention.settings = plan.settings
         self.table.max_jobs = plan.settings.max_jobs
         configure_logging(self.settings.log_format, self.settings.log_level)
         self.log.info("config_reloaded", applied=plan.applied, needs_restart=plan.needs_restart)
@@ -293,109 +283,10 @@ class Daemon:
         remove_heartbeat(self.layout, self.me)
         self.log.info("daemon_stopped")
 
-    # -- jobs ---------------------------------------------------------------------------------
     def _take(self, clocks: Clocks) -> None:
         for handle in self.intake.take(clocks):
-            self._queue_or_start(handle, clocks)
+            self.pool.queue_or_start(handle, clocks)
 
     def _recover(self, clocks: Clocks) -> None:
-        for handle in self.recovery.run(clocks):
+        for handle in self.intake.housekeeping(clocks):
             self.table.waiting[handle.job_id] = handle
-
-    def _queue_or_start(self, handle: JobHandle, clocks: Clocks) -> None:
-        if self.table.free_slots() > 0 and handle.not_before <= clocks.monotonic:
-            self._start(handle, clocks)
-        else:
-            self.table.waiting[handle.job_id] = handle
-
-    def _start(self, handle: JobHandle, clocks: Clocks) -> None:
-        handle.deadline = clocks.monotonic + effective_timeout(
-            handle.spec.timeout_seconds, self.settings.limits
-        )
-        thread = threading.Thread(
-            target=run_attempt,
-            kwargs={"handle": handle, "env": self._env(), "on_done": self._job_done},
-            name=f"job-{handle.job_id}",
-            daemon=True,
-        )
-        handle.thread = thread
-        self.table.running[handle.job_id] = handle
-        thread.start()
-
-    def _job_done(self, handle: JobHandle) -> None:
-        """Called from the job's thread: hand it back and wake the loop (a slot is free)."""
-        self.done.put(handle)
-        self.wake.set()
-
-    def _reap(self) -> None:
-        while True:
-            try:
-                handle = self.done.get_nowait()
-            except queue.Empty:
-                return
-            if handle.thread is not None:
-                handle.thread.join()
-            self.table.running.pop(handle.job_id, None)
-            if not handle.saved:
-                self.table.unsaved[handle.job_id] = handle
-            if handle.lost.is_set():
-                pass  # its new owner has it; nothing of ours to record
-            elif handle.status.state is State.QUEUED:
-                clocks = read_clocks(self.server_clock)
-                handle.not_before = monotonic_due(handle.status.retry_at, clocks)
-                if self._stop_requests:
-                    self.intake.release(handle.job_id)
-                else:
-                    handle.cancel.clear()
-                    handle.ffmpeg_pids.clear()
-                    self.table.waiting[handle.job_id] = handle
-            else:
-                self.table.remember_final(handle.status)
-            self.wake.set()
-
-    def _start_waiting(self, clocks: Clocks) -> None:
-        due = [h for h in self.table.waiting.values() if h.not_before <= clocks.monotonic]
-        for handle in sorted(due, key=lambda h: (-h.status.priority, h.status.submitted_at)):
-            if self.table.free_slots() <= 0:
-                return
-            del self.table.waiting[handle.job_id]
-            self._start(handle, clocks)
-
-    def _flush_unsaved(self, clocks: Clocks) -> None:
-        for job_id, handle in list(self.table.unsaved.items()):
-            if self.intake.owns(job_id):
-                self.reporter.write(None, handle.status)
-                self.log.info("status_write_recovered", job_id=job_id)
-            del self.table.unsaved[job_id]
-
-    def _check_cancels(self, clocks: Clocks) -> None:
-        """Cancel requests, and fencing: a job we no longer own was taken over while we
-        were presumed dead (a stalled loop, a suspended host); drop it, touch nothing."""
-        env = self._env()
-        for handle in self.table.running.values():
-            if not handle.lost.is_set() and not self.intake.owns(handle.job_id):
-                self.log.warning("job_ownership_lost", job_id=handle.job_id)
-                handle.lost.set()
-            if not handle.cancel.is_set() and self.intake.cancel_requested(handle.job_id):
-                self.log.info("job_cancel_requested", job_id=handle.job_id)
-                handle.cancel.set()
-                note_cancel_requested(handle, env)
-        for job_id in list(self.table.waiting):
-            if not self.intake.owns(job_id):
-                self.log.warning("job_ownership_lost", job_id=job_id)
-                del self.table.waiting[job_id]
-            elif self.intake.cancel_requested(job_id):
-                handle = self.table.waiting.pop(job_id)
-                previous, handle.status = (
-                    handle.status,
-                    transition(
-                        handle.status,
-                        State.CANCELLED,
-                        now=clocks.wall,
-                        reason="cancelled",
-                        error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"),
-                    ),
-                )
-                self.reporter.write(previous, handle.status)
-                self.table.remember_final(handle.status)
-                self.log.info("job_cancelled", job_id=job_id, while_state="queued")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import structlog
 
 from spooler.clock import Clocks
 from spooler.config import Settings
-from spooler.fsutil import remove_tree
+from spooler.fsutil import remove_entry, remove_tree
 from spooler.jobtable import JobTable
 from spooler.policy import is_expired, rejected_expired
 from spooler.spool import read_status
@@ -55,7 +54,7 @@ class Retention:
         self._rejected(clocks.server)
         # Leftovers of removals interrupted by a crash.
         for entry in _entries(self.layout.trash):
-            shutil.rmtree(entry.path, ignore_errors=True)
+            remove_entry(Path(entry.path))
 
     def _rejected(self, server_now: float) -> None:
         """An entry ages by its .error.json (written at move time; the moved file keeps
