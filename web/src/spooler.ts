@@ -76,6 +76,7 @@ export function spoolPaths(spoolDir: string) {
     inbox,
     jobs,
     claims: path.join(spoolDir, "claims"),
+    workers: path.join(spoolDir, "workers"),
     inboxJob: (id: string) => path.join(inbox, `${id}.json`),
     inboxCancel: (id: string) => path.join(inbox, `${id}.cancel`),
     inboxDelete: (id: string) => path.join(inbox, `${id}.delete`),
@@ -199,6 +200,55 @@ async function readStatusFile(file: string): Promise<JobStatus | null> {
       throw err;
     }
   }
+}
+
+/** What the daemons on a spool accept (docs/protocol.md §13, §17). */
+export interface SpoolCapabilities {
+  /** Running daemons whose heartbeat could be read. */
+  daemons: number;
+  /** Job kinds every one of them accepts. */
+  kinds: string[];
+  /** Features (optional job fields and behaviours) every one of them accepts. */
+  features: string[];
+}
+
+/**
+ * The job kinds and features that every daemon with a heartbeat in workers/ accepts: send an
+ * optional field only when its feature is listed here. A daemon too old to announce its
+ * capabilities counts as accepting none; with no daemon running, both lists are empty.
+ */
+export async function spoolCapabilities(spoolDir: string): Promise<SpoolCapabilities> {
+  const workers = spoolPaths(spoolDir).workers;
+  let names: string[];
+  try {
+    names = await fs.readdir(/* turbopackIgnore: true */ workers);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { daemons: 0, kinds: [], features: [] };
+    throw err;
+  }
+  let kinds: string[] | undefined;
+  let features: string[] | undefined;
+  let daemons = 0;
+  for (const name of names) {
+    if (name.startsWith(".") || !name.endsWith(".json")) continue;
+    let beat: { state?: unknown; capabilities?: { kinds?: unknown; features?: unknown } };
+    try {
+      const file = path.join(workers, name);
+      beat = JSON.parse(await readSmall(file));
+    } catch {
+      continue; // gone meanwhile, or not a heartbeat: any client can write there
+    }
+    if (beat.state !== "running") continue;
+    daemons += 1;
+    const caps = beat.capabilities ?? {};
+    kinds = intersect(kinds, Array.isArray(caps.kinds) ? caps.kinds.map(String) : []);
+    features = intersect(features, Array.isArray(caps.features) ? caps.features.map(String) : []);
+  }
+  return { daemons, kinds: (kinds ?? []).sort(), features: (features ?? []).sort() };
+}
+
+function intersect(known: string[] | undefined, theirs: string[]): string[] {
+  return known === undefined ? theirs : known.filter((item) => theirs.includes(item));
 }
 
 /**

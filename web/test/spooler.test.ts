@@ -17,6 +17,7 @@ import {
   outputFile,
   readStatus,
   removeJob,
+  spoolCapabilities,
   SpoolerError,
   spoolPaths,
   submitJob,
@@ -264,6 +265,23 @@ describe("against a running daemon", () => {
       clearTimeout(timer);
     }
     await fs.rm(path.dirname(spool), { recursive: true, force: true });
+  });
+
+  test("the daemon's heartbeat says what it accepts; an old or foreign one narrows it", async () => {
+    const caps = await spoolCapabilities(spool);
+    assert.equal(caps.daemons, 1);
+    assert.deepEqual(caps.kinds, ["export", "testpattern"]);
+    assert.ok(caps.features.includes("status.cancelRequested"), caps.features.join(","));
+    const workers = spoolPaths(spool).workers;
+    const old = path.join(workers, "old-1-abcdef.json");
+    await fs.writeFile(old, JSON.stringify({ workerId: "old-1-abcdef", state: "running" }));
+    await fs.writeFile(path.join(workers, "junk.json"), "not json");
+    try {
+      assert.deepEqual(await spoolCapabilities(spool), { daemons: 2, kinds: [], features: [] });
+    } finally {
+      await fs.rm(old);
+      await fs.rm(path.join(workers, "junk.json"));
+    }
   });
 
   test("a testpattern job runs to succeeded and its output can be served", async () => {
