@@ -30,7 +30,7 @@ import structlog
 
 from spooler import __version__
 from spooler.config import Settings
-from spooler.errors import ErrorCode, JobError
+from spooler.errors import ConfigError, ErrorCode, JobError
 from spooler.ffmpeg import find_ffmpeg
 from spooler.fsutil import (
     TEMP_PREFIX,
@@ -81,6 +81,7 @@ from spooler.status import (
     utcnow,
 )
 from spooler.watcher import InboxWatcher
+from spooler.webhooks import WebhookSink
 from spooler.worker import (
     WorkerIdentity,
     is_worker_alive,
@@ -129,6 +130,7 @@ class Daemon:
         self._foreign_active: set[str] = set()  # other workers' active jobs, last seen
         self._metrics_cache = StatusCache()  # finished statuses are read once
         self.claimed_count = 0
+        self.webhooks: WebhookSink | None = None  # issue 15; the report seam will own it
 
     # -- plumbing --------------------------------------------------------------------------
     def ffmpeg(self) -> str:
@@ -150,6 +152,12 @@ class Daemon:
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> int:
         ensure_layout(self.layout)
+        try:
+            self.webhooks = WebhookSink(self.settings, self.layout)
+        except ConfigError as exc:
+            self.log.error("webhooks_config_invalid", error=str(exc))
+            return 2
+        self.webhooks.start()
         self._use_leases = self.settings.inbox_check == "auto" and leases_work(self.layout.inbox)
         try:
             self.ffmpeg()
@@ -270,6 +278,8 @@ class Daemon:
         self.waiting.clear()
         self.watcher.stop()
         remove_heartbeat(self.layout, self.me)
+        if self.webhooks is not None:
+            self.webhooks.stop()
         self.log.info("daemon_stopped")
 
     def _stop_running_jobs(self) -> None:
@@ -329,6 +339,8 @@ class Daemon:
                     self.waiting[handle.job_id] = handle
             else:
                 self.final_jobs[handle.job_id] = (handle.status.state, handle.status.finished_at)
+                if self.webhooks is not None and handle.saved:
+                    self.webhooks.status_written(None, handle.status)
             self.wake.set()
 
     def _start_waiting(self) -> None:
@@ -598,6 +610,8 @@ class Daemon:
             return None
 
     def _delete_job(self, job_id: str) -> None:
+        if self.webhooks is not None:
+            self.webhooks.before_remove(job_id)  # its undelivered events outlive the folder
         remove_tree(self.layout.job_dir(job_id), self.layout.trash)
         self.final_jobs.pop(job_id, None)
         self.log.info("job_deleted", job_id=job_id)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from spooler.config import Settings
+from spooler.config import DEFAULT_WEBHOOK_EVENTS, Settings, WebhookEventName
 from spooler.ffmpeg import FfmpegResult
 from spooler.status import OutputInfo
 
@@ -30,6 +30,16 @@ class SpecModel(BaseModel):
     )
 
 
+class Callback(SpecModel):
+    """Where this job's events are posted, signed with the operator's secret (docs/webhooks.md).
+    The host must be in the daemon's `webhooks.allowed_hosts`."""
+
+    url: str = Field(max_length=2048, pattern=r"^https?://[^\s]+$")
+    events: list[WebhookEventName] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1
+    )
+
+
 class JobSpec(SpecModel):
     """Fields common to every kind of job. `kind` selects the subclass."""
 
@@ -42,6 +52,9 @@ class JobSpec(SpecModel):
     max_attempts: int | None = Field(None, ge=1, le=20, description="Capped by config.")
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Free-form; echoed into the status file."
+    )
+    callback: Callback | None = Field(
+        None, description="Per-job webhook; daemons without the `callback` capability reject it."
     )
 
 
