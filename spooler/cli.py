@@ -28,6 +28,7 @@ from spooler.logs import configure_logging
 from spooler.schema import all_schemas, render, write_schemas
 from spooler.spool import job_ids, read_status
 from spooler.status import JobStatus, State
+from spooler.webhooks.cli import webhook as webhook_cli
 from spooler.worker import WorkerIdentity, read_heartbeats
 
 EXIT_BY_STATE = {State.SUCCEEDED: 0, State.FAILED: 1, State.CANCELLED: 3, State.REJECTED: 4}
@@ -398,3 +399,7 @@ def metrics(ctx: click.Context, path: Path | None) -> None:
         return
     write_metrics(path, text)
     click.echo(f"wrote {path}")
+
+
+# `spooler webhook ...` lives with the webhooks package (issue 15).
+main.add_command(webhook_cli)

@@ -138,7 +138,7 @@ def payload_for(status: JobStatus, event: Event, output_base_url: str | None) ->
     return WebhookPayload(type=f"job.{event.name}", timestamp=event.entry.at, data=data)
 
 
-def test_payload(now: datetime) -> WebhookPayload:
+def sample_payload(now: datetime) -> WebhookPayload:
     return WebhookPayload(
         type=TEST_EVENT_TYPE,
         timestamp=now,

@@ -31,9 +31,15 @@ class DeliveryError(StrEnum):
     NO_SECRET = "no_secret"  # noqa: S105 (an error code, not a secret)
 
 
-# Refusals that no retry can cure: the record is given up at once.
+# Refusals a retry must not try to get around (or cannot cure): given up at once.
 PERMANENT = frozenset(
-    {DeliveryError.BAD_URL, DeliveryError.NOT_ALLOWED, DeliveryError.GONE, DeliveryError.NO_SECRET}
+    {
+        DeliveryError.BAD_URL,
+        DeliveryError.NOT_ALLOWED,
+        DeliveryError.PRIVATE_ADDRESS,
+        DeliveryError.GONE,
+        DeliveryError.NO_SECRET,
+    }
 )
 
 

@@ -358,7 +358,7 @@ class WebhookSink:
         fields = {
             "webhook_id": record.id,
             "job_id": record.job_id,
-            "event": record.event,
+            "webhook_event": record.event,
             "target": record.target,
             "attempt": state.attempts,
             "http_status": http_status,
