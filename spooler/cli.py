@@ -297,11 +297,11 @@ def validate(file: Path) -> None:
     "--write",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write job.schema.json and status.schema.json into DIRECTORY.",
+    help="Write job.schema.json, status.schema.json and webhook.schema.json into DIRECTORY.",
 )
-@click.argument("which", type=click.Choice(["job", "status", "all"]), default="all")
+@click.argument("which", type=click.Choice(["job", "status", "webhook", "all"]), default="all")
 def schema(directory: Path | None, which: str) -> None:
-    """Print the JSON Schemas of the job file and the status file."""
+    """Print the JSON Schemas of the job file, the status file and the webhook body."""
     if directory is not None:
         for path in write_schemas(directory):
             click.echo(f"wrote {path}")

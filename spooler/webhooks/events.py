@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from spooler.config import WebhookEventName
 from spooler.status import (
@@ -80,15 +80,22 @@ def event_id(status: JobStatus, sequence: int) -> str:
     return f"evt_{digest[:26]}"
 
 
+class _Payload(_CamelModel):
+    # Every field is always sent: the schema (serialization mode) says so, for receivers' types.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
 class WebhookOutput(OutputInfo):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     uri: str | None = Field(None, description="Absolute URL, when the operator set one up.")
 
 
-class EventData(_CamelModel):
-    event: str = Field(description="started, succeeded, failed, cancelled, rejected, or test.")
+class EventData(_Payload):
+    event: Literal["started", "succeeded", "failed", "cancelled", "rejected", "test"]
     sequence: int = Field(ge=0, description="Orders one job's events (greater is later).")
     job_id: str
-    state: str
+    state: Literal["running", "succeeded", "failed", "cancelled", "rejected", "test"]
     kind: str | None = None
     attempt: int = Field(1, ge=1)
     max_attempts: int = Field(1, ge=1)
@@ -101,7 +108,7 @@ class EventData(_CamelModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class WebhookPayload(_CamelModel):
+class WebhookPayload(_Payload):
     """The body of every webhook request (Standard Webhooks: type, timestamp, data)."""
 
     type: Literal[
