@@ -396,3 +396,4 @@ export function switchesToJob(timeline: EditorTimeline): ExportJobFile {
   if (timeline.metadata) job.metadata = timeline.metadata;
   return job;
 }
+export * from "./webhooks.js";
