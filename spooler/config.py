@@ -156,10 +156,10 @@ class WebhookSettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> WebhookSettings:
-        if (self.url or self.allowed_hosts) and not (self.secrets or self.secrets_file):
-            raise ValueError(
-                "webhooks.url and per-job callbacks need webhooks.secrets or secrets_file"
-            )
+        # Per-job callbacks without a secret are given up (no_secret) rather than refused
+        # here, so an image can ship an allow-list and get its secret from the environment.
+        if self.url and not (self.secrets or self.secrets_file):
+            raise ValueError("webhooks.url needs webhooks.secrets or webhooks.secrets_file")
         return self
 
 

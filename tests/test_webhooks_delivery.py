@@ -21,6 +21,7 @@ from webhook_receiver import Answer, Receiver
 from spooler.config import Settings, WebhookSettings
 from spooler.errors import ErrorCode
 from spooler.layout import SpoolLayout
+from spooler.metrics import collect_snapshot, render_metrics
 from spooler.spool import ensure_layout, write_status
 from spooler.status import ErrorInfo, JobStatus, OutputInfo, State, new_status, transition, utcnow
 from spooler.webhooks import WebhookSink
@@ -123,6 +124,10 @@ def test_a_signed_event_is_delivered_and_a_tampered_body_fails(
     (done,) = outcome(layout, "delivered")
     assert done.state.attempts == 1 and done.state.last_status == 200
     assert not any(Outbox(layout).pending.iterdir())
+    # And the metrics file shows it
+    text = render_metrics(collect_snapshot(layout))
+    assert 'spooler_webhook_deliveries{state="delivered"} 1' in text
+    assert 'spooler_webhook_deliveries{state="pending"} 0' in text
 
 
 def test_500_then_429_with_retry_after_then_success_keeps_the_id(
@@ -319,6 +324,7 @@ def test_kill_9_with_a_delivery_in_flight_then_delivered_after_restart_with_the_
         import time
         from spooler.config import Settings, WebhookSettings
         from spooler.layout import SpoolLayout
+from spooler.metrics import collect_snapshot, render_metrics
         from spooler.spool import read_status
         from spooler.webhooks import WebhookSink
         from pathlib import Path

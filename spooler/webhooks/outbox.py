@@ -181,6 +181,14 @@ class Outbox:
             "failed": sum(1 for _ in self.outcomes(self.failed)),
         }
 
+    def oldest_pending_age(self, now: float) -> float:
+        """Seconds since the oldest pending record was written (0: nothing pending)."""
+        oldest = now
+        for name in self.pending_names():
+            with contextlib.suppress(FileNotFoundError):
+                oldest = min(oldest, self.record_path(name).stat().st_mtime)
+        return max(0.0, now - oldest)
+
     def for_job(self, job_id: str) -> list[tuple[str, OutboxRecord | None, AttemptState | None]]:
         """Every delivery of a job, for `spooler webhook ls` (status of each, newest first)."""
         found: list[tuple[str, OutboxRecord | None, AttemptState | None]] = []
