@@ -324,7 +324,6 @@ def test_kill_9_with_a_delivery_in_flight_then_delivered_after_restart_with_the_
         import time
         from spooler.config import Settings, WebhookSettings
         from spooler.layout import SpoolLayout
-from spooler.metrics import collect_snapshot, render_metrics
         from spooler.spool import read_status
         from spooler.webhooks import WebhookSink
         from pathlib import Path

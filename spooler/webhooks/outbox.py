@@ -6,9 +6,11 @@
     <spool>/outbox/failed/<eventId>.<target>.json         given up (410, expired, refused)
     <spool>/outbox/since.json                             when webhooks were first enabled
 
-Every file is written atomically. A record is written before its first attempt; an outcome
-is written before the pending files are removed, so a crash in between leaves a record that
-is recognised as done. Deleting or expiring a job folder never touches the outbox.
+Every file is written atomically. A record is written before its first attempt (fsynced at
+the latest before its job folder may be removed: until then the fsynced status file is the
+durable record, see sink.py); an outcome is written durably before the pending files are
+removed, so a crash in between leaves a record that is recognised as done. Deleting or
+expiring a job folder never touches the outbox.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from spooler.fsutil import atomic_write_json, read_untrusted
+from spooler.fsutil import atomic_write_json, fsync_dir, fsync_file, read_untrusted
 from spooler.layout import SpoolLayout
 from spooler.status import _CamelModel
 
@@ -102,13 +104,20 @@ class Outbox:
     def finished(self, name: str) -> bool:
         return (self.delivered / f"{name}.json").exists() or (self.failed / f"{name}.json").exists()
 
-    def add(self, record: OutboxRecord) -> bool:
-        """Write a new record durably; False if it is already known (idempotent)."""
+    def add(self, record: OutboxRecord, *, durable: bool) -> bool:
+        """Write a new record; False if it is already known (idempotent).
+
+        `durable=False` while the job's status file (fsynced) still holds the event, from
+        which recovery rebuilds a record lost in a power cut; `durable=True` (and an fsync
+        of a record already pending) before that status file is deleted."""
+        path = self.record_path(record.name)
         if self.known(record.name):
+            if durable and path.exists():
+                with contextlib.suppress(FileNotFoundError):
+                    fsync_file(path)
+                    fsync_dir(self.pending)
             return False
-        atomic_write_json(
-            self.record_path(record.name), record.model_dump(mode="json", by_alias=True)
-        )
+        atomic_write_json(path, record.model_dump(mode="json", by_alias=True), durable=durable)
         return True
 
     def pending_names(self) -> list[str]:

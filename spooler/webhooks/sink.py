@@ -5,11 +5,14 @@
     recover()                           rebuild missing outbox records from status files
     start() / stop()                    the ingest thread and the delivery threads
 
-Order of durability (docs/webhooks.md): the status write records the event (its history
-entry); the ingest thread then writes the outbox record; only then is it attempted. A crash
-in between is repaired by `recover()` (at start and every `recover_seconds`), which derives
-the same events, with the same webhook ids, from the status files. Delivery is at least
-once: receivers deduplicate on `webhook-id`.
+Order of durability (docs/webhooks.md): the fsynced status write records the event (its
+history entry); the ingest thread then writes the outbox record; only then is it attempted.
+A record lost in between (kill -9 before it was written, or a power cut before the page
+cache reached the disk: it is not fsynced while the status file holds the event) is rebuilt
+by `recover()` (at start and every `recover_seconds`), which derives the same events, with
+the same webhook ids, from the status files. `before_remove` fsyncs the job's records
+before its status file goes. Delivery is at least once: receivers deduplicate on
+`webhook-id`.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ class WebhookSink:
         except (OSError, ValueError):
             return
         if status is not None:
-            self._record(status, self._recent(events_in(status)))
+            self._record(status, self._recent(events_in(status)), durable=True)
 
     def recover(self) -> int:
         """Outbox records for events found in status files but missing from the outbox."""
@@ -226,7 +229,7 @@ class WebhookSink:
             atomic_write_json(path, {"since": iso(now)})
             return now
 
-    def _record(self, status: JobStatus, events: list[Event]) -> int:
+    def _record(self, status: JobStatus, events: list[Event], *, durable: bool = False) -> int:
         if not events:
             return 0
         callback = self._callback_of(status.job_id)
@@ -234,7 +237,7 @@ class WebhookSink:
         with self._record_lock:  # before_remove may run on the daemon's thread
             self.outbox.ensure()
             for record in self._records_for(status, events, callback):
-                if self.outbox.add(record):
+                if self.outbox.add(record, durable=durable):
                     created += 1
                     self.stats["recorded"] += 1
                     self._schedule(record.name, 0.0)
