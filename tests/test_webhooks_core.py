@@ -7,21 +7,26 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from spooler.config import WebhookSettings
+from spooler.errors import ConfigError, JobError
+from spooler.kinds import parse_job
 from spooler.status import ErrorInfo, JobStatus, OutputInfo, State, new_status, transition
 from spooler.webhooks.events import event_id, events_in, new_events, payload_for, render_body
 from spooler.webhooks.policy import (
     DeliveryError,
     Endpoint,
     address_problem,
+    callback_problem,
     classify_status,
     host_matches,
     parse_endpoint,
     parse_retry_after,
     retry_delay,
 )
-from spooler.webhooks.signing import signature, signed_headers
+from spooler.webhooks.signing import load_secrets, signature, signed_headers
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
@@ -172,3 +177,28 @@ def test_answers() -> None:
     assert classify_status(302) is DeliveryError.REDIRECT
     assert classify_status(500) is DeliveryError.HTTP_STATUS
     assert classify_status(429) is DeliveryError.HTTP_STATUS
+
+
+def test_callback_check_for_claim_time_validation() -> None:
+    assert callback_problem("https://hooks.example.com/x", ["hooks.example.com"]) is None
+    problem = callback_problem("https://evil.example/x", ["hooks.example.com"])
+    assert problem is not None and "webhooks.allowed_hosts" in problem
+
+
+def test_settings_refuse_a_url_without_a_secret_and_bad_secrets() -> None:
+    with pytest.raises(ValidationError, match=r"needs webhooks\.secrets"):
+        WebhookSettings(url="https://hooks.example.com/x")
+    WebhookSettings(allowed_hosts=["web"])  # an image may ship the allow-list alone
+    with pytest.raises(ConfigError, match="whsec_"):
+        load_secrets(WebhookSettings(secrets=["not-a-secret"]))
+
+
+def test_a_job_callback_must_be_an_http_url_with_known_events() -> None:
+    ok = b'{"kind":"testpattern","callback":{"url":"https://h.example/x"}}'
+    assert parse_job(ok)[0].callback is not None
+    for bad in (b'{"kind":"testpattern","callback":{"url":"ftp://h.example/x"}}',
+                b'{"kind":"testpattern","callback":{"url":"https://h.example/x","events":["x"]}}',
+                b'{"kind":"testpattern","callback":{"url":"https://h.example/x","secret":"s"}}'):
+        with pytest.raises(JobError) as info:
+            parse_job(bad)
+        assert info.value.code == "invalid_job"

@@ -119,3 +119,17 @@ def test_a_deleted_jobs_event_is_still_delivered(
     got = receiver.wait(4, timeout=20)
     assert len({r.headers["webhook-id"] for r in got}) == 1
     assert payloads(got[-1:])[0]["data"]["jobId"] == "job-1"
+
+
+def test_started_events_are_opt_in_and_ordered_by_sequence(
+    spool: Spool, receiver: Receiver, make_daemon: Callable[..., DaemonProcess]
+) -> None:
+    # Given a daemon-wide endpoint that asked for `started` too
+    make_daemon(**hook_settings(receiver, SPOOLER_WEBHOOKS__EVENTS='["started", "succeeded"]'))
+    spool.submit("job-1", tiny_job())
+    # Then both arrive (started through the periodic recovery), ordered by their sequence
+    got = payloads(receiver.wait(2))
+    assert {p["type"]: p["data"]["sequence"] for p in got} == {"job.started": 2,
+                                                              "job.succeeded": 3}
+    started = next(p for p in got if p["type"] == "job.started")
+    assert started["data"]["state"] == "running" and started["data"]["outputs"] == []

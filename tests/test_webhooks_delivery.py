@@ -351,3 +351,14 @@ def test_kill_9_with_a_delivery_in_flight_then_delivered_after_restart_with_the_
     assert second.body == first.body
     (done,) = outcome(layout, "delivered")
     assert done.record.id == first.headers["webhook-id"]
+
+
+def test_a_per_job_callback_without_any_secret_is_given_up_visibly(
+    layout: SpoolLayout, receiver: Receiver, make_sink: Callable[..., WebhookSink]
+) -> None:
+    sink = make_sink(secrets=[], allowed_hosts=["127.0.0.1"], allow_private=["127.0.0.1"])
+    sink.status_written(None, finish_job(layout, "job-1", job={
+        "kind": "testpattern", "callback": {"url": receiver.url("/job")}}))
+    (failed,) = outcome(layout, "failed")
+    assert failed.state.last_error is not None and failed.state.last_error.startswith("no_secret")
+    assert receiver.requests == []

@@ -93,6 +93,13 @@ def parse_endpoint(url: str, *, per_job: bool, allowed_hosts: list[str]) -> Endp
     return Endpoint(parts.scheme, host, port or (443 if parts.scheme == "https" else 80), target)
 
 
+def callback_problem(url: str, allowed_hosts: list[str]) -> str | None:
+    """Why a job's `callback.url` will never be delivered (for validation at claim time),
+    or None. Addresses are checked later, at each attempt, after resolving."""
+    endpoint = parse_endpoint(url, per_job=True, allowed_hosts=allowed_hosts)
+    return endpoint if isinstance(endpoint, str) else None
+
+
 def address_problem(address: str, host: str, allow_private: list[str]) -> str | None:
     """None if `address` (what `host` resolved to) may be connected to, else why not.
 

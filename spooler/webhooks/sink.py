@@ -274,9 +274,8 @@ class WebhookSink:
         return records
 
     def _callback_of(self, job_id: str) -> Callback | None:
-        """The job's own `callback`, if its job file can be read and holds a valid one."""
-        if not self.cfg.allowed_hosts:
-            return None
+        """The job's own `callback`, if its job file can be read and holds a valid one (an
+        empty allow-list does not hide it: its record is then given up as not_allowed)."""
         try:
             raw = read_untrusted(
                 self.layout.job_file(job_id), self.settings.limits.max_job_file_bytes
