@@ -32,7 +32,7 @@ export interface ExportJob {
    */
   maxAttempts?: number | null;
   /**
-   * Free-form; echoed into the status file.
+   * Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.
    */
   metadata?: {
     [k: string]: unknown | undefined;
@@ -500,7 +500,7 @@ export interface TestPatternJob {
    */
   maxAttempts?: number | null;
   /**
-   * Free-form; echoed into the status file.
+   * Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.
    */
   metadata?: {
     [k: string]: unknown | undefined;
@@ -634,7 +634,7 @@ export interface OutputInfo {
   height?: number | null;
   mimeType?: string | null;
   /**
-   * Relative to the job's folder.
+   * A file name in the job's folder.
    */
   path: string;
   /**
@@ -776,7 +776,7 @@ export interface WebhookOutput {
   height: number | null;
   mimeType: string | null;
   /**
-   * Relative to the job's folder.
+   * A file name in the job's folder.
    */
   path: string;
   /**
