@@ -362,3 +362,31 @@ def test_a_per_job_callback_without_any_secret_is_given_up_visibly(
     (failed,) = outcome(layout, "failed")
     assert failed.state.last_error is not None and failed.state.last_error.startswith("no_secret")
     assert receiver.requests == []
+
+
+def test_records_planted_in_the_outbox_are_never_sent_or_run(
+    layout: SpoolLayout, receiver: Receiver, tmp_path: Path,
+    make_sink: Callable[..., WebhookSink],
+) -> None:
+    # Given someone who can write the spool plants records: a forged event for the
+    # operator's endpoint, and a command record with an argv of their own
+    proof = tmp_path / "pwned"
+    outbox = Outbox(layout)
+    outbox.ensure()
+    common = {"jobId": "job-1", "event": "succeeded", "sequence": 3,
+              "eventAt": "2026-11-30T08:00:00Z", "createdAt": "2026-11-30T08:00:00Z",
+              "body": '{"type":"job.succeeded","forged":true}'}
+    (outbox.pending / "evt_forged.operator.json").write_text(json.dumps(
+        {"id": "evt_forged", "target": "operator", "url": receiver.url(), **common}))
+    (outbox.pending / "evt_forged.command.json").write_text(json.dumps(
+        {"id": "evt_forged", "target": "command", "command": ["touch", str(proof)], **common}))
+    # When a sink with a secret, a URL and a hook starts on the spool
+    make_sink(url=receiver.url(), allowed_hosts=["127.0.0.1"], allow_private=["127.0.0.1"],
+              on_finish=["true"])
+    # Then neither is sent nor run: both are given up as unauthentic
+    deadline = time.monotonic() + 10
+    while len(list(outbox.failed.glob("*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    errors = sorted(o.state.last_error or "" for o in outcome(layout, "failed"))
+    assert len(errors) == 2 and all(e.startswith("unauthentic_record") for e in errors)
+    assert receiver.requests == [] and not proof.exists()

@@ -16,6 +16,7 @@ expiring a job folder never touches the outbox.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from spooler.fsutil import atomic_write_json, fsync_dir, fsync_file, read_untrusted
+from spooler.fsutil import (
+    FileTooLarge,
+    UnsafeFile,
+    atomic_write_json,
+    fsync_dir,
+    fsync_file,
+    read_untrusted,
+)
 from spooler.layout import SpoolLayout
 from spooler.status import _CamelModel
 
@@ -44,10 +52,15 @@ class OutboxRecord(_CamelModel):
     event_at: datetime
     created_at: datetime
     body: str = Field(description="The exact JSON body sent (and signed) on every attempt.")
+    mac: str | None = Field(None, description="signing.seal of every other field.")
 
     @property
     def name(self) -> str:
         return f"{self.id}.{self.target}"
+
+    def sealed_content(self) -> bytes:
+        fields = self.model_dump(mode="json", by_alias=True, exclude={"mac"})
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 class AttemptState(_CamelModel):
@@ -133,17 +146,16 @@ class Outbox:
 
     def read_record(self, name: str) -> OutboxRecord | None:
         try:
-            raw = read_untrusted(self.record_path(name), MAX_RECORD_BYTES)
+            raw = read_untrusted(self.record_path(name), MAX_RECORD_BYTES, in_real_dir=True)
             return OutboxRecord.model_validate_json(raw)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, ValidationError):
+        except (OSError, ValueError, ValidationError, UnsafeFile, FileTooLarge):
             return None
 
     def read_state(self, name: str) -> AttemptState:
         try:
-            return AttemptState.model_validate_json(read_untrusted(self.state_path(name), 65536))
-        except (OSError, ValueError, ValidationError):
+            raw = read_untrusted(self.state_path(name), 65536, in_real_dir=True)
+            return AttemptState.model_validate_json(raw)
+        except (OSError, ValueError, ValidationError, UnsafeFile, FileTooLarge):
             return AttemptState()
 
     def write_state(self, name: str, state: AttemptState) -> None:
@@ -208,8 +220,9 @@ class Outbox:
         for label, folder in (("delivered", self.delivered), ("failed", self.failed)):
             for path in self.outcomes(folder):
                 try:
-                    outcome = Outcome.model_validate_json(read_untrusted(path, MAX_RECORD_BYTES))
-                except (OSError, ValueError, ValidationError):
+                    raw = read_untrusted(path, MAX_RECORD_BYTES, in_real_dir=True)
+                    outcome = Outcome.model_validate_json(raw)
+                except (OSError, ValueError, ValidationError, UnsafeFile, FileTooLarge):
                     continue
                 if outcome.record.job_id == job_id:
                     found.append((label, outcome.record, outcome.state))

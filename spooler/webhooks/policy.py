@@ -28,6 +28,7 @@ class DeliveryError(StrEnum):
     GONE = "gone"  # 410: the receiver asked us to stop
     EXPIRED = "expired"  # retry schedule exhausted
     COMMAND_FAILED = "command_failed"
+    UNAUTHENTIC = "unauthentic_record"  # an outbox record this daemon's secret did not seal
     NO_SECRET = "no_secret"  # noqa: S105 (an error code, not a secret)
 
 
@@ -39,6 +40,7 @@ PERMANENT = frozenset(
         DeliveryError.PRIVATE_ADDRESS,
         DeliveryError.GONE,
         DeliveryError.NO_SECRET,
+        DeliveryError.UNAUTHENTIC,
     }
 )
 

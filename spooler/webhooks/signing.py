@@ -6,7 +6,10 @@ configured secret separated by spaces, so receivers keep verifying while a secre
 
 from __future__ import annotations
 
+import base64
 import binascii
+import hashlib
+import hmac
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,3 +62,21 @@ def signed_headers(
         "content-type": "application/json",
         "user-agent": f"spooler/{__version__}",
     }
+
+
+def _key(secret: str) -> bytes:
+    raw = secret.removeprefix(SECRET_PREFIX)
+    return base64.b64decode(raw + "=" * (-len(raw) % 4))
+
+
+def seal(secret: str, content: bytes) -> str:
+    """MAC of an outbox record, with a key derived from the secret (never the signing key
+    itself): whoever can write into the spool cannot get a body of theirs signed and sent."""
+    key = hmac.new(_key(secret), b"spooler-outbox-record-v1", hashlib.sha256).digest()
+    return base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+
+
+def sealed_by_any(secrets: list[str], content: bytes, mac: str | None) -> bool:
+    if mac is None:
+        return False
+    return any(hmac.compare_digest(seal(secret, content), mac) for secret in secrets)

@@ -35,10 +35,18 @@ from pydantic import ValidationError
 from spooler.config import Settings
 from spooler.fsutil import FileTooLarge, UnsafeFile, atomic_write_json, read_untrusted
 from spooler.kinds.base import Callback
-from spooler.layout import SpoolLayout
+from spooler.layout import SpoolLayout, is_valid_job_id
 from spooler.spool import job_ids, read_status
 from spooler.status import JobStatus, iso, utcnow
-from spooler.webhooks.events import Event, event_id, events_in, new_events, payload_for, render_body
+from spooler.webhooks.events import (
+    EVENT_OF_STATE,
+    Event,
+    event_id,
+    events_in,
+    new_events,
+    payload_for,
+    render_body,
+)
 from spooler.webhooks.outbox import AttemptState, Outbox, OutboxRecord, Outcome
 from spooler.webhooks.policy import (
     PERMANENT,
@@ -48,7 +56,7 @@ from spooler.webhooks.policy import (
     parse_retry_after,
     retry_delay,
 )
-from spooler.webhooks.signing import load_secrets, signed_headers
+from spooler.webhooks.signing import load_secrets, seal, sealed_by_any, signed_headers
 from spooler.webhooks.transport import (
     HttpLimits,
     Resolver,
@@ -264,13 +272,13 @@ class WebhookSink:
             if callback is not None and event.name in callback.events:
                 records.append(OutboxRecord(target="job", url=callback.url, **common))
             if self.cfg.on_finish and event.is_final:
-                argv = [
-                    arg.replace("{jobId}", status.job_id)
-                    .replace("{state}", event.entry.state.value)
-                    .replace("{event}", event.name)
-                    for arg in self.cfg.on_finish
-                ]
+                argv = hook_argv(self.cfg.on_finish, status.job_id, event.name)
                 records.append(OutboxRecord(target="command", command=argv, **common))
+        if self.secrets:
+            records = [
+                r.model_copy(update={"mac": seal(self.secrets[0], r.sealed_content())})
+                for r in records
+            ]
         return records
 
     def _callback_of(self, job_id: str) -> Callback | None:
@@ -278,7 +286,9 @@ class WebhookSink:
         empty allow-list does not hide it: its record is then given up as not_allowed)."""
         try:
             raw = read_untrusted(
-                self.layout.job_file(job_id), self.settings.limits.max_job_file_bytes
+                self.layout.job_file(job_id),
+                self.settings.limits.max_job_file_bytes,
+                in_real_dir=True,  # a job folder replaced by a link out of the spool
             )
             data = json.loads(raw)
         except (OSError, ValueError, UnsafeFile, FileTooLarge, RecursionError):
@@ -320,9 +330,12 @@ class WebhookSink:
 
     def _attempt(self, name: str) -> None:
         try:
-            fd = os.open(self.outbox.record_path(name), os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self.outbox.record_path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return  # delivered meanwhile (by another daemon)
+        except OSError as exc:  # a link or a FIFO planted in outbox/: never followed
+            self.log.error("webhook_record_unsafe", record=name, error=str(exc))
+            return
         try:
             try:
                 # Another daemon on this spool attempting the same record: let it.
@@ -347,7 +360,13 @@ class WebhookSink:
             os.close(fd)
 
     def _attempt_record(self, record: OutboxRecord, state: AttemptState, now: datetime) -> None:
-        error, message, http_status, retry_after = self._send(record, now)
+        attempt: tuple[DeliveryError | None, str, int | None, float | None]
+        if self.secrets and not sealed_by_any(self.secrets, record.sealed_content(), record.mac):
+            # Planted in the spool, or sealed with a secret no longer configured.
+            attempt = (DeliveryError.UNAUTHENTIC, "not sealed by a configured secret", None, None)
+        else:
+            attempt = self._send(record, now)
+        error, message, http_status, retry_after = attempt
         state = state.model_copy(
             update={
                 "attempts": state.attempts + 1,
@@ -413,9 +432,15 @@ class WebhookSink:
     ) -> tuple[DeliveryError | None, str, int | None, float | None]:
         """(error, message, HTTP status, Retry-After seconds) of one attempt."""
         if record.target == "command":
-            assert record.command is not None
+            # The argv comes from the settings, never from the spool.
+            if not self.cfg.on_finish:
+                return DeliveryError.NOT_ALLOWED, "webhooks.on_finish is no longer set", None, None
+            if not is_valid_job_id(record.job_id) or record.event not in EVENT_NAMES:
+                return DeliveryError.UNAUTHENTIC, "bad job id or event in the record", None, None
             result = run_command(
-                record.command, record.body.encode(), timeout=self.cfg.on_finish_timeout_seconds
+                hook_argv(self.cfg.on_finish, record.job_id, record.event),
+                record.body.encode(),
+                timeout=self.cfg.on_finish_timeout_seconds,
             )
             self.log.info(
                 "webhook_command_ran",
@@ -428,8 +453,11 @@ class WebhookSink:
                 return None, "", None, None
             what = "timed out" if result.returncode is None else f"exit {result.returncode}"
             return DeliveryError.COMMAND_FAILED, f"{what}: {result.output_tail[-300:]}", None, None
+        url = record.url if record.target == "job" else self.cfg.url
+        if not url:
+            return DeliveryError.NOT_ALLOWED, "webhooks.url is no longer set", None, None
         return send_http(
-            record.url or "",
+            url,
             record.id,
             record.body,
             per_job=record.target == "job",
@@ -439,6 +467,19 @@ class WebhookSink:
             limits=self.limits,
             now=now,
         )[:4]
+
+
+EVENT_NAMES = frozenset(EVENT_OF_STATE.values())
+
+
+def hook_argv(template: list[str], job_id: str, event: str) -> list[str]:
+    """The command hook's argv: placeholders replaced by plain substitution (no format
+    strings, no shell); the job id is a validated name and the event a fixed word."""
+    state = "running" if event == "started" else event
+    return [
+        arg.replace("{jobId}", job_id).replace("{state}", state).replace("{event}", event)
+        for arg in template
+    ]
 
 
 def send_http(
