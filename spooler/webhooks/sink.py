@@ -132,7 +132,10 @@ class WebhookSink:
     def recover(self) -> int:
         """Outbox records for events found in status files but missing from the outbox."""
         created = 0
-        for job_id in job_ids(self.layout):
+        present = job_ids(self.layout)
+        for gone in set(self._seen) - set(present):
+            del self._seen[gone]
+        for job_id in present:
             path = self.layout.status_file(job_id)
             try:
                 info = os.stat(path)
@@ -150,7 +153,8 @@ class WebhookSink:
             created += self._record(status, self._recent(events_in(status)))
             self._seen[job_id] = key
         if created:
-            self.log.warning("webhook_events_recovered", count=created)
+            # After a crash, or `started` events (the daemon hands over final statuses only).
+            self.log.info("webhook_events_recovered", count=created)
         self.stats["recovered"] += created
         return created
 
