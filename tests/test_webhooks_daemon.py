@@ -56,10 +56,18 @@ def test_operator_and_per_job_endpoints_and_an_unreadable_job(
     spool.submit("good", tiny_job(callback={"url": receiver.url("/job"), "events": ["succeeded"]},
                                   metadata={"projectId": "p-1"}))
     spool.submit("bad", b"{not json")
+    spool.submit("outside", tiny_job(callback={"url": "https://elsewhere.example/hook"}))
     spool.wait_final("good")
     spool.wait_final("bad")
-    # Then the daemon-wide endpoint hears both, the job's own endpoint only its own job
-    by_job = {p["data"]["jobId"]: p for p in payloads(receiver.wait(2, path="/hook"))}
+    # A callback to a host outside the allow-list is refused at the claim
+    outside = spool.wait_final("outside")
+    assert outside["state"] == "rejected"
+    (problem,) = outside["error"]["details"]["errors"]
+    assert problem["path"] == "callback.url" and problem["code"] == "callback_not_allowed"
+    assert "webhooks.allowed_hosts" in problem["message"]
+    # Then the daemon-wide endpoint hears all three, the job's own endpoint only its own job
+    by_job = {p["data"]["jobId"]: p for p in payloads(receiver.wait(3, path="/hook"))}
+    assert by_job["outside"]["type"] == "job.rejected"
     assert by_job["good"]["type"] == "job.succeeded"
     assert by_job["good"]["data"]["metadata"] == {"projectId": "p-1"}
     assert by_job["good"]["data"]["outputs"][0]["mimeType"] == "video/mp4"
@@ -68,7 +76,7 @@ def test_operator_and_per_job_endpoints_and_an_unreadable_job(
     (own,) = payloads(receiver.wait(1, path="/job"))
     assert own["data"]["jobId"] == "good"
     time.sleep(1.0)
-    assert len(receiver.at("/job")) == 1 and len(receiver.at("/hook")) == 2
+    assert len(receiver.at("/job")) == 1 and len(receiver.at("/hook")) == 3
     # And the delivery state is visible through the CLI
     listed = subprocess.run(
         [sys.executable, "-m", "spooler", "webhook", "ls", "good", "--json"],

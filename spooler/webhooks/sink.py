@@ -33,6 +33,7 @@ import structlog
 from pydantic import ValidationError
 
 from spooler.config import Settings
+from spooler.errors import ConfigError
 from spooler.fsutil import FileTooLarge, UnsafeFile, atomic_write_json, read_untrusted
 from spooler.kinds.base import Callback
 from spooler.layout import SpoolLayout, is_valid_job_id
@@ -85,7 +86,12 @@ class WebhookSink:
         self.cfg = settings.webhooks
         self.layout = layout
         self.outbox = Outbox(layout)
-        self.secrets = load_secrets(self.cfg)  # ConfigError: refuse to start
+        try:
+            self.secrets = load_secrets(self.cfg)
+            self.config_error: ConfigError | None = None
+        except ConfigError as exc:  # raised by start(): the daemon refuses to start
+            self.secrets = []
+            self.config_error = exc
         self.resolver = resolver
         self.clock = clock
         self.rand = rand
@@ -162,6 +168,8 @@ class WebhookSink:
     def start(self) -> None:
         if not self.active:
             return
+        if self.config_error is not None:
+            raise self.config_error
         self.outbox.ensure()
         self._since = self._load_since()
         for name in self.outbox.pending_names():

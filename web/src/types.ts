@@ -566,12 +566,20 @@ export type State = "queued" | "running" | "succeeded" | "failed" | "cancelled" 
  */
 export interface StatusFile {
   attempt?: number;
+  /**
+   * The daemon has seen a cancel (or delete) request: true from then on, while ffmpeg is being stopped and in the final status.
+   */
+  cancelRequested?: boolean;
   claimedAt?: string | null;
   error?: ErrorInfo | null;
   etaSeconds?: number | null;
   finishedAt?: string | null;
   history?: HistoryEntry[];
   jobId: string;
+  /**
+   * While queued: about how many jobs this daemon starts before this one (approximate: other daemons share the inbox).
+   */
+  jobsAhead?: number | null;
   kind?: string | null;
   maxAttempts?: number;
   metadata?: {
@@ -596,6 +604,9 @@ export interface StatusFile {
   speed?: number | null;
   startedAt?: string | null;
   state: State;
+  /**
+   * What runs now; 'done' once succeeded.
+   */
   step?: string | null;
   submittedAt: string;
   updatedAt: string;
