@@ -1,9 +1,7 @@
 """Webhooks end to end: a real `spooler run`, real ffmpeg jobs, a real receiver on loopback.
 
-Wiring these need in the daemon (until the report seam lands): WebhookSink started in
-Daemon.run and stopped in _shutdown, status_written for a final status in _reap,
-before_remove in _delete_job; rejected/queued-cancel events arrive through recover().
-"""
+The daemon builds its WebhookSink itself: a sink of the Reporter (every status write),
+Retention's before_delete, started and stopped with the loop."""
 
 from __future__ import annotations
 
@@ -135,7 +133,7 @@ def test_started_events_are_opt_in_and_ordered_by_sequence(
     # Given a daemon-wide endpoint that asked for `started` too
     make_daemon(**hook_settings(receiver, SPOOLER_WEBHOOKS__EVENTS='["started", "succeeded"]'))
     spool.submit("job-1", tiny_job())
-    # Then both arrive (started through the periodic recovery), ordered by their sequence
+    # Then both arrive, ordered by their sequence
     got = payloads(receiver.wait(2))
     assert {p["type"]: p["data"]["sequence"] for p in got} == {"job.started": 2,
                                                               "job.succeeded": 3}

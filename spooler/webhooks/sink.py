@@ -159,8 +159,8 @@ class WebhookSink:
             created += self._record(status, self._recent(events_in(status)))
             self._seen[job_id] = key
         if created:
-            # After a crash, or `started` events (the daemon hands over final statuses only).
-            self.log.info("webhook_events_recovered", count=created)
+            # Missed while no daemon with webhooks ran, or lost in a crash.
+            self.log.warning("webhook_events_recovered", count=created)
         self.stats["recovered"] += created
         return created
 
