@@ -317,7 +317,10 @@ def test_a_hook_over_its_timeout_is_killed(
 def test_kill_9_with_a_delivery_in_flight_then_delivered_after_restart_with_the_same_id(
     layout: SpoolLayout, receiver: Receiver, make_sink: Callable[..., WebhookSink]
 ) -> None:
-    # Given a process whose sink is posting to a receiver that holds the request
+    # Given webhooks enabled on this spool before the job ended, and a process whose sink
+    # is posting its event to a receiver that holds the request
+    Outbox(layout).ensure()
+    (Outbox(layout).root / "since.json").write_text('{"since": "2026-01-01T00:00:00Z"}')
     receiver.on("/hook", Answer(200, delay=30))
     finish_job(layout, "job-1")
     code = textwrap.dedent(f"""
@@ -390,3 +393,20 @@ def test_records_planted_in_the_outbox_are_never_sent_or_run(
     errors = sorted(o.state.last_error or "" for o in outcome(layout, "failed"))
     assert len(errors) == 2 and all(e.startswith("unauthentic_record") for e in errors)
     assert receiver.requests == [] and not proof.exists()
+
+
+def test_jobs_that_ended_before_webhooks_were_enabled_are_not_announced(
+    layout: SpoolLayout, receiver: Receiver, make_sink: Callable[..., WebhookSink]
+) -> None:
+    # Given a spool with a job finished before any daemon had webhooks on
+    old = finish_job(layout, "old-job")
+    time.sleep(0.05)
+    # When a sink starts (writing outbox/since.json) and sees it
+    sink = make_sink(url=receiver.url(), allowed_hosts=["127.0.0.1"], allow_private=["127.0.0.1"])
+    sink.status_written(None, old)
+    sink.status_written(None, finish_job(layout, "new-job"))
+    # Then only the job that ended afterwards is announced
+    (request,) = receiver.wait(1)
+    assert json.loads(request.body)["data"]["jobId"] == "new-job"
+    time.sleep(0.6)
+    assert len(receiver.requests) == 1

@@ -211,7 +211,9 @@ class WebhookSink:
                 previous, current = self._incoming.get(timeout=min(1.0, self.cfg.recover_seconds))
             except queue.Empty:
                 continue
-            events = new_events(previous, current)
+            # _recent: a write that re-announces an old history (previous unknown) must not
+            # revive events whose outcome was pruned long ago.
+            events = self._recent(new_events(previous, current))
             self._guard(lambda s=current, e=events: self._record(s, e))  # type: ignore[misc]
 
     def _maintain(self) -> None:
@@ -243,7 +245,8 @@ class WebhookSink:
         """When webhooks were first enabled on this spool: older jobs are never announced."""
         path = self.outbox.root / "since.json"
         try:
-            return datetime.fromisoformat(json.loads(read_untrusted(path, 4096))["since"])
+            raw = read_untrusted(path, 4096, in_real_dir=True)
+            return datetime.fromisoformat(json.loads(raw)["since"])
         except (OSError, ValueError, KeyError, TypeError, UnsafeFile, FileTooLarge):
             now = self.clock()
             atomic_write_json(path, {"since": iso(now)})
