@@ -28,6 +28,7 @@ const { values } = parseArgs({
 const ROOTS = [
   ["job.schema.json", "JobFile"],
   ["status.schema.json", "StatusFile"],
+  ["webhook.schema.json", "WebhookPayload"],
 ];
 
 // Property titles ("Durationseconds", "Priority", ...) would each become an exported alias

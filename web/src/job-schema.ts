@@ -93,6 +93,38 @@ export const jobSchema: Record<string, unknown> = {
       "title": "AngleAudio",
       "type": "object"
     },
+    "Callback": {
+      "additionalProperties": false,
+      "description": "Where this job's events are posted, signed with the operator's secret (docs/webhooks.md).\nThe host must be in the daemon's `webhooks.allowed_hosts`.",
+      "properties": {
+        "events": {
+          "items": {
+            "enum": [
+              "started",
+              "succeeded",
+              "failed",
+              "cancelled",
+              "rejected"
+            ],
+            "type": "string"
+          },
+          "minItems": 1,
+          "title": "Events",
+          "type": "array"
+        },
+        "url": {
+          "maxLength": 2048,
+          "pattern": "^https?://[^\\s]+$",
+          "title": "Url",
+          "type": "string"
+        }
+      },
+      "required": [
+        "url"
+      ],
+      "title": "Callback",
+      "type": "object"
+    },
     "ExactSize": {
       "additionalProperties": false,
       "properties": {
@@ -175,6 +207,18 @@ export const jobSchema: Record<string, unknown> = {
             }
           ],
           "title": "Audio"
+        },
+        "callback": {
+          "anyOf": [
+            {
+              "$ref": "#/$defs/Callback"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Per-job webhook; daemons without the `callback` capability reject it."
         },
         "end": {
           "anyOf": [
@@ -1020,6 +1064,18 @@ export const jobSchema: Record<string, unknown> = {
     "TestPatternJob": {
       "additionalProperties": false,
       "properties": {
+        "callback": {
+          "anyOf": [
+            {
+              "$ref": "#/$defs/Callback"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Per-job webhook; daemons without the `callback` capability reject it."
+        },
         "durationSeconds": {
           "default": 2,
           "exclusiveMinimum": 0,

@@ -513,3 +513,4 @@ export function editorPath(jobPath: string, switchIndex: readonly number[]): str
     return original === undefined ? whole : `${head}${original}`;
   });
 }
+export * from "./webhooks.js";
