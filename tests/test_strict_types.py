@@ -40,6 +40,7 @@ def documented_jobs() -> list[tuple[str, dict[str, Any]]]:
             if (
                 isinstance(data, dict)
                 and "state" not in data
+                and "..." not in data  # an excerpt: {"kind": "export", "...": "...", ...}
                 and ("angles" in data or "kind" in data)
             ):
                 jobs.append((f"{doc.name}#{n}", data))
@@ -54,6 +55,7 @@ FULL: dict[str, Any] = {
     "timeoutSeconds": 600,
     "maxAttempts": 2,
     "metadata": {"projectId": "p-42"},
+    "callback": {"url": "https://app.example.com/hook", "events": ["succeeded", "failed"]},
     "angles": [
         {"id": "cam1", "source": "day1/cam1.mp4", "syncOffset": 3},
         {"id": "cam2", "source": "day1/cam2.mp4", "syncOffset": 0.5},
