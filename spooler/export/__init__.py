@@ -2,7 +2,7 @@
 
 models (the job file) -> sources (resolve + probe) -> timeline (pure, frame-quantised)
 -> plan (pure: ffmpeg arguments, or a stream-copy remux plan) -> kind (runs and verifies).
-docs/architecture-export.md lists the modules and which are pure.
+docs/architecture.md ("The export package") lists the modules and which are pure.
 
 Importing the package loads only the job model: `ExportKind`, which loads ffmpeg and
 PyAV, is imported on first use.

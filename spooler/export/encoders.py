@@ -29,9 +29,7 @@ def audio_encoder(job: ExportJob | Rendition) -> list[str]:
     return ["-c:a", "aac", "-b:a", bitrate, "-ar", str(SAMPLE_RATE)]
 
 
-def video_encoder(
-    job: ExportJob | Rendition, codec: str, fps: Fraction, threads: int
-) -> list[str]:
+def video_encoder(job: ExportJob | Rendition, codec: str, fps: Fraction, threads: int) -> list[str]:
     out = job.output if isinstance(job, ExportJob) else job
     container = job.output.container if isinstance(job, ExportJob) else job.container_value
     args = ["-c:v", ENCODERS[codec]]

@@ -2,7 +2,7 @@
 
 Imports run in a fresh interpreter (a module loaded by an earlier test would hide a new
 dependency), and the tests name what was loaded that should not have been. The table of
-pure and shell modules is docs/architecture-export.md's.
+pure and shell modules is in docs/architecture.md ("The export package").
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "architecture-export.md"
+DOC = ROOT / "docs" / "architecture.md"
 
 # Modules that run processes, read media with PyAV, or open sources or fonts; and the
 # registry, which loads every kind and so all of them.
