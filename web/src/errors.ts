@@ -52,6 +52,7 @@ export const HTTP_STATUS: Readonly<Record<AnyErrorCode, number>> = {
   invalid_job: 422,
   unsupported_schema_version: 422,
   source_missing: 422,
+  source_forbidden: 422, // the storage refused an allowed object (403): the job's source
   source_unreadable: 422,
   source_too_short: 422,
   unsupported_media: 422,
@@ -63,6 +64,8 @@ export const HTTP_STATUS: Readonly<Record<AnyErrorCode, number>> = {
   ffmpeg_killed: 500,
   internal_error: 500,
   worker_lost: 503,
+  source_changed: 503, // the remote source changed mid-attempt: retried
+  storage_failed: 503, // S3 unreachable or 5xx after retries: retried
   stalled: 503,
   disk_full: 507,
   ffmpeg_missing: 503,
