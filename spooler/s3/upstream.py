@@ -137,18 +137,32 @@ class UrlUpstream:
             retries=False, timeout=urllib3.Timeout(connect=timeout, read=timeout)
         )
 
-    def _get(self, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+    def _get(self, headers: dict[str, str], length: int) -> tuple[urllib3.BaseHTTPResponse, bytes]:
+        """A range GET; the body is read only from a 206 and only `length` bytes of it (a
+        server that ignores Range would otherwise send the whole object)."""
         response = self.pool.request(
-            "GET", self.url.url, headers=headers, redirect=False, preload_content=True
+            "GET", self.url.url, headers=headers, redirect=False, preload_content=False
         )
-        error = status_error(response.status, self.shown)
-        if error is not None:
-            raise error
-        return response
+        try:
+            error = status_error(response.status, self.shown)
+            if error is not None:
+                raise error
+            if response.status != 206:
+                raise JobError(
+                    ErrorCode.SOURCE_UNREADABLE,
+                    f"{self.shown!r} does not answer range requests",
+                    {"source": self.shown},
+                )
+            return response, response.read(length + 1)
+        finally:
+            if response.status == 206:
+                response.release_conn()  # body read: the connection is reused
+            else:
+                response.close()  # body unread: never drained
 
     def pin(self) -> Pinned:
         def call() -> Pinned:
-            response = self._get({"Range": "bytes=0-0"})
+            response, _ = self._get({"Range": "bytes=0-0"}, 1)
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
             etag = response.headers.get("ETag")
             if not total.isdigit() or not etag:
@@ -163,9 +177,10 @@ class UrlUpstream:
 
     def read(self, start: int, end: int, etag: str) -> bytes:
         def call() -> bytes:
-            response = self._get({"Range": f"bytes={start}-{end}", "If-Match": etag})
-            data = response.data
-            if response.status != 206 or len(data) != end - start + 1:
+            _, data = self._get(
+                {"Range": f"bytes={start}-{end}", "If-Match": etag}, end - start + 1
+            )
+            if len(data) != end - start + 1:
                 raise JobError(ErrorCode.STORAGE_FAILED, f"{self.shown!r}: short read")
             return data
 
