@@ -88,7 +88,12 @@ class _Payload(_CamelModel):
 class WebhookOutput(OutputInfo):
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
-    uri: str | None = Field(None, description="Absolute URL, when the operator set one up.")
+    uri: str | None = Field(
+        None,
+        max_length=2048,
+        description="The output's own uri when it was published remotely (s3://bucket/key, "
+        "docs/s3.md), else an absolute URL when the operator set one up (output_base_url).",
+    )
 
 
 class EventData(_Payload):
@@ -119,11 +124,18 @@ class WebhookPayload(_Payload):
     data: EventData
 
 
+def _with_url(output: dict[str, Any], url: str | None) -> dict[str, Any]:
+    """An output published to S3 keeps its s3:// uri (receivers presign it on demand)."""
+    return {**output, "uri": output.get("uri") or url}
+
+
 def payload_for(status: JobStatus, event: Event, output_base_url: str | None) -> WebhookPayload:
     final = event.is_final
     base = output_base_url.rstrip("/") if output_base_url else None
     outputs = [
-        WebhookOutput(**o.model_dump(), uri=f"{base}/{status.job_id}/{o.path}" if base else None)
+        WebhookOutput(
+            **_with_url(o.model_dump(), f"{base}/{status.job_id}/{o.path}" if base else None)
+        )
         for o in (status.outputs if final else [])
     ]
     data = EventData(

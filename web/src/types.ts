@@ -843,7 +843,7 @@ export interface WebhookOutput {
   role: string;
   sizeBytes: number;
   /**
-   * Absolute URL, when the operator set one up.
+   * The output's own uri when it was published remotely (s3://bucket/key, docs/s3.md), else an absolute URL when the operator set one up (output_base_url).
    */
   uri: string | null;
   /**
