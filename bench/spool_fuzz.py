@@ -1,0 +1,261 @@
+"""Spool-state fuzzer, long mode: hostile spool states against a real daemon for a set time.
+
+    .venv/bin/python bench/spool_fuzz.py --minutes 10
+    .venv/bin/python bench/spool_fuzz.py --replay bench/results/spool_fuzz/F01.json
+
+Each state (tests/spoolfuzz/spool_states.py) runs on a fresh spool with a fresh canary tree
+and a real `spooler run` (tests/spoolfuzz/spool_harness.py lists the checks). A defect
+signature seen for the first time is confirmed by a second run and its state shrunk, entry
+by entry, to a minimal reproduction. Output: a summary on stdout; every finding as markdown
+(`bench/results/spool_fuzz.md`, and appended to `--findings FILE` if given) and as JSON with
+each minimal state (`bench/results/spool_fuzz/F<n>.json`, replayable with `--replay`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "spoolfuzz"))
+
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+from spool_harness import Outcome, cleanup, run_state  # noqa: E402
+from spool_states import (  # noqa: E402
+    SpoolState,
+    spool_states,
+    state_from_json,
+    state_to_json,
+)
+
+RESULTS = HERE / "results"
+
+
+class TimeUp(BaseException):
+    """Not an Exception: hypothesis lets it through instead of shrinking it."""
+
+
+@dataclass
+class Finding:
+    number: int
+    signature: str
+    detail: str
+    seen: int = 1
+    confirmed: bool = False
+    state: SpoolState | None = None
+    also: list[str] = field(default_factory=list)  # other signatures of the minimal state
+
+
+@dataclass
+class Fuzzer:
+    workdir: Path
+    good_timeout: float
+    dwell: float
+    minimize_seconds: float
+    tried: int = 0
+    runs: int = 0
+    findings: dict[str, Finding] = field(default_factory=dict)
+    explained: dict[str, int] = field(default_factory=dict)  # signature -> finding number
+
+    def run(self, state: SpoolState) -> Outcome:
+        self.runs += 1
+        work = Path(tempfile.mkdtemp(prefix="state-", dir=self.workdir))
+        try:
+            return run_state(state, work / "w", good_timeout=self.good_timeout, dwell=self.dwell)
+        finally:
+            cleanup(work)
+
+    def explore(self, state: SpoolState) -> None:
+        self.tried += 1
+        outcome = self.run(state)
+        for defect in outcome.defects:
+            number = self.explained.get(defect.signature)
+            if number is not None:
+                self._finding(number).seen += 1
+                continue
+            finding = Finding(len(self.findings) + 1, defect.signature, defect.detail)
+            self.findings[defect.signature] = finding
+            self.explained[defect.signature] = finding.number
+            self._confirm_and_shrink(finding, state)
+            print(
+                f"  F{finding.number:02d} {finding.signature}"
+                f" ({'confirmed' if finding.confirmed else 'seen once'},"
+                f" {len(finding.state.entries) if finding.state else '?'} entries)",
+                flush=True,
+            )
+        print(
+            f"{self.tried} states, {len(self.findings)} signatures, "
+            f"{outcome.seconds:.1f} s: {sorted(outcome.signatures) or 'ok'}",
+            flush=True,
+        )
+
+    def _finding(self, number: int) -> Finding:
+        return next(f for f in self.findings.values() if f.number == number)
+
+    def _confirm_and_shrink(self, finding: Finding, state: SpoolState) -> None:
+        first = self.run(state)
+        finding.confirmed = finding.signature in first.signatures
+        finding.state = state
+        if not finding.confirmed:
+            return
+        deadline = time.monotonic() + self.minimize_seconds
+        entries = list(state.entries)
+        last = first
+        changed = True
+        while changed and time.monotonic() < deadline:
+            changed = False
+            for i in range(len(entries)):
+                if time.monotonic() >= deadline:
+                    break
+                candidate = SpoolState(tuple(entries[:i] + entries[i + 1 :]), state.settings)
+                if not candidate.entries:
+                    continue
+                result = self.run(candidate)
+                if finding.signature in result.signatures:
+                    entries, last, changed = list(candidate.entries), result, True
+                    break
+        finding.state = SpoolState(tuple(entries), state.settings)
+        finding.detail = next(
+            (d.detail for d in last.defects if d.signature == finding.signature), finding.detail
+        )
+        finding.also = sorted(last.signatures - {finding.signature})
+        for signature in last.signatures:
+            self.explained.setdefault(signature, finding.number)
+
+
+def markdown(fuzzer: Fuzzer, minutes: float, head: str) -> str:
+    lines = [
+        f"## Spool-state fuzzer: {head}",
+        "",
+        f"{fuzzer.tried} hostile states tried in {minutes:.1f} min ({fuzzer.runs} daemon runs"
+        f" with confirmations and shrinking); {len(fuzzer.findings)} distinct defect "
+        "signatures.",
+        "",
+    ]
+    for finding in sorted(fuzzer.findings.values(), key=lambda f: f.number):
+        lines += [
+            f"### F{finding.number:02d} `{finding.signature}`",
+            "",
+            f"Seen {finding.seen} time(s); "
+            + ("reproduces on a second run." if finding.confirmed else "**did not reproduce**."),
+        ]
+        if finding.also:
+            lines.append(f"Same minimal state also shows: {', '.join(f'`{s}`' for s in finding.also)}.")
+        lines += ["", "Minimal state (on a fresh spool; `canary` is a tree beside the spool):", ""]
+        assert finding.state is not None
+        lines += [finding.state.describe(), "", "Detail:", "", "```text"]
+        lines += [finding.detail.strip()[:1500], "```", ""]
+        lines.append(
+            f"Replay: `.venv/bin/python bench/spool_fuzz.py --replay "
+            f"bench/results/spool_fuzz/F{finding.number:02d}.json`"
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save(fuzzer: Fuzzer, minutes: float, args: argparse.Namespace) -> None:
+    out = RESULTS / "spool_fuzz"
+    out.mkdir(parents=True, exist_ok=True)
+    for finding in fuzzer.findings.values():
+        assert finding.state is not None
+        (out / f"F{finding.number:02d}.json").write_text(
+            json.dumps(
+                {
+                    "signature": finding.signature,
+                    "confirmed": finding.confirmed,
+                    "also": finding.also,
+                    "state": state_to_json(finding.state),
+                },
+                indent=1,
+            )
+        )
+    head = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + f", seed {args.seed}"
+    text = markdown(fuzzer, minutes, head)
+    (RESULTS / "spool_fuzz.md").write_text(text)
+    summary: dict[str, Any] = {
+        "states": fuzzer.tried,
+        "runs": fuzzer.runs,
+        "minutes": round(minutes, 2),
+        "seed": args.seed,
+        "signatures": {f.signature: f.seen for f in fuzzer.findings.values()},
+        "findings": len(fuzzer.findings),
+    }
+    (RESULTS / "spool_fuzz.json").write_text(json.dumps(summary, indent=1))
+    if args.findings:
+        with Path(args.findings).open("a", encoding="utf-8") as fh:
+            fh.write("\n" + text + "\n")
+
+
+def replay(path: Path, args: argparse.Namespace) -> int:
+    state = state_from_json(json.loads(path.read_text())["state"])
+    print(state.describe())
+    with tempfile.TemporaryDirectory(prefix="spool-fuzz-") as tmp:
+        work = Path(tmp) / "w"
+        outcome = run_state(state, work, good_timeout=args.good_timeout, dwell=args.dwell)
+        print(f"\n{outcome.seconds:.1f} s; skipped: {outcome.skipped or 'none'}")
+        for defect in outcome.defects:
+            print(f"- {defect.signature}\n  {defect.detail[:600]}")
+        if args.keep:
+            print(outcome.log_tail)
+    return 1 if outcome.defects else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
+    parser.add_argument("--max-features", type=int, default=5)
+    parser.add_argument("--good-timeout", type=float, default=6.0)
+    parser.add_argument(
+        "--dwell", type=float, default=0.0, help="seconds to keep each daemon running longer "
+        "(6 lets the first retention pass run)",
+    )
+    parser.add_argument("--minimize-seconds", type=float, default=120.0)
+    parser.add_argument("--findings", help="append the markdown report to this file")
+    parser.add_argument("--replay", type=Path, help="run one saved state and print its defects")
+    parser.add_argument("--keep", action="store_true", help="with --replay: print the log")
+    args = parser.parse_args()
+    if args.replay:
+        return replay(args.replay, args)
+    started = time.monotonic()
+    deadline = started + args.minutes * 60
+    with tempfile.TemporaryDirectory(prefix="spool-fuzz-") as tmp:
+        fuzzer = Fuzzer(Path(tmp), args.good_timeout, args.dwell, args.minimize_seconds)
+
+        @seed(args.seed)
+        @settings(
+            database=None,
+            deadline=None,
+            max_examples=100_000,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(spool_states(max_features=args.max_features))
+        def explore(state: SpoolState) -> None:
+            if time.monotonic() >= deadline:
+                raise TimeUp
+            fuzzer.explore(state)
+
+        try:
+            explore()
+        except (TimeUp, KeyboardInterrupt):
+            pass
+        minutes = (time.monotonic() - started) / 60
+        save(fuzzer, minutes, args)
+    print(
+        f"\n{fuzzer.tried} states tried, {len(fuzzer.findings)} distinct defect signatures "
+        f"({sum(f.confirmed for f in fuzzer.findings.values())} confirmed); report in "
+        f"{RESULTS / 'spool_fuzz.md'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,504 @@
+"""Hostile spool states: a plain description (data), the hypothesis strategies that build
+them, and `materialize`, which writes one onto disk.
+
+A state is a tuple of `Entry`s: one node each (file, folder, FIFO, symlink, hard link,
+sparse file) at a path of raw bytes under the spool root, made before the daemon starts
+(a restart finds it) or while it runs (`live`). Symlinks and hard links point into the
+canary tree (canary.py), and paths inside status files climb to it, so that any access
+outside the spool shows up there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import strategies as st
+
+# A worker that is dead: no heartbeat, and a pid above any pid_max.
+DEAD = "ghost-4999999-dead00"
+# A worker with a heartbeat written by the fuzzer (fresh mtime, then never again).
+FAKE = "fake-4999998-fa4e00"
+GOOD_JOB: dict[str, Any] = {
+    "kind": "testpattern",
+    "durationSeconds": 0.2,
+    "width": 32,
+    "height": 32,
+    "fps": 10,
+}
+TS = "2026-11-30T07:00:00Z"
+OLD_TS = "2000-01-01T00:00:00Z"  # past every retention
+
+
+@dataclass(frozen=True)
+class Entry:
+    parts: tuple[bytes, ...]  # path under the spool root, e.g. (b"jobs", b"j1", b"status.json")
+    node: str  # file | dir | fifo | symlink | hardlink | sparse
+    data: bytes = b""  # file content
+    target: str = ""  # symlink: "canary:<name>" or a literal; hardlink: a canary name
+    size: int = 0  # sparse file size
+    age: float = 0.0  # seconds to set the mtime back (stale staging, old rejected files)
+    live: bool = False  # made after the daemon started
+
+    def describe(self) -> str:
+        path = b"/".join(self.parts)
+        what = self.node
+        if self.node == "file":
+            shown = self.data if len(self.data) <= 300 else self.data[:300] + b"..."
+            what = f"file {shown!r}" + (f" ({len(self.data)} bytes)" if len(self.data) > 300 else "")
+        elif self.node in ("symlink", "hardlink"):
+            what = f"{self.node} -> {self.target}"
+        elif self.node == "sparse":
+            what = f"sparse file of {self.size} bytes"
+        extra = (f", mtime {self.age:.0f} s ago" if self.age else "") + (
+            ", made while the daemon runs" if self.live else ""
+        )
+        return f"`{path!r}`: {what}{extra}"
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    heartbeat: float = 0.5
+    lease: float = 3.0
+    max_jobs: int = 2
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SPOOLER_HEARTBEAT_SECONDS": str(self.heartbeat),
+            "SPOOLER_LEASE_SECONDS": str(self.lease),
+            "SPOOLER_MAX_JOBS": str(self.max_jobs),
+        }
+
+
+@dataclass(frozen=True)
+class SpoolState:
+    entries: tuple[Entry, ...]
+    settings: DaemonSettings = field(default_factory=DaemonSettings)
+
+    def describe(self) -> str:
+        head = (
+            f"daemon heartbeat {self.settings.heartbeat} s, lease {self.settings.lease} s, "
+            f"max_jobs {self.settings.max_jobs}"
+        )
+        return "\n".join([head, *(f"- {e.describe()}" for e in self.entries)])
+
+    def job_ids(self) -> list[str]:
+        """Valid ids the state puts in jobs/ (the CLI's `status` is asked about them)."""
+        ids = set()
+        for e in self.entries:
+            if len(e.parts) >= 2 and e.parts[0] == b"jobs":
+                name = e.parts[1].decode(errors="replace")
+                if name.isascii() and name.replace("-", "").replace("_", "").isalnum():
+                    ids.add(name)
+        return sorted(ids)
+
+
+# -- materialize --------------------------------------------------------------------------
+def materialize(entries: tuple[Entry, ...], spool: Path, canary: Path) -> list[str]:
+    """Write the entries; an entry whose place is taken (say, a file where its folder
+    should be) is skipped and reported, since the state is still hostile without it."""
+    skipped = []
+    root = os.fsencode(spool)
+    for entry in entries:
+        path = os.path.join(root, *entry.parts)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _make(entry, path, canary)
+            if entry.age:
+                moment = time.time() - entry.age
+                os.utime(path, (moment, moment), follow_symlinks=False)
+        except OSError as exc:
+            skipped.append(f"{entry.describe()}: {exc.strerror}")
+    return skipped
+
+
+def _make(entry: Entry, path: bytes, canary: Path) -> None:
+    if entry.node == "file":
+        with open(path, "wb") as fh:
+            fh.write(entry.data)
+    elif entry.node == "dir":
+        os.makedirs(path, exist_ok=True)
+    elif entry.node == "fifo":
+        os.mkfifo(path)
+    elif entry.node == "symlink":
+        target = entry.target
+        if target.startswith("canary:"):
+            target = str(canary / target.removeprefix("canary:"))
+        os.symlink(target, path)
+    elif entry.node == "hardlink":
+        os.link(canary / entry.target, path)
+    elif entry.node == "sparse":
+        with open(path, "wb") as fh:
+            fh.truncate(entry.size)
+    else:
+        raise ValueError(entry.node)
+
+
+# -- strategies ---------------------------------------------------------------------------
+IDS = ["j1", "j2", "dup"]  # few, so that ids collide between inbox/, claims/ and jobs/
+HUGE = 6 * 1024**3  # sparse: costs no disk; reading it whole fails under the harness's RLIMIT_AS
+
+CANARY_FILES = ["tree/secret.txt", "tree/precious.txt", "tree/job.json", "tree/status.json"]
+CANARY_DIRS = ["tree", "tree/dir"]
+LINKED = ["linked/job.json", "linked/status.json", "linked/log.txt"]
+
+
+def _cjk(count: int, suffix: bytes) -> bytes:
+    name = ("漢" * count).encode() + suffix
+    return name[: 255 - len(suffix)] + suffix if len(name) > 255 else name
+
+
+def odd_names(suffix: bytes) -> st.SearchStrategy[bytes]:
+    """File names that broke or may break name handling: bytes, lengths, normalisation."""
+    plain = st.sampled_from(IDS).map(lambda s: s.encode() + suffix)
+    raw = st.binary(min_size=1, max_size=12).map(lambda b: b + suffix)
+    return st.one_of(
+        plain,
+        st.just(b"\xff\xfe" + suffix),  # invalid UTF-8
+        st.just(b"a\xc3" + suffix),  # a UTF-8 sequence cut in half
+        st.integers(1, 85).map(lambda n: _cjk(n, suffix)),  # 80 CJK = 240 bytes + suffix
+        st.just(b"x" * (255 - len(suffix)) + suffix),  # the longest name
+        st.just(b"y" * 128 + suffix),  # the longest valid id
+        st.just(unicodedata.normalize("NFC", "café").encode() + suffix),
+        st.just(unicodedata.normalize("NFD", "café").encode() + suffix),
+        st.just("로그".encode() + suffix),
+        st.sampled_from([b"-rf", b"a\nb", b"a b", b"..x", b"~x", b"%2e%2e"]).map(
+            lambda b: b + suffix
+        ),
+        raw,
+    ).filter(_valid_name)
+
+
+def _valid_name(name: bytes) -> bool:
+    return 0 < len(name) <= 255 and b"/" not in name and b"\0" not in name and name not in (
+        b".",
+        b"..",
+    )
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _deep(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+JOB_CONTENTS = st.sampled_from(
+    [
+        _json(GOOD_JOB),
+        _json({**GOOD_JOB, "metadata": {"title": "\ud800"}}),  # a lone surrogate
+        _json({**GOOD_JOB, "metadata": _deep(300)}),  # past the serializer's depth
+        _json({**GOOD_JOB, "metadata": {"t": "ok"}})[:-7],  # truncated
+        b"",
+        b"\xff\xfe{}",
+        b'{"kind": "testpattern", "priority": 99999999999999999999999}',
+        _json({**GOOD_JOB, "metadata": {"x": "a" * 900_000}}),  # under the 1 MiB cap
+    ]
+)
+
+# Paths a status file may name: plain names, and ways out of the job folder.
+def _paths(canary: str) -> list[str]:
+    return [
+        "testpattern.mp4",
+        "job.json",
+        "../../../canary/tree/precious.txt",
+        "../../../canary/tree/secret.txt",
+        "../../../canary/tree/dir",
+        "sub/../../../../canary/tree/precious.txt",
+        f"{canary}/tree/precious.txt",
+        "..",
+        ".",
+        "",
+        "../j2",
+    ]
+
+
+PATH_TOKENS = st.sampled_from(_paths("@CANARY@"))
+
+
+@st.composite
+def status_files(draw: st.DrawFn, job_id: str) -> bytes:
+    """A status.json as a client (or a half-crashed daemon) could leave it."""
+    state = draw(st.sampled_from(["queued", "running", "running", "succeeded", "failed", "x"]))
+    outputs = draw(
+        st.lists(
+            st.builds(
+                lambda p, n: {"path": p, "role": "main", "sizeBytes": n},
+                PATH_TOKENS,
+                st.sampled_from([0, 38, -1, 10**30]),
+            ),
+            max_size=2,
+        )
+    )
+    status: dict[str, Any] = {
+        "schemaVersion": draw(st.sampled_from([1, 1, 2])),
+        "jobId": draw(st.sampled_from([job_id, job_id, "other", "../x", ""])),
+        "kind": draw(st.sampled_from(["testpattern", "export", "nope"])),
+        "state": state,
+        "attempt": draw(st.sampled_from([1, 2, 3, 10**6])),
+        "maxAttempts": draw(st.sampled_from([1, 3, 20])),
+        "submittedAt": TS,
+        "updatedAt": TS,
+        "outputs": outputs,
+        "plannedOutputs": [o["path"] for o in outputs] if draw(st.booleans()) else [],
+        "metadata": draw(st.sampled_from([{}, {"t": "\ud800"}, _deep(300)])),
+        "history": [],
+    }
+    if state in ("succeeded", "failed"):
+        status["finishedAt"] = draw(st.sampled_from([TS, OLD_TS]))
+    if draw(st.booleans()):
+        status["pendingPublish"] = {"temp": draw(PATH_TOKENS), "path": draw(PATH_TOKENS)}
+    raw = _json(status)
+    cut = draw(st.sampled_from([None, None, None, 0, 1, len(raw) // 2]))
+    return raw if cut is None else raw[:cut]
+
+
+@st.composite
+def heartbeat_files(draw: st.DrawFn) -> bytes:
+    beat: dict[str, Any] = {
+        "protocolVersion": 1,
+        "workerId": draw(st.sampled_from([FAKE, DEAD, "x.y", "", "../w"])),
+        "host": "elsewhere",
+        "pid": draw(st.sampled_from([4999998, 1, -1, 0, "12", 10**30, None])),
+        "startTicks": draw(st.sampled_from([None, 1, "x", -5])),
+        "namespace": draw(st.sampled_from(["other:1", "unknown", 7])),
+        "state": draw(st.sampled_from(["running", "stopping", None])),
+        "startedAt": TS,
+        "lastBeat": TS,
+        "maxJobs": 1,
+        "jobsRunning": draw(st.sampled_from([[], ["j1"], "j1", None])),
+        # Settings a newer daemon may publish (issue 11, item 7), with hostile values.
+        "heartbeatSeconds": draw(st.sampled_from([0.1, 2.0, 1e9, -1, None])),
+        "leaseSeconds": draw(st.sampled_from([0.3, 30.0, 1e18, -1, None])),
+    }
+    raw = _json(beat)
+    return raw if draw(st.booleans()) else raw[: draw(st.integers(0, len(raw)))]
+
+
+def nodes(
+    parts: tuple[bytes, ...], contents: st.SearchStrategy[bytes], linked: str
+) -> st.SearchStrategy[Entry]:
+    """Where a file is expected: the file, or a folder, FIFO, symlink, hard link, huge file."""
+    return st.one_of(
+        contents.map(lambda d: Entry(parts, "file", data=d)),
+        contents.map(lambda d: Entry(parts, "file", data=d)),
+        st.just(Entry(parts, "dir")),
+        st.just(Entry(parts, "fifo")),
+        st.sampled_from(CANARY_FILES + CANARY_DIRS).map(
+            lambda t: Entry(parts, "symlink", target=f"canary:{t}")
+        ),
+        st.just(Entry(parts, "symlink", target="../../../canary/tree/secret.txt")),
+        st.just(Entry(parts, "hardlink", target=linked)),
+        st.just(Entry(parts, "sparse", size=HUGE)),
+    )
+
+
+@st.composite
+def inbox_entries(draw: st.DrawFn) -> list[Entry]:
+    suffix = draw(st.sampled_from([b".json", b".json", b".cancel", b".delete", b"", b".txt"]))
+    name = draw(odd_names(suffix))
+    entry = draw(nodes((b"inbox", name), JOB_CONTENTS, "linked/job.json"))
+    return [_live(entry, draw(st.booleans()))]
+
+
+@st.composite
+def job_folders(draw: st.DrawFn) -> list[Entry]:
+    job_id = draw(st.sampled_from(IDS))
+    base = (b"jobs", job_id.encode())
+    entries = [Entry(base, "dir")]
+    if draw(st.booleans()):
+        entries.append(draw(nodes((*base, b"status.json"), status_files(job_id), LINKED[1])))
+    if draw(st.booleans()):
+        entries.append(draw(nodes((*base, b"job.json"), JOB_CONTENTS, LINKED[0])))
+    owner = draw(st.sampled_from([DEAD, DEAD, "released", FAKE, None, "two"]))
+    if owner == "two":
+        entries += [Entry((*base, f".owner.{DEAD}".encode()), "file")] * 1
+        entries.append(Entry((*base, b".owner.released"), "file"))
+    elif owner is not None:
+        token = draw(st.sampled_from(["file", "file", "dir", "fifo", "symlink"]))
+        entries.append(
+            Entry((*base, f".owner.{owner}".encode()), token, target="canary:tree/secret.txt")
+        )
+    for name, linked in ((b"cancel", LINKED[2]), (b"job.log", LINKED[2])):
+        if draw(st.integers(0, 2)) == 0:
+            entries.append(draw(nodes((*base, name), st.just(b"x"), linked)))
+    if draw(st.integers(0, 3)) == 0:
+        # A temporary file of an interrupted publish, as a link out of the spool.
+        entries.append(
+            Entry((*base, b".tmp-ab12cd-testpattern.mp4"), "symlink", target="canary:tree/dir")
+        )
+    if draw(st.integers(0, 3)) == 0:
+        entries.append(draw(nodes((*base, b"testpattern.mp4"), st.just(b"\0" * 38), LINKED[2])))
+    live = draw(st.integers(0, 4)) == 0
+    return [_live(e, live) for e in entries]
+
+
+@st.composite
+def odd_job_entries(draw: st.DrawFn) -> list[Entry]:
+    """Things in jobs/ that are not job folders: links, files, stale staging folders."""
+    name = draw(
+        st.one_of(
+            st.sampled_from(IDS).map(str.encode),
+            st.just(b".tmp-j1.0badc0de"),
+            odd_names(b""),
+        )
+    )
+    node = draw(
+        st.sampled_from(
+            [
+                Entry((b"jobs", name), "symlink", target="canary:tree/dir"),
+                Entry((b"jobs", name), "symlink", target="canary:tree"),
+                Entry((b"jobs", name), "file", data=b"{}"),
+                Entry((b"jobs", name), "fifo"),
+                Entry((b"jobs", name), "hardlink", target=LINKED[1]),
+                Entry((b"jobs", name), "dir", age=3600.0),
+            ]
+        )
+    )
+    return [_live(node, draw(st.booleans()))]
+
+
+@st.composite
+def claim_entries(draw: st.DrawFn) -> list[Entry]:
+    job_id = draw(st.sampled_from([*IDS, "c1"]))
+    owner = draw(st.sampled_from([DEAD, "released", FAKE, "no.dots", ""]))
+    name = draw(
+        st.one_of(
+            st.just(f"{job_id}.{owner}.json".encode()),
+            odd_names(f".{DEAD}.json".encode()),
+            odd_names(b".json"),
+        )
+    )
+    entry = draw(nodes((b"claims", name), JOB_CONTENTS, LINKED[0]))
+    return [_live(entry, draw(st.booleans()))]
+
+
+@st.composite
+def worker_entries(draw: st.DrawFn) -> list[Entry]:
+    name = draw(
+        st.one_of(
+            st.sampled_from([FAKE, DEAD, "x"]).map(lambda w: f"{w}.json".encode()),
+            odd_names(b".json"),
+        )
+    )
+    entry = draw(nodes((b"workers", name), heartbeat_files(), LINKED[1]))
+    return [_live(entry, draw(st.booleans()))]
+
+
+@st.composite
+def rejected_entries(draw: st.DrawFn) -> list[Entry]:
+    name = draw(odd_names(b"")).replace(b".error.json", b"")
+    moved = b"20000101T000000Z-abcdef-" + name[:200]
+    entries = [draw(nodes((b"rejected", moved), st.just(b"{}"), LINKED[2]))]
+    error = (b"rejected", moved + b".error.json")
+    if draw(st.booleans()):
+        entries.append(draw(nodes(error, st.just(b'{"code": "invalid_id"}'), LINKED[1])))
+    old = draw(st.booleans())
+    return [Entry(e.parts, e.node, e.data, e.target, e.size, 40 * 86400.0 if old else 0.0)
+            for e in entries]
+
+
+@st.composite
+def trash_entries(draw: st.DrawFn) -> list[Entry]:
+    name = draw(odd_names(b""))
+    return [
+        draw(
+            st.sampled_from(
+                [
+                    Entry((b"trash", name), "symlink", target="canary:tree"),
+                    Entry((b"trash", name, b"link"), "symlink", target="canary:tree/dir"),
+                    Entry((b"trash", name), "fifo"),
+                ]
+            )
+        )
+    ]
+
+
+def _live(entry: Entry, live: bool) -> Entry:
+    return Entry(entry.parts, entry.node, entry.data, entry.target, entry.size, entry.age, live)
+
+
+FEATURES = st.one_of(
+    inbox_entries(),
+    inbox_entries(),
+    job_folders(),
+    job_folders(),
+    odd_job_entries(),
+    claim_entries(),
+    worker_entries(),
+    rejected_entries(),
+    trash_entries(),
+)
+SETTINGS = st.sampled_from(
+    [DaemonSettings(), DaemonSettings(0.2, 1.0), DaemonSettings(1.0, 3.0, 1)]
+)
+
+
+@st.composite
+def spool_states(draw: st.DrawFn, max_features: int = 5) -> SpoolState:
+    features = draw(st.lists(FEATURES, min_size=1, max_size=max_features))
+    entries = tuple(e for feature in features for e in feature)
+    return SpoolState(entries, draw(SETTINGS))
+
+
+def resolve_placeholders(entries: tuple[Entry, ...], canary: Path) -> tuple[Entry, ...]:
+    """Status files name the canary by an absolute path, known only at run time."""
+    marker = b"@CANARY@"
+    real = str(canary).encode()
+    return tuple(
+        Entry(e.parts, e.node, e.data.replace(marker, real), e.target, e.size, e.age, e.live)
+        if marker in e.data
+        else e
+        for e in entries
+    )
+
+
+# -- saved states (bench results, regression corpus) -----------------------------------------
+def state_to_json(state: SpoolState) -> dict[str, Any]:
+    """Raw bytes as latin-1 strings (every byte maps to one code point and back)."""
+    return {
+        "settings": {
+            "heartbeat": state.settings.heartbeat,
+            "lease": state.settings.lease,
+            "max_jobs": state.settings.max_jobs,
+        },
+        "entries": [
+            {
+                "parts": [p.decode("latin-1") for p in e.parts],
+                "node": e.node,
+                "data": e.data.decode("latin-1"),
+                "target": e.target,
+                "size": e.size,
+                "age": e.age,
+                "live": e.live,
+            }
+            for e in state.entries
+        ],
+    }
+
+
+def state_from_json(obj: dict[str, Any]) -> SpoolState:
+    return SpoolState(
+        tuple(
+            Entry(
+                tuple(p.encode("latin-1") for p in e["parts"]),
+                e["node"],
+                e["data"].encode("latin-1"),
+                e["target"],
+                e["size"],
+                e["age"],
+                e["live"],
+            )
+            for e in obj["entries"]
+        ),
+        DaemonSettings(**obj["settings"]),
+    )
