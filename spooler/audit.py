@@ -9,18 +9,18 @@ job completed twice.
 from __future__ import annotations
 
 import collections
-import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from spooler.fsutil import TEMP_PREFIX
+from spooler.fsutil import TEMP_PREFIX, FileTooLarge, UnsafeFile, read_untrusted
 from spooler.layout import SpoolLayout
-from spooler.spool import job_ids
-from spooler.status import FINAL_STATES, JobStatus, State
+from spooler.spool import job_ids, read_status_file
+from spooler.status import FINAL_STATES, State
+
+LOG_READ_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass
@@ -67,9 +67,10 @@ def _temp_files(layout: SpoolLayout) -> list[str]:
 
 def _publish_counts(log: Path) -> collections.Counter[str]:
     try:
-        lines = log.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
+        raw = read_untrusted(log, LOG_READ_LIMIT, in_real_dir=True)
+    except (OSError, UnsafeFile, FileTooLarge):
         return collections.Counter()
+    lines = raw.decode(errors="replace").splitlines()
     return collections.Counter(
         line.split()[2]
         for line in lines
@@ -83,15 +84,12 @@ def audit_spool(layout: SpoolLayout) -> AuditReport:
     for job_id in sorted(job_ids(layout)):
         report.jobs += 1
         try:
-            raw = layout.status_file(job_id).read_bytes()
-        except FileNotFoundError:
-            report.no_status.append(job_id)
-            continue
-        try:
-            json.loads(raw)
-            status = JobStatus.model_validate_json(raw)
-        except (ValueError, ValidationError):
+            status = read_status_file(layout.status_file(job_id))
+        except (ValueError, OSError):
             report.invalid_status.append(job_id)
+            continue
+        if status is None:
+            report.no_status.append(job_id)
             continue
         states[status.state.value] += 1
         report.attempts += status.attempt
@@ -104,7 +102,7 @@ def audit_spool(layout: SpoolLayout) -> AuditReport:
         if status.state is State.SUCCEEDED:
             for output in status.outputs:
                 path = layout.job_dir(job_id) / output.path
-                if not path.is_file() or path.stat().st_size != output.size_bytes:
+                if not _regular_file_of_size(path, output.size_bytes):
                     report.missing_outputs.append(f"{job_id}/{output.path}")
             counts = _publish_counts(layout.log_file(job_id))
             report.published_twice += [f"{job_id}/{n}" for n, c in counts.items() if c > 1]
@@ -113,6 +111,14 @@ def audit_spool(layout: SpoolLayout) -> AuditReport:
     report.claims_left = sorted(p.name for p in _listing(layout.claims))
     report.inbox_left = sorted(p.name for p in _listing(layout.inbox) if not p.name.startswith("."))
     return report
+
+
+def _regular_file_of_size(path: Path, size: int) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == size
 
 
 def _listing(directory: Path) -> list[Path]:

@@ -167,7 +167,11 @@ def demo(ctx: click.Context) -> None:
 def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Show one job's status; exit code by state."""
     layout = _layout(ctx)
-    current = read_status(layout, job_id) if is_valid_job_id(job_id) else None
+    try:
+        current = read_status(layout, job_id) if is_valid_job_id(job_id) else None
+    except ValueError as exc:
+        click.echo(f"error: the status of {job_id} cannot be read: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     if current is None:
         if is_valid_job_id(job_id) and layout.inbox_job(job_id).exists():
             click.echo(

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     status_interval_seconds: float = Field(0.5, gt=0)
     heartbeat_seconds: float = Field(2.0, gt=0)
     lease_seconds: float = Field(30.0, gt=0)
+    max_lease_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Cap on the lease another daemon announces in its heartbeat: a peer's "
+        "jobs are taken over after its own lease, never later than this.",
+    )
     kill_grace_seconds: float = Field(
         1.0, gt=0, le=60, description="SIGTERM to SIGKILL; keeps cancel under 2 s."
     )
@@ -131,6 +137,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.lease_seconds < 3 * self.heartbeat_seconds:
             raise ValueError("lease_seconds must be at least 3 x heartbeat_seconds")
+        if self.max_lease_seconds < self.lease_seconds:
+            raise ValueError("max_lease_seconds must be at least lease_seconds")
         if self.limits.min_priority > self.limits.max_priority:
             raise ValueError("limits.min_priority must not exceed limits.max_priority")
         return self

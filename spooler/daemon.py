@@ -17,6 +17,7 @@ import os
 import queue
 import shutil
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -36,15 +37,20 @@ from spooler.fsutil import (
     TEMP_PREFIX,
     FileTooLarge,
     UnsafeFile,
+    create_marker,
+    is_real_dir,
     leases_work,
+    lexists,
     open_for_writing_elsewhere,
+    open_log_for_append,
     read_untrusted,
     remove_temp_files,
     remove_tree,
+    temp_name_for,
 )
 from spooler.kinds import decode_job_json, parse_job
 from spooler.kinds.base import JobKind, JobSpec
-from spooler.layout import EntryKind, SpoolLayout
+from spooler.layout import EntryKind, SpoolLayout, is_valid_job_id
 from spooler.metrics import StatusCache, update_metrics_file
 from spooler.notify import SystemdNotifier
 from spooler.policy import (
@@ -66,6 +72,7 @@ from spooler.spool import (
     move_aside,
     ns_to_datetime,
     owner_of,
+    printable_name,
     read_job_bytes_for_priority,
     read_status,
     scan_inbox,
@@ -82,12 +89,18 @@ from spooler.status import (
 )
 from spooler.watcher import InboxWatcher
 from spooler.worker import (
+    WORKER_ID_PATTERN,
     WorkerIdentity,
     is_worker_alive,
     read_heartbeats,
     remove_heartbeat,
     write_heartbeat,
 )
+
+# Share of a heartbeat period one inbox pass may take before it yields to the loop.
+INBOX_PASS_BUDGET = 0.5
+# Tries to establish a claim before it is moved aside to rejected/.
+CLAIM_ATTEMPTS = 3
 
 
 @dataclass
@@ -114,8 +127,12 @@ class Daemon:
         self.waiting: dict[str, JobHandle] = {}  # ours, queued (retry backoff or recovered)
         self.done: queue.Queue[JobHandle] = queue.Queue()
         self.unsaved: dict[str, JobHandle] = {}  # final status not yet on disk
-        # Final statuses never change: remember (state, finishedAt) instead of re-reading.
-        self.final_jobs: dict[str, tuple[State, datetime | None]] = {}
+        # Final statuses never change: remember (state, finishedAt, folder identity) instead
+        # of re-reading. The folder's (inode, ctime) tells a deleted and resubmitted id from
+        # the one remembered (an inode alone is reused at once by the next mkdir).
+        self.final_jobs: dict[str, tuple[State, datetime | None, tuple[int, int]]] = {}
+        # Claims that failed to become a job, by name: retried, then moved aside.
+        self._claim_failures: dict[str, int] = {}
         self._seen: dict[str, _Seen] = {}
         self._priorities: dict[str, tuple[tuple[int, int, int], int]] = {}
         self._orphan_markers: dict[str, float] = {}
@@ -254,6 +271,8 @@ class Daemon:
                 running=sorted(self.running),
                 max_jobs=self.settings.max_jobs,
                 state=state,
+                heartbeat_seconds=self.settings.heartbeat_seconds,
+                lease_seconds=self.settings.lease_seconds,
             )
         except OSError as exc:
             self.log.error("heartbeat_failed", error=str(exc))
@@ -328,7 +347,7 @@ class Daemon:
                     handle.ffmpeg_pids.clear()
                     self.waiting[handle.job_id] = handle
             else:
-                self.final_jobs[handle.job_id] = (handle.status.state, handle.status.finished_at)
+                self._remember_final(handle.status)
             self.wake.set()
 
     def _start_waiting(self) -> None:
@@ -374,10 +393,15 @@ class Daemon:
 
     def _process_inbox(self) -> None:
         now = time.monotonic()
+        # Work per pass is bounded so heartbeats and cancels never wait long: what is left
+        # is picked up on the next pass (the loop comes back at once while busy).
+        budget_ends = now + INBOX_PASS_BUDGET * self.settings.heartbeat_seconds
         items = scan_inbox(self.layout)
         names = {i.entry.name for i in items}
         for gone in set(self._seen) - names:
             del self._seen[gone]
+        for gone in set(self._priorities) - names:
+            del self._priorities[gone]
         jobs = {i.entry.job_id: i for i in items if i.entry.kind is EntryKind.JOB}
         markers = [i for i in items if i.entry.kind in (EntryKind.CANCEL, EntryKind.DELETE)]
         cancel_requested = {m.entry.job_id for m in markers}
@@ -386,23 +410,19 @@ class Daemon:
         # at them (a long queue would otherwise be re-read on every event).
         look_at_jobs = self._free_slots() > 0
         for item in items:
-            if item.entry.kind is EntryKind.STRAY:
-                if self._ready(item, now):
-                    self._move_stray(item)
-            elif item.entry.kind is EntryKind.JOB and item.entry.job_id is not None:
-                cancelled = item.entry.job_id in cancel_requested
-                if not (look_at_jobs or cancelled):
-                    self._track(item, now)  # keeps the settle clock running meanwhile
-                    continue
-                if not self._ready(item, now):
-                    continue
-                if cancelled:
-                    self._claim_and_start(item, start=False)
-                else:
-                    candidates.append(Candidate(item.entry.job_id, 0, item.ctime_ns / 1e9))
+            if time.monotonic() >= budget_ends:
+                self.wake.set()
+                return
+            try:
+                self._look_at(item, now, look_at_jobs, cancel_requested, candidates)
+            except Exception:  # one odd entry must never stop the pass
+                self.log.exception("inbox_entry_failed", name=printable_name(item.entry.name))
         for marker in markers:
             if marker.entry.job_id not in jobs:
-                self._handle_marker(marker, now)
+                try:
+                    self._handle_marker(marker, now)
+                except Exception:
+                    self.log.exception("inbox_entry_failed", name=marker.entry.name)
         free = self._free_slots()
         if free <= 0 or not candidates:
             return
@@ -413,9 +433,35 @@ class Daemon:
             ]
             candidates = order_candidates(candidates, self._server_now, self.settings.limits)
         for candidate in candidates:
-            if self._free_slots() <= 0:
+            if self._free_slots() <= 0 or time.monotonic() >= budget_ends:
                 break
-            self._claim_and_start(jobs[candidate.job_id], start=True)
+            try:
+                self._claim_and_start(jobs[candidate.job_id], start=True)
+            except Exception:
+                self.log.exception("inbox_entry_failed", name=candidate.job_id)
+
+    def _look_at(
+        self,
+        item: InboxFile,
+        now: float,
+        look_at_jobs: bool,
+        cancel_requested: set[str | None],
+        candidates: list[Candidate],
+    ) -> None:
+        if item.entry.kind is EntryKind.STRAY:
+            if self._ready(item, now):
+                self._move_stray(item)
+        elif item.entry.kind is EntryKind.JOB and item.entry.job_id is not None:
+            cancelled = item.entry.job_id in cancel_requested
+            if not (look_at_jobs or cancelled):
+                self._track(item, now)  # keeps the settle clock running meanwhile
+                return
+            if not self._ready(item, now):
+                return
+            if cancelled:
+                self._claim_and_start(item, start=False)
+            else:
+                candidates.append(Candidate(item.entry.job_id, 0, item.ctime_ns / 1e9))
 
     def _priority_of(self, item: InboxFile) -> int:
         cached = self._priorities.get(item.entry.name)
@@ -487,8 +533,8 @@ class Daemon:
             error = error_info(exc)
         except OSError as exc:
             error = ErrorInfo(code=ErrorCode.NOT_A_FILE, message=f"job file cannot be read: {exc}")
-        cancelled = (
-            self.layout.inbox_cancel(job_id).exists() or self.layout.inbox_delete(job_id).exists()
+        cancelled = lexists(self.layout.inbox_cancel(job_id)) or lexists(
+            self.layout.inbox_delete(job_id)
         )
         if error is not None:
             state = State.REJECTED
@@ -513,18 +559,27 @@ class Daemon:
         )
         try:
             establish(self.layout, job_id, claim_file, self.me.id, status)
+        except (ValueError, TypeError, RecursionError) as exc:
+            # The loader refuses what a status cannot carry; should anything still slip
+            # through, the job is rejected with a status that holds none of its content.
+            error = ErrorInfo(code=ErrorCode.INVALID_JOB, message=f"job cannot be recorded: {exc}")
+            state = State.REJECTED
+            status = new_status(
+                job_id,
+                state,
+                now=now,
+                submitted_at=submitted,
+                worker=self.me.ref(),
+                max_attempts=1,
+                error=error,
+            )
+            try:
+                establish(self.layout, job_id, claim_file, self.me.id, status)
+            except DuplicateJob:
+                self._reject_duplicate(job_id, claim_file, now)
+                return
         except DuplicateJob:
-            target = move_aside(
-                self.layout,
-                claim_file,
-                ErrorCode.DUPLICATE_ID,
-                f"a job with id {job_id!r} already exists",
-                now,
-                original_name=f"{job_id}.json",
-            )
-            self.log.warning(
-                "job_rejected", job_id=job_id, code="duplicate_id", moved_to=target.name
-            )
+            self._reject_duplicate(job_id, claim_file, now)
             return
         if state is State.REJECTED:
             assert error is not None
@@ -532,7 +587,7 @@ class Daemon:
                 "job_rejected", job_id=job_id, code=error.code.value, message=error.message
             )
         if status.is_final:
-            self.final_jobs[job_id] = (status.state, status.finished_at)
+            self._remember_final(status)
             self._consume_markers(job_id)
             return
         assert spec is not None and kind is not None
@@ -542,12 +597,22 @@ class Daemon:
         else:
             self.waiting[job_id] = handle
 
+    def _reject_duplicate(self, job_id: str, claim_file: Path, now: datetime) -> None:
+        target = move_aside(
+            self.layout,
+            claim_file,
+            ErrorCode.DUPLICATE_ID,
+            f"a job with id {job_id!r} already exists",
+            now,
+            original_name=f"{job_id}.json",
+        )
+        self.log.warning("job_rejected", job_id=job_id, code="duplicate_id", moved_to=target.name)
+
     def _consume_markers(self, job_id: str) -> None:
         """A cancel marker in the inbox moves into the job folder (where it stays as a record);
         a delete marker of a finished job removes the job."""
-        with contextlib.suppress(FileNotFoundError):
-            self.layout.inbox_cancel(job_id).replace(self.layout.job_cancel(job_id))
-        if self.layout.inbox_delete(job_id).exists() and job_id in self.final_jobs:
+        self._move_cancel_marker(self.layout.inbox_cancel(job_id), job_id)
+        if lexists(self.layout.inbox_delete(job_id)) and job_id in self.final_jobs:
             self._delete_job(job_id)
             with contextlib.suppress(FileNotFoundError):
                 self.layout.inbox_delete(job_id).unlink()
@@ -556,7 +621,7 @@ class Daemon:
         job_id = marker.entry.job_id
         assert job_id is not None
         job_dir = self.layout.job_dir(job_id)
-        if not job_dir.is_dir():
+        if not is_real_dir(job_dir):
             # Unknown job: maybe still being established by another daemon. Give it a lease.
             first = self._orphan_markers.setdefault(marker.entry.name, now)
             if now - first >= self.settings.lease_seconds:
@@ -576,8 +641,7 @@ class Daemon:
             return
         self._orphan_markers.pop(marker.entry.name, None)
         if marker.entry.kind is EntryKind.CANCEL:
-            with contextlib.suppress(FileNotFoundError):
-                marker.path.replace(self.layout.job_cancel(job_id))
+            self._move_cancel_marker(marker.path, job_id)
             self.wake.set()
             return
         try:
@@ -589,13 +653,34 @@ class Daemon:
             with contextlib.suppress(FileNotFoundError):
                 marker.path.unlink()
         else:
-            self.layout.job_cancel(job_id).touch()  # delete = cancel, then delete when final
+            create_marker(self.layout.job_cancel(job_id))  # delete = cancel, then delete when final
+
+    def _move_cancel_marker(self, marker: Path, job_id: str) -> None:
+        """An inbox cancel marker moves into the job folder, where it stays as the record.
+        Whatever already stands at jobs/<id>/cancel (a client's own marker, a directory, a
+        link) already says "cancel": it is left alone and the inbox marker is dropped."""
+        target = self.layout.job_cancel(job_id)
+        try:
+            if lexists(target):
+                marker.unlink()
+            else:
+                marker.rename(target)
+        except FileNotFoundError:
+            pass
 
     def _status_or_none(self, job_id: str) -> JobStatus | None:
         try:
             return read_status(self.layout, job_id)
         except ValueError:
             return None
+
+    def _remember_final(self, status: JobStatus) -> None:
+        try:
+            info = os.lstat(self.layout.job_dir(status.job_id))
+        except OSError:
+            return
+        identity = (info.st_ino, info.st_ctime_ns)
+        self.final_jobs[status.job_id] = (status.state, status.finished_at, identity)
 
     def _delete_job(self, job_id: str) -> None:
         remove_tree(self.layout.job_dir(job_id), self.layout.trash)
@@ -611,7 +696,7 @@ class Daemon:
             del self.unsaved[job_id]
 
     def _owns(self, job_id: str) -> bool:
-        return self.layout.owner_file(job_id, self.me.id).exists()
+        return lexists(self.layout.owner_file(job_id, self.me.id))
 
     def _check_cancels(self) -> None:
         """Cancel markers, and fencing: a job whose owner token is no longer ours was taken
@@ -620,14 +705,14 @@ class Daemon:
             if not handle.lost.is_set() and not self._owns(handle.job_id):
                 self.log.warning("job_ownership_lost", job_id=handle.job_id)
                 handle.lost.set()
-            if not handle.cancel.is_set() and self.layout.job_cancel(handle.job_id).exists():
+            if not handle.cancel.is_set() and lexists(self.layout.job_cancel(handle.job_id)):
                 self.log.info("job_cancel_requested", job_id=handle.job_id)
                 handle.cancel.set()
         for job_id in list(self.waiting):
             if not self._owns(job_id):
                 self.log.warning("job_ownership_lost", job_id=job_id)
                 del self.waiting[job_id]
-            elif self.layout.job_cancel(job_id).exists():
+            elif lexists(self.layout.job_cancel(job_id)):
                 handle = self.waiting.pop(job_id)
                 handle.status = transition(
                     handle.status,
@@ -637,7 +722,7 @@ class Daemon:
                     error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"),
                 )
                 write_status(self.layout, handle.status)
-                self.final_jobs[job_id] = (handle.status.state, handle.status.finished_at)
+                self._remember_final(handle.status)
                 self.log.info("job_cancelled", job_id=job_id, while_state="queued")
 
     # -- recovery --------------------------------------------------------------------------------
@@ -650,6 +735,7 @@ class Daemon:
             me=self.me,
             server_now=self._server_now,
             lease_seconds=self.settings.lease_seconds,
+            max_lease_seconds=self.settings.max_lease_seconds,
         )
 
     def _recover(self) -> None:
@@ -676,23 +762,79 @@ class Daemon:
             candidates = sorted(self._foreign_active)
         foreign: set[str] = set()
         for job_id in candidates:
-            if job_id in self.final_jobs or job_id in self.running or job_id in self.waiting:
+            if job_id in self.running or job_id in self.waiting:
                 continue
             try:
-                status = read_status(self.layout, job_id)
-            except (ValueError, OSError):
-                continue
-            if status is None:
-                continue
-            if status.is_final:
-                self.final_jobs[job_id] = (status.state, status.finished_at)
-                continue
-            owner = owner_of(self.layout, job_id)
-            if owner is None or self._alive(owner, beats):
-                foreign.add(job_id)
-            elif take_ownership(self.layout, job_id, owner, self.me.id):
-                self._adopt(job_id, status, previous_owner=owner)
+                if self._recover_job(job_id, beats):
+                    foreign.add(job_id)
+            except Exception:  # one bad job folder must not stop the pass
+                self.log.exception("job_recovery_failed", job_id=printable_name(job_id))
         self._foreign_active = foreign
+
+    def _recover_job(self, job_id: str, beats: dict[str, Any]) -> bool:
+        """Look at one job folder; True if it is another live worker's active job."""
+        try:
+            info = os.lstat(self.layout.job_dir(job_id))
+        except FileNotFoundError:
+            self.final_jobs.pop(job_id, None)
+            return False
+        remembered = self.final_jobs.get(job_id)
+        if remembered is not None and remembered[2] == (info.st_ino, info.st_ctime_ns):
+            return False  # final, and still the same folder (not deleted and reused)
+        self.final_jobs.pop(job_id, None)
+        if not stat.S_ISDIR(info.st_mode) or not is_valid_job_id(job_id):
+            return False  # not a job folder (a client's link or file): never followed
+        try:
+            status = read_status(self.layout, job_id)
+        except (ValueError, OSError) as exc:
+            return self._recover_unreadable(job_id, beats, str(exc))
+        if status is None:
+            return False
+        if status.is_final:
+            self._remember_final(status)
+            return False
+        owner = owner_of(self.layout, job_id)
+        if owner is None or self._alive(owner, beats):
+            return True
+        if take_ownership(self.layout, job_id, owner, self.me.id):
+            self._adopt(job_id, status, previous_owner=owner)
+        return False
+
+    def _recover_unreadable(self, job_id: str, beats: dict[str, Any], problem: str) -> bool:
+        """A status that is not valid (edited, truncated, a FIFO): while its owner lives it
+        may be mid-write by a newer daemon; once the owner is dead, fail the job with the
+        reason instead of leaving it stuck. Outputs it may list are left alone."""
+        owner = owner_of(self.layout, job_id)
+        if owner is None or self._alive(owner, beats):
+            return owner is not None
+        if not take_ownership(self.layout, job_id, owner, self.me.id):
+            return False
+        now = utcnow()
+        status = transition(
+            new_status(
+                job_id,
+                State.QUEUED,
+                now=now,
+                submitted_at=now,
+                worker=self.me.ref(),
+                max_attempts=1,
+            ),
+            State.FAILED,
+            now=now,
+            reason="status_unreadable",
+            worker=self.me.ref(),
+            error=ErrorInfo(
+                code=ErrorCode.INTERNAL,
+                message=f"status file unreadable after worker {owner} stopped: {problem}"[:2000],
+            ),
+        )
+        status_file = self.layout.status_file(job_id)
+        with contextlib.suppress(FileNotFoundError):
+            status_file.rename(temp_name_for(status_file))  # a directory cannot be replaced
+        write_status(self.layout, status)
+        self._remember_final(status)
+        self.log.warning("job_status_unreadable", job_id=job_id, previous_owner=owner)
+        return False
 
     def _remove_stale_staging(self, entries: list[os.DirEntry[str]]) -> None:
         """Staging folders (claim step 2) of daemons that died before step 3, judged by
@@ -710,32 +852,65 @@ class Daemon:
             names = os.listdir(self.layout.claims)
         except FileNotFoundError:
             return
+        for gone in set(self._claim_failures) - set(names):
+            del self._claim_failures[gone]
         for name in names:
-            parts = name.split(".")
-            if len(parts) != 3 or parts[2] != "json":
-                continue
-            job_id, owner = parts[0], parts[1]
-            # Our own claim files are finished within one loop turn; one still here means
-            # establishing it failed (disk full, say): try again.
-            if owner != self.me.id and self._alive(owner, beats):
-                continue
-            mine = self.layout.claim_file(job_id, self.me.id)
             try:
-                if owner != self.me.id:
-                    (self.layout.claims / name).rename(mine)
-            except FileNotFoundError:
-                continue
-            job_dir = self.layout.job_dir(job_id)
-            if (
-                job_dir.is_dir()
-                and not self.layout.job_file(job_id).exists()
-                and owner_of(self.layout, job_id) == owner
-            ):
-                take_ownership(self.layout, job_id, owner, self.me.id)
-            self.log.info("claim_recovered", job_id=job_id, previous_owner=owner)
-            self._establish_claimed(
-                job_id, mine, ns_to_datetime(mine.stat().st_ctime_ns), start=True, slot_free=False
+                self._recover_claim(name, beats)
+            except Exception as exc:  # one bad claim must not stop the pass
+                failures = self._claim_failures.get(name, 0) + 1
+                self._claim_failures[name] = failures
+                self.log.exception(
+                    "claim_recovery_failed", claim=printable_name(name), failures=failures
+                )
+                if failures >= CLAIM_ATTEMPTS:
+                    self._quarantine(
+                        self.layout.claims / name, f"claim cannot be established: {exc}"
+                    )
+
+    def _recover_claim(self, name: str, beats: dict[str, Any]) -> None:
+        parts = name.split(".")
+        if name.startswith("."):
+            return  # a writer's temporary name
+        if (
+            len(parts) != 3
+            or parts[2] != "json"
+            or not is_valid_job_id(parts[0])
+            or not WORKER_ID_PATTERN.fullmatch(parts[1])
+        ):
+            self._quarantine(self.layout.claims / name, "not a claim file name")
+            return
+        job_id, owner = parts[0], parts[1]
+        # Our own claim files are finished within one loop turn; one still here means
+        # establishing it failed (disk full, say): try again.
+        if owner != self.me.id and self._alive(owner, beats):
+            return
+        mine = self.layout.claim_file(job_id, self.me.id)
+        try:
+            if owner != self.me.id:
+                (self.layout.claims / name).rename(mine)
+        except FileNotFoundError:
+            return
+        job_dir = self.layout.job_dir(job_id)
+        if (
+            is_real_dir(job_dir)
+            and not lexists(self.layout.job_file(job_id))
+            and owner_of(self.layout, job_id) == owner
+        ):
+            take_ownership(self.layout, job_id, owner, self.me.id)
+        self.log.info("claim_recovered", job_id=job_id, previous_owner=owner)
+        self._establish_claimed(
+            job_id, mine, ns_to_datetime(os.lstat(mine).st_ctime_ns), start=True, slot_free=False
+        )
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        """Move an entry the daemon cannot act on to rejected/ with the reason beside it."""
+        with contextlib.suppress(FileNotFoundError):
+            target = move_aside(self.layout, path, ErrorCode.INTERNAL, reason[:2000], utcnow())
+            self.log.warning(
+                "entry_quarantined", name=printable_name(path.name), to=target.name, reason=reason
             )
+        self._claim_failures.pop(path.name, None)
 
     def _adopt(self, job_id: str, status: JobStatus, previous_owner: str) -> None:
         published = _finish_publishing(self.layout.job_dir(job_id), status)
@@ -756,7 +931,7 @@ class Daemon:
                 error=ErrorInfo(code=ErrorCode.INTERNAL, message=message),
             )
             write_status(self.layout, status)
-            self.final_jobs[job_id] = (status.state, status.finished_at)
+            self._remember_final(status)
             return
         worker = self.me.ref()
         if status.state is State.RUNNING and published:
@@ -807,7 +982,7 @@ class Daemon:
             attempt=status.attempt,
         )
         if status.is_final:
-            self.final_jobs[job_id] = (status.state, status.finished_at)
+            self._remember_final(status)
         else:
             handle = JobHandle(job_id, spec, kind, status, deadline=0.0)
             # retryAt may come from another host's clock: never wait past one full backoff.
@@ -821,7 +996,7 @@ class Daemon:
     def _retention(self) -> None:
         """Delete finished jobs past their state's retention; active jobs never."""
         now = utcnow()
-        for job_id, (state, finished_at) in list(self.final_jobs.items()):
+        for job_id, (state, finished_at, _inode) in list(self.final_jobs.items()):
             if not is_expired(state, finished_at, now, self.settings.retention):
                 continue
             # Confirm on disk: the id may have been deleted and reused since we cached it.
@@ -854,18 +1029,31 @@ class Daemon:
 def _finish_publishing(job_dir: Path, status: JobStatus) -> bool:
     """Roll a journalled publish forward; True if every planned output is now in place."""
     pending = status.pending_publish
-    if pending is not None and (job_dir / pending.temp).exists():
+    # Names in a status are plain names (the model refuses others): nothing here can reach
+    # outside the job folder, and the temporary one must be ours.
+    if (
+        pending is not None
+        and pending.temp.startswith(TEMP_PREFIX)
+        and _is_regular(job_dir / pending.temp)
+    ):
         (job_dir / pending.temp).replace(job_dir / pending.path)
-        with (job_dir / "job.log").open("a", encoding="utf-8") as log:
+        fd = open_log_for_append(job_dir / "job.log")
+        with os.fdopen(fd, "a", encoding="utf-8") as log:
             log.write(f"# published {pending.path} (rename finished by recovery)\n")
     listed = {output.path: output for output in status.outputs}
     if not status.planned_outputs or set(status.planned_outputs) - set(listed):
         return False
-    for name in status.planned_outputs:
-        path = job_dir / name
-        if not path.is_file() or path.stat().st_size != listed[name].size_bytes:
-            return False
-    return True
+    return all(
+        _is_regular(job_dir / name, size=listed[name].size_bytes) for name in status.planned_outputs
+    )
+
+
+def _is_regular(path: Path, *, size: int | None = None) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and (size is None or info.st_size == size)
 
 
 def _monotonic_due(retry_at: datetime | None) -> float:

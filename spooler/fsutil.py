@@ -86,16 +86,27 @@ class FileTooLarge(Exception):
         self.limit = limit
 
 
-def read_untrusted(path: Path, limit: int) -> bytes:
-    """Read a regular file without following symlinks or blocking on FIFOs/devices."""
+def read_untrusted(path: Path, limit: int, *, in_real_dir: bool = False) -> bytes:
+    """Read a regular file without following symlinks or blocking on FIFOs/devices.
+
+    `in_real_dir`: the file's folder must not be a symlink either (a job folder a client
+    replaced by a link out of the spool); the file is then opened relative to that folder.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+    dir_fd: int | None = None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+        if in_real_dir:
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        fd = os.open(path.name if dir_fd is not None else path, flags, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EMLINK):
             raise UnsafeFile("is a symbolic link") from exc
         if exc.errno in (errno.ENXIO, errno.EISDIR):
             raise UnsafeFile("is not a regular file") from exc
         raise
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -116,6 +127,60 @@ def read_untrusted(path: Path, limit: int) -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+def lexists(path: Path) -> bool:
+    """Is there an entry at `path`, of any type? Never follows a symlink (a marker may be
+    a dangling link, a directory or a FIFO: each still counts as the marker)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def is_real_dir(path: Path) -> bool:
+    """A directory itself, not a symlink to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def create_marker(path: Path) -> None:
+    """Create an empty marker file unless something is already there; never follows a link
+    and never blocks on a FIFO that a client put in its place."""
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK, 0o664
+        )
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def open_log_for_append(path: Path) -> int:
+    """A descriptor appending to the regular file `path`, created if missing.
+
+    Whatever else a client left there (a symlink pointing out of the spool, a FIFO, a
+    directory) is moved out of the way first, so a log line never lands outside the spool.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+    for _ in range(3):
+        try:
+            fd = os.open(path, flags, 0o664)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.EISDIR, errno.ENXIO):
+                raise
+        else:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        # Rename the impostor aside (a rename moves a link, never its target); the hidden
+        # temporary name is removed with the job's other leftovers.
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(temp_name_for(path))
+    raise UnsafeFile(f"{path.name} cannot be made a regular file")
 
 
 def open_for_writing_elsewhere(path: Path) -> bool | None:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from spooler.fsutil import atomic_write_bytes
 from spooler.layout import EntryKind, SpoolLayout, classify_inbox_name
+from spooler.spool import read_status_file
 from spooler.status import FINAL_STATES, JobStatus, State
 
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -51,16 +52,15 @@ class StatusCache:
 
 def _read_status(path: Path, job_id: str, cache: StatusCache | None) -> JobStatus | None:
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     if cache is not None:
         hit = cache.entries.get(job_id)
         if hit is not None and hit[0] == info.st_mtime_ns and hit[1] == info.st_size:
             return hit[2]
-    try:
-        status = JobStatus.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
+    status = read_status_file(path)
+    if status is None:
         return None
     if cache is not None and status.state in FINAL_STATES:
         cache.entries[job_id] = (info.st_mtime_ns, info.st_size, status)

@@ -20,7 +20,14 @@ import structlog
 from spooler.config import Settings
 from spooler.errors import DaemonStopping, ErrorCode, JobCancelled, JobError, OwnershipLost
 from spooler.ffmpeg import FfmpegResult, Limits, run_ffmpeg
-from spooler.fsutil import TEMP_PREFIX, fsync_dir, fsync_file, remove_temp_files
+from spooler.fsutil import (
+    TEMP_PREFIX,
+    fsync_dir,
+    fsync_file,
+    lexists,
+    open_log_for_append,
+    remove_temp_files,
+)
 from spooler.kinds.base import JobKind, JobSpec, Step
 from spooler.layout import SpoolLayout
 from spooler.policy import compute_backoff
@@ -94,7 +101,7 @@ class RunContext:
     def owned(self) -> bool:
         if self._handle.lost.is_set():
             return False
-        if self._layout.owner_file(self.job_id, self._me.id).exists():
+        if lexists(self._layout.owner_file(self.job_id, self._me.id)):
             return True
         self._handle.lost.set()
         return False
@@ -245,7 +252,8 @@ def run_attempt(
     job_dir = layout.job_dir(handle.job_id)
     outcome: JobStatus | None
     try:
-        with (job_dir / "job.log").open("a", encoding="utf-8", errors="replace") as job_log:
+        log_fd = open_log_for_append(job_dir / "job.log")
+        with os.fdopen(log_fd, "a", encoding="utf-8", errors="replace") as job_log:
             job_log.write(
                 f"# attempt {handle.status.attempt} by {me.id} at {utcnow().isoformat()}\n"
             )
@@ -256,7 +264,7 @@ def run_attempt(
     except Exception as exc:  # the daemon must never crash on a job
         log.exception("job_bookkeeping_failed")
         outcome = _failed(handle, JobError(ErrorCode.INTERNAL, f"internal error: {exc}"), settings)
-    if outcome is None or not layout.owner_file(handle.job_id, me.id).exists():
+    if outcome is None or not lexists(layout.owner_file(handle.job_id, me.id)):
         handle.lost.set()
         log.warning("job_ownership_lost", note="another worker took the job over")
         on_done(handle)
@@ -304,7 +312,7 @@ def _attempt(
     job_log: IO[str],
     log: Any,
 ) -> JobStatus | None:
-    if not layout.owner_file(handle.job_id, me.id).exists():
+    if not lexists(layout.owner_file(handle.job_id, me.id)):
         return None
     handle.status = transition(
         handle.status,

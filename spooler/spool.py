@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from spooler.errors import ErrorCode
-from spooler.fsutil import TEMP_PREFIX, atomic_write_json, fsync_dir
+from spooler.fsutil import (
+    TEMP_PREFIX,
+    FileTooLarge,
+    UnsafeFile,
+    atomic_write_json,
+    fsync_dir,
+    read_untrusted,
+)
 from spooler.layout import (
     PROTOCOL_VERSION,
     EntryKind,
@@ -136,6 +143,24 @@ def _finish_establish(layout: SpoolLayout, job_id: str, claim_file: Path) -> Non
     fsync_dir(layout.job_dir(job_id))
 
 
+def printable_name(name: str) -> str:
+    """A file name as JSON can carry it: bytes that are not UTF-8 (os.listdir hands them
+    over as lone surrogates) become \\xNN escapes, control characters \\uNNNN."""
+    text = os.fsencode(name).decode("utf-8", errors="backslashreplace")
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
+# Room for the stamp, the random part and ".error.json" within a 255-byte name.
+_SAFE_NAME_CHARS = 120
+
+
+def rejected_name(stamp: str, token: str, original: str) -> str:
+    """The name a moved-aside entry gets in rejected/: ASCII only (so characters are bytes
+    and no file system's 255-byte limit can be hit), unique, and recognisable."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in original)
+    return f"{stamp}-{token}-{safe[:_SAFE_NAME_CHARS] or '_'}"
+
+
 def move_aside(
     layout: SpoolLayout,
     path: Path,
@@ -149,14 +174,13 @@ def move_aside(
     Nothing is overwritten: the name gets a timestamp and a random suffix.
     """
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in path.name)[:120] or "_"
-    target = layout.rejected / f"{stamp}-{secrets.token_hex(3)}-{safe}"
+    target = layout.rejected / rejected_name(stamp, secrets.token_hex(3), path.name)
     path.rename(target)
     atomic_write_json(
         target.with_name(target.name + ".error.json"),
         {
             "protocolVersion": PROTOCOL_VERSION,
-            "originalName": original_name or path.name,
+            "originalName": printable_name(original_name or path.name),
             "movedTo": target.name,
             "code": code.value,
             "message": message,
@@ -166,12 +190,29 @@ def move_aside(
     return target
 
 
-def read_status(layout: SpoolLayout, job_id: str) -> JobStatus | None:
+# A status with a preflight of 5,000 segments is ~2 MB; anything far larger is not ours.
+STATUS_MAX_BYTES = 16 * 1024 * 1024
+
+
+class UnreadableStatus(ValueError):
+    """status.json is there but is not a status we can trust (a link, a FIFO, too large)."""
+
+
+def read_status_file(path: Path) -> JobStatus | None:
+    """Parse a job's status file as untrusted input: no symlink (neither the file nor its
+    job folder) is followed, a FIFO never blocks, the size is capped. None if absent;
+    ValueError (UnreadableStatus or pydantic's ValidationError) if it is not a valid status."""
     try:
-        raw = layout.status_file(job_id).read_bytes()
+        raw = read_untrusted(path, STATUS_MAX_BYTES, in_real_dir=True)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except (UnsafeFile, FileTooLarge) as exc:
+        raise UnreadableStatus(f"status file {exc}") from exc
     return JobStatus.model_validate_json(raw)
+
+
+def read_status(layout: SpoolLayout, job_id: str) -> JobStatus | None:
+    return read_status_file(layout.status_file(job_id))
 
 
 def write_status(layout: SpoolLayout, status: JobStatus, *, durable: bool = True) -> None:

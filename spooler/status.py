@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from spooler.errors import ErrorCode
@@ -54,6 +54,23 @@ class InvalidTransition(ValueError):
     pass
 
 
+def _plain_name(value: str) -> str:
+    """A name inside the job's own folder: a status file is untrusted input (a client can
+    edit it), so a path in it must never lead out of that folder."""
+    if (
+        not value
+        or value in (".", "..")
+        or "/" in value
+        or "\x00" in value
+        or len(value.encode("utf-8", "surrogatepass")) > 255
+    ):
+        raise ValueError(f"{value!r} is not a plain file name")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
+
+
 class _CamelModel(BaseModel):
     # Readers ignore fields they do not know, so newer daemons can add some (protocol.md).
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
@@ -79,7 +96,7 @@ class Warning_(_CamelModel):
 
 
 class OutputInfo(_CamelModel):
-    path: str = Field(description="Relative to the job's folder.")
+    path: PlainName = Field(description="A file name in the job's folder.")
     role: str = Field("main", description="main, poster, storyboard, rendition, ...")
     size_bytes: int
     duration_seconds: float | None = None
@@ -91,8 +108,8 @@ class OutputInfo(_CamelModel):
 class PendingPublish(_CamelModel):
     """Journal of the one rename in flight: recovery rolls it forward."""
 
-    temp: str = Field(description="Temporary name in the job's folder (already verified).")
-    path: str = Field(description="Final name it is being renamed to.")
+    temp: PlainName = Field(description="Temporary name in the job's folder (already verified).")
+    path: PlainName = Field(description="Final name it is being renamed to.")
 
 
 class HistoryEntry(_CamelModel):
@@ -127,7 +144,7 @@ class JobStatus(_CamelModel):
     error: ErrorInfo | None = None
     warnings: list[Warning_] = Field(default_factory=list)
     outputs: list[OutputInfo] = Field(default_factory=list)
-    planned_outputs: list[str] = Field(
+    planned_outputs: list[PlainName] = Field(
         default_factory=list,
         description="Names this attempt will publish; once all are published, a worker lost "
         "before writing 'succeeded' is finished by recovery instead of being run again.",

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from spooler import __version__
-from spooler.fsutil import atomic_write_json
+from spooler.fsutil import FileTooLarge, UnsafeFile, atomic_write_json, read_untrusted
 from spooler.layout import PROTOCOL_VERSION, SpoolLayout
 from spooler.status import WorkerRef, iso
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+WORKER_ID_PATTERN = re.compile(r"[A-Za-z0-9-]{1,80}")
+# A heartbeat is a few hundred bytes; a larger file in workers/ is not one.
+HEARTBEAT_MAX_BYTES = 64 * 1024
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -79,6 +82,9 @@ class Heartbeat:
     namespace: str
     mtime: float
     data: dict[str, Any]
+    # The owner's own settings (protocol 1.1); None from older daemons.
+    heartbeat_seconds: float | None = None
+    lease_seconds: float | None = None
 
 
 def write_heartbeat(
@@ -90,6 +96,8 @@ def write_heartbeat(
     running: list[str],
     max_jobs: int,
     state: str,
+    heartbeat_seconds: float,
+    lease_seconds: float,
 ) -> float:
     """Rewrite our heartbeat; return its mtime (the file server's idea of now)."""
     path = layout.heartbeat_file(me.id)
@@ -108,6 +116,8 @@ def write_heartbeat(
             "lastBeat": iso(now),
             "maxJobs": max_jobs,
             "jobsRunning": running,
+            "heartbeatSeconds": heartbeat_seconds,
+            "leaseSeconds": lease_seconds,
         },
         durable=False,
     )
@@ -125,20 +135,55 @@ def read_heartbeats(layout: SpoolLayout) -> dict[str, Heartbeat]:
             continue
         try:
             mtime = entry.stat(follow_symlinks=False).st_mtime
-            data = json.loads(Path(entry.path).read_text(encoding="utf-8"))
-            beat = Heartbeat(
-                worker_id=str(data["workerId"]),
-                host=str(data["host"]),
-                pid=int(data["pid"]),
-                start_ticks=data.get("startTicks"),
-                namespace=str(data.get("namespace", "unknown")),
-                mtime=mtime,
-                data=data,
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        beats[beat.worker_id] = beat
+            raw = read_untrusted(Path(entry.path), HEARTBEAT_MAX_BYTES)
+            beat = parse_heartbeat(json.loads(raw), mtime)
+        except (OSError, ValueError, UnsafeFile, FileTooLarge, RecursionError):
+            continue  # not a heartbeat (any client may write here): its worker is unknown
+        if beat is not None:
+            beats[beat.worker_id] = beat
     return beats
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 < value < 1e9 else None
+
+
+def parse_heartbeat(data: Any, mtime: float) -> Heartbeat | None:
+    """A heartbeat read from disk, or None where it is not one: every field is checked
+    for its type, since a client could have written the file."""
+    if not isinstance(data, dict):
+        return None
+    worker_id, host, pid = data.get("workerId"), data.get("host"), data.get("pid")
+    ticks, namespace = data.get("startTicks"), data.get("namespace", "unknown")
+    if not (isinstance(worker_id, str) and WORKER_ID_PATTERN.fullmatch(worker_id)):
+        return None
+    if not isinstance(host, str) or not isinstance(namespace, str):
+        return None
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**22:
+        return None
+    if ticks is not None and (isinstance(ticks, bool) or not isinstance(ticks, int)):
+        ticks = None
+    return Heartbeat(
+        worker_id=worker_id,
+        host=host,
+        pid=pid,
+        start_ticks=ticks,
+        namespace=namespace,
+        mtime=mtime,
+        data=data,
+        heartbeat_seconds=_number(data.get("heartbeatSeconds")),
+        lease_seconds=_number(data.get("leaseSeconds")),
+    )
+
+
+def lease_of(beat: Heartbeat, default_lease: float, max_lease: float) -> float:
+    """How long `beat` stays valid: the lease its owner announced (so a daemon with a
+    shorter lease never takes over a slower-beating live one), else ours; never more than
+    the operator's cap, since a heartbeat file is untrusted input."""
+    announced = beat.lease_seconds if beat.lease_seconds is not None else default_lease
+    return min(announced, max_lease)
 
 
 def is_worker_alive(
@@ -148,6 +193,7 @@ def is_worker_alive(
     me: WorkerIdentity,
     server_now: float,
     lease_seconds: float,
+    max_lease_seconds: float,
 ) -> bool:
     """Alive = ourselves, or a fresh heartbeat whose process (if on this host) still exists."""
     if worker_id == me.id:
@@ -160,7 +206,7 @@ def is_worker_alive(
         ticks = process_start_ticks(beat.pid)
         if ticks is None or (beat.start_ticks is not None and ticks != beat.start_ticks):
             return False
-    return server_now - beat.mtime <= lease_seconds
+    return server_now - beat.mtime <= lease_of(beat, lease_seconds, max_lease_seconds)
 
 
 def remove_heartbeat(layout: SpoolLayout, me: WorkerIdentity) -> None:

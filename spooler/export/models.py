@@ -234,16 +234,16 @@ class ExportJob(JobSpec):
 
     @model_validator(mode="after")
     def _edit(self) -> ExportJob:
-        ids = [angle.id for angle in self.angles]
-        for index, angle_id in enumerate(ids):
-            if angle_id in ids[:index]:
+        known: set[str] = set()
+        for index, angle in enumerate(self.angles):
+            if angle.id in known:
                 raise fail(
                     ("angles", index, "id"),
                     "duplicate_angle",
-                    f"angle id {angle_id!r} is used twice",
-                    angle_id,
+                    f"angle id {angle.id!r} is used twice",
+                    angle.id,
                 )
-        known = set(ids)
+            known.add(angle.id)
         if (self.segments is None) == (self.switches is None):
             raise fail(("segments",), "edit_form", "give either segments or switches (+ end)", None)
         if self.segments is not None:

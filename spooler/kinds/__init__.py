@@ -50,6 +50,46 @@ def json_path(loc: tuple[int | str, ...]) -> str:
     return out or "(root)"
 
 
+# Deeper than any job the schema describes (an export nests about 6 levels), far below
+# what would exhaust a parser or serializer.
+MAX_JSON_DEPTH = 64
+
+
+def _tree_problem(data: Any) -> tuple[str, str, str] | None:
+    """(path, code, message) of the first value a status file could not carry, in one
+    linear walk: a string that is not encodable (a lone UTF-16 surrogate such as "\\ud800",
+    from a JavaScript string sliced through an emoji), or nesting beyond MAX_JSON_DEPTH."""
+    stack: list[tuple[tuple[int | str, ...], Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if len(loc) > MAX_JSON_DEPTH:
+            return json_path(loc), "depth", f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(value, str):
+            items: list[tuple[int | str, Any]] = []
+            strings = [value]
+        elif isinstance(value, dict):
+            items = list(value.items())
+            strings = list(value)
+        elif isinstance(value, list):
+            items = list(enumerate(value))
+            strings = []
+        else:
+            continue
+        for text in strings:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                code_point = ord(text[exc.start])
+                return (
+                    json_path(loc),
+                    "unpaired_surrogate",
+                    f"holds an unpaired UTF-16 surrogate (U+{code_point:04X}): "
+                    "not a Unicode character",
+                )
+        stack.extend(((*loc, key), child) for key, child in reversed(items))
+    return None
+
+
 def decode_job_json(raw: bytes) -> Any:
     """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity, bounded nesting."""
     try:
@@ -76,6 +116,18 @@ def decode_job_json(raw: bytes) -> Any:
         raise JobError(ErrorCode.INVALID_JSON, "JSON nested too deeply") from exc
 
 
+def check_job_tree(data: Any) -> None:
+    """Refuse, with its path, a value no status or log could record (see _tree_problem)."""
+    problem = _tree_problem(data)
+    if problem is not None:
+        path, code, message = problem
+        raise JobError(
+            ErrorCode.INVALID_JOB,
+            f"{path}: {message}",
+            {"errors": [{"path": path, "code": code, "message": message}]},
+        )
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     return [
         {"path": json_path(err["loc"]), "code": err["type"], "message": err["msg"]}
@@ -86,6 +138,7 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
 def parse_job(raw: bytes) -> tuple[JobSpec, JobKind]:
     """Bytes of a job file -> (validated spec, its kind); JobError names every problem."""
     data = decode_job_json(raw)
+    check_job_tree(data)
     if not isinstance(data, dict):
         raise JobError(
             ErrorCode.INVALID_JOB,

@@ -7,16 +7,36 @@ without touching the spool protocol.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from spooler.config import Settings
 from spooler.ffmpeg import FfmpegResult
 from spooler.status import OutputInfo
+
+# metadata is echoed into every status write and every webhook: kept small and shallow.
+METADATA_MAX_DEPTH = 8
+METADATA_MAX_BYTES = 16 * 1024
+
+
+def _depth(value: Any) -> int:
+    """Levels of containers in a decoded JSON value ({} is 1, a scalar 0); iterative."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            level += 1
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level) for child in children)
+    return deepest
 
 
 class SpecModel(BaseModel):
@@ -41,8 +61,29 @@ class JobSpec(SpecModel):
     )
     max_attempts: int | None = Field(None, ge=1, le=20, description="Capped by config.")
     metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Free-form; echoed into the status file."
+        default_factory=dict,
+        description=f"Free-form; echoed into the status file. At most {METADATA_MAX_DEPTH} "
+        f"levels deep and {METADATA_MAX_BYTES} bytes as compact UTF-8 JSON.",
     )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_fits(cls, value: dict[str, Any]) -> dict[str, Any]:
+        depth = _depth(value)
+        if depth > METADATA_MAX_DEPTH:
+            raise PydanticCustomError(
+                "metadata_limit",
+                "metadata is {depth} levels deep, over the limit of {limit}",
+                {"depth": depth, "limit": METADATA_MAX_DEPTH},
+            )
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > METADATA_MAX_BYTES:
+            raise PydanticCustomError(
+                "metadata_limit",
+                "metadata is {size} bytes, over the limit of {limit}",
+                {"size": size, "limit": METADATA_MAX_BYTES},
+            )
+        return value
 
 
 @dataclass
