@@ -14,7 +14,9 @@ each minimal state (`bench/results/spool_fuzz/F<n>.json`, replayable with `--rep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -59,6 +61,7 @@ class Fuzzer:
     good_timeout: float
     dwell: float
     minimize_seconds: float
+    on_finding: Any = None  # called after each new finding (the report is kept current)
     tried: int = 0
     runs: int = 0
     findings: dict[str, Finding] = field(default_factory=dict)
@@ -90,6 +93,8 @@ class Fuzzer:
                 f" {len(finding.state.entries) if finding.state else '?'} entries)",
                 flush=True,
             )
+            if self.on_finding is not None:
+                self.on_finding()
         print(
             f"{self.tried} states, {len(self.findings)} signatures, "
             f"{outcome.seconds:.1f} s: {sorted(outcome.signatures) or 'ok'}",
@@ -147,7 +152,9 @@ def markdown(fuzzer: Fuzzer, minutes: float, head: str) -> str:
             + ("reproduces on a second run." if finding.confirmed else "**did not reproduce**."),
         ]
         if finding.also:
-            lines.append(f"Same minimal state also shows: {', '.join(f'`{s}`' for s in finding.also)}.")
+            lines.append(
+                f"Same minimal state also shows: {', '.join(f'`{s}`' for s in finding.also)}."
+            )
         lines += ["", "Minimal state (on a fresh spool; `canary` is a tree beside the spool):", ""]
         assert finding.state is not None
         lines += [finding.state.describe(), "", "Detail:", "", "```text"]
@@ -160,7 +167,7 @@ def markdown(fuzzer: Fuzzer, minutes: float, head: str) -> str:
     return "\n".join(lines)
 
 
-def save(fuzzer: Fuzzer, minutes: float, args: argparse.Namespace) -> None:
+def save(fuzzer: Fuzzer, minutes: float, args: argparse.Namespace, append: bool = True) -> None:
     out = RESULTS / "spool_fuzz"
     out.mkdir(parents=True, exist_ok=True)
     for finding in fuzzer.findings.values():
@@ -188,7 +195,7 @@ def save(fuzzer: Fuzzer, minutes: float, args: argparse.Namespace) -> None:
         "findings": len(fuzzer.findings),
     }
     (RESULTS / "spool_fuzz.json").write_text(json.dumps(summary, indent=1))
-    if args.findings:
+    if args.findings and append:
         with Path(args.findings).open("a", encoding="utf-8") as fh:
             fh.write("\n" + text + "\n")
 
@@ -214,8 +221,10 @@ def main() -> int:
     parser.add_argument("--max-features", type=int, default=5)
     parser.add_argument("--good-timeout", type=float, default=6.0)
     parser.add_argument(
-        "--dwell", type=float, default=0.0, help="seconds to keep each daemon running longer "
-        "(6 lets the first retention pass run)",
+        "--dwell",
+        type=float,
+        default=0.0,
+        help="seconds to keep each daemon running longer (6 lets the first retention pass run)",
     )
     parser.add_argument("--minimize-seconds", type=float, default=120.0)
     parser.add_argument("--findings", help="append the markdown report to this file")
@@ -224,10 +233,16 @@ def main() -> int:
     args = parser.parse_args()
     if args.replay:
         return replay(args.replay, args)
+    # SIGTERM (timeout, kill) ends the run like Ctrl-C: the report is still written.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.monotonic()
     deadline = started + args.minutes * 60
     with tempfile.TemporaryDirectory(prefix="spool-fuzz-") as tmp:
         fuzzer = Fuzzer(Path(tmp), args.good_timeout, args.dwell, args.minimize_seconds)
+        # Keep the report current, without appending to --findings before the end.
+        fuzzer.on_finding = lambda: save(
+            fuzzer, (time.monotonic() - started) / 60, args, append=False
+        )
 
         @seed(args.seed)
         @settings(
@@ -243,10 +258,8 @@ def main() -> int:
                 raise TimeUp
             fuzzer.explore(state)
 
-        try:
+        with contextlib.suppress(TimeUp, KeyboardInterrupt):
             explore()
-        except (TimeUp, KeyboardInterrupt):
-            pass
         minutes = (time.monotonic() - started) / 60
         save(fuzzer, minutes, args)
     print(

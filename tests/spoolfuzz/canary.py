@@ -23,6 +23,7 @@ import ctypes.util
 import errno
 import hashlib
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,9 @@ class Touch:
 
     @property
     def signature(self) -> str:
-        return f"canary:{self.what}:{self.name}"
+        # A temporary name's random suffix would make one cause many signatures.
+        name = re.sub(r"\.tmp-.*", ".tmp-*", self.name.rstrip("/"))
+        return f"canary:{self.what}:{name or '/'}"
 
 
 class Canary:

@@ -47,7 +47,8 @@ def probe(args: list[str], out: dict[str, Any]) -> None:
 def main_probe() -> None:
     commands: list[list[str]] = json.loads(sys.argv[1])
     timeout = float(sys.argv[2])
-    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (lives until os._exit)
+    # As on a UTF-8 terminal (en_US.UTF-8: errors "strict"), so an unprintable name counts.
+    sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8", errors="strict")  # noqa: SIM115
     results: list[dict[str, Any]] = []
     threads = []
     for args in commands:

@@ -10,8 +10,10 @@ outside the spool shows up there.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -50,7 +52,9 @@ class Entry:
         what = self.node
         if self.node == "file":
             shown = self.data if len(self.data) <= 300 else self.data[:300] + b"..."
-            what = f"file {shown!r}" + (f" ({len(self.data)} bytes)" if len(self.data) > 300 else "")
+            what = f"file {shown!r}" + (
+                f" ({len(self.data)} bytes)" if len(self.data) > 300 else ""
+            )
         elif self.node in ("symlink", "hardlink"):
             what = f"{self.node} -> {self.target}"
         elif self.node == "sparse":
@@ -101,13 +105,15 @@ class SpoolState:
 # -- materialize --------------------------------------------------------------------------
 def materialize(entries: tuple[Entry, ...], spool: Path, canary: Path) -> list[str]:
     """Write the entries; an entry whose place is taken (say, a file where its folder
-    should be) is skipped and reported, since the state is still hostile without it."""
+    should be, or a second entry at one path) is skipped and reported, since the state is
+    still hostile without it. Never follows a symlink: the harness itself must not write
+    into the canary through one."""
     skipped = []
     root = os.fsencode(spool)
     for entry in entries:
         path = os.path.join(root, *entry.parts)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _real_parents(root, entry.parts)
             _make(entry, path, canary)
             if entry.age:
                 moment = time.time() - entry.age
@@ -117,12 +123,35 @@ def materialize(entries: tuple[Entry, ...], spool: Path, canary: Path) -> list[s
     return skipped
 
 
+def _real_parents(root: bytes, parts: tuple[bytes, ...]) -> None:
+    """Create the entry's parent folders; refuse a parent that is a symlink or a file."""
+    os.makedirs(root, exist_ok=True)
+    path = root
+    for part in parts[:-1]:
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            os.mkdir(path)
+            continue
+        if not stat.S_ISDIR(mode):
+            raise OSError(errno.ENOTDIR, "a parent is not a real folder")
+
+
 def _make(entry: Entry, path: bytes, canary: Path) -> None:
-    if entry.node == "file":
-        with open(path, "wb") as fh:
-            fh.write(entry.data)
+    if entry.node in ("file", "sparse"):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(path, flags, 0o664)
+        try:
+            if entry.node == "sparse":
+                os.ftruncate(fd, entry.size)
+            else:
+                os.write(fd, entry.data)
+        finally:
+            os.close(fd)
     elif entry.node == "dir":
-        os.makedirs(path, exist_ok=True)
+        if not (os.path.lexists(path) and stat.S_ISDIR(os.lstat(path).st_mode)):
+            os.mkdir(path)
     elif entry.node == "fifo":
         os.mkfifo(path)
     elif entry.node == "symlink":
@@ -131,10 +160,7 @@ def _make(entry: Entry, path: bytes, canary: Path) -> None:
             target = str(canary / target.removeprefix("canary:"))
         os.symlink(target, path)
     elif entry.node == "hardlink":
-        os.link(canary / entry.target, path)
-    elif entry.node == "sparse":
-        with open(path, "wb") as fh:
-            fh.truncate(entry.size)
+        os.link(canary / entry.target, path, follow_symlinks=False)
     else:
         raise ValueError(entry.node)
 
@@ -175,9 +201,15 @@ def odd_names(suffix: bytes) -> st.SearchStrategy[bytes]:
 
 
 def _valid_name(name: bytes) -> bool:
-    return 0 < len(name) <= 255 and b"/" not in name and b"\0" not in name and name not in (
-        b".",
-        b"..",
+    return (
+        0 < len(name) <= 255
+        and b"/" not in name
+        and b"\0" not in name
+        and name
+        not in (
+            b".",
+            b"..",
+        )
     )
 
 
@@ -205,6 +237,7 @@ JOB_CONTENTS = st.sampled_from(
     ]
 )
 
+
 # Paths a status file may name: plain names, and ways out of the job folder.
 def _paths(canary: str) -> list[str]:
     return [
@@ -227,38 +260,55 @@ PATH_TOKENS = st.sampled_from(_paths("@CANARY@"))
 
 @st.composite
 def status_files(draw: st.DrawFn, job_id: str) -> bytes:
-    """A status.json as a client (or a half-crashed daemon) could leave it."""
-    state = draw(st.sampled_from(["queued", "running", "running", "succeeded", "failed", "x"]))
-    outputs = draw(
-        st.lists(
+    """A status.json as a client (or a half-crashed daemon) could leave it: a valid one,
+    then up to three fields made hostile, then maybe truncated."""
+    state = draw(st.sampled_from(["queued", "running", "running", "succeeded", "failed"]))
+    status: dict[str, Any] = {
+        "schemaVersion": 1,
+        "jobId": job_id,
+        "kind": "testpattern",
+        "state": state,
+        "attempt": 1,
+        "maxAttempts": 3,
+        "submittedAt": TS,
+        "updatedAt": TS,
+        "worker": {"id": DEAD, "host": "ghost", "pid": 4999999},
+        "outputs": [],
+        "plannedOutputs": [],
+        "metadata": {},
+        "history": [],
+    }
+    if state in ("succeeded", "failed"):
+        status["finishedAt"] = draw(st.sampled_from([TS, OLD_TS]))
+    mutations = {
+        "jobId": st.sampled_from(["other", "../x", "", "j2", "../../canary/tree"]),
+        "schemaVersion": st.sampled_from([2, "1", True]),
+        "kind": st.sampled_from(["export", "nope", None]),
+        "state": st.sampled_from(["x", "rejected", "cancelled"]),
+        "attempt": st.sampled_from([3, 10**6, 0]),
+        "maxAttempts": st.sampled_from([1, 10**6]),
+        "metadata": st.sampled_from([{"t": "\ud800"}, _deep(300), {"x": "a" * 200_000}]),
+        "outputs": st.lists(
             st.builds(
                 lambda p, n: {"path": p, "role": "main", "sizeBytes": n},
                 PATH_TOKENS,
                 st.sampled_from([0, 38, -1, 10**30]),
             ),
+            min_size=1,
             max_size=2,
-        )
-    )
-    status: dict[str, Any] = {
-        "schemaVersion": draw(st.sampled_from([1, 1, 2])),
-        "jobId": draw(st.sampled_from([job_id, job_id, "other", "../x", ""])),
-        "kind": draw(st.sampled_from(["testpattern", "export", "nope"])),
-        "state": state,
-        "attempt": draw(st.sampled_from([1, 2, 3, 10**6])),
-        "maxAttempts": draw(st.sampled_from([1, 3, 20])),
-        "submittedAt": TS,
-        "updatedAt": TS,
-        "outputs": outputs,
-        "plannedOutputs": [o["path"] for o in outputs] if draw(st.booleans()) else [],
-        "metadata": draw(st.sampled_from([{}, {"t": "\ud800"}, _deep(300)])),
-        "history": [],
+        ),
+        "plannedOutputs": st.lists(PATH_TOKENS, min_size=1, max_size=2),
+        "pendingPublish": st.builds(lambda t, p: {"temp": t, "path": p}, PATH_TOKENS, PATH_TOKENS),
+        "retryAt": st.sampled_from(["9999-12-31T23:59:59Z", "x", OLD_TS]),
+        "finishedAt": st.sampled_from([OLD_TS, "0001-01-01T00:00:00Z"]),
+        "history": st.sampled_from([[{"state": "x"}], [None] * 3]),
     }
-    if state in ("succeeded", "failed"):
-        status["finishedAt"] = draw(st.sampled_from([TS, OLD_TS]))
-    if draw(st.booleans()):
-        status["pendingPublish"] = {"temp": draw(PATH_TOKENS), "path": draw(PATH_TOKENS)}
+    for name in draw(st.lists(st.sampled_from(sorted(mutations)), max_size=3, unique=True)):
+        status[name] = draw(mutations[name])
+    if status.get("outputs") and draw(st.booleans()):
+        status["plannedOutputs"] = [o["path"] for o in status["outputs"]]
     raw = _json(status)
-    cut = draw(st.sampled_from([None, None, None, 0, 1, len(raw) // 2]))
+    cut = draw(st.sampled_from([None] * 6 + [0, 1, len(raw) // 2]))
     return raw if cut is None else raw[:cut]
 
 
@@ -312,34 +362,49 @@ def inbox_entries(draw: st.DrawFn) -> list[Entry]:
 
 @st.composite
 def job_folders(draw: st.DrawFn) -> list[Entry]:
+    """A job folder a dead worker left (recovery takes it over), then made hostile: its
+    status, job file, owner token, cancel marker, log or leftovers replaced."""
     job_id = draw(st.sampled_from(IDS))
     base = (b"jobs", job_id.encode())
-    entries = [Entry(base, "dir")]
-    if draw(st.booleans()):
-        entries.append(draw(nodes((*base, b"status.json"), status_files(job_id), LINKED[1])))
-    if draw(st.booleans()):
-        entries.append(draw(nodes((*base, b"job.json"), JOB_CONTENTS, LINKED[0])))
-    owner = draw(st.sampled_from([DEAD, DEAD, "released", FAKE, None, "two"]))
-    if owner == "two":
-        entries += [Entry((*base, f".owner.{DEAD}".encode()), "file")] * 1
-        entries.append(Entry((*base, b".owner.released"), "file"))
-    elif owner is not None:
-        token = draw(st.sampled_from(["file", "file", "dir", "fifo", "symlink"]))
-        entries.append(
-            Entry((*base, f".owner.{owner}".encode()), token, target="canary:tree/secret.txt")
-        )
-    for name, linked in ((b"cancel", LINKED[2]), (b"job.log", LINKED[2])):
-        if draw(st.integers(0, 2)) == 0:
-            entries.append(draw(nodes((*base, name), st.just(b"x"), linked)))
-    if draw(st.integers(0, 3)) == 0:
-        # A temporary file of an interrupted publish, as a link out of the spool.
-        entries.append(
-            Entry((*base, b".tmp-ab12cd-testpattern.mp4"), "symlink", target="canary:tree/dir")
-        )
-    if draw(st.integers(0, 3)) == 0:
-        entries.append(draw(nodes((*base, b"testpattern.mp4"), st.just(b"\0" * 38), LINKED[2])))
+    files = {
+        b"status.json": draw(
+            status_files(job_id).map(lambda d: Entry((*base, b"status.json"), "file", data=d))
+        ),
+        b"job.json": Entry((*base, b"job.json"), "file", data=_json(GOOD_JOB)),
+        f".owner.{DEAD}".encode(): Entry((*base, f".owner.{DEAD}".encode()), "file"),
+    }
+    hostile = {
+        b"status.json": nodes((*base, b"status.json"), status_files(job_id), LINKED[1]),
+        b"job.json": nodes((*base, b"job.json"), JOB_CONTENTS, LINKED[0]),
+        b"owner": st.sampled_from(["released", FAKE, "none", "two", "dir", "fifo", "symlink"]),
+        b"cancel": nodes((*base, b"cancel"), st.just(b"x"), LINKED[2]),
+        b"job.log": nodes((*base, b"job.log"), st.just(b"x"), LINKED[2]),
+        b"tmp": st.sampled_from(CANARY_FILES + CANARY_DIRS).map(
+            lambda t: Entry(
+                (*base, b".tmp-ab12cd-testpattern.mp4"), "symlink", target=f"canary:{t}"
+            )
+        ),
+        b"testpattern.mp4": nodes((*base, b"testpattern.mp4"), st.just(b"\0" * 38), LINKED[2]),
+    }
+    for what in draw(
+        st.lists(st.sampled_from(sorted(hostile)), min_size=1, max_size=3, unique=True)
+    ):
+        value = draw(hostile[what])
+        if what != b"owner":
+            files[what] = value
+            continue
+        del files[f".owner.{DEAD}".encode()]
+        if value == "two":
+            files[b"o1"] = Entry((*base, f".owner.{DEAD}".encode()), "file")
+            files[b"o2"] = Entry((*base, b".owner.released"), "file")
+        elif value in ("dir", "fifo", "symlink"):
+            files[b"o1"] = Entry(
+                (*base, f".owner.{DEAD}".encode()), value, target="canary:tree/secret.txt"
+            )
+        elif value != "none":
+            files[b"o1"] = Entry((*base, f".owner.{value}".encode()), "file")
     live = draw(st.integers(0, 4)) == 0
-    return [_live(e, live) for e in entries]
+    return [_live(e, live) for e in [Entry(base, "dir"), *files.values()]]
 
 
 @st.composite
@@ -369,10 +434,12 @@ def odd_job_entries(draw: st.DrawFn) -> list[Entry]:
 
 @st.composite
 def claim_entries(draw: st.DrawFn) -> list[Entry]:
+    """A claim a dead worker left, with an odd name, owner, content or node."""
     job_id = draw(st.sampled_from([*IDS, "c1"]))
-    owner = draw(st.sampled_from([DEAD, "released", FAKE, "no.dots", ""]))
+    owner = draw(st.sampled_from([DEAD, DEAD, "released", FAKE, "no.dots", ""]))
     name = draw(
         st.one_of(
+            st.just(f"{job_id}.{owner}.json".encode()),
             st.just(f"{job_id}.{owner}.json".encode()),
             odd_names(f".{DEAD}.json".encode()),
             odd_names(b".json"),
@@ -403,8 +470,10 @@ def rejected_entries(draw: st.DrawFn) -> list[Entry]:
     if draw(st.booleans()):
         entries.append(draw(nodes(error, st.just(b'{"code": "invalid_id"}'), LINKED[1])))
     old = draw(st.booleans())
-    return [Entry(e.parts, e.node, e.data, e.target, e.size, 40 * 86400.0 if old else 0.0)
-            for e in entries]
+    return [
+        Entry(e.parts, e.node, e.data, e.target, e.size, 40 * 86400.0 if old else 0.0)
+        for e in entries
+    ]
 
 
 @st.composite

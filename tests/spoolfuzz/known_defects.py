@@ -1,0 +1,126 @@
+"""Defects the fuzzer found that are not fixed yet, each with its minimal reproduction.
+
+An entry explains a fuzzed state's defect only when the state holds the entry's trigger
+and the defect's signature matches one of its patterns, so a known defect never hides a
+new one elsewhere. test_spoolfuzz.py runs every reproduction as xfail(strict=True): once
+the daemon is fixed, that test XPASSes (and fails): delete the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from spool_harness import Outcome
+from spool_states import DEAD, GOOD_JOB, TS, Entry, SpoolState
+
+
+@dataclass(frozen=True)
+class Known:
+    reason: str
+    trigger: Callable[[SpoolState], bool]
+    patterns: tuple[str, ...]  # regular expressions over defect signatures
+    reproduction: SpoolState
+
+
+def _has(predicate: Callable[[Entry], bool]) -> Callable[[SpoolState], bool]:
+    return lambda state: any(predicate(e) for e in state.entries)
+
+
+def _dead_job(job_id: str, status: dict[str, object], *extra: Entry) -> SpoolState:
+    """A job folder a dead worker left: recovery takes it over as soon as the daemon starts."""
+    base = (b"jobs", job_id.encode())
+    full = {
+        "schemaVersion": 1,
+        "jobId": job_id,
+        "kind": "testpattern",
+        "state": "queued",
+        "attempt": 1,
+        "maxAttempts": 3,
+        "submittedAt": TS,
+        "updatedAt": TS,
+        **status,
+    }
+    return SpoolState(
+        (
+            Entry(base, "dir"),
+            Entry((*base, b"status.json"), "file", data=json.dumps(full).encode()),
+            Entry((*base, b"job.json"), "file", data=json.dumps(GOOD_JOB).encode()),
+            Entry((*base, f".owner.{DEAD}".encode()), "file"),
+            *extra,
+        )
+    )
+
+
+def _status_names_another_job(entry: Entry) -> bool:
+    if entry.parts[0] != b"jobs" or entry.parts[-1] != b"status.json" or entry.node != "file":
+        return False
+    found = re.search(rb'"jobId": "([^"]*)"', entry.data)
+    return found is not None and found.group(1) != entry.parts[1]
+
+
+def _not_utf8(entry: Entry) -> bool:
+    try:
+        b"/".join(entry.parts).decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+KNOWN: dict[str, Known] = {
+    "FZ-1 status jobId is a path": Known(
+        "fuzz-findings FZ-1: recovery writes the status to jobs/<status.jobId>/, here outside "
+        "the spool",
+        _has(_status_names_another_job),
+        (r"^canary:", r"^log:job_recovery_failed:", r"^log:loop_phase_failed:recover"),
+        _dead_job("j1", {"jobId": "../../canary/tree"}),
+    ),
+    "FZ-2 hard-linked job.log": Known(
+        "fuzz-findings FZ-2: open_log_for_append accepts a hard link and writes outside the spool",
+        _has(lambda e: e.node == "hardlink" and e.parts[-1] == b"job.log"),
+        (r"^canary:(IN_MODIFY|IN_CLOSE_WRITE|CONTENT_CHANGED):linked/",),
+        _dead_job(
+            "j1",
+            {"state": "running"},
+            Entry((b"jobs", b"j1", b"job.log"), "hardlink", target="linked/log.txt"),
+        ),
+    ),
+    "FZ-4 rmtree opens a FIFO or a link": Known(
+        "fuzz-findings FZ-4: shutil.rmtree opens its argument first: a FIFO left as a stale "
+        "staging folder (or in trash/) blocks the loop forever; a symlink's target is opened",
+        _has(
+            lambda e: (
+                len(e.parts) == 2
+                and e.node in ("fifo", "symlink")
+                and (e.parts[0] == b"trash" or e.parts[:2] == (b"jobs", e.parts[1]))
+            )
+        ),
+        (
+            r"^good_job_not_done:",
+            r"^inbox_entry_stuck:",
+            r"^claim_not_recovered:",
+            r"^heartbeat_stale$",
+            r"^daemon_did_not_stop$",
+            r"^canary:IN_OPEN:tree",
+        ),
+        SpoolState((Entry((b"jobs", b".tmp-j1.0badc0de"), "fifo", age=3600.0),)),
+    ),
+    "FZ-3 audit prints undecodable names": Known(
+        "fuzz-findings FZ-3: `spooler audit` raises UnicodeEncodeError on a non-UTF-8 name",
+        _has(_not_utf8),
+        (r"^cli:audit:UnicodeEncodeError",),
+        SpoolState((Entry((b"jobs", b"\xff\xfe"), "symlink", target="canary:tree/dir"),)),
+    ),
+}
+
+
+def unexplained(outcome: Outcome) -> list[str]:
+    """The outcome's defect signatures that no known defect (triggered by its state) explains."""
+    active = [k for k in KNOWN.values() if k.trigger(outcome.state)]
+    return sorted(
+        d.signature
+        for d in outcome.defects
+        if not any(re.search(p, d.signature) for k in active for p in k.patterns)
+    )

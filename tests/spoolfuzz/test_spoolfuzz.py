@@ -1,0 +1,77 @@
+"""Spool-state fuzzer, bounded for CI (issue 11, "the class, not just the cases").
+
+`test_hostile_spool_states` runs a fixed, derandomized set of hostile spool states
+(spool_states.py), each on a fresh spool against a real daemon (spool_harness.py has the
+checks: a good job succeeds within seconds, the heartbeat stays fresh, nothing outside the
+spool is touched, the CLI answers). A defect fails it unless it is a known one
+(known_defects.py), i.e. the state holds the known trigger and the signature is one that
+defect causes; each known defect also has its minimal reproduction below, marked
+xfail(strict=True), so fixing it makes that test pass and fail as XPASS: then delete its
+entry, and the fuzzer guards the fix. `bench/spool_fuzz.py --minutes N` is the long mode.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from known_defects import KNOWN, unexplained
+from spool_harness import Outcome, cleanup, run_state
+from spool_states import SpoolState, spool_states
+
+CI_STATES = 20  # about 2 s each on a 2-core machine
+
+
+def report(outcome: Outcome, defects: list[str]) -> str:
+    return (
+        f"defects: {defects}\n\nstate:\n{outcome.state.describe()}\n\n"
+        f"skipped entries: {outcome.skipped}\n\n"
+        + "\n".join(f"{d.signature}\n  {d.detail[:800]}" for d in outcome.defects)
+        + f"\n\ndaemon log (tail):\n{outcome.log_tail}"
+    )
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=CI_STATES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking here: the bench shrinks
+    suppress_health_check=list(HealthCheck),
+)
+@given(state=spool_states(max_features=4))
+def test_hostile_spool_states(state: SpoolState) -> None:
+    work = Path(tempfile.mkdtemp(prefix="spoolfuzz-"))
+    try:
+        outcome = run_state(state, work / "w", good_timeout=6.0, cli_timeout=5.0)
+    finally:
+        cleanup(work)
+    new = unexplained(outcome)
+    assert not new, report(outcome, new)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=known.reason),
+        )
+        for name, known in KNOWN.items()
+    ],
+)
+def test_known_defect_reproduction(name: str, tmp_path: Path) -> None:
+    known = KNOWN[name]
+    outcome = run_state(known.reproduction, tmp_path / "w", good_timeout=4.0, cli_timeout=3.0)
+    signatures = sorted(outcome.signatures)
+    # Only this defect may make the reproduction fail as expected; anything else is an error
+    # (not an AssertionError, so xfail does not swallow it).
+    others = [s for s in signatures if not any(re.search(p, s) for p in known.patterns)]
+    if others:
+        raise RuntimeError(report(outcome, others))
+    assert not signatures, report(outcome, signatures)

@@ -1,0 +1,56 @@
+"""The fuzzer's detector must not be blind: the canary sees reads through symlinks and
+paths, writes through hard links, moves and deletions, and stays quiet for reads of a hard
+link made through the spool's own name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from canary import Canary
+
+
+def _signatures(canary: Canary) -> set[str]:
+    return {t.signature for t in canary.drain()}
+
+
+def test_canary_sees_reads_writes_moves_and_deletions(tmp_path: Path) -> None:
+    # Given a watched canary and a spool folder beside it
+    canary = Canary(tmp_path / "canary")
+    canary.build()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "link").symlink_to(canary.path("tree/secret.txt"))
+    os.link(canary.path("linked/log.txt"), spool / "hard")
+    canary.start()
+    try:
+        assert _signatures(canary) == set()
+        # When a file is read through a symlink in the spool, then through a ../ path
+        (spool / "link").read_bytes()
+        seen = _signatures(canary)
+        assert {"canary:IN_OPEN:tree/secret.txt", "canary:IN_ACCESS:tree/secret.txt"} <= seen
+        (spool / ".." / "canary" / "tree" / "precious.txt").read_bytes()
+        assert "canary:IN_OPEN:tree/precious.txt" in _signatures(canary)
+        # Reading a hard link through its spool name is reading the spool: not reported
+        (spool / "hard").read_bytes()
+        assert _signatures(canary) == set()
+        # Listing a canary folder is an open of it
+        os.listdir(canary.path("tree/dir"))
+        assert "canary:IN_OPEN:tree/dir" in _signatures(canary)
+        # Writing through the hard link is a write outside the spool
+        with (spool / "hard").open("ab") as fh:
+            fh.write(b"more\n")
+        assert "canary:IN_MODIFY:linked/log.txt" in _signatures(canary)
+        # Moving and deleting
+        canary.path("tree/secret.txt").rename(spool / "loot")
+        assert "canary:IN_MOVED_FROM:tree/secret.txt" in _signatures(canary)
+        canary.path("tree/precious.txt").unlink()
+        assert "canary:IN_DELETE:tree/precious.txt" in _signatures(canary)
+    finally:
+        canary.stop()
+    changed = {t.signature for t in canary.changed_files()}
+    assert changed == {
+        "canary:CONTENT_CHANGED:tree/secret.txt",
+        "canary:CONTENT_CHANGED:tree/precious.txt",
+        "canary:CONTENT_CHANGED:linked/log.txt",
+    }
