@@ -321,7 +321,7 @@ def _check_cli(env: dict[str, str], state: SpoolState, timeout: float) -> list[D
     return defects
 
 
-def _check_settled(spool: Path, worker: str, state: SpoolState, deadline: float) -> list[Defect]:
+def _check_settled(spool: Path, worker: str, deadline: float) -> list[Defect]:
     """Give the daemon until `deadline` to drain what it must drain."""
     from spool_states import DEAD
 
