@@ -17,7 +17,7 @@ from typing import Any
 
 from spooler.fsutil import TEMP_PREFIX, FileTooLarge, UnsafeFile, read_untrusted
 from spooler.layout import SpoolLayout
-from spooler.spool import job_ids, read_status_file
+from spooler.spool import job_ids, printable_name, read_status_file
 from spooler.status import FINAL_STATES, State
 
 LOG_READ_LIMIT = 64 * 1024 * 1024
@@ -61,7 +61,7 @@ def _temp_files(layout: SpoolLayout) -> list[str]:
         for dirpath, dirnames, filenames in os.walk(directory):
             for name in [*dirnames, *filenames]:
                 if name.startswith(TEMP_PREFIX):
-                    found.append(str(Path(dirpath, name).relative_to(layout.root)))
+                    found.append(printable_name(str(Path(dirpath, name).relative_to(layout.root))))
     return sorted(found)
 
 
@@ -108,8 +108,10 @@ def audit_spool(layout: SpoolLayout) -> AuditReport:
             report.published_twice += [f"{job_id}/{n}" for n, c in counts.items() if c > 1]
     report.by_state = dict(sorted(states.items()))
     report.temp_files = _temp_files(layout)
-    report.claims_left = sorted(p.name for p in _listing(layout.claims))
-    report.inbox_left = sorted(p.name for p in _listing(layout.inbox) if not p.name.startswith("."))
+    report.claims_left = sorted(printable_name(p.name) for p in _listing(layout.claims))
+    report.inbox_left = sorted(
+        printable_name(p.name) for p in _listing(layout.inbox) if not p.name.startswith(".")
+    )
     return report
 
 

@@ -75,7 +75,10 @@ def run(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     configure_logging(settings.log_format, settings.log_level)
-    sys.exit(Daemon(settings).run())
+    config_file = ctx.obj.get("config")
+    if config_file is None and os.environ.get("SPOOLER_CONFIG"):
+        config_file = Path(os.environ["SPOOLER_CONFIG"])
+    sys.exit(Daemon(settings, config_file=config_file).run())
 
 
 @main.command()

@@ -7,6 +7,7 @@ Unknown keys are errors so that a typo in a hand-edited file fails loudly.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -179,3 +180,34 @@ def load_settings(config_file: Path | None = None) -> Settings:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+# Settings a running daemon cannot take over on SIGHUP: they shape what it already set up
+# (its spool and identity, the watcher, the inbox check, the log sink, the ffmpeg found).
+RESTART_ONLY: frozenset[str] = frozenset(
+    {"spool_dir", "worker_name", "watch_mode", "inbox_check", "log_format", "ffmpeg_path"}
+)
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    settings: Settings  # what the daemon runs with from now on
+    applied: list[str]  # changed settings taken over
+    needs_restart: list[str]  # changed settings that wait for a restart
+
+
+def reload_plan(current: Settings, fresh: Settings) -> ReloadPlan:
+    """Pure: which changed settings apply at once (new jobs, the next pass) and which need
+    a restart; the result keeps the running values of the latter."""
+    changed = [
+        name
+        for name in type(current).model_fields
+        if getattr(current, name) != getattr(fresh, name)
+    ]
+    keep = {name: getattr(current, name) for name in changed if name in RESTART_ONLY}
+    merged = fresh.model_copy(update=keep)
+    return ReloadPlan(
+        settings=merged,
+        applied=[n for n in changed if n not in RESTART_ONLY],
+        needs_restart=[n for n in changed if n in RESTART_ONLY],
+    )

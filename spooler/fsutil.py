@@ -173,7 +173,10 @@ def open_log_for_append(path: Path) -> int:
             if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.EISDIR, errno.ENXIO):
                 raise
         else:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            # A hard link to a file elsewhere is as foreign as a symlink: appending would
+            # write outside the spool.
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
                 return fd
             os.close(fd)
         # Rename the impostor aside (a rename moves a link, never its target); the hidden
@@ -231,7 +234,21 @@ def remove_tree(path: Path, trash_dir: Path) -> None:
         path.rename(target)
     except FileNotFoundError:
         return
-    shutil.rmtree(target, ignore_errors=True)
+    remove_entry(target)
+
+
+def remove_entry(path: Path) -> None:
+    """Delete whatever is at `path` without opening anything but a real directory: a FIFO
+    would block rmtree's first open, and a symlink must never lead it out of the spool."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def remove_temp_files(directory: Path) -> list[Path]:
@@ -244,10 +261,6 @@ def remove_temp_files(directory: Path) -> list[Path]:
     for entry in entries:
         if entry.name.startswith(TEMP_PREFIX):
             path = Path(entry.path)
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            remove_entry(path)
             removed.append(path)
     return removed

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -75,3 +75,29 @@ def is_expired(
     if days is None or days <= 0 or finished_at is None:
         return False
     return now - finished_at > timedelta(days=days)
+
+
+def rejected_expired(moved_at: float, server_now: float, days: float) -> bool:
+    """An entry of rejected/ (aged by its .error.json's mtime, the file server's clock)."""
+    return days > 0 and moved_at < server_now - days * 86400
+
+
+def inbox_file_ready(
+    *,
+    regular: bool,
+    unchanged_for: float,
+    settle_seconds: float,
+    writer_closed: Callable[[], bool],
+    parses: Callable[[], bool],
+) -> bool:
+    """Is an inbox file fully written?
+
+    Not a regular file: nothing to wait for (it is refused as it is). Unchanged for
+    settle_seconds: yes. Sooner only where the OS can tell that no writer has it open any
+    more (a Linux read lease; `writer_closed`) and it already parses: a writer that reopens
+    between chunks would otherwise be caught half-way. The two checks are I/O, so they are
+    passed as callables and asked only when needed.
+    """
+    if not regular or unchanged_for >= settle_seconds:
+        return True
+    return writer_closed() and parses()

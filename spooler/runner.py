@@ -20,19 +20,12 @@ import structlog
 from spooler.config import Settings
 from spooler.errors import DaemonStopping, ErrorCode, JobCancelled, JobError, OwnershipLost
 from spooler.ffmpeg import FfmpegResult, Limits, run_ffmpeg
-from spooler.fsutil import (
-    TEMP_PREFIX,
-    fsync_dir,
-    fsync_file,
-    lexists,
-    open_log_for_append,
-    remove_temp_files,
-)
+from spooler.fsutil import TEMP_PREFIX, open_log_for_append, remove_temp_files
 from spooler.kinds.base import JobKind, JobSpec, Step
 from spooler.layout import SpoolLayout
 from spooler.policy import compute_backoff
 from spooler.progress import ProgressTracker
-from spooler.spool import write_status
+from spooler.report import Reporter
 from spooler.status import (
     ErrorInfo,
     JobStatus,
@@ -40,10 +33,12 @@ from spooler.status import (
     PendingPublish,
     State,
     Warning_,
+    annotate,
     progress_update,
     transition,
     utcnow,
 )
+from spooler.storage import OutputStore
 from spooler.worker import WorkerIdentity
 
 
@@ -68,30 +63,36 @@ class JobHandle:
     # False while the last status could not be written (full or read-only disk): the
     # daemon retries the write so a finished job never stays "running" on disk.
     saved: bool = True
+    # Held while `status` changes and is written: the job's thread and the loop both write.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class AttemptEnv:
+    """What an attempt needs from the daemon: where statuses go (the report seam), where
+    outputs go (the storage seam), and whether we still hold the job (the intake's fencing)."""
+
+    layout: SpoolLayout
+    settings: Settings
+    ffmpeg: Callable[[], str]
+    me: WorkerIdentity
+    reporter: Reporter
+    outputs: OutputStore
+    owns: Callable[[str], bool]
 
 
 class RunContext:
     """The JobContext handed to a kind for one attempt."""
 
-    def __init__(
-        self,
-        handle: JobHandle,
-        *,
-        layout: SpoolLayout,
-        settings: Settings,
-        ffmpeg: str,
-        me: WorkerIdentity,
-        log: IO[str],
-    ) -> None:
+    def __init__(self, handle: JobHandle, *, env: AttemptEnv, ffmpeg: str, log: IO[str]) -> None:
         self.job_id = handle.job_id
-        self.job_dir = layout.job_dir(handle.job_id)
-        self.settings = settings
+        self.job_dir = env.layout.job_dir(handle.job_id)
+        self.settings = env.settings
         self.ffmpeg = ffmpeg
         self._handle = handle
-        self._layout = layout
-        self._me = me
+        self._env = env
         self._log = log
-        self._lock = threading.Lock()
+        self._lock = handle.lock
         self._tracker = ProgressTracker()
         self._tracker.started_at = time.monotonic()
         self._last_write = 0.0
@@ -101,15 +102,21 @@ class RunContext:
     def owned(self) -> bool:
         if self._handle.lost.is_set():
             return False
-        if lexists(self._layout.owner_file(self.job_id, self._me.id)):
+        if self._env.owns(self.job_id):
             return True
         self._handle.lost.set()
         return False
 
-    def _save(self, *, durable: bool = True) -> None:
-        # Never write over the status of the worker that took the job over from us.
+    def _set(self, status: JobStatus, *, durable: bool = True) -> None:
+        """Make `status` the job's and report it (never over the status of a worker that
+        took the job over from us). Call with the lock held."""
+        previous, self._handle.status = self._handle.status, status
         if self.owned():
-            write_status(self._layout, self._handle.status, durable=durable)
+            self._env.reporter.write(previous, status, durable=durable)
+
+    def _annotate(self, *, durable: bool = False, **changes: Any) -> None:
+        with self._lock:
+            self._set(annotate(self._handle.status, now=utcnow(), **changes), durable=durable)
 
     def _report(self, step: str, fraction: float, speed: float | None) -> None:
         with self._lock:
@@ -118,7 +125,7 @@ class RunContext:
             if now - self._last_write < self.settings.status_interval_seconds and fraction < 1.0:
                 return
             self._last_write = now
-            self._handle.status = progress_update(
+            update = progress_update(
                 self._handle.status,
                 now=utcnow(),
                 progress=overall,
@@ -127,16 +134,14 @@ class RunContext:
                 step=step,
             )
             with contextlib.suppress(OSError):
-                self._save(durable=False)
+                self._set(update, durable=False)
 
     # -- JobContext -------------------------------------------------------------------------
     def declare_steps(self, steps: list[Step]) -> None:
         self._tracker.declare({s.name: s.weight for s in steps})
 
     def declare_outputs(self, names: list[str]) -> None:
-        with self._lock:
-            self._handle.status = self._handle.status.model_copy(update={"planned_outputs": names})
-            self._save(durable=False)
+        self._annotate(planned_outputs=names)
 
     def run_ffmpeg(
         self,
@@ -185,38 +190,28 @@ class RunContext:
         # A worker presumed dead must not publish over its successor's work.
         if not self.owned():
             raise OwnershipLost()
-        fsync_file(temp)  # the data, not just the name, must survive a power cut
-        # Journal first: if we die between this write and the rename, recovery finishes the
-        # rename instead of running the job again (each output is published once).
-        with self._lock:
-            outputs = [o for o in self._handle.status.outputs if o.path != info.path]
-            self._handle.status = self._handle.status.model_copy(
-                update={
-                    "outputs": [*outputs, info],
-                    "pending_publish": PendingPublish(temp=temp.name, path=name),
-                }
-            )
-            self._save()
+        self._env.outputs.make_durable(temp)
+        # Journal first: if we die between this write and the publish, recovery finishes it
+        # instead of running the job again (each output is published once).
+        outputs = [o for o in self._handle.status.outputs if o.path != info.path]
+        self._annotate(
+            durable=True,
+            outputs=[*outputs, info],
+            pending_publish=PendingPublish(temp=temp.name, path=name),
+        )
         _crash_point("SPOOLER_FAULT_EXIT_BEFORE_RENAME")
-        temp.replace(self.job_dir / name)
-        fsync_dir(self.job_dir)
-        with self._lock:
-            self._handle.status = self._handle.status.model_copy(update={"pending_publish": None})
+        self._env.outputs.commit(self.job_id, temp, name)
+        with self._lock:  # written with the next change: recovery tolerates a stale journal
+            self._handle.status = annotate(self._handle.status, now=utcnow(), pending_publish=None)
         self.log_line(f"# published {name} ({info.size_bytes} bytes)")
         _crash_point("SPOOLER_FAULT_EXIT_AFTER_PUBLISH")
 
     def warn(self, code: str, message: str, **details: Any) -> None:
-        with self._lock:
-            warning = Warning_(code=code, message=message, details=details)
-            self._handle.status = self._handle.status.model_copy(
-                update={"warnings": [*self._handle.status.warnings, warning]}
-            )
-            self._save(durable=False)
+        warning = Warning_(code=code, message=message, details=details)
+        self._annotate(warnings=[*self._handle.status.warnings, warning])
 
     def set_preflight(self, report: dict[str, Any]) -> None:
-        with self._lock:
-            self._handle.status = self._handle.status.model_copy(update={"preflight": report})
-            self._save(durable=False)
+        self._annotate(preflight=report)
 
     def log_line(self, text: str) -> None:
         self._log.write(text.rstrip("\n") + "\n")
@@ -238,49 +233,44 @@ def error_info(exc: JobError, *, will_retry: bool = False) -> ErrorInfo:
 
 
 def run_attempt(
-    handle: JobHandle,
-    *,
-    layout: SpoolLayout,
-    settings: Settings,
-    ffmpeg: Callable[[], str],
-    me: WorkerIdentity,
-    on_done: Callable[[JobHandle], None],
+    handle: JobHandle, *, env: AttemptEnv, on_done: Callable[[JobHandle], None]
 ) -> None:
     """Body of a job's thread. Leaves a status that is final or queued, unless the job
     was taken over by another worker, in which case it touches nothing at all."""
     log = structlog.get_logger().bind(job_id=handle.job_id, attempt=handle.status.attempt)
-    job_dir = layout.job_dir(handle.job_id)
+    job_dir = env.layout.job_dir(handle.job_id)
     outcome: JobStatus | None
+    published = [o.path for o in handle.status.outputs]
     try:
         log_fd = open_log_for_append(job_dir / "job.log")
         with os.fdopen(log_fd, "a", encoding="utf-8", errors="replace") as job_log:
             job_log.write(
-                f"# attempt {handle.status.attempt} by {me.id} at {utcnow().isoformat()}\n"
+                f"# attempt {handle.status.attempt} by {env.me.id} at {utcnow().isoformat()}\n"
             )
-            outcome = _attempt(handle, layout, settings, ffmpeg, me, job_log, log)
+            outcome = _attempt(handle, env, job_log, log)
+            published = [o.path for o in handle.status.outputs]
             ended = outcome.state if outcome else "abandoned (ownership lost)"
             code = outcome.error.code if outcome and outcome.error else ""
             job_log.write(f"# attempt ended: {ended} {code}\n")
     except Exception as exc:  # the daemon must never crash on a job
         log.exception("job_bookkeeping_failed")
-        outcome = _failed(handle, JobError(ErrorCode.INTERNAL, f"internal error: {exc}"), settings)
-    if outcome is None or not lexists(layout.owner_file(handle.job_id, me.id)):
+        error = JobError(ErrorCode.INTERNAL, f"internal error: {exc}")
+        outcome = _failed(handle, error, env.settings)
+    if outcome is None or not env.owns(handle.job_id):
         handle.lost.set()
         log.warning("job_ownership_lost", note="another worker took the job over")
         on_done(handle)
         return
     if outcome.state is not State.SUCCEEDED:
-        _unpublish(job_dir, handle.status.outputs)
+        env.outputs.remove(handle.job_id, published)  # the status no longer lists them
         remove_temp_files(job_dir)
-        outcome = outcome.model_copy(
-            update={"outputs": [], "planned_outputs": [], "pending_publish": None}
-        )
-    handle.status = outcome
-    try:
-        write_status(layout, outcome)
-    except OSError as exc:
-        handle.saved = False
-        log.error("status_write_failed", error=str(exc), will_retry=True)
+    with handle.lock:
+        previous, handle.status = handle.status, outcome
+        try:
+            env.reporter.write(previous, outcome)
+        except OSError as exc:
+            handle.saved = False
+            log.error("status_write_failed", error=str(exc), will_retry=True)
     log.info(
         "job_attempt_ended",
         state=outcome.state.value,
@@ -289,48 +279,46 @@ def run_attempt(
     on_done(handle)
 
 
+def note_cancel_requested(handle: JobHandle, env: AttemptEnv) -> None:
+    """Called from the loop when it sees the cancel marker of a running job: the status says
+    so at once (ffmpeg is stopped within 2 s; the final status follows)."""
+    with handle.lock:
+        if handle.status.state is not State.RUNNING or handle.status.cancel_requested:
+            return  # already final (its write won the lock first), or already said
+        previous = handle.status
+        handle.status = annotate(previous, now=utcnow(), cancel_requested=True)
+        if env.owns(handle.job_id):
+            with contextlib.suppress(OSError):
+                env.reporter.write(previous, handle.status, durable=False)
+
+
 def _crash_point(variable: str) -> None:
     """Fault injection for the crash tests: die here as kill -9 would, if asked to."""
     if os.environ.get(variable):
         os._exit(137)
 
 
-def _unpublish(job_dir: Path, outputs: list[OutputInfo]) -> None:
-    """Outputs of an attempt that did not succeed must not outlive it (the status will not
-    list them)."""
-    for output in outputs:
-        with contextlib.suppress(FileNotFoundError):
-            (job_dir / output.path).unlink()
-
-
-def _attempt(
-    handle: JobHandle,
-    layout: SpoolLayout,
-    settings: Settings,
-    ffmpeg: Callable[[], str],
-    me: WorkerIdentity,
-    job_log: IO[str],
-    log: Any,
-) -> JobStatus | None:
-    if not lexists(layout.owner_file(handle.job_id, me.id)):
+def _attempt(handle: JobHandle, env: AttemptEnv, job_log: IO[str], log: Any) -> JobStatus | None:
+    if not env.owns(handle.job_id):
         return None
-    handle.status = transition(
-        handle.status,
-        State.RUNNING,
-        now=utcnow(),
-        worker=me.ref(),
-        error=None,
-        progress=0.0,
-        step=None,
-    )
-    # Not fsynced: if this write is lost in a crash the job still says queued, and recovery
-    # handles a queued job of a dead worker just as well. One fsync less per job.
-    write_status(layout, handle.status, durable=False)
+    with handle.lock:
+        previous = handle.status
+        handle.status = transition(
+            previous,
+            State.RUNNING,
+            now=utcnow(),
+            worker=env.me.ref(),
+            error=None,
+            progress=0.0,
+            step=None,
+            jobs_ahead=None,
+        )
+        # Not fsynced: if this write is lost in a crash the job still says queued, and
+        # recovery handles a queued job of a dead worker just as well. One fsync less a job.
+        env.reporter.write(previous, handle.status, durable=False)
     log.info("job_started", kind=handle.kind.name)
     try:
-        ctx = RunContext(
-            handle, layout=layout, settings=settings, ffmpeg=ffmpeg(), me=me, log=job_log
-        )
+        ctx = RunContext(handle, env=env, ffmpeg=env.ffmpeg(), log=job_log)
         # Once `run` returns, every output is published: a cancel arriving now is too late.
         handle.kind.run(handle.spec, ctx)
     except OwnershipLost:
@@ -355,12 +343,12 @@ def _attempt(
         )
     except JobError as exc:
         job_log.write(f"# error {exc.code}: {exc.message}\n")
-        return _failed(handle, exc, settings)
+        return _failed(handle, exc, env.settings)
     except OSError as exc:
         code = (
             ErrorCode.DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ErrorCode.INTERNAL
         )
-        return _failed(handle, JobError(code, f"{exc.strerror or exc}"), settings)
+        return _failed(handle, JobError(code, f"{exc.strerror or exc}"), env.settings)
     return transition(handle.status, State.SUCCEEDED, now=utcnow(), reason=None)
 
 

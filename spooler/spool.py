@@ -36,6 +36,7 @@ from spooler.layout import (
     InboxEntry,
     SpoolLayout,
     classify_inbox_name,
+    is_valid_job_id,
 )
 from spooler.status import JobStatus, iso
 
@@ -144,10 +145,9 @@ def _finish_establish(layout: SpoolLayout, job_id: str, claim_file: Path) -> Non
 
 
 def printable_name(name: str) -> str:
-    """A file name as JSON can carry it: bytes that are not UTF-8 (os.listdir hands them
-    over as lone surrogates) become \\xNN escapes, control characters \\uNNNN."""
-    text = os.fsencode(name).decode("utf-8", errors="backslashreplace")
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+    """A file name as JSON and logs can carry it: bytes that are not UTF-8 (os.listdir
+    hands them over as lone surrogates) become \\xNN escapes; valid names are unchanged."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
 
 
 # Room for the stamp, the random part and ".error.json" within a 255-byte name.
@@ -212,7 +212,12 @@ def read_status_file(path: Path) -> JobStatus | None:
 
 
 def read_status(layout: SpoolLayout, job_id: str) -> JobStatus | None:
-    return read_status_file(layout.status_file(job_id))
+    """The status of jobs/<job_id>; one that names another job is not this job's status
+    (every later write goes to the path its jobId names)."""
+    status = read_status_file(layout.status_file(job_id))
+    if status is not None and status.job_id != job_id:
+        raise UnreadableStatus(f"status file names job {status.job_id!r}, not {job_id!r}")
+    return status
 
 
 def write_status(layout: SpoolLayout, status: JobStatus, *, durable: bool = True) -> None:
@@ -244,8 +249,9 @@ def take_ownership(layout: SpoolLayout, job_id: str, old_owner: str, new_owner: 
 
 
 def job_ids(layout: SpoolLayout) -> list[str]:
+    """Names in jobs/ that are job ids (a client may have put anything else there)."""
     try:
-        return [e.name for e in os.scandir(layout.jobs) if not e.name.startswith(".")]
+        return [e.name for e in os.scandir(layout.jobs) if is_valid_job_id(e.name)]
     except FileNotFoundError:
         return []
 

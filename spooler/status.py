@@ -50,6 +50,10 @@ ALLOWED_TRANSITIONS: frozenset[tuple[State | None, State]] = frozenset(
 )
 
 
+# The step label of a finished job (a UI shows it instead of the last step it ran).
+DONE_STEP = "done"
+
+
 class InvalidTransition(ValueError):
     pass
 
@@ -130,7 +134,18 @@ class JobStatus(_CamelModel):
     progress: float = Field(0.0, ge=0.0, le=1.0)
     eta_seconds: float | None = None
     speed: float | None = Field(None, description="Media seconds processed per wall second.")
-    step: str | None = None
+    step: str | None = Field(None, description=f"What runs now; {DONE_STEP!r} once succeeded.")
+    cancel_requested: bool = Field(
+        False,
+        description="The daemon has seen a cancel (or delete) request: true from then on, "
+        "while ffmpeg is being stopped and in the final status.",
+    )
+    jobs_ahead: int | None = Field(
+        None,
+        ge=0,
+        description="While queued: about how many jobs this daemon starts before this one "
+        "(approximate: other daemons share the inbox).",
+    )
     attempt: int = Field(1, ge=1)
     max_attempts: int = Field(1, ge=1)
     priority: int = 0
@@ -235,9 +250,15 @@ def transition(
         update["retry_at"] = None
         if new_state is State.SUCCEEDED:
             update["progress"] = 1.0
+            update["step"] = DONE_STEP
+        if new_state is State.CANCELLED:
+            update["cancel_requested"] = True
     if new_state is State.RUNNING and status.state is not State.RUNNING:
         update.setdefault("started_at", now)
         update["retry_at"] = None
+    if status.state is State.RUNNING and new_state not in (State.RUNNING, State.SUCCEEDED):
+        # An attempt that did not succeed leaves no outputs behind (its files are withdrawn).
+        update.update(outputs=[], planned_outputs=[], pending_publish=None)
     history = list(status.history)
     if new_state is not status.state or reason is not None:
         worker = changes.get("worker", status.worker)
@@ -252,6 +273,24 @@ def transition(
         )
     update["history"] = history
     return status.model_copy(update=update)
+
+
+# What a running attempt may change besides its state (everything else goes through
+# `transition`, which records the change in the history).
+ANNOTATIONS: frozenset[str] = frozenset(
+    {"planned_outputs", "outputs", "pending_publish", "warnings", "preflight", "cancel_requested"}
+)
+
+
+def annotate(status: JobStatus, *, now: datetime, **changes: Any) -> JobStatus:
+    """A running job's plan, outputs, publish journal, warnings or preflight; refuses any
+    other field (a state change is a `transition`)."""
+    if status.state is not State.RUNNING:
+        raise InvalidTransition(f"annotating a {status.state} job")
+    unknown = set(changes) - ANNOTATIONS
+    if unknown:
+        raise InvalidTransition(f"{sorted(unknown)} cannot change without a transition")
+    return status.model_copy(update={**changes, "updated_at": now})
 
 
 def progress_update(

@@ -98,6 +98,7 @@ def write_heartbeat(
     state: str,
     heartbeat_seconds: float,
     lease_seconds: float,
+    capabilities: dict[str, Any] | None = None,
 ) -> float:
     """Rewrite our heartbeat; return its mtime (the file server's idea of now)."""
     path = layout.heartbeat_file(me.id)
@@ -118,6 +119,7 @@ def write_heartbeat(
             "jobsRunning": running,
             "heartbeatSeconds": heartbeat_seconds,
             "leaseSeconds": lease_seconds,
+            "capabilities": capabilities or {},
         },
         durable=False,
     )

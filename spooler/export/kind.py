@@ -5,9 +5,9 @@ from __future__ import annotations
 import glob
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from spooler.errors import ErrorCode, JobError
+from spooler.config import Settings
 from spooler.export import textmark
 from spooler.export.commands import Command, EncodedPart, Plan, PlanPaths
 from spooler.export.deliver import (
@@ -32,13 +32,10 @@ class ExportKind:
     name: ClassVar[str] = "export"
     spec_model: ClassVar[type[JobSpec]] = ExportJob
 
+    def limit_errors(self, spec: ExportJob, settings: Settings) -> list[dict[str, Any]]:
+        return list(limit_errors(spec, settings.export))
+
     def run(self, spec: ExportJob, ctx: JobContext) -> None:
-        errors = limit_errors(spec, ctx.settings.export)
-        if errors:
-            first = errors[0]
-            raise JobError(
-                ErrorCode.INVALID_JOB, f"{first['path']}: {first['message']}", {"errors": errors}
-            )
         used = {p.angle for p in job_pieces(spec)}
         # Each source is opened once here and read through /proc/self/fd/N from then on.
         sources = inspect_sources(spec, ctx.settings.media_roots, used)

@@ -152,5 +152,10 @@ class JobKind(Protocol):
     name: ClassVar[str]
     spec_model: ClassVar[type[JobSpec]]
 
+    def limit_errors(self, spec: Any, settings: Settings) -> list[dict[str, Any]]:
+        """The operator's bounds this job exceeds, as {path, code: "limit", message}; checked
+        by the loader before the job is accepted (the model cannot see settings)."""
+        ...
+
     def run(self, spec: Any, ctx: JobContext) -> None:
         """Do the work; publish outputs through ctx; raise JobError on failure."""

@@ -7,11 +7,11 @@ cancel drills (`realtime: true` runs it at playback speed).
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from spooler.errors import ErrorCode, JobError
+from spooler.config import Settings
 from spooler.ffmpeg import encoder_threads
 from spooler.kinds.base import JobContext, JobSpec, Step
 from spooler.media import verify_output
@@ -34,14 +34,14 @@ class TestPatternKind:
     name: ClassVar[str] = "testpattern"
     spec_model: ClassVar[type[JobSpec]] = TestPatternJob
 
+    def limit_errors(self, spec: TestPatternJob, settings: Settings) -> list[dict[str, Any]]:
+        limit = settings.limits.max_testpattern_seconds
+        if spec.duration_seconds <= limit:
+            return []
+        message = f"{spec.duration_seconds:g} s is over the limit of {limit:g} s"
+        return [{"path": "durationSeconds", "code": "limit", "message": message}]
+
     def run(self, spec: TestPatternJob, ctx: JobContext) -> None:
-        limit = ctx.settings.limits.max_testpattern_seconds
-        if spec.duration_seconds > limit:
-            raise JobError(
-                ErrorCode.INVALID_JOB,
-                f"durationSeconds: {spec.duration_seconds} is over the limit of {limit}",
-                {"path": "durationSeconds", "limit": limit},
-            )
         ctx.declare_steps([Step("render", 1.0)])
         ctx.declare_outputs([spec.file_name])
         tmp = ctx.temp_path(spec.file_name)

@@ -3,6 +3,7 @@ every angle's audio has a tone burst at each whole second of its source time."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -321,12 +322,13 @@ def test_failed_verification_publishes_nothing(
     assert "video lasts 1.000 s, expected 2.000 s" in info.value.message
 
 
-def test_configured_limits_are_enforced(run_export: Run) -> None:
-    from spooler.config import ExportSettings
+def test_configured_limits_are_enforced() -> None:
+    from spooler.config import Settings
+    from spooler.loader import load_job
 
     job = {"angles": ANGLES[:2], "segments": seg(("cam1", 0, 1), ("cam2", 1, 2))}
     with pytest.raises(JobError) as info:
-        run_export(job, export=ExportSettings(max_segments=1))
+        load_job(json.dumps(job).encode(), Settings(export={"max_segments": 1}))
     assert info.value.code is ErrorCode.INVALID_JOB
     assert info.value.details["errors"][0]["path"] == "segments"
 

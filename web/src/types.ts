@@ -28,7 +28,7 @@ export interface ExportJob {
    */
   maxAttempts?: number | null;
   /**
-   * Free-form; echoed into the status file.
+   * Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.
    */
   metadata?: {
     [k: string]: unknown | undefined;
@@ -478,7 +478,7 @@ export interface TestPatternJob {
    */
   maxAttempts?: number | null;
   /**
-   * Free-form; echoed into the status file.
+   * Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.
    */
   metadata?: {
     [k: string]: unknown | undefined;
@@ -544,12 +544,20 @@ export type State = "queued" | "running" | "succeeded" | "failed" | "cancelled" 
  */
 export interface StatusFile {
   attempt?: number;
+  /**
+   * The daemon has seen a cancel (or delete) request: true from then on, while ffmpeg is being stopped and in the final status.
+   */
+  cancelRequested?: boolean;
   claimedAt?: string | null;
   error?: ErrorInfo | null;
   etaSeconds?: number | null;
   finishedAt?: string | null;
   history?: HistoryEntry[];
   jobId: string;
+  /**
+   * While queued: about how many jobs this daemon starts before this one (approximate: other daemons share the inbox).
+   */
+  jobsAhead?: number | null;
   kind?: string | null;
   maxAttempts?: number;
   metadata?: {
@@ -574,6 +582,9 @@ export interface StatusFile {
   speed?: number | null;
   startedAt?: string | null;
   state: State;
+  /**
+   * What runs now; 'done' once succeeded.
+   */
   step?: string | null;
   submittedAt: string;
   updatedAt: string;
@@ -612,7 +623,7 @@ export interface OutputInfo {
   height?: number | null;
   mimeType?: string | null;
   /**
-   * Relative to the job's folder.
+   * A file name in the job's folder.
    */
   path: string;
   /**

@@ -1,0 +1,407 @@
+"""The spool's inbox as an intake: scan, readiness, queue order, the claim, markers.
+
+Claim protocol (docs/protocol.md, "Claim"; the steps are in spooler/spool.py):
+rename inbox/<id>.json into claims/, stage jobs/.tmp-<id>.*/ with our owner token and the
+first status, rename it to jobs/<id>, move the claim file in as job.json. Exactly one daemon
+wins the first rename; a crash between steps is finished by recovery.
+
+Every entry is untrusted input: one that cannot be handled is logged and the pass goes on;
+work per pass is bounded in time so heartbeats and cancels never wait behind a long inbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from spooler.clock import Clocks
+from spooler.config import Settings
+from spooler.errors import ErrorCode, JobError
+from spooler.fsutil import (
+    FileTooLarge,
+    UnsafeFile,
+    create_marker,
+    is_real_dir,
+    lexists,
+    open_for_writing_elsewhere,
+    read_untrusted,
+)
+from spooler.jobtable import JobTable
+from spooler.kinds import decode_job_json
+from spooler.layout import EntryKind, SpoolLayout
+from spooler.loader import LoadedJob, read_job
+from spooler.policy import (
+    Candidate,
+    clamp_priority,
+    effective_max_attempts,
+    inbox_file_ready,
+    order_candidates,
+)
+from spooler.report import Reporter
+from spooler.retention import Retention
+from spooler.runner import JobHandle, error_info
+from spooler.spool import (
+    RELEASED,
+    DuplicateJob,
+    InboxFile,
+    claim,
+    establish,
+    move_aside,
+    ns_to_datetime,
+    printable_name,
+    read_job_bytes_for_priority,
+    read_status,
+    scan_inbox,
+    take_ownership,
+)
+from spooler.status import ErrorInfo, State, new_status
+from spooler.worker import WorkerIdentity
+
+# Share of a heartbeat period one inbox pass may take before it yields to the loop.
+PASS_BUDGET = 0.5
+
+
+@dataclass
+class _Seen:
+    signature: tuple[int, int, int]
+    since: float  # monotonic time the signature was first seen
+
+
+class InboxIntake:
+    name = "inbox"
+
+    def __init__(
+        self,
+        settings: Settings,
+        table: JobTable,
+        reporter: Reporter,
+        retention: Retention,
+        me: WorkerIdentity,
+        wake: threading.Event,
+        *,
+        use_leases: bool,
+    ) -> None:
+        self.settings = settings
+        self.layout: SpoolLayout = table.layout
+        self.table = table
+        self.reporter = reporter
+        self.retention = retention
+        self.me = me
+        self.wake = wake
+        self.use_leases = use_leases
+        self.log = structlog.get_logger().bind(worker=me.id)
+        self.claimed_count = 0
+        self._seen: dict[str, _Seen] = {}
+        self._priorities: dict[str, tuple[tuple[int, int, int], int]] = {}
+        self._orphan_markers: dict[str, float] = {}
+
+    # -- the seam ---------------------------------------------------------------------------
+    def cancel_requested(self, job_id: str) -> bool:
+        return lexists(self.layout.job_cancel(job_id))
+
+    def owns(self, job_id: str) -> bool:
+        return lexists(self.layout.owner_file(job_id, self.me.id))
+
+    def release(self, job_id: str) -> None:
+        take_ownership(self.layout, job_id, self.me.id, RELEASED)
+
+    def housekeeping(self, clocks: Clocks) -> list[JobHandle]:
+        return []  # recovery (spooler.recovery) serves the spool; a queue needs none
+
+    def take(self, clocks: Clocks) -> list[JobHandle]:
+        """One pass over the inbox: strays moved aside, markers handled, and as many jobs
+        claimed as there are free slots, highest effective priority first."""
+        now = clocks.monotonic
+        budget_ends = time.monotonic() + PASS_BUDGET * self.settings.heartbeat_seconds
+        items = scan_inbox(self.layout)
+        names = {i.entry.name for i in items}
+        for memory in (self._seen, self._priorities):
+            for gone in set(memory) - names:
+                del memory[gone]
+        jobs = {i.entry.job_id: i for i in items if i.entry.kind is EntryKind.JOB}
+        markers = [i for i in items if i.entry.kind in (EntryKind.CANCEL, EntryKind.DELETE)]
+        cancel_requested = {m.entry.job_id for m in markers}
+        taken: list[JobHandle] = []
+        candidates: list[Candidate] = []
+        # Without a free slot, jobs stay in the inbox for another daemon: no need to look
+        # at them (a long queue would otherwise be re-read on every event).
+        look_at_jobs = self.table.free_slots() > 0
+        for item in items:
+            if time.monotonic() >= budget_ends:
+                self.wake.set()  # come back at once for the rest
+                return taken
+            with self._isolated(item.entry.name):
+                self._look_at(item, clocks, look_at_jobs, cancel_requested, candidates)
+        for marker in markers:
+            if marker.entry.job_id not in jobs:
+                with self._isolated(marker.entry.name):
+                    self._handle_marker(marker, now, clocks.wall)
+        free = self.table.free_slots()
+        if free <= 0 or not candidates:
+            return taken
+        if len(candidates) > free:
+            candidates = [
+                Candidate(c.job_id, self._priority_of(jobs[c.job_id]), c.submitted)
+                for c in candidates
+            ]
+            candidates = order_candidates(candidates, clocks.server, self.settings.limits)
+        for candidate in candidates:
+            if len(taken) >= free:
+                break
+            if time.monotonic() >= budget_ends:
+                self.wake.set()
+                break
+            with self._isolated(candidate.job_id):
+                handle = self._claim(jobs[candidate.job_id], clocks, start=True)
+                if handle is not None:
+                    taken.append(handle)
+        return taken
+
+    @contextlib.contextmanager
+    def _isolated(self, name: str) -> Any:
+        """One odd entry must never stop the pass: log it and go on."""
+        try:
+            yield
+        except Exception:
+            self.log.exception("inbox_entry_failed", name=printable_name(name))
+
+    # -- readiness ------------------------------------------------------------------------
+    def _look_at(
+        self,
+        item: InboxFile,
+        clocks: Clocks,
+        look_at_jobs: bool,
+        cancel_requested: set[str | None],
+        candidates: list[Candidate],
+    ) -> None:
+        if item.entry.kind is EntryKind.STRAY:
+            if self._ready(item, clocks.monotonic):
+                self._move_stray(item, clocks.wall)
+        elif item.entry.kind is EntryKind.JOB and item.entry.job_id is not None:
+            cancelled = item.entry.job_id in cancel_requested
+            if not (look_at_jobs or cancelled):
+                self._track(item, clocks.monotonic)  # keeps the settle clock running
+                return
+            if not self._ready(item, clocks.monotonic):
+                return
+            if cancelled:
+                self._claim(item, clocks, start=False)
+            else:
+                candidates.append(Candidate(item.entry.job_id, 0, item.ctime_ns / 1e9))
+
+    def _ready(self, item: InboxFile, now: float) -> bool:
+        seen = self._track(item, now)
+        return inbox_file_ready(
+            regular=item.is_regular,
+            unchanged_for=now - seen.since,
+            settle_seconds=self.settings.settle_seconds,
+            writer_closed=lambda: (
+                self.use_leases and open_for_writing_elsewhere(item.path) is False
+            ),
+            parses=lambda: self._parses(item),
+        )
+
+    def _track(self, item: InboxFile, now: float) -> _Seen:
+        """Remember since when the file has looked the same (size, mtime, inode)."""
+        seen = self._seen.get(item.entry.name)
+        if seen is None or seen.signature != item.signature:
+            seen = self._seen[item.entry.name] = _Seen(item.signature, now)
+        return seen
+
+    def _parses(self, item: InboxFile) -> bool:
+        try:
+            decode_job_json(read_untrusted(item.path, self.settings.limits.max_job_file_bytes))
+        except (JobError, UnsafeFile, OSError):
+            return False
+        except FileTooLarge:
+            return True  # will be rejected for its size, whatever else it holds
+        return True
+
+    def _priority_of(self, item: InboxFile) -> int:
+        cached = self._priorities.get(item.entry.name)
+        if cached and cached[0] == item.signature:
+            return cached[1]
+        try:
+            raw = read_untrusted(item.path, self.settings.limits.max_job_file_bytes)
+            priority = read_job_bytes_for_priority(raw)
+        except (OSError, UnsafeFile, FileTooLarge):
+            priority = 0
+        self._priorities[item.entry.name] = (item.signature, priority)
+        return clamp_priority(priority, self.settings.limits)
+
+    def _move_stray(self, item: InboxFile, now: datetime) -> None:
+        try:
+            target = move_aside(
+                self.layout,
+                item.path,
+                ErrorCode.INVALID_ID,
+                f"{printable_name(item.entry.name)!r} is not <jobId>.json, <jobId>.cancel or "
+                "<jobId>.delete with a valid job id",
+                now,
+            )
+        except FileNotFoundError:
+            return  # another daemon moved it first
+        self.log.warning(
+            "inbox_entry_moved_aside",
+            name=printable_name(item.entry.name),
+            to=target.name,
+            code=ErrorCode.INVALID_ID.value,
+        )
+
+    # -- the claim ------------------------------------------------------------------------
+    def _claim(self, item: InboxFile, clocks: Clocks, *, start: bool) -> JobHandle | None:
+        job_id = item.entry.job_id
+        assert job_id is not None
+        claim_file = claim(self.layout, job_id, self.me.id)
+        if claim_file is None:
+            return None  # another daemon won the rename
+        self.claimed_count += 1
+        self.log.info("job_claimed", job_id=job_id)
+        self._seen.pop(item.entry.name, None)
+        return self.establish(
+            job_id, claim_file, ns_to_datetime(item.ctime_ns), clocks.wall, start=start
+        )
+
+    def establish(
+        self,
+        job_id: str,
+        claim_file: Path,
+        submitted: datetime,
+        now: datetime,
+        *,
+        start: bool,
+    ) -> JobHandle | None:
+        """Claim steps 2-4 for a claim file we hold; the handle of a job to run, or None
+        when it ended at once (rejected, cancelled, a duplicate id moved aside)."""
+        loaded: LoadedJob | None = None
+        error: ErrorInfo | None = None
+        try:
+            loaded = read_job(claim_file, self.settings)
+        except JobError as exc:
+            error = error_info(exc)
+        cancelled = lexists(self.layout.inbox_cancel(job_id)) or lexists(
+            self.layout.inbox_delete(job_id)
+        )
+        if error is not None:
+            state = State.REJECTED
+        elif cancelled or not start:
+            state = State.CANCELLED
+            error = ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled before it started")
+        else:
+            state = State.QUEUED
+        spec = loaded.spec if loaded else None
+        status = new_status(
+            job_id,
+            state,
+            now=now,
+            submitted_at=submitted,
+            worker=self.me.ref(),
+            max_attempts=effective_max_attempts(
+                spec.max_attempts if spec else None, self.settings.retry
+            ),
+            kind=loaded.kind.name if loaded else None,
+            priority=clamp_priority(spec.priority, self.settings.limits) if spec else 0,
+            metadata=spec.metadata if spec else {},
+            error=error,
+        )
+        try:
+            try:
+                establish(self.layout, job_id, claim_file, self.me.id, status)
+            except (ValueError, TypeError, RecursionError) as exc:
+                # The loader refuses what a status cannot carry; should anything still slip
+                # through, the job is rejected with a status that holds none of its content.
+                loaded, state = None, State.REJECTED
+                error = ErrorInfo(code=ErrorCode.INVALID_JOB, message=f"cannot be recorded: {exc}")
+                status = new_status(
+                    job_id, state, now=now, submitted_at=submitted, worker=self.me.ref(),
+                    max_attempts=1, error=error,
+                )  # fmt: skip
+                establish(self.layout, job_id, claim_file, self.me.id, status)
+        except DuplicateJob:
+            target = move_aside(
+                self.layout,
+                claim_file,
+                ErrorCode.DUPLICATE_ID,
+                f"a job with id {job_id!r} already exists",
+                now,
+                original_name=f"{job_id}.json",
+            )
+            self.log.warning(
+                "job_rejected", job_id=job_id, code="duplicate_id", moved_to=target.name
+            )
+            return None
+        self.reporter.announce(None, status)
+        if error is not None and state is State.REJECTED:
+            self.log.warning(
+                "job_rejected", job_id=job_id, code=error.code.value, message=error.message
+            )
+        if status.is_final:
+            self.table.remember_final(status)
+            self._consume_markers(job_id)
+            return None
+        assert loaded is not None
+        return JobHandle(job_id, loaded.spec, loaded.kind, status, deadline=0.0)
+
+    # -- markers --------------------------------------------------------------------------
+    def _consume_markers(self, job_id: str) -> None:
+        """A cancel marker in the inbox moves into the job folder (where it stays as a record);
+        a delete marker of a finished job removes the job."""
+        self._move_cancel_marker(self.layout.inbox_cancel(job_id), job_id)
+        if lexists(self.layout.inbox_delete(job_id)) and job_id in self.table.final:
+            self.retention.delete_job(job_id)
+            with contextlib.suppress(FileNotFoundError):
+                self.layout.inbox_delete(job_id).unlink()
+
+    def _handle_marker(self, marker: InboxFile, now: float, wall: datetime) -> None:
+        job_id = marker.entry.job_id
+        assert job_id is not None
+        if not is_real_dir(self.layout.job_dir(job_id)):
+            # Unknown job: maybe still being established by another daemon. Give it a lease.
+            first = self._orphan_markers.setdefault(marker.entry.name, now)
+            if now - first >= self.settings.lease_seconds:
+                self._orphan_markers.pop(marker.entry.name, None)
+                with contextlib.suppress(FileNotFoundError):
+                    if marker.entry.kind is EntryKind.DELETE:
+                        marker.path.unlink()  # deleting what is not there is done
+                    else:
+                        move_aside(
+                            self.layout,
+                            marker.path,
+                            ErrorCode.UNKNOWN_JOB,
+                            f"no job {job_id!r} to cancel",
+                            wall,
+                        )
+            return
+        self._orphan_markers.pop(marker.entry.name, None)
+        if marker.entry.kind is EntryKind.CANCEL:
+            self._move_cancel_marker(marker.path, job_id)
+            self.wake.set()
+            return
+        try:
+            status = read_status(self.layout, job_id)
+        except ValueError:
+            return  # unreadable (a newer daemon's format?): never delete what may be active
+        if status is None or status.is_final:
+            self.retention.delete_job(job_id)
+            with contextlib.suppress(FileNotFoundError):
+                marker.path.unlink()
+        else:
+            create_marker(self.layout.job_cancel(job_id))  # delete = cancel, then delete
+
+    def _move_cancel_marker(self, marker: Path, job_id: str) -> None:
+        """An inbox cancel marker moves into the job folder, where it stays as the record.
+        Whatever already stands at jobs/<id>/cancel (a client's own marker, a directory, a
+        link) already says "cancel": it is left alone and the inbox marker is dropped."""
+        target = self.layout.job_cancel(job_id)
+        with contextlib.suppress(FileNotFoundError):
+            if lexists(target):
+                marker.unlink()
+            else:
+                marker.rename(target)

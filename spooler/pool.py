@@ -1,0 +1,151 @@
+"""The bounded pool: one thread per running job (each drives its own ffmpeg processes),
+at most `max_jobs` at once; queued jobs wait for a slot or their retry time; cancels and
+fencing are checked every loop turn.
+
+Only the loop thread calls these methods; a job's thread hands its handle back through
+`done` and wakes the loop.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from spooler.clock import Clocks
+from spooler.errors import ErrorCode
+from spooler.intake import Intake
+from spooler.jobtable import JobTable
+from spooler.policy import effective_timeout
+from spooler.recovery import monotonic_due
+from spooler.report import Reporter
+from spooler.runner import AttemptEnv, JobHandle, note_cancel_requested, run_attempt
+from spooler.status import ErrorInfo, State, transition
+
+
+class JobPool:
+    def __init__(
+        self,
+        table: JobTable,
+        intake: Intake,
+        reporter: Reporter,
+        env: Callable[[], AttemptEnv],
+        wake: threading.Event,
+    ) -> None:
+        self.table = table
+        self.intake = intake
+        self.reporter = reporter
+        self.env = env  # the settings of the moment: a reload applies to jobs started later
+        self.wake = wake
+        self.done: queue.Queue[JobHandle] = queue.Queue()
+        self.log = structlog.get_logger()
+
+    def queue_or_start(self, handle: JobHandle, clocks: Clocks) -> None:
+        if self.table.free_slots() > 0 and handle.not_before <= clocks.monotonic:
+            self.start(handle, clocks)
+        else:
+            self.table.waiting[handle.job_id] = handle
+
+    def start(self, handle: JobHandle, clocks: Clocks) -> None:
+        env = self.env()
+        handle.deadline = clocks.monotonic + effective_timeout(
+            handle.spec.timeout_seconds, env.settings.limits
+        )
+        thread = threading.Thread(
+            target=run_attempt,
+            kwargs={"handle": handle, "env": env, "on_done": self._job_done},
+            name=f"job-{handle.job_id}",
+            daemon=True,
+        )
+        handle.thread = thread
+        self.table.running[handle.job_id] = handle
+        thread.start()
+
+    def _job_done(self, handle: JobHandle) -> None:
+        """Called from the job's thread: hand it back and wake the loop (a slot is free)."""
+        self.done.put(handle)
+        self.wake.set()
+
+    def reap(self, clocks: Clocks, *, stopping: bool) -> None:
+        """Take back finished attempts: a retry waits (or is released when stopping), a
+        final job is remembered, a job another worker took over is forgotten."""
+        while True:
+            try:
+                handle = self.done.get_nowait()
+            except queue.Empty:
+                return
+            if handle.thread is not None:
+                handle.thread.join()
+            self.table.running.pop(handle.job_id, None)
+            if not handle.saved:
+                self.table.unsaved[handle.job_id] = handle
+            if handle.lost.is_set():
+                pass  # its new owner has it; nothing of ours to record
+            elif handle.status.state is State.QUEUED:
+                handle.not_before = monotonic_due(handle.status.retry_at, clocks)
+                if stopping:
+                    self.intake.release(handle.job_id)
+                else:
+                    handle.cancel.clear()
+                    handle.ffmpeg_pids.clear()
+                    self.table.waiting[handle.job_id] = handle
+            else:
+                self.table.remember_final(handle.status)
+            self.wake.set()
+
+    def start_waiting(self, clocks: Clocks) -> None:
+        """Retries and jobs taken over, highest priority first, as slots allow."""
+        due = [h for h in self.table.waiting.values() if h.not_before <= clocks.monotonic]
+        for handle in sorted(due, key=lambda h: (-h.status.priority, h.status.submitted_at)):
+            if self.table.free_slots() <= 0:
+                return
+            del self.table.waiting[handle.job_id]
+            self.start(handle, clocks)
+
+    def flush_unsaved(self, clocks: Clocks) -> None:
+        """Final statuses a full or read-only disk kept from being written: try again."""
+        for job_id, handle in list(self.table.unsaved.items()):
+            if self.intake.owns(job_id):
+                self.reporter.write(None, handle.status)
+                self.log.info("status_write_recovered", job_id=job_id)
+            del self.table.unsaved[job_id]
+
+    def check_cancels(self, clocks: Clocks) -> None:
+        """Cancel requests, and fencing: a job we no longer own was taken over while we
+        were presumed dead (a stalled loop, a suspended host); drop it, touch nothing."""
+        env = self.env()
+        for handle in self.table.running.values():
+            if not handle.lost.is_set() and not self.intake.owns(handle.job_id):
+                self.log.warning("job_ownership_lost", job_id=handle.job_id)
+                handle.lost.set()
+            if not handle.cancel.is_set() and self.intake.cancel_requested(handle.job_id):
+                self.log.info("job_cancel_requested", job_id=handle.job_id)
+                handle.cancel.set()
+                note_cancel_requested(handle, env)
+        for job_id in list(self.table.waiting):
+            if not self.intake.owns(job_id):
+                self.log.warning("job_ownership_lost", job_id=job_id)
+                del self.table.waiting[job_id]
+            elif self.intake.cancel_requested(job_id):
+                handle = self.table.waiting.pop(job_id)
+                previous, handle.status = (
+                    handle.status,
+                    transition(
+                        handle.status,
+                        State.CANCELLED,
+                        now=clocks.wall,
+                        reason="cancelled",
+                        error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"),
+                    ),
+                )
+                self.reporter.write(previous, handle.status)
+                self.table.remember_final(handle.status)
+                self.log.info("job_cancelled", job_id=job_id, while_state="queued")
+
+    def stop_all(self) -> None:
+        for handle in self.table.running.values():
+            if not handle.stop.is_set():
+                self.log.info("stopping_job", job_id=handle.job_id)
+                handle.stop.set()

@@ -1,0 +1,166 @@
+"""The daemon loop driven in process, one `step` at a time, with chosen clocks (monotonic,
+wall, and the file server's): cancel while queued, adoption, fencing, retention, readiness.
+Real crashes stay with the kill loop and the process tests; here only decisions are timed."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from support import tiny_job
+
+from spooler.clock import Clocks
+from spooler.config import Settings
+from spooler.daemon import Daemon
+from spooler.loader import load_job
+from spooler.runner import JobHandle
+from spooler.spool import ensure_layout, read_status
+from spooler.status import State
+from spooler.worker import WorkerIdentity
+
+DEAD = "deadhost-999999-abcdef"
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    settings = Settings(
+        spool_dir=tmp_path / "spool",
+        media_roots=[tmp_path / "media"],
+        max_jobs=1,
+        settle_seconds=1.0,
+        inbox_check="settle",
+    )
+    made = Daemon(settings, me=WorkerIdentity.current("steptest"))
+    ensure_layout(made.layout)
+    yield made
+    made.watcher.stop()
+    for handle in list(made.table.running.values()):
+        handle.stop.set()
+        if handle.thread is not None:
+            handle.thread.join(timeout=20)
+
+
+def clocks(at: float, *, days: float = 0.0, server: float | None = None) -> Clocks:
+    return Clocks(
+        monotonic=1000.0 + at,
+        wall=T0 + timedelta(days=days, seconds=at),
+        server=server if server is not None else 1e9 + at,
+    )
+
+
+def job_folder(daemon: Daemon, job_id: str, state: str, **extra: object) -> Path:
+    """A job folder as a worker that died would have left it."""
+    job_dir = daemon.layout.job_dir(job_id)
+    job_dir.mkdir(parents=True)
+    (job_dir / f".owner.{DEAD}").touch()
+    (job_dir / "job.json").write_text(json.dumps(tiny_job()))
+    status = {
+        "jobId": job_id,
+        "state": state,
+        "kind": "testpattern",
+        "attempt": 1,
+        "maxAttempts": 3,
+        "submittedAt": "2026-06-01T00:00:00Z",
+        "updatedAt": "2026-06-01T00:00:00Z",
+        **extra,
+    }
+    (job_dir / "status.json").write_text(json.dumps(status))
+    return job_dir
+
+
+def test_a_dead_workers_running_job_is_adopted_and_a_cancel_while_queued_ends_it(
+    daemon: Daemon,
+) -> None:
+    # Given a running job of a dead worker, and no free slot here
+    job_folder(daemon, "orphan", "running", startedAt="2026-06-01T00:00:00Z")
+    daemon.table.max_jobs = 0
+    # When the loop turns once
+    daemon.step(clocks(0))
+    # Then it is ours, queued for attempt 2 (worker_lost), waiting for a slot
+    status = read_status(daemon.layout, "orphan")
+    assert status is not None and status.state is State.QUEUED
+    assert status.attempt == 2 and status.error is not None
+    assert status.error.code == "worker_lost"
+    assert "orphan" in daemon.table.waiting
+    # When the client cancels it while it waits
+    (daemon.layout.job_dir("orphan") / "cancel").touch()
+    daemon.step(clocks(0.1))
+    # Then it is cancelled without ever running again
+    status = read_status(daemon.layout, "orphan")
+    assert status is not None and status.state is State.CANCELLED
+    assert status.cancel_requested
+    assert "orphan" not in daemon.table.waiting
+
+
+def test_fencing_drops_a_job_whose_owner_token_was_taken(daemon: Daemon) -> None:
+    job_dir = job_folder(daemon, "taken", "running")
+    (job_dir / f".owner.{DEAD}").rename(job_dir / ".owner.someone-else-1-abcdef")
+    loaded = load_job(json.dumps(tiny_job()).encode(), daemon.settings)
+    status = read_status(daemon.layout, "taken")
+    assert status is not None
+    handle = JobHandle("taken", loaded.spec, loaded.kind, status, deadline=0.0)
+    daemon.table.running["taken"] = handle
+    daemon.step(clocks(0))
+    assert handle.lost.is_set()
+
+
+def test_retention_deletes_finished_jobs_by_the_wall_clock_and_rejected_entries_by_the_server(
+    daemon: Daemon,
+) -> None:
+    job_folder(daemon, "old", "succeeded", finishedAt="2026-06-01T00:00:00Z")
+    rejected = daemon.layout.rejected / "20260601T000000Z-abcdef-x.json"
+    rejected.write_text("{}")
+    (daemon.layout.rejected / (rejected.name + ".error.json")).write_text("{}")
+    server_now = rejected.stat().st_mtime
+    daemon.table.max_jobs = 0
+    # A day later nothing is old enough.
+    daemon.step(clocks(10, days=1, server=server_now + 86400))
+    assert daemon.layout.job_dir("old").exists() and rejected.exists()
+    # Eight days after it finished (succeeded: 7) it goes; rejected/ goes after 14 days by
+    # the file server's clock, whatever the wall clock says.
+    daemon.timers.retention = 0
+    daemon.step(clocks(20, days=8, server=server_now + 86400))
+    assert not daemon.layout.job_dir("old").exists()
+    assert rejected.exists()
+    daemon.timers.retention = 0
+    daemon.step(clocks(30, days=8, server=server_now + 15 * 86400))
+    assert not rejected.exists()
+    assert [n for n in os.listdir(daemon.layout.rejected) if not n.startswith(".")] == []
+
+
+def test_an_inbox_file_is_claimed_only_once_it_has_settled(daemon: Daemon) -> None:
+    daemon.table.max_jobs = 0  # claim, but do not run: the decision is what is tested
+    inbox_file = daemon.layout.inbox_job("fresh")
+    inbox_file.write_text(json.dumps(tiny_job()))
+    (daemon.layout.inbox / "fresh.cancel").touch()  # claimed straight into cancelled
+    daemon.step(clocks(0))
+    assert inbox_file.exists()  # seen for the first time: not settled yet
+    daemon.timers.scan = 0
+    daemon.step(clocks(0.5))
+    assert inbox_file.exists()
+    daemon.timers.scan = 0
+    daemon.step(clocks(1.2))
+    assert not inbox_file.exists()
+    status = read_status(daemon.layout, "fresh")
+    assert status is not None and status.state is State.CANCELLED
+
+
+def test_memory_of_inbox_entries_is_pruned_when_they_go(daemon: Daemon) -> None:
+    for index in range(5):
+        daemon.layout.inbox_job(f"p{index}").write_text(json.dumps(tiny_job(priority=index)))
+    daemon.step(clocks(0))
+    daemon.timers.scan = 0
+    daemon.step(clocks(5))  # settled; one slot, five candidates: priorities read, one claimed
+    assert len(daemon.intake._priorities) == 5
+    assert "p4" in daemon.table.running  # the highest priority first
+    for path in daemon.layout.inbox.iterdir():
+        path.unlink()
+    daemon.timers.scan = 0
+    daemon.step(clocks(6))
+    assert daemon.intake._priorities == {}
+    assert daemon.intake._seen == {}
