@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +76,10 @@ _NAMES = {
     IN_Q_OVERFLOW: "IN_Q_OVERFLOW",
 }
 # For hard-linked inodes: only a change of content is a write outside the spool (a link
-# being added or removed in the spool is an IN_ATTRIB, an open through it is a spool read).
-_LINKED_DEFECTS = IN_MODIFY | IN_CLOSE_WRITE
+# being added or removed in the spool is an IN_ATTRIB, an open through it is a spool read,
+# and an open for writing that writes nothing, as a check of st_nlink after the open does,
+# changes nothing).
+_LINKED_DEFECTS = IN_MODIFY
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _EVENT = struct.Struct("iIII")
@@ -148,7 +151,13 @@ class Canary:
 
     # -- watching ------------------------------------------------------------------------
     def start(self) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        # EMFILE: the user's inotify instances (128 by default) are shared with every
+        # daemon and test on the machine; wait for one to be freed rather than fail.
+        for _ in range(100):
+            fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+            if fd >= 0 or ctypes.get_errno() != errno.EMFILE:
+                break
+            time.sleep(0.1)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self._fd = fd

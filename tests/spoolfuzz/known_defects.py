@@ -1,9 +1,11 @@
-"""Defects the fuzzer found that are not fixed yet, each with its minimal reproduction.
+"""Every defect the fuzzer found, with its minimal reproduction (a regression corpus).
 
-An entry explains a fuzzed state's defect only when the state holds the entry's trigger
-and the defect's signature matches one of its patterns, so a known defect never hides a
-new one elsewhere. test_spoolfuzz.py runs every reproduction as xfail(strict=True): once
-the daemon is fixed, that test XPASSes (and fails): delete the entry.
+While a defect is open (`fixed=False`) it explains a fuzzed state's defect, but only when
+the state holds the entry's trigger and the defect's signature matches one of its patterns,
+so a known defect never hides a new one elsewhere; its reproduction runs as
+xfail(strict=True). Once the daemon is fixed, that test XPASSes (and fails): set
+`fixed=True`, and the reproduction becomes a plain regression test. Numbers match
+/work/fuzz-findings.md (FZ-n).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Known:
     trigger: Callable[[SpoolState], bool]
     patterns: tuple[str, ...]  # regular expressions over defect signatures
     reproduction: SpoolState
+    fixed: bool = False
 
 
 def _has(predicate: Callable[[Entry], bool]) -> Callable[[SpoolState], bool]:
@@ -76,6 +79,7 @@ KNOWN: dict[str, Known] = {
         _has(_status_names_another_job),
         (r"^canary:", r"^log:job_recovery_failed:", r"^log:loop_phase_failed:recover"),
         _dead_job("j1", {"jobId": "../../canary/tree"}),
+        fixed=True,  # main 092c446
     ),
     "FZ-2 hard-linked job.log": Known(
         "fuzz-findings FZ-2: open_log_for_append accepts a hard link and writes outside the spool",
@@ -86,6 +90,7 @@ KNOWN: dict[str, Known] = {
             {"state": "running"},
             Entry((b"jobs", b"j1", b"job.log"), "hardlink", target="linked/log.txt"),
         ),
+        fixed=True,  # main 092c446
     ),
     "FZ-4 rmtree opens a FIFO or a link": Known(
         "fuzz-findings FZ-4: shutil.rmtree opens its argument first: a FIFO left as a stale "
@@ -106,19 +111,21 @@ KNOWN: dict[str, Known] = {
             r"^canary:IN_OPEN:tree",
         ),
         SpoolState((Entry((b"jobs", b".tmp-j1.0badc0de"), "fifo", age=3600.0),)),
+        fixed=True,  # main 092c446
     ),
     "FZ-3 audit prints undecodable names": Known(
         "fuzz-findings FZ-3: `spooler audit` raises UnicodeEncodeError on a non-UTF-8 name",
         _has(_not_utf8),
         (r"^cli:audit:UnicodeEncodeError",),
         SpoolState((Entry((b"jobs", b"\xff\xfe"), "symlink", target="canary:tree/dir"),)),
+        fixed=True,  # main 092c446
     ),
 }
 
 
 def unexplained(outcome: Outcome) -> list[str]:
     """The outcome's defect signatures that no known defect (triggered by its state) explains."""
-    active = [k for k in KNOWN.values() if k.trigger(outcome.state)]
+    active = [k for k in KNOWN.values() if not k.fixed and k.trigger(outcome.state)]
     return sorted(
         d.signature
         for d in outcome.defects

@@ -5,9 +5,9 @@
 checks: a good job succeeds within seconds, the heartbeat stays fresh, nothing outside the
 spool is touched, the CLI answers). A defect fails it unless it is a known one
 (known_defects.py), i.e. the state holds the known trigger and the signature is one that
-defect causes; each known defect also has its minimal reproduction below, marked
-xfail(strict=True), so fixing it makes that test pass and fail as XPASS: then delete its
-entry, and the fuzzer guards the fix. `bench/spool_fuzz.py --minutes N` is the long mode.
+defect causes; each known finding also has its minimal reproduction below:
+xfail(strict=True) while open, a plain regression test once fixed (known_defects.py says
+how). `bench/spool_fuzz.py --minutes N` is the long mode.
 """
 
 from __future__ import annotations
@@ -70,18 +70,22 @@ def test_hostile_spool_states(state: SpoolState) -> None:
     [
         pytest.param(
             name,
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=known.reason),
+            marks=()
+            if known.fixed
+            else pytest.mark.xfail(strict=True, raises=AssertionError, reason=known.reason),
         )
         for name, known in KNOWN.items()
     ],
 )
-def test_known_defect_reproduction(name: str, tmp_path: Path) -> None:
+def test_fuzzer_finding_reproduction(name: str, tmp_path: Path) -> None:
+    """Each finding's minimal state: a regression test once fixed, a strict xfail before."""
     known = KNOWN[name]
     outcome = run_state(known.reproduction, tmp_path / "w", good_timeout=4.0, cli_timeout=3.0)
     signatures = sorted(outcome.signatures)
-    # Only this defect may make the reproduction fail as expected; anything else is an error
-    # (not an AssertionError, so xfail does not swallow it).
-    others = [s for s in signatures if not any(re.search(p, s) for p in known.patterns)]
-    if others:
-        raise RuntimeError(report(outcome, others))
+    if not known.fixed:
+        # Only this defect may make the reproduction fail as expected; anything else is an
+        # error (not an AssertionError, so xfail does not swallow it).
+        others = [s for s in signatures if not any(re.search(p, s) for p in known.patterns)]
+        if others:
+            raise RuntimeError(report(outcome, others))
     assert not signatures, report(outcome, signatures)
