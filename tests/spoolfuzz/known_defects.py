@@ -26,6 +26,7 @@ class Known:
     patterns: tuple[str, ...]  # regular expressions over defect signatures
     reproduction: SpoolState
     fixed: bool = False
+    in_process: bool = False  # reproduced by the in-process harness (clocks jumped)
 
 
 def _has(predicate: Callable[[Entry], bool]) -> Callable[[SpoolState], bool]:
@@ -112,6 +113,20 @@ KNOWN: dict[str, Known] = {
         ),
         SpoolState((Entry((b"jobs", b".tmp-j1.0badc0de"), "fifo", age=3600.0),)),
         fixed=True,  # main 092c446
+    ),
+    "FZ-5 retention stops at a folder named *.error.json": Known(
+        "fuzz-findings FZ-5: retention unlinks an expired rejected/*.error.json that is a "
+        "folder: IsADirectoryError aborts every retention pass (trash never emptied)",
+        _has(
+            lambda e: (
+                e.parts[0] == b"rejected"
+                and e.parts[-1].endswith(b".error.json")
+                and e.node == "dir"
+            )
+        ),
+        (r"^log:loop_phase_failed:run:IsADirectoryError",),
+        SpoolState((Entry((b"rejected", b"x.error.json"), "dir"),)),
+        in_process=True,
     ),
     "FZ-3 audit prints undecodable names": Known(
         "fuzz-findings FZ-3: `spooler audit` raises UnicodeEncodeError on a non-UTF-8 name",

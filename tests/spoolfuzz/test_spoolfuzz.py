@@ -19,13 +19,28 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+from inprocess_harness import run_state_in_process
 from known_defects import KNOWN, unexplained
 from spool_harness import Outcome, cleanup, run_state
 from spool_states import SpoolState, spool_states
 
 CI_STATES = 30  # about 1.5 s each on an idle 2-core machine
 CI_BUDGET_SECONDS = 50.0  # a loaded machine runs fewer states rather than a longer test
+CI_STATES_IN_PROCESS = 40  # about 1 s each (two good jobs, clocks jumped by 30 days)
+CI_BUDGET_IN_PROCESS = 30.0
 _clock: dict[str, float] = {}
+
+
+def _over_budget(key: str, budget: float) -> bool:
+    started = _clock.setdefault(key, time.monotonic())
+    return time.monotonic() - started > budget
+
+
+def _trace(key: str, outcome: Outcome) -> None:
+    """Shown with -s, or for a failing run: how far the budget went."""
+    _clock[key + "-states"] = _clock.get(key + "-states", 0) + 1
+    n = _clock[key + "-states"]
+    print(f"{key} state {n:.0f}: {outcome.seconds:.1f} s {sorted(outcome.signatures)}")
 
 
 def report(outcome: Outcome, defects: list[str]) -> str:
@@ -49,17 +64,40 @@ def report(outcome: Outcome, defects: list[str]) -> str:
 )
 @given(state=spool_states(max_features=4))
 def test_hostile_spool_states(state: SpoolState) -> None:
-    started = _clock.setdefault("started", time.monotonic())
-    if time.monotonic() - started > CI_BUDGET_SECONDS:
+    """Real `spooler run` processes: start-up and restart paths, signals, the CLI."""
+    if _over_budget("process", CI_BUDGET_SECONDS):
         return
     work = Path(tempfile.mkdtemp(prefix="spoolfuzz-"))
     try:
         outcome = run_state(state, work / "w", good_timeout=6.0, cli_timeout=5.0)
     finally:
         cleanup(work)
-    _clock["states"] = _clock.get("states", 0) + 1
-    # Shown with -s, or for a failing run: how far the budget went.
-    print(f"state {_clock['states']:.0f}: {outcome.seconds:.1f} s {sorted(outcome.signatures)}")
+    _trace("process", outcome)
+    new = unexplained(outcome)
+    assert not new, report(outcome, new)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(CI_BUDGET_IN_PROCESS + 60)
+@settings(
+    max_examples=CI_STATES_IN_PROCESS,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+@given(state=spool_states(max_features=5))
+def test_hostile_spool_states_in_process(state: SpoolState) -> None:
+    """The loop stepped in process with jumping clocks: leases, retention, stale staging."""
+    if _over_budget("in-process", CI_BUDGET_IN_PROCESS):
+        return
+    work = Path(tempfile.mkdtemp(prefix="spoolfuzz-"))
+    try:
+        outcome = run_state_in_process(state, work / "w", good_timeout=6.0)
+    finally:
+        cleanup(work)
+    _trace("in-process", outcome)
     new = unexplained(outcome)
     assert not new, report(outcome, new)
 
@@ -80,7 +118,10 @@ def test_hostile_spool_states(state: SpoolState) -> None:
 def test_fuzzer_finding_reproduction(name: str, tmp_path: Path) -> None:
     """Each finding's minimal state: a regression test once fixed, a strict xfail before."""
     known = KNOWN[name]
-    outcome = run_state(known.reproduction, tmp_path / "w", good_timeout=4.0, cli_timeout=3.0)
+    if known.in_process:
+        outcome = run_state_in_process(known.reproduction, tmp_path / "w", good_timeout=4.0)
+    else:
+        outcome = run_state(known.reproduction, tmp_path / "w", good_timeout=4.0, cli_timeout=3.0)
     signatures = sorted(outcome.signatures)
     if not known.fixed:
         # Only this defect may make the reproduction fail as expected; anything else is an

@@ -1,13 +1,21 @@
-"""The fuzzer's detector must not be blind: the canary sees reads through symlinks and
-paths, writes through hard links, moves and deletions, and stays quiet for reads of a hard
-link made through the spool's own name."""
+"""The fuzzer must not be blind. The canary sees reads through symlinks and paths, writes
+through hard links, moves and deletions, and stays quiet for reads of a hard link made
+through the spool's own name; the in-process harness reports a loop turn that blocks on a
+FIFO (and unblocks it), a read outside the spool and a failed loop phase, given a daemon
+planted with exactly those defects."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import pytest
 from canary import Canary
+from inprocess_harness import run_state_in_process
+from spool_states import Entry, SpoolState
+
+from spooler.clock import Clocks
+from spooler.daemon import Daemon
 
 
 def _signatures(canary: Canary) -> set[str]:
@@ -54,3 +62,26 @@ def test_canary_sees_reads_writes_moves_and_deletions(tmp_path: Path) -> None:
         "canary:CONTENT_CHANGED:tree/precious.txt",
         "canary:CONTENT_CHANGED:linked/log.txt",
     }
+
+
+def test_in_process_harness_reports_a_planted_wedge_read_and_phase_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a daemon whose recovery pass reads a FIFO status, then a canary file, then fails
+    def planted(self: Daemon, clocks: Clocks) -> None:
+        fifo = self.layout.job_dir("j1") / "status.json"
+        fifo.read_bytes()  # blocks until the harness opens the FIFO for writing
+        (self.layout.root.parent / "canary" / "tree" / "secret.txt").read_bytes()
+        raise ValueError("planted")
+
+    monkeypatch.setattr(Daemon, "_recover", planted)
+    state = SpoolState(
+        (Entry((b"jobs", b"j1"), "dir"), Entry((b"jobs", b"j1", b"status.json"), "fifo"))
+    )
+    # When the harness runs it
+    outcome = run_state_in_process(state, tmp_path / "w", good_timeout=2.0, step_timeout=1.0)
+    # Then each planted defect has its signature
+    assert "heartbeat_stale" in outcome.signatures
+    assert "canary:IN_OPEN:tree/secret.txt" in outcome.signatures
+    assert "log:loop_phase_failed:planted:ValueError: planted" in outcome.signatures
+    assert any(s.startswith("good_job_not_done") for s in outcome.signatures)
