@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent / "tests" / "spoolfuzz"))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+from inprocess_harness import run_state_in_process  # noqa: E402
 from spool_harness import Outcome, cleanup, run_state  # noqa: E402
 from spool_states import (  # noqa: E402
     SpoolState,
@@ -48,6 +49,7 @@ class TimeUp(BaseException):
 class Finding:
     number: int
     signature: str
+    mode: str  # "process" or "in-process": where it was found, shrunk and replayed
     detail: str
     seen: int = 1
     confirmed: bool = False
@@ -67,23 +69,27 @@ class Fuzzer:
     findings: dict[str, Finding] = field(default_factory=dict)
     explained: dict[str, int] = field(default_factory=dict)  # signature -> finding number
 
-    def run(self, state: SpoolState) -> Outcome:
+    def run(self, state: SpoolState, mode: str) -> Outcome:
         self.runs += 1
         work = Path(tempfile.mkdtemp(prefix="state-", dir=self.workdir))
         try:
-            return run_state(state, work / "w", good_timeout=self.good_timeout, dwell=self.dwell)
+            return run_mode(state, work / "w", mode, self.good_timeout, self.dwell)
         finally:
             cleanup(work)
 
-    def explore(self, state: SpoolState) -> None:
+    def explore(self, state: SpoolState, modes: list[str]) -> None:
         self.tried += 1
-        outcome = self.run(state)
+        for mode in modes:
+            self._explore(state, mode)
+
+    def _explore(self, state: SpoolState, mode: str) -> None:
+        outcome = self.run(state, mode)
         for defect in outcome.defects:
             number = self.explained.get(defect.signature)
             if number is not None:
                 self._finding(number).seen += 1
                 continue
-            finding = Finding(len(self.findings) + 1, defect.signature, defect.detail)
+            finding = Finding(len(self.findings) + 1, defect.signature, mode, defect.detail)
             self.findings[defect.signature] = finding
             self.explained[defect.signature] = finding.number
             self._confirm_and_shrink(finding, state)
@@ -96,7 +102,7 @@ class Fuzzer:
             if self.on_finding is not None:
                 self.on_finding()
         print(
-            f"{self.tried} states, {len(self.findings)} signatures, "
+            f"{self.tried} states, {len(self.findings)} signatures, {mode} "
             f"{outcome.seconds:.1f} s: {sorted(outcome.signatures) or 'ok'}",
             flush=True,
         )
@@ -105,7 +111,7 @@ class Fuzzer:
         return next(f for f in self.findings.values() if f.number == number)
 
     def _confirm_and_shrink(self, finding: Finding, state: SpoolState) -> None:
-        first = self.run(state)
+        first = self.run(state, finding.mode)
         finding.confirmed = finding.signature in first.signatures
         finding.state = state
         if not finding.confirmed:
@@ -122,7 +128,7 @@ class Fuzzer:
                 candidate = SpoolState(tuple(entries[:i] + entries[i + 1 :]), state.settings)
                 if not candidate.entries:
                     continue
-                result = self.run(candidate)
+                result = self.run(candidate, finding.mode)
                 if finding.signature in result.signatures:
                     entries, last, changed = list(candidate.entries), result, True
                     break
@@ -148,7 +154,7 @@ def markdown(fuzzer: Fuzzer, minutes: float, head: str) -> str:
         lines += [
             f"### F{finding.number:02d} `{finding.signature}`",
             "",
-            f"Seen {finding.seen} time(s); "
+            f"Seen {finding.seen} time(s), found {finding.mode}; "
             + ("reproduces on a second run." if finding.confirmed else "**did not reproduce**."),
         ]
         if finding.also:
@@ -176,6 +182,7 @@ def save(fuzzer: Fuzzer, minutes: float, args: argparse.Namespace, append: bool 
             json.dumps(
                 {
                     "signature": finding.signature,
+                    "mode": finding.mode,
                     "confirmed": finding.confirmed,
                     "also": finding.also,
                     "state": state_to_json(finding.state),
@@ -188,6 +195,7 @@ def save(fuzzer: Fuzzer, minutes: float, args: argparse.Namespace, append: bool 
     (RESULTS / "spool_fuzz.md").write_text(text)
     summary: dict[str, Any] = {
         "states": fuzzer.tried,
+        "mode": args.mode,
         "runs": fuzzer.runs,
         "minutes": round(minutes, 2),
         "seed": args.seed,
@@ -200,12 +208,22 @@ def save(fuzzer: Fuzzer, minutes: float, args: argparse.Namespace, append: bool 
             fh.write("\n" + text + "\n")
 
 
+def run_mode(
+    state: SpoolState, work: Path, mode: str, good_timeout: float, dwell: float
+) -> Outcome:
+    if mode == "in-process":
+        return run_state_in_process(state, work, good_timeout=good_timeout)
+    return run_state(state, work, good_timeout=good_timeout, dwell=dwell)
+
+
 def replay(path: Path, args: argparse.Namespace) -> int:
-    state = state_from_json(json.loads(path.read_text())["state"])
-    print(state.describe())
+    saved = json.loads(path.read_text())
+    state = state_from_json(saved["state"])
+    mode = saved.get("mode", "process") if args.mode == "both" else args.mode
+    print(f"{mode}:\n{state.describe()}")
     with tempfile.TemporaryDirectory(prefix="spool-fuzz-") as tmp:
         work = Path(tmp) / "w"
-        outcome = run_state(state, work, good_timeout=args.good_timeout, dwell=args.dwell)
+        outcome = run_mode(state, work, mode, args.good_timeout, args.dwell)
         print(f"\n{outcome.seconds:.1f} s; skipped: {outcome.skipped or 'none'}")
         for defect in outcome.defects:
             print(f"- {defect.signature}\n  {defect.detail[:600]}")
@@ -227,6 +245,14 @@ def main() -> int:
         help="seconds to keep each daemon running longer (6 lets the first retention pass run)",
     )
     parser.add_argument("--minimize-seconds", type=float, default=120.0)
+    parser.add_argument(
+        "--mode",
+        choices=["both", "in-process", "process"],
+        default="both",
+        help="in-process: the loop stepped with jumping clocks (fast); process: a real "
+        "`spooler run` per state (start-up, signals, the CLI); both (default): each state "
+        "in process, then in a process",
+    )
     parser.add_argument("--findings", help="append the markdown report to this file")
     parser.add_argument("--replay", type=Path, help="run one saved state and print its defects")
     parser.add_argument("--keep", action="store_true", help="with --replay: print the log")
@@ -237,6 +263,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.monotonic()
     deadline = started + args.minutes * 60
+    modes = ["in-process", "process"] if args.mode == "both" else [args.mode]
     with tempfile.TemporaryDirectory(prefix="spool-fuzz-") as tmp:
         fuzzer = Fuzzer(Path(tmp), args.good_timeout, args.dwell, args.minimize_seconds)
         # Keep the report current, without appending to --findings before the end.
@@ -256,7 +283,7 @@ def main() -> int:
         def explore(state: SpoolState) -> None:
             if time.monotonic() >= deadline:
                 raise TimeUp
-            fuzzer.explore(state)
+            fuzzer.explore(state, modes)
 
         with contextlib.suppress(TimeUp, KeyboardInterrupt):
             explore()
