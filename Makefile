@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench schema clean
+.PHONY: demo test lint typecheck unit bench fuzz schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/spool_bench.py
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/renditions_bench.py
+
+# The spool-state fuzzer, long mode: `make fuzz MINUTES=30`.
+fuzz: $(STAMP)
+	$(BIN)/python bench/spool_fuzz.py --minutes $(or $(MINUTES),10)
 
 schema: $(STAMP)
 	$(BIN)/spooler schema --write schema

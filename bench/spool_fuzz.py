@@ -29,7 +29,6 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent / "tests" / "spoolfuzz"))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
-from inprocess_harness import run_state_in_process  # noqa: E402
 from spool_harness import Outcome, cleanup, run_state  # noqa: E402
 from spool_states import (  # noqa: E402
     SpoolState,
@@ -212,6 +211,9 @@ def run_mode(
     state: SpoolState, work: Path, mode: str, good_timeout: float, dwell: float
 ) -> Outcome:
     if mode == "in-process":
+        # Imported here: `--mode process` also runs against daemons without Daemon.step.
+        from inprocess_harness import run_state_in_process
+
         return run_state_in_process(state, work, good_timeout=good_timeout)
     return run_state(state, work, good_timeout=good_timeout, dwell=dwell)
 
