@@ -75,6 +75,11 @@ def scratch_root(tmp_path: Path) -> Path:
     binary.parent.mkdir(parents=True)
     binary.write_text("#!/bin/sh\nexit 0\n")
     binary.chmod(0o755)
+    # ExecReload's kill(1), present on every system the unit is installed on.
+    kill = root / "bin/kill"
+    kill.parent.mkdir(parents=True)
+    kill.write_text("#!/bin/sh\nexit 0\n")
+    kill.chmod(0o755)
     for system_dir in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")):
         if system_dir.is_dir():
             shutil.copytree(system_dir, root / "usr/lib/systemd/system", symlinks=True)
