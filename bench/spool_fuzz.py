@@ -65,6 +65,7 @@ class Fuzzer:
     on_finding: Any = None  # called after each new finding (the report is kept current)
     tried: int = 0
     runs: int = 0
+    harness_errors: int = 0
     findings: dict[str, Finding] = field(default_factory=dict)
     explained: dict[str, int] = field(default_factory=dict)  # signature -> finding number
 
@@ -82,7 +83,13 @@ class Fuzzer:
             self._explore(state, mode)
 
     def _explore(self, state: SpoolState, mode: str) -> None:
-        outcome = self.run(state, mode)
+        try:
+            outcome = self.run(state, mode)
+        except Exception as exc:  # the harness, not the daemon (say, no inotify instance)
+            self.harness_errors += 1
+            print(f"harness error ({mode}), state skipped: {exc!r}", flush=True)
+            time.sleep(1.0)
+            return
         for defect in outcome.defects:
             number = self.explained.get(defect.signature)
             if number is not None:
@@ -200,6 +207,7 @@ def save(fuzzer: Fuzzer, minutes: float, args: argparse.Namespace, append: bool 
         "seed": args.seed,
         "signatures": {f.signature: f.seen for f in fuzzer.findings.values()},
         "findings": len(fuzzer.findings),
+        "harness_errors": fuzzer.harness_errors,
     }
     (RESULTS / "spool_fuzz.json").write_text(json.dumps(summary, indent=1))
     if args.findings and append:

@@ -159,7 +159,12 @@ class Canary:
                 break
             time.sleep(0.1)
         if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
+            limit = Path("/proc/sys/fs/inotify/max_user_instances").read_text().strip()
+            raise OSError(
+                ctypes.get_errno(),
+                f"inotify_init1: no inotify instance for the canary "
+                f"(fs.inotify.max_user_instances is {limit})",
+            )
         self._fd = fd
         self._add("", self.root, linked=False)
         for name in TREE_DIRS:

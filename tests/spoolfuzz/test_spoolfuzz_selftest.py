@@ -6,13 +6,14 @@ planted with exactly those defects."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 from canary import Canary
 from inprocess_harness import run_state_in_process
-from spool_states import Entry, SpoolState
+from spool_states import HUGE, Entry, SpoolState, materialize, state_from_json, state_to_json
 
 from spooler.clock import Clocks
 from spooler.daemon import Daemon
@@ -85,3 +86,29 @@ def test_in_process_harness_reports_a_planted_wedge_read_and_phase_failure(
     assert "canary:IN_OPEN:tree/secret.txt" in outcome.signatures
     assert "log:loop_phase_failed:planted:ValueError: planted" in outcome.signatures
     assert any(s.startswith("good_job_not_done") for s in outcome.signatures)
+
+
+def test_materialize_never_writes_through_a_symlink_and_states_round_trip(
+    tmp_path: Path,
+) -> None:
+    # Given a state whose second and third entries would land in the canary if followed
+    canary = Canary(tmp_path / "canary")
+    canary.build()
+    state = SpoolState(
+        (
+            Entry((b"jobs", b"j1"), "symlink", target="canary:tree"),
+            Entry((b"jobs", b"j1", b"status.json"), "file", data=b"{}"),
+            Entry((b"jobs", b"j2"), "symlink", target="canary:tree/secret.txt"),
+            Entry((b"jobs", b"j2"), "file", data=b"overwritten"),
+            Entry((b"inbox", b"\xff\xfe.json"), "sparse", size=HUGE),
+        )
+    )
+    # When it is written
+    skipped = materialize(state.entries, tmp_path / "spool", canary.root)
+    # Then both are skipped, the canary is as built, the rest exists
+    assert len(skipped) == 2
+    assert canary.changed_files() == []
+    assert not (canary.root / "tree" / "status.json").read_bytes().startswith(b"{}")
+    assert os.lstat(tmp_path / "spool" / "inbox" / os.fsdecode(b"\xff\xfe.json")).st_size == HUGE
+    # And a state survives its JSON form byte for byte
+    assert state_from_json(json.loads(json.dumps(state_to_json(state)))) == state
