@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 import threading
 import time
 import traceback
+from collections.abc import MutableMapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from spool_harness import (
     _submit,
     normalise,
 )
-from spool_states import GOOD_JOB, Entry, SpoolState, materialize, resolve_placeholders
+from spool_states import GOOD_JOB, SpoolState, materialize, resolve_placeholders
 
 from spooler.clock import Clocks
 from spooler.config import Settings
@@ -77,7 +79,7 @@ class _LogCollector:
         self.errors: list[dict[str, Any]] = []
         self._saved: dict[str, Any] = {}
 
-    def _collect(self, logger: Any, name: str, event: dict[str, Any]) -> Any:
+    def _collect(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
         if event.get("level") in ("error", "critical"):
             self.errors.append(dict(event))
         raise structlog.DropEvent
@@ -269,8 +271,6 @@ class _Turner:
 
 
 def _frame_of(thread: threading.Thread) -> Any:
-    import sys
-
     return sys._current_frames().get(thread.ident or -1)
 
 
@@ -298,6 +298,3 @@ def _stop(daemon: Daemon, clock: _Clock, *, wedged: bool) -> None:
             time.sleep(0.02)
     finally:
         daemon.watcher.stop()
-
-
-__all__ = ["Entry", "run_state_in_process"]

@@ -29,6 +29,7 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from canary import Canary
-from spool_states import GOOD_JOB, SpoolState, materialize, resolve_placeholders
+from spool_states import DEAD, GOOD_JOB, SpoolState, materialize, resolve_placeholders
 from support import FAST_SETTINGS
 
 from spooler.layout import EntryKind, SpoolLayout, classify_inbox_name
@@ -323,8 +324,6 @@ def _check_cli(env: dict[str, str], state: SpoolState, timeout: float) -> list[D
 
 def _check_settled(spool: Path, worker: str, deadline: float) -> list[Defect]:
     """Give the daemon until `deadline` to drain what it must drain."""
-    from spool_states import DEAD
-
     layout = SpoolLayout(spool)
     while True:
         leftovers: list[Defect] = []
@@ -381,8 +380,6 @@ def _node(directory: Path, raw: bytes) -> str:
         mode = os.lstat(os.path.join(os.fsencode(directory), raw)).st_mode
     except OSError:
         return "gone"
-    import stat
-
     for test, name in (
         (stat.S_ISLNK, "symlink"),
         (stat.S_ISDIR, "dir"),

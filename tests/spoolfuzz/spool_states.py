@@ -373,7 +373,7 @@ def job_folders(draw: st.DrawFn) -> list[Entry]:
         b"job.json": Entry((*base, b"job.json"), "file", data=_json(GOOD_JOB)),
         f".owner.{DEAD}".encode(): Entry((*base, f".owner.{DEAD}".encode()), "file"),
     }
-    hostile = {
+    hostile: dict[bytes, st.SearchStrategy[Any]] = {
         b"status.json": nodes((*base, b"status.json"), status_files(job_id), LINKED[1]),
         b"job.json": nodes((*base, b"job.json"), JOB_CONTENTS, LINKED[0]),
         b"owner": st.sampled_from(["released", FAKE, "none", "two", "dir", "fifo", "symlink"]),
@@ -390,7 +390,7 @@ def job_folders(draw: st.DrawFn) -> list[Entry]:
         st.lists(st.sampled_from(sorted(hostile)), min_size=1, max_size=3, unique=True)
     ):
         value = draw(hostile[what])
-        if what != b"owner":
+        if isinstance(value, Entry):
             files[what] = value
             continue
         del files[f".owner.{DEAD}".encode()]
