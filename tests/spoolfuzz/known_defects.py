@@ -128,6 +128,27 @@ KNOWN: dict[str, Known] = {
         SpoolState((Entry((b"rejected", b"x.error.json"), "dir"),)),
         in_process=True,
     ),
+    "FZ-6 a deep folder stops removals": Known(
+        "fuzz-findings FZ-6: shutil.rmtree recurses once per level: folders nested 1,200 deep "
+        "(in trash/, a job folder or rejected/) raise RecursionError in every retention pass",
+        _has(lambda e: e.node == "deep" and e.size >= 1000),
+        (r"RecursionError",),
+        SpoolState((Entry((b"trash", b"t"), "deep", size=1200),)),
+        in_process=True,
+    ),
+    "FZ-7 strays starve the claim": Known(
+        "fuzz-findings FZ-7: a pass moves strays aside until its time budget is spent and "
+        "only then claims: 3,000 stray files delay a good job by tens of seconds",
+        _has(lambda e: e.node == "many" and e.parts[0] == b"inbox" and e.size >= 1000),
+        (
+            r"^good_job_not_done:still in inbox/",
+            r"^inbox_entry_stuck:stray:",
+            r"^inbox_entry_stuck:job:file",
+            r"^rejected_without_error_file$",
+        ),
+        SpoolState((Entry((b"inbox", b"stray"), "many", size=3000),)),
+        in_process=True,
+    ),
     "FZ-3 audit prints undecodable names": Known(
         "fuzz-findings FZ-3: `spooler audit` raises UnicodeEncodeError on a non-UTF-8 name",
         _has(_not_utf8),

@@ -323,49 +323,61 @@ def _check_cli(env: dict[str, str], state: SpoolState, timeout: float) -> list[D
 
 
 def _check_settled(spool: Path, worker: str, deadline: float) -> list[Defect]:
-    """Give the daemon until `deadline` to drain what it must drain."""
-    layout = SpoolLayout(spool)
-    while True:
-        leftovers: list[Defect] = []
-        for raw in _listdir(layout.inbox):
-            entry = classify_inbox_name(os.fsdecode(raw))
-            if entry.kind in (EntryKind.JOB, EntryKind.STRAY):
-                leftovers.append(
-                    Defect(
-                        f"inbox_entry_stuck:{entry.kind.value}:{_node(layout.inbox, raw)}",
-                        f"inbox/{raw!r} neither claimed nor moved aside",
-                    )
-                )
-        for raw in _listdir(layout.claims):
-            parts = raw.split(b".")
-            if (
-                len(parts) == 3
-                and parts[2] == b"json"
-                and parts[1].decode(errors="replace") in (DEAD, "released", worker)
-            ):
-                leftovers.append(
-                    Defect(
-                        f"claim_not_recovered:{_node(layout.claims, raw)}",
-                        f"claims/{raw!r} of a dead worker is still there",
-                    )
-                )
-        names = set(_listdir(layout.rejected))
-        for raw in names:
-            if (
-                _STAMPED.match(raw)
-                and not raw.startswith(b"20000101T")
-                and not raw.endswith(b".error.json")
-                and raw + b".error.json" not in names
-            ):
-                leftovers.append(
-                    Defect(
-                        "rejected_without_error_file",
-                        f"rejected/{raw!r} has no .error.json",
-                    )
-                )
-        if not leftovers or time.monotonic() >= deadline:
-            return leftovers
+    """Give the daemon until `deadline` to drain what it must drain. What is left then is
+    looked at again 0.5 s later: a move caught half-way (renamed, its .error.json not yet
+    written) is not a defect."""
+    leftovers = _unsettled(SpoolLayout(spool), worker)
+    while leftovers and time.monotonic() < deadline:
         time.sleep(0.1)
+        leftovers = _unsettled(SpoolLayout(spool), worker)
+    if leftovers:
+        time.sleep(0.5)
+        again = {d.detail for d in _unsettled(SpoolLayout(spool), worker)}
+        leftovers = [d for d in leftovers if d.detail in again]
+    return leftovers
+
+
+def _unsettled(layout: SpoolLayout, worker: str) -> list[Defect]:
+    """Inbox entries neither claimed nor moved aside, claims of dead workers, moved files
+    without their .error.json."""
+    leftovers: list[Defect] = []
+    for raw in _listdir(layout.inbox):
+        entry = classify_inbox_name(os.fsdecode(raw))
+        if entry.kind in (EntryKind.JOB, EntryKind.STRAY):
+            leftovers.append(
+                Defect(
+                    f"inbox_entry_stuck:{entry.kind.value}:{_node(layout.inbox, raw)}",
+                    f"inbox/{raw!r} neither claimed nor moved aside",
+                )
+            )
+    for raw in _listdir(layout.claims):
+        parts = raw.split(b".")
+        if (
+            len(parts) == 3
+            and parts[2] == b"json"
+            and parts[1].decode(errors="replace") in (DEAD, "released", worker)
+        ):
+            leftovers.append(
+                Defect(
+                    f"claim_not_recovered:{_node(layout.claims, raw)}",
+                    f"claims/{raw!r} of a dead worker is still there",
+                )
+            )
+    names = set(_listdir(layout.rejected))
+    for raw in names:
+        if (
+            _STAMPED.match(raw)
+            and not raw.startswith(b"20000101T")
+            and not raw.endswith(b".error.json")
+            and raw + b".error.json" not in names
+        ):
+            leftovers.append(
+                Defect(
+                    "rejected_without_error_file",
+                    f"rejected/{raw!r} has no .error.json",
+                )
+            )
+    return leftovers
 
 
 def _listdir(directory: Path) -> list[bytes]:

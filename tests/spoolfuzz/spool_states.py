@@ -40,10 +40,10 @@ OLD_TS = "2000-01-01T00:00:00Z"  # past every retention
 @dataclass(frozen=True)
 class Entry:
     parts: tuple[bytes, ...]  # path under the spool root, e.g. (b"jobs", b"j1", b"status.json")
-    node: str  # file | dir | fifo | symlink | hardlink | sparse
+    node: str  # file | dir | fifo | symlink | hardlink | sparse | many | deep
     data: bytes = b""  # file content
     target: str = ""  # symlink: "canary:<name>" or a literal; hardlink: a canary name
-    size: int = 0  # sparse file size
+    size: int = 0  # sparse: file size; many: number of files; deep: folder depth
     age: float = 0.0  # seconds to set the mtime back (stale staging, old rejected files)
     live: bool = False  # made after the daemon started
 
@@ -59,6 +59,10 @@ class Entry:
             what = f"{self.node} -> {self.target}"
         elif self.node == "sparse":
             what = f"sparse file of {self.size} bytes"
+        elif self.node == "many":
+            what = f"{self.size} empty files named {self.parts[-1]!r}0, 1, ..."
+        elif self.node == "deep":
+            what = f"folders nested {self.size} deep (a/a/a/...)"
         extra = (f", mtime {self.age:.0f} s ago" if self.age else "") + (
             ", made while the daemon runs" if self.live else ""
         )
@@ -161,6 +165,20 @@ def _make(entry: Entry, path: bytes, canary: Path) -> None:
         os.symlink(target, path)
     elif entry.node == "hardlink":
         os.link(canary / entry.target, path, follow_symlinks=False)
+    elif entry.node == "many":
+        for i in range(entry.size):
+            os.close(os.open(path + str(i).encode(), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664))
+    elif entry.node == "deep":
+        os.mkdir(path)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(entry.size):  # relative to a descriptor: no PATH_MAX
+                os.mkdir(b"a", dir_fd=fd)
+                inner = os.open(b"a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+        finally:
+            os.close(fd)
     else:
         raise ValueError(entry.node)
 
@@ -492,6 +510,27 @@ def trash_entries(draw: st.DrawFn) -> list[Entry]:
     ]
 
 
+@st.composite
+def floods(draw: st.DrawFn) -> list[Entry]:
+    """Work proportional to what a client can create: many entries, deep folders."""
+    where = draw(
+        st.sampled_from(
+            [(b"inbox", b"stray"), (b"inbox", b".tmp-x"), (b"rejected", b"x"), (b"claims", b"c")]
+        )
+    )
+    deep_in = draw(
+        st.sampled_from([(b"trash", b"t"), (b"jobs", b"j1", b"deep"), (b"rejected", b"d")])
+    )
+    return draw(
+        st.sampled_from(
+            [
+                [Entry(where, "many", size=draw(st.sampled_from([300, 3000])))],
+                [Entry(deep_in, "deep", size=draw(st.sampled_from([50, 1200])))],
+            ]
+        )
+    )
+
+
 def _live(entry: Entry, live: bool) -> Entry:
     return Entry(entry.parts, entry.node, entry.data, entry.target, entry.size, entry.age, live)
 
@@ -506,6 +545,7 @@ FEATURES = st.one_of(
     worker_entries(),
     rejected_entries(),
     trash_entries(),
+    floods(),
 )
 SETTINGS = st.sampled_from(
     [DaemonSettings(), DaemonSettings(0.2, 1.0), DaemonSettings(1.0, 3.0, 1)]

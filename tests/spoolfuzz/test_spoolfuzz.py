@@ -44,10 +44,13 @@ def _trace(key: str, outcome: Outcome) -> None:
 
 
 def report(outcome: Outcome, defects: list[str]) -> str:
+    first: dict[str, str] = {}
+    for d in outcome.defects:
+        first.setdefault(d.signature, d.detail[:800])
     return (
         f"defects: {defects}\n\nstate:\n{outcome.state.describe()}\n\n"
-        f"skipped entries: {outcome.skipped}\n\n"
-        + "\n".join(f"{d.signature}\n  {d.detail[:800]}" for d in outcome.defects)
+        f"skipped entries: {outcome.skipped[:10]}\n\n"
+        + "\n".join(f"{sig}\n  {detail}" for sig, detail in first.items())
         + f"\n\ndaemon log (tail):\n{outcome.log_tail}"
     )
 
