@@ -24,10 +24,10 @@ from known_defects import KNOWN, unexplained
 from spool_harness import Outcome, cleanup, run_state
 from spool_states import SpoolState, spool_states
 
-CI_STATES = 30  # about 1.5 s each on an idle 2-core machine
-CI_BUDGET_SECONDS = 50.0  # a loaded machine runs fewer states rather than a longer test
-CI_STATES_IN_PROCESS = 40  # about 1 s each (two good jobs, clocks jumped by 30 days)
-CI_BUDGET_IN_PROCESS = 30.0
+CI_STATES = 24  # about 1.5 s each on an idle 2-core machine
+CI_BUDGET_SECONDS = 35.0  # a loaded machine runs fewer states rather than a longer test
+CI_STATES_IN_PROCESS = 30  # about 0.7 s each (two good jobs, clocks jumped by 30 days)
+CI_BUDGET_IN_PROCESS = 20.0
 _clock: dict[str, float] = {}
 
 
