@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from spooler.errors import ConfigError
 
+# export.watermark_font: "auto" lets spooler.fonts choose; without a font, say how to get one.
+FONT_AUTO = "auto"
+FONT_INSTALL_HINT = "apt-get install fonts-dejavu-core"
+
 
 def _default_max_jobs() -> int:
     # ffmpeg already uses every core for one encode; two at once keeps a 4-core box busy
@@ -72,7 +76,7 @@ class ExportSettings(_Section):
     )
     allow_urls: bool = Field(False, description="Reserved: https sources (roadmap phase 2).")
     watermark_font: str = Field(
-        "auto",
+        FONT_AUTO,
         min_length=1,
         max_length=4096,
         pattern=r"^(auto|/[^\x00-\x1f\x7f]*)$",

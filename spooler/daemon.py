@@ -40,7 +40,6 @@ from spooler.logs import configure_logging
 from spooler.metrics import StatusCache, update_metrics_file
 from spooler.notify import SystemdNotifier
 from spooler.pool import JobPool
-from spooler.recovery import Recovery
 from spooler.report import Reporter, StatusSink
 from spooler.retention import Retention
 from spooler.runner import AttemptEnv
@@ -83,12 +82,9 @@ class Daemon:
         self.outputs = JobFolderOutputs(self.layout)
         self.retention = Retention(settings, self.table)
         self.intake = InboxIntake(
-            settings, self.table, self.reporter, self.retention, self.me, self.wake,
-            use_leases=False,
+            settings, self.table, self.reporter, self.retention, self.outputs, self.me,
+            self.wake, use_leases=False,
         )  # fmt: skip
-        self.recovery = Recovery(
-            settings, self.table, self.reporter, self.outputs, self.intake, self.me
-        )
         self.watcher = InboxWatcher(
             self.layout.inbox,
             settings.watch_mode,
@@ -273,8 +269,7 @@ class Daemon:
             return
         plan = reload_plan(self.settings, fresh)
         self.settings = plan.settings
-        for room in (self.intake, self.recovery, self.retention):
-            room.settings = plan.settings
+        self.intake.settings = self.retention.settings = plan.settings
         self.table.max_jobs = plan.settings.max_jobs
         configure_logging(self.settings.log_format, self.settings.log_level)
         self.log.info("config_reloaded", applied=plan.applied, needs_restart=plan.needs_restart)
@@ -293,5 +288,5 @@ class Daemon:
             self.pool.queue_or_start(handle, clocks)
 
     def _recover(self, clocks: Clocks) -> None:
-        for handle in self.recovery.run(clocks):
+        for handle in self.intake.housekeeping(clocks):
             self.table.waiting[handle.job_id] = handle

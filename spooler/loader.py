@@ -15,8 +15,8 @@ from typing import Any
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.fsutil import FileTooLarge, UnsafeFile, read_untrusted
+from spooler.jobkind import JobKind, JobSpec
 from spooler.kinds import parse_job
-from spooler.kinds.base import JobKind, JobSpec
 
 
 @dataclass(frozen=True)

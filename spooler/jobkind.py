@@ -3,6 +3,10 @@
 The daemon owns claiming, status, retries, cancel and publishing; a kind only plans and runs
 its ffmpeg steps through `JobContext`, so new kinds (export, proxy, thumbnail, ...) plug in
 without touching the spool protocol.
+
+This contract sits outside the `spooler.kinds` package (the registry) so that a kind's
+package imports it without loading the registry, which imports every kind: the dependency
+runs one way, registry -> kinds -> this module. It loads no ffmpeg or PyAV module.
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from spooler.config import Settings
-from spooler.ffmpeg import FfmpegResult
 from spooler.status import OutputInfo
+
+if TYPE_CHECKING:  # the runner's result type; the module that runs ffmpeg stays unloaded
+    from spooler.ffmpeg import FfmpegResult
 
 # metadata is echoed into every status write and every webhook: kept small and shallow.
 METADATA_MAX_DEPTH = 8
