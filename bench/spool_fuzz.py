@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent / "tests" / "spoolfuzz"))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
-from spool_harness import Outcome, cleanup, run_state  # noqa: E402
+from spool_harness import Defect, Outcome, cleanup, run_state  # noqa: E402
 from spool_states import (  # noqa: E402
     SpoolState,
     spool_states,
@@ -90,7 +90,11 @@ class Fuzzer:
             print(f"harness error ({mode}), state skipped: {exc!r}", flush=True)
             time.sleep(1.0)
             return
-        for defect in outcome.defects:
+        first_detail: dict[str, str] = {}
+        for d in outcome.defects:
+            first_detail.setdefault(d.signature, d.detail)
+        for signature, detail in first_detail.items():  # once per signature and state
+            defect = Defect(signature, detail)
             number = self.explained.get(defect.signature)
             if number is not None:
                 self._finding(number).seen += 1
@@ -143,7 +147,9 @@ class Fuzzer:
             (d.detail for d in last.defects if d.signature == finding.signature), finding.detail
         )
         finding.also = sorted(last.signatures - {finding.signature})
-        for signature in last.signatures:
+        # What the minimal state shows in two runs is explained by this finding; a one-off
+        # (another process listing the canary, say) stays eligible for a finding of its own.
+        for signature in last.signatures & first.signatures:
             self.explained.setdefault(signature, finding.number)
 
 
@@ -231,14 +237,16 @@ def replay(path: Path, args: argparse.Namespace) -> int:
     state = state_from_json(saved["state"])
     mode = saved.get("mode", "process") if args.mode == "both" else args.mode
     print(f"{mode}:\n{state.describe()}")
-    with tempfile.TemporaryDirectory(prefix="spool-fuzz-") as tmp:
-        work = Path(tmp) / "w"
-        outcome = run_mode(state, work, mode, args.good_timeout, args.dwell)
+    tmp = Path(tempfile.mkdtemp(prefix="spool-fuzz-"))
+    try:
+        outcome = run_mode(state, tmp / "w", mode, args.good_timeout, args.dwell)
         print(f"\n{outcome.seconds:.1f} s; skipped: {outcome.skipped or 'none'}")
         for defect in outcome.defects:
             print(f"- {defect.signature}\n  {defect.detail[:600]}")
         if args.keep:
             print(outcome.log_tail)
+    finally:
+        cleanup(tmp)
     return 1 if outcome.defects else 0
 
 
@@ -274,8 +282,9 @@ def main() -> int:
     started = time.monotonic()
     deadline = started + args.minutes * 60
     modes = ["in-process", "process"] if args.mode == "both" else [args.mode]
-    with tempfile.TemporaryDirectory(prefix="spool-fuzz-") as tmp:
-        fuzzer = Fuzzer(Path(tmp), args.good_timeout, args.dwell, args.minimize_seconds)
+    tmp = Path(tempfile.mkdtemp(prefix="spool-fuzz-"))
+    try:
+        fuzzer = Fuzzer(tmp, args.good_timeout, args.dwell, args.minimize_seconds)
         # Keep the report current, without appending to --findings before the end.
         fuzzer.on_finding = lambda: save(
             fuzzer, (time.monotonic() - started) / 60, args, append=False
@@ -299,6 +308,8 @@ def main() -> int:
             explore()
         minutes = (time.monotonic() - started) / 60
         save(fuzzer, minutes, args)
+    finally:
+        cleanup(tmp)  # not TemporaryDirectory: states may hold folders 1,200 deep
     print(
         f"\n{fuzzer.tried} states tried, {len(fuzzer.findings)} distinct defect signatures "
         f"({sum(f.confirmed for f in fuzzer.findings.values())} confirmed); report in "

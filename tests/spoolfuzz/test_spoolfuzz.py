@@ -118,13 +118,17 @@ def test_hostile_spool_states_in_process(state: SpoolState) -> None:
         for name, known in KNOWN.items()
     ],
 )
-def test_fuzzer_finding_reproduction(name: str, tmp_path: Path) -> None:
+def test_fuzzer_finding_reproduction(name: str) -> None:
     """Each finding's minimal state: a regression test once fixed, a strict xfail before."""
     known = KNOWN[name]
-    if known.in_process:
-        outcome = run_state_in_process(known.reproduction, tmp_path / "w", good_timeout=4.0)
-    else:
-        outcome = run_state(known.reproduction, tmp_path / "w", good_timeout=4.0, cli_timeout=3.0)
+    work = Path(tempfile.mkdtemp(prefix="spoolfuzz-"))  # not tmp_path: see cleanup()
+    try:
+        if known.in_process:
+            outcome = run_state_in_process(known.reproduction, work / "w", good_timeout=4.0)
+        else:
+            outcome = run_state(known.reproduction, work / "w", good_timeout=4.0, cli_timeout=3.0)
+    finally:
+        cleanup(work)
     signatures = sorted(outcome.signatures)
     if not known.fixed:
         # Only this defect may make the reproduction fail as expected; anything else is an
