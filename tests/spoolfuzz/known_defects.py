@@ -149,6 +149,27 @@ KNOWN: dict[str, Known] = {
         SpoolState((Entry((b"inbox", b"stray"), "many", size=3000),)),
         in_process=True,
     ),
+    "FZ-8 recovery and retention passes have no budget": Known(
+        "fuzz-findings FZ-8: quarantining junk in claims/ (and retention of rejected/) runs "
+        "without a time budget in the loop thread: 3,000 junk claims block a turn for > 5 s",
+        _has(
+            lambda e: (
+                e.node == "many"
+                and (
+                    (e.parts[0] == b"claims" and e.size >= 300)
+                    or (e.parts[0] == b"rejected" and e.size >= 3000)
+                )
+            )
+        ),
+        (
+            r"^heartbeat_stale$",
+            r"^good_job_not_done:still in inbox/",
+            r"^inbox_entry_stuck:job:file",
+            r"^daemon_did_not_stop$",
+        ),
+        SpoolState((Entry((b"claims", b"x"), "many", size=3000),)),
+        in_process=True,
+    ),
     "FZ-3 audit prints undecodable names": Known(
         "fuzz-findings FZ-3: `spooler audit` raises UnicodeEncodeError on a non-UTF-8 name",
         _has(_not_utf8),
