@@ -46,6 +46,7 @@ from spooler.runner import AttemptEnv
 from spooler.spool import ensure_layout
 from spooler.storage import JobFolderOutputs
 from spooler.watcher import InboxWatcher
+from spooler.webhooks import WebhookSink
 from spooler.worker import WorkerIdentity, remove_heartbeat, write_heartbeat
 
 
@@ -78,9 +79,11 @@ class Daemon:
         self.wake = threading.Event()
         self.table = JobTable(SpoolLayout(settings.spool_dir), settings.max_jobs)
         self.layout = self.table.layout
-        self.reporter = Reporter(self.layout, sinks)
+        # Webhooks (issue 15): a sink with its own threads; events outlive deleted folders.
+        self.webhooks = WebhookSink(settings, self.layout)
+        self.reporter = Reporter(self.layout, (*sinks, self.webhooks))
         self.outputs = JobFolderOutputs(self.layout)
-        self.retention = Retention(settings, self.table)
+        self.retention = Retention(settings, self.table, before_delete=self.webhooks.before_remove)
         self.intake = InboxIntake(
             settings, self.table, self.reporter, self.retention, self.outputs, self.me,
             self.wake, use_leases=False,
@@ -131,6 +134,11 @@ class Daemon:
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> int:
         ensure_layout(self.layout)
+        try:
+            self.webhooks.start()
+        except ConfigError as exc:
+            self.log.error("webhooks_config_invalid", error=str(exc))
+            return 2
         auto = self.settings.inbox_check == "auto"
         self.intake.use_leases = auto and leases_work(self.layout.inbox)
         try:
@@ -281,6 +289,7 @@ class Daemon:
         self.table.waiting.clear()
         self.watcher.stop()
         remove_heartbeat(self.layout, self.me)
+        self.webhooks.stop()  # pending deliveries stay in outbox/ for the next start
         self.log.info("daemon_stopped")
 
     def _take(self, clocks: Clocks) -> None:
