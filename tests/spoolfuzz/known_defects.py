@@ -132,7 +132,9 @@ KNOWN: dict[str, Known] = {
         "fuzz-findings FZ-6: shutil.rmtree recurses once per level: folders nested 1,200 deep "
         "(in trash/, a job folder or rejected/) raise RecursionError in every retention pass",
         _has(lambda e: e.node == "deep" and e.size >= 1000),
-        (r"RecursionError",),
+        # The failed removal (1,000 frames deep, then the traceback logged) is also one slow
+        # turn: 0.5 s on an idle 2-core VM, 3.8 s under a load of 20.
+        (r"RecursionError", r"^heartbeat_stale$"),
         SpoolState((Entry((b"trash", b"t"), "deep", size=1200),)),
         in_process=True,
     ),
