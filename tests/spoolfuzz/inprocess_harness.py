@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import stat
+import subprocess
 import sys
 import threading
 import time
@@ -160,7 +160,13 @@ def run_state_in_process(
                 ]
                 for _ in range(3):
                     turner.turn()
-                outcome.defects += _check_settled(spool, daemon.me.id, deadline=0.0)
+
+                def later() -> None:  # the next rescan is due at once
+                    clock.offset += daemon.settings.rescan_seconds
+                    turner.turn()
+
+                deadline = time.monotonic() + 2.0
+                outcome.defects += _check_settled(spool, daemon.me.id, deadline, wait=later)
         finally:
             _stop(daemon, clock, wedged=turner.wedged)
     touches = canary.drain()
@@ -275,16 +281,19 @@ def _frame_of(thread: threading.Thread) -> Any:
 
 
 def _unblock_fifos(spool: Path) -> None:
-    """A reader blocked in open() on a FIFO returns once a writer opens it."""
-    for folder, dirs, files in os.walk(spool):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            try:
-                if stat.S_ISFIFO(os.lstat(path).st_mode):
-                    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-                    os.close(fd)
-            except OSError:
-                continue
+    """A reader blocked in open() on a FIFO returns once a writer opens it. find, not
+    os.walk: a state may hold folders thousands deep (os.walk recurses per level)."""
+    found = subprocess.run(
+        ["find", str(spool), "-type", "p", "-print0"],
+        capture_output=True,
+        check=False,
+    ).stdout
+    for path in filter(None, found.split(b"\0")):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            os.close(fd)
+        except OSError:
+            continue
 
 
 def _stop(daemon: Daemon, clock: _Clock, *, wedged: bool) -> None:

@@ -127,6 +127,7 @@ KNOWN: dict[str, Known] = {
         (r"^log:loop_phase_failed:run:IsADirectoryError",),
         SpoolState((Entry((b"rejected", b"x.error.json"), "dir"),)),
         in_process=True,
+        fixed=True,  # main e74904a
     ),
     "FZ-6 a deep folder stops removals": Known(
         "fuzz-findings FZ-6: shutil.rmtree recurses once per level: folders nested 1,200 deep "
@@ -137,6 +138,7 @@ KNOWN: dict[str, Known] = {
         (r"RecursionError", r"^heartbeat_stale$"),
         SpoolState((Entry((b"trash", b"t"), "deep", size=1200),)),
         in_process=True,
+        fixed=True,  # main e74904a: no RecursionError; its slow removal is FZ-9
     ),
     "FZ-7 strays starve the claim": Known(
         "fuzz-findings FZ-7: a pass moves strays aside until its time budget is spent and "
@@ -150,6 +152,7 @@ KNOWN: dict[str, Known] = {
         ),
         SpoolState((Entry((b"inbox", b"stray"), "many", size=3000),)),
         in_process=True,
+        fixed=True,  # main e74904a
     ),
     "FZ-8 recovery and retention passes have no budget": Known(
         "fuzz-findings FZ-8: quarantining junk in claims/ (and retention of rejected/) runs "
@@ -170,6 +173,21 @@ KNOWN: dict[str, Known] = {
             r"^daemon_did_not_stop$",
         ),
         SpoolState((Entry((b"claims", b"x"), "many", size=3000),)),
+        in_process=True,
+        fixed=True,  # main e74904a
+    ),
+    "FZ-9 deep-tree removal is quadratic and unbudgeted": Known(
+        "fuzz-findings FZ-9: _remove_deep_tree scans each level by its full path (work "
+        "quadratic in the depth, ENAMETOOLONG past PATH_MAX) in one unbudgeted turn: 3,000 "
+        "levels in trash/ block the loop > 5 s and are never removed",
+        _has(lambda e: e.node == "deep" and e.size >= 1000),
+        (
+            r"^heartbeat_stale$",
+            r"^good_job_not_done:",
+            r"^inbox_entry_stuck:job:file",
+            r"^daemon_did_not_stop$",
+        ),
+        SpoolState((Entry((b"trash", b"t"), "deep", size=3000),)),
         in_process=True,
     ),
     "FZ-3 audit prints undecodable names": Known(
