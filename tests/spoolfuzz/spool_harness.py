@@ -27,7 +27,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import signal
 import stat
 import subprocess
@@ -165,12 +164,11 @@ def cleanup(workdir: Path) -> None:
     """Remove a state's work folder. Not shutil.rmtree: it recurses once per level, and a
     state may hold folders 1,200 deep (a RecursionError here would also break pytest's own
     clean-up of its temporary folders in a later session). rm uses fts: no recursion."""
-    for _ in range(3):  # a wedged in-process turn may still be moving files in there
+    for _ in range(20):  # a wedged in-process turn may still be working in there
         subprocess.run(["rm", "-rf", "--", str(workdir)], check=False, stderr=subprocess.DEVNULL)
         if not workdir.exists():
             return
         time.sleep(0.5)
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 # -- the daemon -----------------------------------------------------------------------------
