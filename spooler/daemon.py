@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -33,6 +34,7 @@ from spooler.config import Settings, load_settings, reload_plan
 from spooler.errors import ConfigError, JobError
 from spooler.ffmpeg import find_ffmpeg
 from spooler.fsutil import leases_work
+from spooler.intake import make_bullmq_intake
 from spooler.intake.inbox import InboxIntake
 from spooler.jobtable import JobTable
 from spooler.layout import SpoolLayout
@@ -48,6 +50,9 @@ from spooler.spool import ensure_layout
 from spooler.storage import JobFolderOutputs
 from spooler.watcher import InboxWatcher
 from spooler.worker import WorkerIdentity, remove_heartbeat, write_heartbeat
+
+if TYPE_CHECKING:
+    from spooler.intake.bullmq_intake import BullmqIntake
 
 
 @dataclass
@@ -82,13 +87,17 @@ class Daemon:
         self.reporter = Reporter(self.layout, sinks)
         self.outputs = JobFolderOutputs(self.layout)
         self.retention = Retention(settings, self.table)
-        self.intake = InboxIntake(
+        inbox = InboxIntake(
             settings, self.table, self.reporter, self.retention, self.me, self.wake,
             use_leases=False,
         )  # fmt: skip
-        self.recovery = Recovery(
-            settings, self.table, self.reporter, self.outputs, self.intake, self.me
-        )
+        self.intake: InboxIntake | BullmqIntake = inbox
+        if settings.intake == "bullmq":  # docs/fleet.md: jobs from a queue, no inbox, no recovery
+            self.intake = make_bullmq_intake(
+                settings, self.table, self.reporter, self.me, self.wake
+            )
+            self.reporter.sinks.append(self.intake)  # progress and outcomes go back to the queue
+        self.recovery = Recovery(settings, self.table, self.reporter, self.outputs, inbox, self.me)
         self.watcher = InboxWatcher(
             self.layout.inbox,
             settings.watch_mode,
@@ -136,7 +145,7 @@ class Daemon:
     def run(self) -> int:
         ensure_layout(self.layout)
         auto = self.settings.inbox_check == "auto"
-        self.intake.use_leases = auto and leases_work(self.layout.inbox)
+        self.intake.use_leases = auto and leases_work(self.layout.inbox)  # inbox intake only
         try:
             self.ffmpeg()
         except JobError as exc:
@@ -149,7 +158,14 @@ class Daemon:
             # The read-lease probe (fsutil.open_for_writing_elsewhere) makes the kernel send
             # SIGIO if a writer opens the file during the probe; its default action kills.
             signal.signal(signal.SIGIO, signal.SIG_IGN)
-        self.watcher.start()
+        if isinstance(self.intake, InboxIntake):
+            self.watcher.start()
+        else:
+            try:
+                self.intake.start()
+            except RuntimeError as exc:
+                self.log.error("intake_failed", error=str(exc))
+                return 2
         self._beat("running", read_clocks(self.server_clock))
         self.log.info(
             "daemon_started",
@@ -182,7 +198,7 @@ class Daemon:
         stopping = self._stopping(now)
         if stopping and not self.table.running:
             return None
-        if not self.watcher.healthy() and not stopping:
+        if not self.watcher.healthy() and not stopping and isinstance(self.intake, InboxIntake):
             self.log.warning("watcher_dead_restarting", restarts=self.watcher.restarts + 1)
             self.watcher.restart()
             woke = True
@@ -197,7 +213,7 @@ class Daemon:
             if woke or now >= self.timers.scan:
                 self._guarded(self._take, clocks)
                 self.timers.scan = now + self.settings.rescan_seconds
-            if now >= self.timers.recovery:
+            if now >= self.timers.recovery and isinstance(self.intake, InboxIntake):
                 self._guarded(self._recover, clocks)
                 self.timers.recovery = now + self.settings.heartbeat_seconds
             if self.settings.metrics_file is not None and now >= self.timers.metrics:
@@ -285,6 +301,8 @@ class Daemon:
             self.intake.release(job_id)
         self.table.waiting.clear()
         self.watcher.stop()
+        if not isinstance(self.intake, InboxIntake):
+            self.intake.close()
         remove_heartbeat(self.layout, self.me)
         self.log.info("daemon_stopped")
 
