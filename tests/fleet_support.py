@@ -4,6 +4,7 @@ workers with `intake: bullmq` as separate processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -46,6 +47,7 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    _client: Any = None
 
     @property
     def url(self) -> str:
@@ -55,16 +57,8 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary is not None
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                binary, "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
-                "--appendfsync", "always", "--maxmemory-policy", "noeviction",
-                "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.directory / "redis.log").open("ab"),
-        )  # fmt: skip
+        with (self.directory / "redis.log").open("ab") as log:
+            self.proc = self._popen(binary, log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -76,15 +70,33 @@ class RedisServer:
                 time.sleep(0.05)
         raise AssertionError("redis-server did not start")
 
+    def _popen(self, binary: str, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                binary, "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
+                "--appendfsync", "always", "--maxmemory-policy", "noeviction",
+                "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )  # fmt: skip
+
     def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()  # SIGTERM: a clean shutdown (AOF flushed)
             self.proc.wait(timeout=10)
 
     def client(self) -> Any:
+        """One client while the server runs (closed by stop)."""
         import redis
 
-        return redis.Redis.from_url(self.url)
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.url)
+        return self._client
 
 
 class NodeDriver:
@@ -98,7 +110,7 @@ class NodeDriver:
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             text=True,
         )
         self.events: list[dict[str, Any]] = []
@@ -127,7 +139,9 @@ class NodeDriver:
         with self._lock:
             return list(self.events)
 
-    def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+    def wait(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         for event in self.snapshot():
             if predicate(event):
@@ -139,8 +153,7 @@ class NodeDriver:
                 continue
             if predicate(event):
                 return event
-        stderr = ""
-        raise AssertionError(f"no matching Node event within {timeout} s {stderr}")
+        raise AssertionError(f"no matching Node event within {timeout} s: {self.snapshot()[-5:]}")
 
     def final(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
         return self.wait(
@@ -151,10 +164,14 @@ class NodeDriver:
         if self.proc.poll() is None:
             try:
                 self.send(op="close")
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=1)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 def start_worker(
@@ -193,3 +210,28 @@ def completions(workers: list[DaemonProcess]) -> dict[str, list[str]]:
             if event.get("event") == "queue_job_completed":
                 done.setdefault(event["job_id"], []).append(worker.env["SPOOLER_WORKER_NAME"])
     return done
+
+
+def settled_completions(
+    workers: list[DaemonProcess], count: int, timeout: float = 5.0
+) -> dict[str, list[str]]:
+    """completions() once `count` ids are logged (the log line follows Node's event)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = completions(workers)
+        if len(done) >= count or time.monotonic() >= deadline:
+            time.sleep(0.3)  # a duplicate would be logged by now
+            return completions(workers)
+        time.sleep(0.05)
+
+
+def ffmpeg_pids(job_dir: Path) -> list[int]:
+    """The ffmpeg processes the job's log names (`# ffmpeg pid N`)."""
+    log = job_dir / "job.log"
+    if not log.exists():
+        return []
+    return [
+        int(line.split()[-1])
+        for line in log.read_text().splitlines()
+        if line.startswith("# ffmpeg pid")
+    ]
