@@ -313,3 +313,33 @@ def test_redis_restarted_mid_run_loses_nothing(
     done = settled_completions(pool, 12)
     assert all(len(by) == 1 for by in done.values()), done
     assert all(w.proc.poll() is None for w in pool)
+
+
+def test_node_and_python_bullmq_ship_the_same_lua_scripts(built_web: Path) -> None:
+    """The pinned pair (web/package.json, pyproject.toml) speaks one protocol: every Lua
+    script of the Python bullmq is, byte for byte up to whitespace, the Node one."""
+    import bullmq
+
+    commands = Path(bullmq.__file__).parent / "commands"
+    check = """
+      const fs = require("fs"), path = require("path");
+      const [py, scripts] = process.argv.slice(1);
+      const norm = (s) => s.replace(/\\s+/g, "");
+      const differ = [];
+      for (const f of fs.readdirSync(py).filter((f) => f.endsWith(".lua"))) {
+        const js = path.join(scripts, f.replace(".lua", ".js"));
+        const content = fs.existsSync(js) ? Object.values(require(js))[0].content : "";
+        if (norm(content) !== norm(fs.readFileSync(path.join(py, f), "utf8"))) differ.push(f);
+      }
+      console.log(JSON.stringify(differ));
+    """
+    scripts = WEB / "node_modules" / "bullmq" / "dist" / "cjs" / "scripts"
+    result = subprocess.run(
+        ["node", "-e", check, str(commands), str(scripts)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert len(list(commands.glob("*.lua"))) > 30
+    assert json.loads(result.stdout) == []
