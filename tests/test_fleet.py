@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -343,3 +344,45 @@ def test_node_and_python_bullmq_ship_the_same_lua_scripts(built_web: Path) -> No
     )
     assert len(list(commands.glob("*.lua"))) > 30
     assert json.loads(result.stdout) == []
+
+
+def test_cli_answers_from_redis(
+    node: NodeDriver, workers: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    # Given a worker, a finished job, an invalid one and a running one
+    worker = workers()
+    node.send(op="submit", jobId="ok", job=tiny_job(0.2))
+    node.send(op="submit", jobId="bad", job={"kind": "testpattern", "width": 7})
+    node.final("ok")
+    node.final("bad")
+    node.send(op="submit", jobId="long", job=tiny_job(30.0, realtime=True))
+    wait_started([worker], "long")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "spooler", *args],
+            env=worker.env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    # Then status, ls, health and doctor answer from Redis with the spool's exit codes
+    ok = cli("status", "ok", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["result"]["outputs"][0]["path"] == "testpattern.mp4"
+    bad = cli("status", "bad", "--json")
+    assert bad.returncode == 4 and json.loads(bad.stdout)["failure"]["code"] == "invalid_job"
+    assert cli("status", "long").returncode == 5
+    assert cli("status", "nope").returncode == 2
+    listed = {json.loads(line)["jobId"]: line for line in cli("ls", "--json").stdout.splitlines()}
+    assert set(listed) == {"ok", "bad", "long"}
+    assert cli("health").returncode == 0
+    doctor = cli("doctor", "--json")
+    names = {c["name"]: c["level"] for c in json.loads(doctor.stdout)["checks"]}
+    assert names["redis"] == "PASS" and "redis eviction" not in names
+    # and `spooler cancel` stops the running job as cancelled
+    assert cli("cancel", "long").returncode == 0
+    assert failure(node.final("long", timeout=5))["code"] == "cancelled"
+    assert cli("status", "long").returncode == 3
