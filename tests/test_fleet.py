@@ -386,3 +386,24 @@ def test_cli_answers_from_redis(
     assert cli("cancel", "long").returncode == 0
     assert failure(node.final("long", timeout=5))["code"] == "cancelled"
     assert cli("status", "long").returncode == 3
+
+
+def test_sigterm_gives_a_running_job_back_without_using_an_attempt(
+    node: NodeDriver, workers: Callable[..., DaemonProcess]
+) -> None:
+    # Given a worker running a long job (shutdown grace 2 s) and a second worker, idle
+    first = workers()
+    node.send(op="submit", jobId="handover", job=tiny_job(6.0, realtime=True, maxAttempts=1))
+    wait_started([first], "handover")
+    second = workers()
+    # When the first one is stopped (SIGTERM): ffmpeg is stopped after the grace period
+    assert first.stop(timeout=20) == 0
+    # Then the job went back to waiting and the second worker completes it, no attempt used
+    wait_started([second], "handover", timeout=10)
+    done = node.final("handover", timeout=30)
+    assert done["event"] == "completed", done
+    assert settled_completions([first, second], 1) == {"handover": ["w1"]}
+    outcomes = [e.get("verdict") for e in first.events() if e.get("event") == "job_outcome"]
+    assert outcomes == ["requeue"]  # moved back by the worker, not left to stall
+    node.send(op="status", jobId="handover")
+    assert node.wait(lambda e: e["event"] == "status")["view"]["attemptsMade"] == 1
