@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT.parent))
 
 from spooler.config import Settings  # noqa: E402
 from spooler.export import ExportJob, ExportKind  # noqa: E402
-from spooler.ffmpeg import Limits, find_ffmpeg, run_ffmpeg  # noqa: E402
-from spooler.kinds.base import FfmpegResult, Step  # noqa: E402
+from spooler.ffmpeg import FfmpegResult, Limits, find_ffmpeg, run_ffmpeg  # noqa: E402
+from spooler.jobkind import Step  # noqa: E402
 from spooler.status import OutputInfo  # noqa: E402
 
 HUES = (0, 120, 240)

@@ -28,6 +28,7 @@ from spooler.logs import configure_logging
 from spooler.schema import all_schemas, render, write_schemas
 from spooler.spool import job_ids, read_status
 from spooler.status import JobStatus, State
+from spooler.webhooks.cli import webhook as webhook_cli
 from spooler.worker import WorkerIdentity, read_heartbeats
 
 EXIT_BY_STATE = {State.SUCCEEDED: 0, State.FAILED: 1, State.CANCELLED: 3, State.REJECTED: 4}
@@ -317,11 +318,11 @@ def validate(file: Path) -> None:
     "--write",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write job.schema.json and status.schema.json into DIRECTORY.",
+    help="Write job.schema.json, status.schema.json and webhook.schema.json into DIRECTORY.",
 )
-@click.argument("which", type=click.Choice(["job", "status", "all"]), default="all")
+@click.argument("which", type=click.Choice(["job", "status", "webhook", "all"]), default="all")
 def schema(directory: Path | None, which: str) -> None:
-    """Print the JSON Schemas of the job file and the status file."""
+    """Print the JSON Schemas of the job file, the status file and the webhook body."""
     if directory is not None:
         for path in write_schemas(directory):
             click.echo(f"wrote {path}")
@@ -430,3 +431,7 @@ def metrics(ctx: click.Context, path: Path | None) -> None:
         return
     write_metrics(path, text)
     click.echo(f"wrote {path}")
+
+
+# `spooler webhook ...` lives with the webhooks package (issue 15).
+main.add_command(webhook_cli)

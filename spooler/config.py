@@ -12,10 +12,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from spooler.errors import ConfigError
+
+# export.watermark_font: "auto" lets spooler.fonts choose; without a font, say how to get one.
+FONT_AUTO = "auto"
+FONT_INSTALL_HINT = "apt-get install fonts-dejavu-core"
 
 
 def _default_max_jobs() -> int:
@@ -72,7 +83,7 @@ class ExportSettings(_Section):
     )
     allow_urls: bool = Field(False, description="Reserved: https sources (roadmap phase 2).")
     watermark_font: str = Field(
-        "auto",
+        FONT_AUTO,
         min_length=1,
         max_length=4096,
         pattern=r"^(auto|/[^\x00-\x1f\x7f]*)$",
@@ -103,6 +114,82 @@ class BullmqSettings(_Section):
     cancel_poll_seconds: float = Field(
         0.5, gt=0, le=1, description="How often running jobs' cancel keys are read."
     )
+
+
+# The events a webhook can announce (docs/webhooks.md); `started` is opt-in.
+WebhookEventName = Literal["started", "succeeded", "failed", "cancelled", "rejected"]
+DEFAULT_WEBHOOK_EVENTS: list[WebhookEventName] = ["succeeded", "failed", "cancelled", "rejected"]
+
+
+class WebhookSettings(_Section):
+    """Outbound job-event callbacks (docs/webhooks.md); off while `url` and `on_finish` are
+    unset and no job asks for a `callback`."""
+
+    url: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Daemon-wide endpoint: hears every job's events.",
+    )
+    events: list[WebhookEventName] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS),
+        description="Events sent to `url` (per-job callbacks choose their own).",
+    )
+    secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="whsec_ secrets; every request is signed with each (rotation).",
+    )
+    secrets_file: Path | None = Field(
+        None, description="File with one whsec_ secret a line (added to `secrets`)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts a per-job callback may name: exact names or *.suffix. Also the "
+        "only hosts reached over plain http://.",
+    )
+    allow_private: list[str] = Field(
+        default_factory=list,
+        description="Host names or networks (CIDR) that may resolve to loopback, private, "
+        "link-local or other non-public addresses.",
+    )
+    retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=0,
+        max_length=30,
+        description="Delay before each retry after the first attempt; then the event is "
+        "given up (about 27.6 h with the default).",
+    )
+    jitter: float = Field(0.2, ge=0, le=1, description="Fraction of each delay drawn at random.")
+    max_retry_after_seconds: float = Field(
+        86400, ge=0, description="A receiver's Retry-After is honoured up to this."
+    )
+    connect_timeout_seconds: float = Field(5, gt=0, le=60)
+    read_timeout_seconds: float = Field(10, gt=0, le=300)
+    max_response_bytes: int = Field(65536, ge=0, le=10_485_760)
+    concurrency: int = Field(4, ge=1, le=64, description="Deliveries in flight at once.")
+    recover_seconds: float = Field(
+        10, gt=0, description="How often final statuses are checked for missing deliveries."
+    )
+    output_base_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="If set, each output's `uri` in the payload is <this>/<jobId>/<path>.",
+    )
+    on_finish: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Command hook: argv (no shell) run after every final state, payload on "
+        "stdin; {jobId}, {state}, {event} in arguments are replaced.",
+    )
+    on_finish_timeout_seconds: float = Field(30, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookSettings:
+        # Per-job callbacks without a secret are given up (no_secret) rather than refused
+        # here, so an image can ship an allow-list and get its secret from the environment.
+        if self.url and not (self.secrets or self.secrets_file):
+            raise ValueError("webhooks.url needs webhooks.secrets or webhooks.secrets_file")
+        return self
 
 
 class Settings(BaseSettings):
@@ -161,6 +248,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
     export: ExportSettings = ExportSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -222,6 +310,7 @@ RESTART_ONLY: frozenset[str] = frozenset(
         "ffmpeg_path",
         "intake",
         "bullmq",
+        "webhooks",  # its sink holds threads and the loaded secrets
     }
 )
 

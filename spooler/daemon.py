@@ -42,13 +42,13 @@ from spooler.logs import configure_logging
 from spooler.metrics import StatusCache, update_metrics_file
 from spooler.notify import SystemdNotifier
 from spooler.pool import JobPool
-from spooler.recovery import Recovery
 from spooler.report import Reporter, StatusSink
 from spooler.retention import Retention
 from spooler.runner import AttemptEnv
 from spooler.spool import ensure_layout
 from spooler.storage import JobFolderOutputs
 from spooler.watcher import InboxWatcher
+from spooler.webhooks import WebhookSink
 from spooler.worker import WorkerIdentity, remove_heartbeat, write_heartbeat
 
 if TYPE_CHECKING:
@@ -84,20 +84,20 @@ class Daemon:
         self.wake = threading.Event()
         self.table = JobTable(SpoolLayout(settings.spool_dir), settings.max_jobs)
         self.layout = self.table.layout
-        self.reporter = Reporter(self.layout, sinks)
+        # Webhooks (issue 15): a sink with its own threads; events outlive deleted folders.
+        self.webhooks = WebhookSink(settings, self.layout)
+        self.reporter = Reporter(self.layout, (*sinks, self.webhooks))
         self.outputs = JobFolderOutputs(self.layout)
-        self.retention = Retention(settings, self.table)
-        inbox = InboxIntake(
-            settings, self.table, self.reporter, self.retention, self.me, self.wake,
-            use_leases=False,
+        self.retention = Retention(settings, self.table, before_delete=self.webhooks.before_remove)
+        self.intake: InboxIntake | BullmqIntake = InboxIntake(
+            settings, self.table, self.reporter, self.retention, self.outputs, self.me,
+            self.wake, use_leases=False,
         )  # fmt: skip
-        self.intake: InboxIntake | BullmqIntake = inbox
-        if settings.intake == "bullmq":  # docs/fleet.md: jobs from a queue, no inbox, no recovery
+        if settings.intake == "bullmq":  # docs/fleet.md: jobs from a queue, not the inbox
             self.intake = make_bullmq_intake(
                 settings, self.table, self.reporter, self.me, self.wake
             )
             self.reporter.sinks.append(self.intake)  # progress and outcomes go back to the queue
-        self.recovery = Recovery(settings, self.table, self.reporter, self.outputs, inbox, self.me)
         self.watcher = InboxWatcher(
             self.layout.inbox,
             settings.watch_mode,
@@ -144,6 +144,11 @@ class Daemon:
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> int:
         ensure_layout(self.layout)
+        try:
+            self.webhooks.start()
+        except ConfigError as exc:
+            self.log.error("webhooks_config_invalid", error=str(exc))
+            return 2
         auto = self.settings.inbox_check == "auto"
         self.intake.use_leases = auto and leases_work(self.layout.inbox)  # inbox intake only
         try:
@@ -213,7 +218,7 @@ class Daemon:
             if woke or now >= self.timers.scan:
                 self._guarded(self._take, clocks)
                 self.timers.scan = now + self.settings.rescan_seconds
-            if now >= self.timers.recovery and isinstance(self.intake, InboxIntake):
+            if now >= self.timers.recovery:
                 self._guarded(self._recover, clocks)
                 self.timers.recovery = now + self.settings.heartbeat_seconds
             if self.settings.metrics_file is not None and now >= self.timers.metrics:
@@ -289,8 +294,7 @@ class Daemon:
             return
         plan = reload_plan(self.settings, fresh)
         self.settings = plan.settings
-        for room in (self.intake, self.recovery, self.retention):
-            room.settings = plan.settings
+        self.intake.settings = self.retention.settings = plan.settings
         self.table.max_jobs = plan.settings.max_jobs
         configure_logging(self.settings.log_format, self.settings.log_level)
         self.log.info("config_reloaded", applied=plan.applied, needs_restart=plan.needs_restart)
@@ -304,6 +308,7 @@ class Daemon:
         if not isinstance(self.intake, InboxIntake):
             self.intake.close()
         remove_heartbeat(self.layout, self.me)
+        self.webhooks.stop()  # pending deliveries stay in outbox/ for the next start
         self.log.info("daemon_stopped")
 
     def _take(self, clocks: Clocks) -> None:
@@ -311,5 +316,5 @@ class Daemon:
             self.pool.queue_or_start(handle, clocks)
 
     def _recover(self, clocks: Clocks) -> None:
-        for handle in self.recovery.run(clocks):
+        for handle in self.intake.housekeeping(clocks):
             self.table.waiting[handle.job_id] = handle

@@ -282,7 +282,3 @@ def _quote(arg: str) -> str:
     if arg and all(c.isalnum() or c in "-_./:=,+@%" for c in arg):
         return arg
     return "'" + arg.replace("'", "'\\''") + "'"
-
-
-def encoder_threads(threads: int) -> list[str]:
-    return ["-threads", str(threads)] if threads else []

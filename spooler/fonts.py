@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
+from spooler.config import FONT_AUTO, FONT_INSTALL_HINT
+
 FONT_DIRS: tuple[Path, ...] = (
     Path("/usr/share/fonts"),
     Path("/usr/local/share/fonts"),
@@ -22,8 +24,8 @@ FONT_DIRS: tuple[Path, ...] = (
 )
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".pfb")
 PREFERRED_FONT = "DejaVuSans.ttf"
-AUTO = "auto"
-INSTALL_HINT = "apt-get install fonts-dejavu-core"
+AUTO = FONT_AUTO  # the setting's value that lets this module choose
+INSTALL_HINT = FONT_INSTALL_HINT
 
 
 def find_fonts(font_dirs: Sequence[Path] = FONT_DIRS) -> list[str]:

@@ -1,8 +1,10 @@
-"""Probing media with PyAV (libavformat in-process; the ffmpeg wheel ships no ffprobe)."""
+"""Probing media with PyAV (libavformat in-process; the ffmpeg wheel ships no ffprobe).
+
+The shell side: opening files. What a probe finds is plain data in spooler.mediainfo.
+"""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -13,73 +15,15 @@ import av
 from spooler.errors import ErrorCode, JobError
 from spooler.h264 import AvcConfig, is_idr
 
-# Only plain files: never let a name like "concat:a|b" or "http://..." reach a protocol.
-PROTOCOLS = "file"
-# The demuxers a source (or our own output) may be read with: what cameras, phones and
-# audio recorders write. Demuxers that open OTHER files or URLs named inside the file
-# (concat, hls, dash, image2 patterns, ffmetadata, ...) are left out, so a playlist or an
-# ffconcat script renamed to cam.mp4 is refused instead of followed. libavformat matches
-# any name of a demuxer ("mov" covers "mov,mp4,m4a,3gp,3g2,mj2"; "matroska" covers webm).
-DEMUXERS = ("mov", "matroska", "mpegts", "mxf", "avi", "wav", "w64", "flac", "mp3", "aiff", "ogg")
-FORMAT_WHITELIST = ",".join(DEMUXERS)
-OPEN_OPTIONS = {"protocol_whitelist": PROTOCOLS, "format_whitelist": FORMAT_WHITELIST}
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    duration: float
-    format_name: str
-    video_codec: str | None = None
-    width: int | None = None
-    height: int | None = None
-    fps: Fraction | None = None
-    time_base: Fraction | None = None
-    pix_fmt: str | None = None
-    rotation: int = 0
-    sar: Fraction = Fraction(1)
-    start_time: float = 0.0
-    extradata: bytes | None = None
-    profile: str | None = None
-    level: int | None = None
-    # (primaries, transfer, matrix, range) as libavutil's enum values; 2 / 0 = unspecified.
-    colour: tuple[int, int, int, int] = (2, 2, 2, 0)
-    audio_codec: str | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
-
-    @property
-    def display_size(self) -> tuple[int, int] | None:
-        """Width and height as shown: rotation by 90/270 swaps them."""
-        if self.width is None or self.height is None:
-            return None
-        if self.rotation % 180:
-            return self.height, self.width
-        return self.width, self.height
-
-    @property
-    def has_video(self) -> bool:
-        return self.video_codec is not None
-
-    @property
-    def has_audio(self) -> bool:
-        return self.audio_codec is not None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "duration": round(self.duration, 6),
-            "format": self.format_name,
-            "videoCodec": self.video_codec,
-            "width": self.width,
-            "height": self.height,
-            "fps": float(self.fps) if self.fps else None,
-            "timeBase": str(self.time_base) if self.time_base else None,
-            "pixFmt": self.pix_fmt,
-            "rotation": self.rotation,
-            "sar": str(self.sar),
-            "audioCodec": self.audio_codec,
-            "sampleRate": self.sample_rate,
-            "channels": self.channels,
-        }
+# The data types live in the pure mediainfo module (planners import them without PyAV);
+# re-exported here under their old home.
+from spooler.mediainfo import DEMUXERS as DEMUXERS
+from spooler.mediainfo import FORMAT_WHITELIST as FORMAT_WHITELIST
+from spooler.mediainfo import OPEN_OPTIONS as OPEN_OPTIONS
+from spooler.mediainfo import PROTOCOLS as PROTOCOLS
+from spooler.mediainfo import MediaInfo as MediaInfo
+from spooler.mediainfo import VideoIndex as VideoIndex
+from spooler.mediainfo import VideoPacket as VideoPacket
 
 
 def probe(path: Path, *, decode: bool = False, name: str | None = None) -> MediaInfo:
@@ -164,121 +108,65 @@ def _describe(container: Any) -> MediaInfo:
     return MediaInfo(**fields)
 
 
-def verify_output(
+def verify_media(
     path: Path,
     *,
     expected_seconds: float,
     tolerance: float,
     want_audio: bool,
     want_video: bool = True,
+    size: tuple[int, int] | None = None,
+    name: str = "output",
 ) -> MediaInfo:
-    """Probe a finished temporary output before it is published."""
+    """The one check of a finished temporary output before it is published: it reads back,
+    has the planned streams (and frame size); its video (or, audio only, its audio) lasts
+    `expected_seconds`, and audio ends with video, within `tolerance`. Stream ends are
+    demuxed (stream_ends): container durations can lie."""
     try:
         info = probe(path)
     except JobError as exc:
         raise JobError(
-            ErrorCode.VERIFY_FAILED, f"output cannot be read back: {exc.message}"
+            ErrorCode.VERIFY_FAILED, f"{name}: cannot be read back: {exc.message}"
         ) from exc
+    ends = stream_ends(path)
     problems: list[str] = []
-    if want_video and not info.has_video:
+    main_end = ends.video_end if want_video else ends.audio_end
+    if want_video and ends.video_end is None:
         problems.append("no video stream")
-    if want_audio and not info.has_audio:
+    elif not want_video and ends.video_end is not None:
+        problems.append("unexpected video stream")
+    if want_audio and ends.audio_end is None:
         problems.append("no audio stream")
-    if abs(info.duration - expected_seconds) > tolerance:
+    elif not want_audio and ends.audio_end is not None:
+        problems.append("unexpected audio stream")
+    if main_end is not None and abs(main_end - expected_seconds) > tolerance:
+        which = "video" if want_video else "audio"
         problems.append(
-            f"duration {info.duration:.3f} s, expected {expected_seconds:.3f} s ± {tolerance:.3f}"
+            f"{which} lasts {main_end:.3f} s, expected {expected_seconds:.3f} s ± {tolerance:.3f}"
         )
+    if (
+        want_video
+        and want_audio
+        and ends.video_end is not None
+        and ends.audio_end is not None
+        and abs(ends.audio_end - ends.video_end) > tolerance
+    ):
+        problems.append(f"audio ends at {ends.audio_end:.3f} s but video at {ends.video_end:.3f} s")
+    if size is not None and info.display_size is not None and info.display_size != size:
+        shown = info.display_size
+        problems.append(f"frame is {shown[0]}x{shown[1]}, expected {size[0]}x{size[1]}")
     if problems:
         raise JobError(
             ErrorCode.VERIFY_FAILED,
-            "output failed verification: " + "; ".join(problems),
-            {"probe": info.summary()},
+            f"{name} failed verification: " + "; ".join(problems),
+            {
+                "probe": info.summary(),
+                "videoEnd": ends.video_end,
+                "audioEnd": ends.audio_end,
+                "expected": expected_seconds,
+            },
         )
     return info
-
-
-@dataclass(frozen=True)
-class VideoPacket:
-    """One video packet in decode order, timestamps in the stream's time base."""
-
-    pts: int
-    dts: int
-    duration: int
-    keyframe: bool
-    idr: bool = False  # H.264 only: the keyframe holds an IDR slice (decoding starts afresh)
-
-
-@dataclass(frozen=True)
-class VideoIndex:
-    """Every video packet's timestamps (demuxed, not decoded): keyframes and clean cuts."""
-
-    time_base: Fraction
-    origin: Fraction  # the container's start time: source time 0, as ffmpeg -i counts it
-    packets: tuple[VideoPacket, ...]
-    # How far (s) other streams' packets run ahead of the video in file order: a reader
-    # that stops at the first packet past a time must read this much further.
-    interleave_lead: float = 0.0
-
-    def time(self, pts: int) -> Fraction:
-        """Exact source time of a timestamp."""
-        return pts * self.time_base - self.origin
-
-    def seconds(self, pts: int) -> float:
-        return float(self.time(pts))
-
-    @property
-    def end_pts(self) -> int:
-        return max((p.pts + p.duration for p in self.packets), default=0)
-
-    @property
-    def duration(self) -> float:
-        return self.seconds(self.end_pts)
-
-    def heads(self) -> list[int]:
-        """Indices of keyframes a stream copy can start at: no packet after one in decode
-        order is shown before it (open-GOP leading pictures would not decode)."""
-        suffix_min = self._suffix_min()
-        return [
-            i for i, p in enumerate(self.packets)
-            if p.keyframe and (i + 1 >= len(self.packets) or suffix_min[i + 1] >= p.pts)
-        ]  # fmt: skip
-
-    def tails(self) -> list[int]:
-        """Indices i where a stream copy can stop before packet i: every packet before i in
-        decode order is shown before every packet from i on (no B-frame loses a reference
-        and no extra frame is shown)."""
-        suffix_min = self._suffix_min()
-        out: list[int] = []
-        prefix_max: int | None = None
-        for i, p in enumerate(self.packets):
-            if prefix_max is not None and prefix_max < suffix_min[i]:
-                out.append(i)
-            prefix_max = p.pts if prefix_max is None else max(prefix_max, p.pts)
-        out.append(len(self.packets))
-        return out
-
-    def keyframe_interval(self) -> float | None:
-        keys = [p.pts for p in self.packets if p.keyframe]
-        if len(keys) < 2:
-            return None
-        keys.sort()
-        return float((keys[-1] - keys[0]) * self.time_base) / (len(keys) - 1)
-
-    def keyframe_max_gap(self) -> float | None:
-        """The longest stretch between keyframes: how far back a seek may land."""
-        keys = sorted(p.pts for p in self.packets if p.keyframe)
-        if len(keys) < 2:
-            return None
-        return float(max(b - a for a, b in itertools.pairwise(keys)) * self.time_base)
-
-    def _suffix_min(self) -> list[int]:
-        out = [0] * len(self.packets)
-        low: int | None = None
-        for i in range(len(self.packets) - 1, -1, -1):
-            pts = self.packets[i].pts
-            low = pts if low is None else min(low, pts)
-            out[i] = low
-        return out
 
 
 def scan_video(path: Path, *, name: str | None = None) -> VideoIndex:

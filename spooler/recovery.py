@@ -13,7 +13,7 @@ import contextlib
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -28,7 +28,6 @@ from spooler.fsutil import (
     remove_tree,
     temp_name_for,
 )
-from spooler.intake.inbox import InboxIntake
 from spooler.jobtable import JobTable, folder_identity
 from spooler.layout import is_valid_job_id
 from spooler.loader import LoadedJob, read_job
@@ -48,6 +47,13 @@ from spooler.storage import OutputStore
 from spooler.takeover import take_over
 from spooler.worker import WORKER_ID_PATTERN, WorkerIdentity, is_worker_alive, read_heartbeats
 
+
+class Establish(Protocol):
+    def __call__(
+        self, job_id: str, claim_file: Path, submitted: datetime, now: datetime, *, start: bool
+    ) -> JobHandle | None: ...
+
+
 # Tries to establish a claim before it is moved aside to rejected/.
 CLAIM_ATTEMPTS = 3
 
@@ -59,7 +65,7 @@ class Recovery:
         table: JobTable,
         reporter: Reporter,
         outputs: OutputStore,
-        intake: InboxIntake,
+        establish: Establish,
         me: WorkerIdentity,
     ) -> None:
         self.settings = settings
@@ -67,7 +73,7 @@ class Recovery:
         self.layout = table.layout
         self.reporter = reporter
         self.outputs = outputs
-        self.intake = intake
+        self.establish = establish  # claim steps 2-4 (the inbox intake's)
         self.me = me
         self.log = structlog.get_logger().bind(worker=me.id)
         self._claim_failures: dict[str, int] = {}
@@ -251,7 +257,7 @@ class Recovery:
             take_ownership(self.layout, job_id, owner, self.me.id)
         self.log.info("claim_recovered", job_id=job_id, previous_owner=owner)
         submitted = ns_to_datetime(os.lstat(mine).st_ctime_ns)
-        return self.intake.establish(job_id, mine, submitted, clocks.wall, start=True)
+        return self.establish(job_id, mine, submitted, clocks.wall, start=True)
 
     def _quarantine(self, path: Path, reason: str, now: datetime) -> None:
         """Move an entry the daemon cannot act on to rejected/ with the reason beside it."""

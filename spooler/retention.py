@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -26,13 +27,23 @@ ERROR_SUFFIX = ".error.json"
 
 
 class Retention:
-    def __init__(self, settings: Settings, table: JobTable) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        table: JobTable,
+        *,
+        before_delete: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.table = table
         self.layout = table.layout
         self.log = structlog.get_logger()
+        # Webhooks: a job's undelivered events are made durable outside its folder first.
+        self.before_delete = before_delete
 
     def delete_job(self, job_id: str) -> None:
+        if self.before_delete is not None:
+            self.before_delete(job_id)
         remove_tree(self.layout.job_dir(job_id), self.layout.trash)
         self.table.final.pop(job_id, None)
         self.log.info("job_deleted", job_id=job_id)

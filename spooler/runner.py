@@ -21,7 +21,7 @@ from spooler.config import Settings
 from spooler.errors import DaemonStopping, ErrorCode, JobCancelled, JobError, OwnershipLost
 from spooler.ffmpeg import FfmpegResult, Limits, run_ffmpeg
 from spooler.fsutil import TEMP_PREFIX, open_log_for_append, remove_temp_files
-from spooler.kinds.base import JobKind, JobSpec, Step
+from spooler.jobkind import JobKind, JobSpec, Step
 from spooler.layout import SpoolLayout
 from spooler.policy import compute_backoff
 from spooler.progress import ProgressTracker

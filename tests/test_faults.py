@@ -20,6 +20,7 @@ from kill_loop import run_kill_loop
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(420)  # its own deadline is 400 s; ~100 s on a quiet 2-core machine
 def test_kill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
     # Given two daemons, 300 short jobs and 60 hostile job files arriving over time,
     # with one daemon SIGKILLed at random moments and restarted 50 times

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from support import tiny_job
 
 from spooler.clock import Clocks
@@ -37,7 +38,8 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     )
     made = Daemon(settings, me=WorkerIdentity.current("steptest"))
     ensure_layout(made.layout)
-    yield made
+    with structlog.testing.capture_logs():  # the job threads' events too: kept off stdout
+        yield made
     made.watcher.stop()
     for handle in list(made.table.running.values()):
         handle.stop.set()

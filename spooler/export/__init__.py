@@ -2,12 +2,27 @@
 
 models (the job file) -> sources (resolve + probe) -> timeline (pure, frame-quantised)
 -> plan (pure: ffmpeg arguments, or a stream-copy remux plan) -> kind (runs and verifies).
+docs/architecture.md ("The export package") lists the modules and which are pure.
+
+Importing the package loads only the job model: `ExportKind`, which loads ffmpeg and
+PyAV, is imported on first use.
 """
 
-# The kind registry imports this package's kind; loading the registry first keeps
-# `import spooler.export...` from re-entering a half-initialised module.
-import spooler.kinds  # noqa: F401  # isort: skip
-from spooler.export.kind import ExportKind
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from spooler.export.models import ExportJob
 
+if TYPE_CHECKING:
+    from spooler.export.kind import ExportKind
+
 __all__ = ["ExportJob", "ExportKind"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ExportKind":
+        from spooler.export.kind import ExportKind
+
+        return ExportKind
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

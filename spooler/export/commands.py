@@ -7,7 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from spooler.media import FORMAT_WHITELIST, PROTOCOLS
+from spooler.mediainfo import FORMAT_WHITELIST, PROTOCOLS
 
 MUXERS = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
 MIME = {

@@ -1,7 +1,8 @@
 """What an export job delivers besides its main output: renditions, a poster, a storyboard.
 
 Models and their cross-field checks (unique, non-colliding file names; times inside the
-exported part), kept out of models.py so the edit model and the deliverables evolve apart.
+exported part), kept out of models.py so the edit model and the deliverables evolve apart;
+the names every output is published and written under (pure).
 Every published name derives from the main output's safe name, so the job folder never
 holds two outputs with names that differ only in case.
 """
@@ -9,6 +10,8 @@ holds two outputs with names that differ only in case.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -24,7 +27,7 @@ from spooler.export.output import (
     safe_file_name,
 )
 from spooler.export.rules import TIME_EPSILON, fail
-from spooler.kinds.base import SpecModel
+from spooler.jobkind import SpecModel
 
 if TYPE_CHECKING:
     from spooler.export.models import ExportJob
@@ -195,13 +198,6 @@ def check_deliverables(job: ExportJob) -> None:
                 "an audio-only rendition needs audio (audio.mode is none)",
                 True,
             )
-    if job.renditions and job.mode == "copy":
-        raise fail(
-            ("renditions",),
-            "copy_option",
-            "renditions are encoded from the decoded frames: use mode reencode or auto",
-            None,
-        )
     taken: dict[str, str] = {}
     for path, name in output_names(job):
         if name.lower() in taken:
@@ -240,3 +236,12 @@ def storyboard_tiles(duration: float, interval: float) -> int:
 
 def output_count(job: ExportJob) -> int:
     return len(output_names(job))
+
+
+def temp_paths(job: ExportJob, temp_path: Callable[[str], Path]) -> dict[str, Path]:
+    """A temporary path for every published name but the main output's."""
+    return {name: temp_path(name) for _, name in output_names(job)[1:]}
+
+
+def rendition_temps(job: ExportJob, temps: dict[str, Path]) -> tuple[Path, ...]:
+    return tuple(temps[name] for path, name in output_names(job) if path[0] == "renditions")

@@ -18,7 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from spooler.errors import ErrorCode, JobError
-from spooler.media import FORMAT_WHITELIST, PROTOCOLS
+from spooler.mediainfo import FORMAT_WHITELIST, PROTOCOLS
 
 MICRO = 1_000_000
 

@@ -13,7 +13,7 @@ import bisect
 import itertools
 from dataclasses import dataclass
 
-from spooler.media import VideoIndex
+from spooler.mediainfo import VideoIndex
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""ExportKind: the thin shell. Probe, plan (pure), report, run, verify, publish."""
+"""ExportKind: the thin shell. Probe, plan (pure), report, run, verify, publish.
+
+The data path: sources.inspect_sources (open + probe) -> plan.plan_export (pure) ->
+Command list run through ctx.run_ffmpeg (and remux.py for copy/smart) -> verify.py and
+stills.py (every output checked) -> ctx.publish, all outputs or none.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from spooler.config import Settings
-from spooler.export import textmark
 from spooler.export.commands import Command, EncodedPart, Plan, PlanPaths
-from spooler.export.deliver import (
-    make_thumbnails,
-    rendition_temps,
-    temp_paths,
-    verify_media,
-    verify_renditions,
-)
+from spooler.export.deliverables import rendition_temps, temp_paths
 from spooler.export.models import ExportJob, limit_errors
 from spooler.export.plan import plan_export
+from spooler.export.probed import Source
 from spooler.export.remux import remux
-from spooler.export.sources import Source, close_sources, inspect_sources
+from spooler.export.sources import close_sources, inspect_sources
+from spooler.export.stills import make_thumbnails
+from spooler.export.textmark import no_font
 from spooler.export.timeline import job_pieces
-from spooler.kinds.base import JobContext, JobSpec, Step
+from spooler.export.verify import verify_output, verify_renditions
+from spooler.fonts import resolve_font
+from spooler.jobkind import JobContext, JobSpec, Step
 from spooler.status import OutputInfo
 
 LOGGED_FILE_LIMIT = 20_000
@@ -60,7 +63,7 @@ class ExportKind:
             renditions=rendition_temps(spec, extra),
         )
         # The font of a text watermark: found here (I/O), so that planning stays pure.
-        settings = textmark.with_font(spec, ctx.settings)
+        settings = with_font(spec, ctx.settings)
         plan = plan_export(spec, sources, settings, paths)
         ctx.set_preflight(plan.preflight)
         if spec.mode == "smart" and plan.mode != "smart":
@@ -80,8 +83,8 @@ class ExportKind:
             )
         fds = tuple(sorted(s.fd for s in sources.values() if s.fd is not None))
         self._execute(plan, spec, paths, ctx, fds)
-        # The main output is checked like every other output (deliver.verify_media).
-        info = verify_media(
+        # The main output is checked like every other output (verify.verify_output).
+        info = verify_output(
             paths.output, plan, size=None, want_audio=plan.want_audio, name=file_name
         )
         # Every output verified before the first is published.
@@ -155,6 +158,18 @@ class ExportKind:
                 ),
                 plan.template,
             )
+
+
+def with_font(job: ExportJob, settings: Settings) -> Settings:
+    """Settings whose watermark_font is a readable font file, for a job with a text
+    watermark (raises textmark.no_font); other jobs get `settings` as they are."""
+    if job.watermark is None or job.watermark.text is None:
+        return settings
+    font = resolve_font(settings.export.watermark_font)
+    if font is None:
+        raise no_font(settings.export.watermark_font)
+    export = settings.export.model_copy(update={"watermark_font": font})
+    return settings.model_copy(update={"export": export})
 
 
 def _graph_files(paths: PlanPaths) -> list[Path]:

@@ -7,6 +7,11 @@ The same rule holds for an external audio file's `offset`.
 
 Cross-field checks raise a ValidationError whose location is the offending field, so
 `parse_job` reports "segments[7].end: must be greater than start" rather than "(root)".
+
+Longer than most modules because the job file is one contract with the web app: its
+models and the cross-field rules that need the whole edit (angles, cuts, range,
+transitions, watermark) are kept together; the deliverables and the output settings have
+their own modules (deliverables.py, output.py), the copy rule is needs_reencode.py.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pydantic.alias_generators import to_snake
 from pydantic_core import PydanticCustomError
 
 from spooler.config import ExportSettings
+from spooler.export import needs_reencode
 from spooler.export.deliverables import (
     MAX_RENDITIONS,
     PosterSpec,
@@ -29,7 +35,7 @@ from spooler.export.deliverables import (
 )
 from spooler.export.output import OutputSpec
 from spooler.export.rules import TIME_EPSILON, check_source_syntax, fail
-from spooler.kinds.base import JobSpec, SpecModel
+from spooler.jobkind import JobSpec, SpecModel
 
 _ANGLE_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_TRANSITION_SECONDS = 60
@@ -294,14 +300,19 @@ class ExportJob(JobSpec):
             raise fail(
                 ("output", "videoCodec"), "copy_option", "copy needs mode copy or auto", "copy"
             )
-        self._check_transitions(timeline)
+        self._check_transitions()
         if self.watermark is not None:
             self._check_watermark(self.watermark, timeline)
         check_deliverables(self)
+        # Transitions, a watermark, renditions: what mode copy cannot do (one rule).
+        refusal = needs_reencode.copy_refusal(self)
+        if refusal is not None:
+            raise refusal
         return self
 
     def edit_segments(self) -> tuple[str, list[Segment]]:
-        """The edit as segments, whichever form the file used, and that form's name."""
+        """The edit as segments, whichever form the file used, and that form's name: the one
+        place switches become segments (each holds until the next; the last until `end`)."""
         if self.segments is not None:
             return "segments", self.segments
         assert self.switches is not None and self.end is not None
@@ -311,7 +322,7 @@ class ExportJob(JobSpec):
             for i, s in enumerate(self.switches)
         ]
 
-    def _check_transitions(self, timeline: tuple[float, float]) -> None:
+    def _check_transitions(self) -> None:
         """Each transition sits at a cut, and half of it fits in the stretch of the angle on
         either side (after what the neighbouring transition already uses of it)."""
         name, segments = self.edit_segments()
@@ -330,7 +341,6 @@ class ExportJob(JobSpec):
             else:
                 runs.append((seg.start, seg.end, index))
         used = 0.0  # of the current run, by the transition at its start
-        lo, hi = (self.range.start, self.range.end) if self.range else timeline
         for before, after in itertools.pairwise(runs):
             own = segments[after[2]].transition
             spec = own or self.transition
@@ -362,17 +372,6 @@ class ExportJob(JobSpec):
                         spec.duration,
                     )
             used = half
-            if (
-                self.mode == "copy"
-                and cut - half < hi - TIME_EPSILON
-                and cut + half > lo + TIME_EPSILON
-            ):
-                raise fail(
-                    path,
-                    "needs_reencode",
-                    f"a {spec.type} cannot be stream-copied (use mode reencode or auto)",
-                    spec.type,
-                )
 
     def _check_watermark(self, mark: Watermark, timeline: tuple[float, float]) -> None:
         if (mark.image is None) == (mark.text is None):
@@ -393,13 +392,6 @@ class ExportJob(JobSpec):
                     "watermark only",
                     getattr(mark, to_snake(field)),
                 )
-        if self.mode == "copy":
-            raise fail(
-                ("watermark",),
-                "needs_reencode",
-                "a watermark cannot be stream-copied (use mode reencode or auto)",
-                None,
-            )
         for field in ("start", "end"):
             value = getattr(mark, field)
             if value is not None and not (
@@ -498,14 +490,10 @@ def limit_errors(job: ExportJob, limits: ExportSettings) -> list[dict[str, str]]
 
     if len(job.angles) > limits.max_angles:
         add("angles", f"{len(job.angles)} angles is over the limit of {limits.max_angles}")
-    edits = job.segments if job.segments is not None else job.switches or []
-    name = "segments" if job.segments is not None else "switches"
+    name, edits = job.edit_segments()
     if len(edits) > limits.max_segments:
         add(name, f"{len(edits)} {name} is over the limit of {limits.max_segments}")
-    end = job.segments[-1].end if job.segments else (job.end or 0.0)
-    start = (
-        job.segments[0].start if job.segments else (job.switches or [Switch(at=0, angle="")])[0].at
-    )
+    start, end = edits[0].start, edits[-1].end
     if job.range is not None:
         start, end = job.range.start, job.range.end
     if end - start > limits.max_timeline_seconds:

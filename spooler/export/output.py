@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from spooler.export.rules import fail
-from spooler.kinds.base import SpecModel
+from spooler.jobkind import SpecModel
 
 
 class KeepSize(SpecModel):

@@ -14,13 +14,14 @@ from typing import Any
 
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
-from spooler.export import transitions
+from spooler.export import needs_reencode
 from spooler.export.commands import Plan, PlanPaths
+from spooler.export.encoders import ENCODERS
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO
-from spooler.export.reencode import ENCODERS, output_fps, plan_reencode
+from spooler.export.probed import Source
+from spooler.export.reencode import output_fps, plan_reencode
 from spooler.export.smart import plan_smart, smart_blockers
-from spooler.export.sources import Source
 from spooler.export.streamcopy import copy_blockers, plan_copy, snap_cuts
 from spooler.export.timeline import job_pieces, quantise
 
@@ -58,15 +59,12 @@ def plan_export(
     codec: str = job.output.video_codec
     if job.mode == "reencode":
         reason = "reencode requested"
-    elif job.renditions:
-        # Renditions are encoded from the decoded frames (validation refuses mode copy).
-        reason = f"{job.mode}: renditions need the decoded frames"
     elif job.mode == "smart":
         reason = "smart requested"
     else:
-        blockers = copy_blockers(job, sources, used) + transitions.copy_blockers(job)
-        if job.watermark is not None:
-            blockers.append("a watermark needs re-encoding")
+        # The sources and output (streamcopy.py), then the job's own content (transitions,
+        # watermark, renditions: needs_reencode.py, which validation applies to mode copy).
+        blockers = copy_blockers(job, sources, used) + needs_reencode.reasons(job)
         cuts = snap_cuts(job, sources, pieces) if not blockers else None
         if isinstance(cuts, str):
             blockers.append(cuts)

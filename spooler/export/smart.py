@@ -15,6 +15,11 @@ and B-frame structure (read from the packet order), an IDR at each part's start 
 GOPs: a part never references another), and parameter sets with an id the source does not
 use; the remux puts both sets in the track's avcC (h264.py). Parts are encoded by a few ffmpeg
 processes at once (`export.smart_workers`), each a contiguous run of the timeline.
+
+Longer than most modules: whether smart render can serve a job, the split of every piece
+into encoded and copied parts, and the encoder settings that let both share one H.264
+track are one decision, and are kept in one place (the GOP analysis is gop.py, the
+shared graph toolkit graph.py).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
-from spooler.export import transitions
+from spooler.export import needs_reencode
 from spooler.export.commands import (
     MIME,
     Command,
@@ -38,21 +43,14 @@ from spooler.export.commands import (
     fmt,
     rate_text,
 )
+from spooler.export.encoders import DEFAULT_PRESET, encoder_threads
 from spooler.export.gop import Frames, Part, split_piece
+from spooler.export.graph import Graph, Span, command_args, piece_inputs
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO, nominal_rate
-from spooler.export.reencode import (
-    DEFAULT_PRESET,
-    Graph,
-    Span,
-    check_needs,
-    command_args,
-    piece_inputs,
-)
-from spooler.export.sources import Need, Source
+from spooler.export.probed import Need, Source, check_needs
 from spooler.export.streamcopy import plan_audio
 from spooler.export.timeline import frame_index, job_pieces, quantise
-from spooler.ffmpeg import encoder_threads
 from spooler.h264 import AvcConfig, free_id
 
 X264_PROFILES = {
@@ -85,12 +83,8 @@ def smart_blockers(
         reasons.append(f"h264 cannot be stored in {out.container}")
     if out.size.mode != "keep":
         reasons.append("output.size is not 'keep'")
-    # Transitions and a watermark change every frame they touch: whole-frame re-encoding.
-    reasons += transitions.copy_blockers(job)
-    if job.watermark is not None:
-        reasons.append("a watermark needs re-encoding")
-    if job.renditions:
-        reasons.append("renditions need the decoded frames")
+    # Transitions, a watermark and renditions need the decoded frames (needs_reencode.py).
+    reasons += needs_reencode.reasons(job)
     if info.pix_fmt not in SMART_PIX_FMTS:
         reasons.append(f"{used[0]}'s pixel format {info.pix_fmt} is not 8-bit 4:2:0")
     if info.profile not in X264_PROFILES:

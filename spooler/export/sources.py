@@ -1,6 +1,6 @@
-"""Sources: confine each path to the media roots, probe it, and check it covers its use.
+"""Sources: confine each path to the media roots, open it once, probe it (the shell).
 
-Resolution and probing touch the disk (thin shell); `coverage_problems` is pure.
+What probing finds, and whether it covers the edit, is pure data in probed.py.
 """
 
 from __future__ import annotations
@@ -9,38 +9,21 @@ import contextlib
 import errno
 import os
 import stat
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
+
+import av
 
 from spooler.errors import ErrorCode, JobError
 from spooler.export.models import ExportJob, ExternalAudio, FollowAudio
+from spooler.export.probed import Source
 from spooler.export.rules import check_source_syntax
-from spooler.export.watermark import probe_image
-from spooler.media import MediaInfo, VideoIndex, probe, scan_video
+from spooler.export.watermark import IMAGE_DEMUXER
+from spooler.media import probe, scan_video
+from spooler.mediainfo import PROTOCOLS, MediaInfo
 
-
-@dataclass(frozen=True)
-class Source:
-    """A resolved, probed source file."""
-
-    name: str  # as written in the job (relative to a media root)
-    path: Path  # absolute, symlinks resolved, inside a media root
-    info: MediaInfo
-    index: VideoIndex | None  # video packets, for sources used as angles
-    fd: int | None = None  # the file opened once at validation (see open_source)
-
-    @property
-    def read_path(self) -> Path:
-        """The path every reader opens: /proc/self/fd/N (the very file that was checked,
-        whatever is renamed or swapped later; ffmpeg gets N through pass_fds), or `path`
-        for a source that was not opened (pure tests)."""
-        return Path(f"/proc/self/fd/{self.fd}") if self.fd is not None else self.path
-
-    @property
-    def video_end(self) -> float:
-        """Source time at which the last video frame stops being shown."""
-        return self.index.duration if self.index else self.info.duration
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+MAX_IMAGE_SIDE = 4096
 
 
 def resolve_source(name: str, roots: list[Path]) -> Path:
@@ -198,43 +181,40 @@ def _inspect_image(name: str, roots: list[Path]) -> Source:
     return Source(name, path, info, None, fd)
 
 
-@dataclass(frozen=True)
-class Need:
-    """A use of a source over timeline [start, end), which maps to [start+offset, end+offset)."""
+def probe_image(fd: int, name: str) -> MediaInfo:
+    """Check the opened file is a PNG we will overlay; its size. Raises source_unreadable."""
 
-    label: str  # "segments[7]", "audio"
-    angle: str  # angle id, or "audio"
-    source: str
-    offset: Fraction
-    start: Fraction
-    end: Fraction
+    def refuse(why: str) -> JobError:
+        return JobError(
+            ErrorCode.SOURCE_UNREADABLE,
+            f"{name!r} cannot be used as a watermark: {why}",
+            {"source": name, "allowedFormats": ["png"]},
+        )
 
-
-def coverage_problems(needs: list[Need], ends: dict[str, float], slack: float) -> list[str]:
-    """Human-readable reasons why sources do not cover their uses (pure).
-
-    `ends` maps a source to where it stops; `slack` forgives rounding at the last frame.
-    """
-    problems: list[str] = []
-    for need in needs:
-        first = float(need.start + need.offset)
-        last = float(need.end + need.offset)
-        file = need.source.rsplit("/", 1)[-1]
-        if first < -slack:
-            problems.append(
-                f"{need.label} needs {need.angle} at {first:.3f} s but {file} "
-                f"starts at 0.000 s (check its sync offset)"
-            )
-        elif last > ends[need.source] + slack:
-            problems.append(
-                f"{need.label} needs {need.angle} until {last:.3f} s but {file} "
-                f"ends at {ends[need.source]:.3f} s"
-            )
-    return problems
-
-
-def check_coverage(needs: list[Need], ends: dict[str, float], slack: float) -> None:
-    problems = coverage_problems(needs, ends, slack)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise JobError(ErrorCode.SOURCE_TOO_SHORT, problems[0] + more, {"problems": problems[:50]})
+    size = os.fstat(fd).st_size
+    if size > MAX_IMAGE_BYTES:
+        raise refuse(f"{size} bytes is over the limit of {MAX_IMAGE_BYTES}")
+    head = os.pread(fd, 24, 0)
+    if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise refuse("it is not a PNG image")
+    # The size from the header, checked before anything is decoded (no decompression bomb).
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
+        raise refuse(f"{width}x{height} is not within 1-{MAX_IMAGE_SIDE} pixels per side")
+    options = {"protocol_whitelist": PROTOCOLS, "format_whitelist": IMAGE_DEMUXER}
+    try:
+        with av.open(f"file:/proc/self/fd/{fd}", format=IMAGE_DEMUXER, options=options) as c:
+            frame = next(c.decode(video=0), None)
+    except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
+        raise refuse(f"it does not decode ({type(exc).__name__})") from exc
+    if frame is None or (frame.width, frame.height) != (width, height):
+        raise refuse("it does not decode to the size its header gives")
+    pix_fmt = frame.format.name
+    return MediaInfo(
+        duration=0.0,
+        format_name=IMAGE_DEMUXER,
+        video_codec="png",
+        width=width,
+        height=height,
+        pix_fmt=pix_fmt,
+    )

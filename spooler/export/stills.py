@@ -1,4 +1,5 @@
-"""Reading stills back with PyAV: the automatic poster time, and image verification.
+"""The poster and the storyboard, the shell side: their ffmpeg command run (planned by
+thumbnails.py), the automatic poster time and image verification, read back with PyAV.
 
 The poster is "chosen automatically, not a black frame": at a few candidate times spread
 over the output, the keyframe at or before each is decoded (a seek and one frame each,
@@ -14,7 +15,13 @@ from typing import Any
 import av
 
 from spooler.errors import ErrorCode, JobError
-from spooler.media import OPEN_OPTIONS, PROTOCOLS
+from spooler.export.deliverables import exported_span
+from spooler.export.models import ExportJob
+from spooler.export.thumbnails import plan_thumbnails, poster_seconds
+from spooler.export.verify import Ready
+from spooler.jobkind import JobContext
+from spooler.mediainfo import OPEN_OPTIONS, PROTOCOLS, MediaInfo
+from spooler.status import OutputInfo
 
 CANDIDATES = (0.2, 0.35, 0.5, 0.65, 0.8)  # fractions of the output's duration
 SAMPLE_SIZE = 48  # candidates are compared as SAMPLE_SIZE x SAMPLE_SIZE grey images
@@ -90,3 +97,68 @@ def verify_image(path: Path, image_format: str, width: int, height: int) -> int:
             f"{path.name}: is {size[0]}x{size[1]}, expected {width}x{height}",
         )
     return path.stat().st_size
+
+
+def make_thumbnails(
+    job: ExportJob,
+    ctx: JobContext,
+    main: Path,
+    info: MediaInfo,
+    temps: dict[str, Path],
+    fds: tuple[int, ...],
+) -> list[Ready]:
+    """Poster and storyboard from the verified main output (one ffmpeg command)."""
+    if job.poster is None and job.storyboard is None:
+        return []
+    shown = info.display_size
+    if shown is None:
+        raise JobError(ErrorCode.VERIFY_FAILED, "the output has no video for a poster")
+    at = poster_seconds(job, exported_span(job)[0])
+    if job.poster is not None and at is None:
+        at = pick_poster_time(main, info.duration)
+        ctx.log_line(f"# poster: automatic choice at {at:.3f} s of the output")
+    if at is not None:
+        # -ss drops frames that start before it: aim at the start of the last frame at most.
+        frame = 1 / float(info.fps) if info.fps else 0.1
+        at = max(0.0, min(at, info.duration - frame))
+    plan = plan_thumbnails(job, main, shown[0], shown[1], info.duration, at, temps)
+    assert plan is not None
+    ctx.check_cancelled()
+    ctx.run_ffmpeg(
+        plan.command.args,
+        step=plan.command.step,
+        expected_seconds=plan.command.expected_seconds,
+        pass_fds=fds,
+    )
+    ready: list[Ready] = []
+    for image in plan.images:
+        size = verify_image(image.temp, image.format, image.width, image.height)
+        ready.append(
+            Ready(
+                image.temp,
+                OutputInfo(
+                    path=image.name,
+                    role=image.role,
+                    size_bytes=size,
+                    width=image.width,
+                    height=image.height,
+                    mime_type=image.mime_type,
+                ),
+            )
+        )
+    if plan.vtt_name is not None and plan.vtt_text is not None:
+        vtt = temps[plan.vtt_name]
+        vtt.write_text(plan.vtt_text, encoding="utf-8")
+        ready.append(
+            Ready(
+                vtt,
+                OutputInfo(
+                    path=plan.vtt_name,
+                    role="storyboard",
+                    size_bytes=vtt.stat().st_size,
+                    duration_seconds=info.duration,
+                    mime_type="text/vtt",
+                ),
+            )
+        )
+    return ready

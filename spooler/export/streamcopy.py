@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from spooler.config import Settings
-from spooler.export import audiomix
+from spooler.export import audiograph
 from spooler.export.commands import (
     MIME,
     AudioCopy,
@@ -27,22 +27,13 @@ from spooler.export.commands import (
     Snap,
     VideoPart,
 )
+from spooler.export.encoders import audio_encoder
+from spooler.export.graph import Graph, Span, command_args, piece_inputs
 from spooler.export.models import ExportJob, FollowAudio, NoAudio
 from spooler.export.output import CONTAINER_VIDEO, nominal_rate
-from spooler.export.reencode import (
-    Graph,
-    Span,
-    _samples,
-    audio_bed,
-    audio_encoder,
-    check_needs,
-    command_args,
-    follow_labels,
-    piece_inputs,
-)
-from spooler.export.sources import Need, Source
+from spooler.export.probed import Need, Source, check_needs
 from spooler.export.timeline import Piece
-from spooler.media import VideoIndex
+from spooler.mediainfo import VideoIndex
 
 
 def copy_blockers(job: ExportJob, sources: dict[str, Source], angles: list[str]) -> list[str]:
@@ -308,14 +299,14 @@ def plan_audio(
             video=False,
             audio=True,
         )
-        labels = follow_labels(job, graph, spans, ains, bases)
-        total = _samples(end) - _samples(start)
+        labels = audiograph.follow_labels(job, graph, spans, ains, bases)
+        total = audiograph.samples_at(end) - audiograph.samples_at(start)
         graph.chains.append(
             f"{''.join(labels)}concat=n={len(labels)}:v=0:a=1,asetpts=N/SR/TB"
-            f"{audiomix.loudness_chain(job, total)}[aout]"
+            f"{audiograph.loudness_chain(job, total)}[aout]"
         )
     else:
-        audio_bed(job, sources, graph, start, end, needs, paths.lists)
+        audiograph.audio_bed(job, sources, graph, start, end, needs, paths.lists)
     args, files = command_args(graph, paths)
     # mp4 keeps sample-exact timestamps (matroska rounds them to milliseconds).
     args += ["-map", "[aout]", *audio_encoder(job), "-f", "mp4", f"file:{paths.audio}"]

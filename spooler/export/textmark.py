@@ -4,7 +4,8 @@ The text is untrusted, so it never enters the filter graph: the plan writes it t
 temporary file (listed in Command.files, written by the kind before ffmpeg runs) and
 drawtext reads it with `textfile=`, `expansion=none` (no `%{...}` expansion: the text is
 drawn literally). The font is config `export.watermark_font`, resolved by the kind
-(fonts.py); both paths are escaped for the filter graph (option level, then graph level).
+(kind.with_font, through fonts.py: planning stays pure); both paths are escaped for the
+filter graph (option level, then graph level).
 
 Placement: font size = textSize x output height (pixels); margin = margin x output width
 from the chosen edges, like the image; the text's own width and height (drawtext's
@@ -17,12 +18,11 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-from spooler.config import Settings
+from spooler.config import FONT_AUTO, FONT_INSTALL_HINT
 from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import PlanPaths
 from spooler.export.models import ExportJob, Watermark
 from spooler.export.watermark import enable_option, even_pixels, mark_frames, timeline_of
-from spooler.fonts import AUTO, INSTALL_HINT, resolve_font
 
 TEXT_SUFFIX = ".text"
 COLORS = {"white": "white", "black": "black"}
@@ -32,27 +32,15 @@ def no_font(setting: str) -> JobError:
     """The permanent error of a text watermark on a machine without its font."""
     why = (
         "no font file was found"
-        if setting == AUTO
+        if setting == FONT_AUTO
         else f"export.watermark_font {setting!r} is not a readable file"
     )
     return JobError(
         ErrorCode.UNSUPPORTED_MEDIA,
         f"text watermarks are unavailable on this worker: {why} "
-        f"(the operator can install fonts: {INSTALL_HINT}; see spooler doctor)",
+        f"(the operator can install fonts: {FONT_INSTALL_HINT}; see spooler doctor)",
         {"watermark": "text", "watermarkFont": setting},
     )
-
-
-def with_font(job: ExportJob, settings: Settings) -> Settings:
-    """The kind's half: settings whose watermark_font is a readable font file, for a job
-    with a text watermark (raises no_font); other jobs get `settings` as they are."""
-    if job.watermark is None or job.watermark.text is None:
-        return settings
-    font = resolve_font(settings.export.watermark_font)
-    if font is None:
-        raise no_font(settings.export.watermark_font)
-    export = settings.export.model_copy(update={"watermark_font": font})
-    return settings.model_copy(update={"export": export})
 
 
 def text_path(paths: PlanPaths) -> Path:
@@ -115,7 +103,7 @@ def text_chain(
     entry; None when the text's time range misses the output."""
     mark = job.watermark
     assert mark is not None and mark.text is not None
-    if font == AUTO:  # the kind resolves "auto"; unresolved means no font was found
+    if font == FONT_AUTO:  # the kind resolves "auto"; unresolved means no font was found
         raise no_font(font)
     total = output_frames[1]
     shown = mark_frames(mark, output_frames, timeline_of(job), fps)

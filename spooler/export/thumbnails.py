@@ -3,7 +3,7 @@
 Made from the verified main output rather than inside the encode so that they work the
 same for every mode (a copy has no filter graph): the poster input seeks straight to its
 frame (one GOP decoded); the storyboard reads the output once and keeps one frame per
-interval. Pure: the kind picks the automatic poster time (posterpick.py) beforehand.
+interval. Pure: stills.py picks the automatic poster time beforehand and runs the command.
 
 Storyboard: one sprite JPEG of `columns` x rows tiles, and a WebVTT file whose cue k
 covers output time [k*interval, (k+1)*interval) and points at tile k with a media

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from spooler.export.models import ExportJob, Segment, Switch
+from spooler.export.models import ExportJob
 
 
 @dataclass(frozen=True)
@@ -38,22 +38,9 @@ class FramePiece:
         return self.stop - self.first
 
 
-def switches_to_segments(switches: list[Switch], end: float) -> list[Segment]:
-    """Each switch holds until the next one; the last until `end`."""
-    bounds = [s.at for s in switches] + [end]
-    return [
-        Segment(angle=s.angle, start=bounds[i], end=bounds[i + 1], transition=s.transition)
-        for i, s in enumerate(switches)
-    ]
-
-
 def edit_pieces(job: ExportJob) -> list[Piece]:
-    """The job's edit in one form, whichever form the file used."""
-    if job.segments is not None:
-        segments, name = job.segments, "segments"
-    else:
-        assert job.switches is not None and job.end is not None
-        segments, name = switches_to_segments(job.switches, job.end), "switches"
+    """The job's edit in one form, whichever form the file used (ExportJob.edit_segments)."""
+    name, segments = job.edit_segments()
     return [
         Piece(seg.angle, Fraction(seg.start), Fraction(seg.end), f"{name}[{i}]")
         for i, seg in enumerate(segments)

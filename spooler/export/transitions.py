@@ -124,24 +124,6 @@ def job_windows(job: ExportJob, fps: Fraction) -> list[Window]:
     return out
 
 
-def copy_blockers(job: ExportJob) -> list[str]:
-    """Transitions played in the exported range: they need re-encoding (auto mode's reason)."""
-    name, segments = job.edit_segments()
-    lo = job.range.start if job.range else segments[0].start
-    hi = job.range.end if job.range else segments[-1].end
-    reasons: list[str] = []
-    for j in range(1, len(segments)):
-        seg = segments[j]
-        spec = seg.transition or job.transition
-        if seg.angle == segments[j - 1].angle or spec is None or spec.type == "cut":
-            continue
-        half = spec.duration / 2
-        if seg.start - half < hi and seg.start + half > lo:
-            where = f"{name}[{j}].transition" if seg.transition is not None else "transition"
-            reasons.append(f"{where} ({spec.type}) needs re-encoding")
-    return reasons[:1] + ([f"and {len(reasons) - 1} more transition(s)"] if reasons[1:] else [])
-
-
 def layout(job: ExportJob, frames: list[FramePiece], fps: Fraction) -> Layout:
     """The reads and parts of the output frames [frames[0].first, frames[-1].stop)."""
     start, end = frames[0].first, frames[-1].stop

@@ -6,7 +6,7 @@ read by ONE demuxer, `png_pipe` (forced with -f, and the only entry of its input
 -format_whitelist): a stream of PNG images in that one file. Not `image2`, which expands
 patterns and opens other files, nor the media allow-list (an image is never an angle).
 Before ffmpeg runs, the file must start with the PNG signature, be at most 16 MiB and
-4096x4096, and its first image must decode.
+4096x4096, and its first image must decode (sources.probe_image: this module is pure).
 
 Placement (pure, in output pixels): width = scale x output width, height from the image's
 aspect; margin = margin x output width from the chosen edges (both axes); every number is
@@ -18,22 +18,15 @@ rounded to output frames like cuts; outside them the picture is untouched.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
-
-from spooler.errors import ErrorCode, JobError
 from spooler.export.models import ExportJob, Watermark
 from spooler.export.timeline import frame_index
-from spooler.media import PROTOCOLS, MediaInfo
+from spooler.mediainfo import PROTOCOLS
 
 IMAGE_DEMUXER = "png_pipe"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_IMAGE_BYTES = 16 * 1024 * 1024
-MAX_IMAGE_SIDE = 4096
 
 
 def image_input(path: Path) -> list[str]:
@@ -48,45 +41,6 @@ def image_input(path: Path) -> list[str]:
         "-i",
         f"file:{path}",
     ]
-
-
-def probe_image(fd: int, name: str) -> MediaInfo:
-    """Check the opened file is a PNG we will overlay; its size. Raises source_unreadable."""
-
-    def refuse(why: str) -> JobError:
-        return JobError(
-            ErrorCode.SOURCE_UNREADABLE,
-            f"{name!r} cannot be used as a watermark: {why}",
-            {"source": name, "allowedFormats": ["png"]},
-        )
-
-    size = os.fstat(fd).st_size
-    if size > MAX_IMAGE_BYTES:
-        raise refuse(f"{size} bytes is over the limit of {MAX_IMAGE_BYTES}")
-    head = os.pread(fd, 24, 0)
-    if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise refuse("it is not a PNG image")
-    # The size from the header, checked before anything is decoded (no decompression bomb).
-    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
-        raise refuse(f"{width}x{height} is not within 1-{MAX_IMAGE_SIDE} pixels per side")
-    options = {"protocol_whitelist": PROTOCOLS, "format_whitelist": IMAGE_DEMUXER}
-    try:
-        with av.open(f"file:/proc/self/fd/{fd}", format=IMAGE_DEMUXER, options=options) as c:
-            frame = next(c.decode(video=0), None)
-    except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
-        raise refuse(f"it does not decode ({type(exc).__name__})") from exc
-    if frame is None or (frame.width, frame.height) != (width, height):
-        raise refuse("it does not decode to the size its header gives")
-    pix_fmt = frame.format.name
-    return MediaInfo(
-        duration=0.0,
-        format_name=IMAGE_DEMUXER,
-        video_codec="png",
-        width=width,
-        height=height,
-        pix_fmt=pix_fmt,
-    )
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from spooler.policy import (
     inbox_file_ready,
     order_candidates,
 )
+from spooler.recovery import Recovery
 from spooler.report import Reporter
 from spooler.retention import Retention
 from spooler.runner import JobHandle, error_info
@@ -62,6 +63,7 @@ from spooler.spool import (
     take_ownership,
 )
 from spooler.status import ErrorInfo, State, new_status
+from spooler.storage import OutputStore
 from spooler.worker import WorkerIdentity
 
 # Share of a heartbeat period one inbox pass may take before it yields to the loop.
@@ -83,12 +85,12 @@ class InboxIntake:
         table: JobTable,
         reporter: Reporter,
         retention: Retention,
+        outputs: OutputStore,
         me: WorkerIdentity,
         wake: threading.Event,
         *,
         use_leases: bool,
     ) -> None:
-        self.settings = settings
         self.layout: SpoolLayout = table.layout
         self.table = table
         self.reporter = reporter
@@ -101,6 +103,18 @@ class InboxIntake:
         self._seen: dict[str, _Seen] = {}
         self._priorities: dict[str, tuple[tuple[int, int, int], int]] = {}
         self._orphan_markers: dict[str, float] = {}
+        self.recovery = Recovery(settings, table, reporter, outputs, self.establish, me)
+        self.settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """A reload (SIGHUP) reaches recovery too."""
+        self._settings = settings
+        self.recovery.settings = settings
 
     # -- the seam ---------------------------------------------------------------------------
     def cancel_requested(self, job_id: str) -> bool:
@@ -113,7 +127,8 @@ class InboxIntake:
         take_ownership(self.layout, job_id, self.me.id, RELEASED)
 
     def housekeeping(self, clocks: Clocks) -> list[JobHandle]:
-        return []  # recovery (spooler.recovery) serves the spool; a queue needs none
+        """Claims and jobs dead workers left (spooler.recovery), to queue again."""
+        return self.recovery.run(clocks)
 
     def take(self, clocks: Clocks) -> list[JobHandle]:
         """One pass over the inbox: strays moved aside, markers handled, and as many jobs

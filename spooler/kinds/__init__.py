@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from spooler.errors import ErrorCode, JobError
 from spooler.export.kind import ExportKind
-from spooler.kinds.base import JobKind, JobSpec
+from spooler.jobkind import JobKind, JobSpec
 from spooler.kinds.testpattern import TestPatternKind
 
 # A job file without "kind" is an export: that is what the web app writes.

@@ -12,9 +12,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from spooler.config import Settings
-from spooler.ffmpeg import encoder_threads
-from spooler.kinds.base import JobContext, JobSpec, Step
-from spooler.media import verify_output
+from spooler.export.encoders import encoder_threads
+from spooler.jobkind import JobContext, JobSpec, Step
+from spooler.media import verify_media
 from spooler.status import OutputInfo
 
 
@@ -60,11 +60,13 @@ class TestPatternKind:
             str(tmp),
         ]  # fmt: skip
         ctx.run_ffmpeg(args, step="render", expected_seconds=spec.duration_seconds)
-        probe = verify_output(
+        probe = verify_media(
             tmp,
             expected_seconds=spec.duration_seconds,
             tolerance=1.0 / spec.fps + 0.05,
             want_audio=True,
+            size=(spec.width, spec.height),
+            name=spec.file_name,
         )
         ctx.publish(
             tmp,

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from spooler.config import Settings
-from spooler.ffmpeg import Limits, run_ffmpeg
-from spooler.kinds.base import FfmpegResult, Step
+from spooler.ffmpeg import FfmpegResult, Limits, run_ffmpeg
+from spooler.jobkind import Step
 from spooler.status import OutputInfo
 
 

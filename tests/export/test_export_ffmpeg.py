@@ -15,7 +15,7 @@ from export_support import FakeContext, decode_errors
 from mediagen import audio_onsets, colour_of, make_burst_wav, read_frames
 
 from spooler.errors import ErrorCode, JobError
-from spooler.export import reencode
+from spooler.export import graph
 from spooler.media import stream_ends
 
 Run = Callable[..., tuple[FakeContext, Path]]
@@ -250,7 +250,7 @@ def test_many_short_pieces_of_the_same_angles(
 ) -> None:
     # Given 12 pieces alternating between two angles (each angle is one input list),
     # and a graph long enough to be passed to ffmpeg in a file
-    monkeypatch.setattr(reencode, "GRAPH_INLINE_LIMIT", 100)
+    monkeypatch.setattr(graph, "GRAPH_INLINE_LIMIT", 100)
     bounds = [0.0, 0.23, 0.51, 0.8, 1.1, 1.37, 1.66, 2.0, 2.21, 2.5, 2.83, 3.1, 3.5]
     cuts = [(("cam1", "cam2")[i % 2], bounds[i], bounds[i + 1]) for i in range(12)]
     job = {"angles": ANGLES[:2], "segments": seg(*cuts), "mode": "reencode", "output": FAST,

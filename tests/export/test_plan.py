@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
-from spooler.export import reencode
+from spooler.export import graph
 from spooler.export.commands import AudioCopy, PlanPaths
 from spooler.export.ffconcat import ConcatList
 from spooler.export.models import ExportJob
@@ -226,7 +226,7 @@ def test_reencode_normalises_mixed_sources() -> None:
 def test_many_pieces_keep_one_input_per_angle_and_the_graph_goes_to_a_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(reencode, "GRAPH_INLINE_LIMIT", 10_000)
+    monkeypatch.setattr(graph, "GRAPH_INLINE_LIMIT", 10_000)
     cuts = [(("cam1", "cam2", "cam3")[i % 3], i * 1.01, (i + 1) * 1.01) for i in range(280)]
     plan = plan_export(job(cuts, mode="reencode"), SOURCES, SETTINGS, PATHS)
     command = plan.commands[0]

@@ -19,6 +19,10 @@ export interface ExportJob {
   angles: [Angle, ...Angle[]];
   audio?: AngleAudio | ExternalAudio | FollowAudio | NoAudio;
   /**
+   * Per-job webhook; daemons without the `callback` capability reject it.
+   */
+  callback?: Callback | null;
+  /**
    * Timeline end, with `switches` only.
    */
   end?: number | null;
@@ -283,6 +287,20 @@ export interface FollowAudio {
 export interface NoAudio {
   mode: "none";
 }
+/**
+ * Where this job's events are posted, signed with the operator's secret (docs/webhooks.md).
+ * The host must be in the daemon's `webhooks.allowed_hosts`.
+ */
+export interface Callback {
+  /**
+   * @minItems 1
+   */
+  events?: [
+    "started" | "succeeded" | "failed" | "cancelled" | "rejected",
+    ...("started" | "succeeded" | "failed" | "cancelled" | "rejected")[]
+  ];
+  url: string;
+}
 export interface OutputSpec {
   audioBitrateKbps?: number;
   /**
@@ -468,6 +486,10 @@ export interface Watermark {
   textSize?: number;
 }
 export interface TestPatternJob {
+  /**
+   * Per-job webhook; daemons without the `callback` capability reject it.
+   */
+  callback?: Callback | null;
   durationSeconds?: number;
   fileName?: string;
   fps?: number;
@@ -668,4 +690,125 @@ export interface WorkerRef {
   host: string;
   id: string;
   pid: number;
+}
+
+// ---- webhook.schema.json ----
+
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "WebhookErrorCode".
+ */
+export type WebhookErrorCode =
+  | "invalid_id"
+  | "duplicate_id"
+  | "not_a_file"
+  | "too_large"
+  | "not_utf8"
+  | "invalid_json"
+  | "invalid_job"
+  | "unsupported_schema_version"
+  | "source_not_allowed"
+  | "source_missing"
+  | "source_unreadable"
+  | "source_too_short"
+  | "unsupported_media"
+  | "timeout"
+  | "verify_failed"
+  | "ffmpeg_missing"
+  | "ffmpeg_failed"
+  | "ffmpeg_killed"
+  | "stalled"
+  | "disk_full"
+  | "worker_lost"
+  | "internal_error"
+  | "cancelled"
+  | "unknown_job";
+
+/**
+ * The body of every webhook request (Standard Webhooks: type, timestamp, data).
+ */
+export interface WebhookPayload {
+  data: EventData;
+  /**
+   * When the event happened (not when it was sent).
+   */
+  timestamp: string;
+  type:
+    | "job.started"
+    | "job.succeeded"
+    | "job.failed"
+    | "job.cancelled"
+    | "job.rejected"
+    | "spooler.test";
+}
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "EventData".
+ */
+export interface EventData {
+  attempt: number;
+  error: WebhookErrorInfo | null;
+  event: "started" | "succeeded" | "failed" | "cancelled" | "rejected" | "test";
+  finishedAt: string | null;
+  jobId: string;
+  kind: string | null;
+  maxAttempts: number;
+  metadata: {
+    [k: string]: unknown | undefined;
+  };
+  outputs: WebhookOutput[];
+  /**
+   * Orders one job's events (greater is later).
+   */
+  sequence: number;
+  startedAt: string | null;
+  state: "running" | "succeeded" | "failed" | "cancelled" | "rejected" | "test";
+  submittedAt: string | null;
+  warnings: WebhookWarning_[];
+}
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "WebhookErrorInfo".
+ */
+export interface WebhookErrorInfo {
+  code: WebhookErrorCode;
+  details?: {
+    [k: string]: unknown | undefined;
+  };
+  message: string;
+  retryable?: boolean;
+}
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "WebhookOutput".
+ */
+export interface WebhookOutput {
+  durationSeconds: number | null;
+  height: number | null;
+  mimeType: string | null;
+  /**
+   * A file name in the job's folder.
+   */
+  path: string;
+  /**
+   * main, poster, storyboard, rendition, ...
+   */
+  role: string;
+  sizeBytes: number;
+  /**
+   * Absolute URL, when the operator set one up.
+   */
+  uri: string | null;
+  width: number | null;
+}
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "WebhookWarning_".
+ */
+export interface WebhookWarning_ {
+  code: string;
+  details?: {
+    [k: string]: unknown | undefined;
+  };
+  message: string;
 }

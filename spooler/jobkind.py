@@ -3,6 +3,10 @@
 The daemon owns claiming, status, retries, cancel and publishing; a kind only plans and runs
 its ffmpeg steps through `JobContext`, so new kinds (export, proxy, thumbnail, ...) plug in
 without touching the spool protocol.
+
+This contract sits outside the `spooler.kinds` package (the registry) so that a kind's
+package imports it without loading the registry, which imports every kind: the dependency
+runs one way, registry -> kinds -> this module. It loads no ffmpeg or PyAV module.
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from spooler.config import Settings
-from spooler.ffmpeg import FfmpegResult
+from spooler.config import DEFAULT_WEBHOOK_EVENTS, Settings, WebhookEventName
 from spooler.status import OutputInfo
+
+if TYPE_CHECKING:  # the runner's result type; the module that runs ffmpeg stays unloaded
+    from spooler.ffmpeg import FfmpegResult
 
 # metadata is echoed into every status write and every webhook: kept small and shallow.
 METADATA_MAX_DEPTH = 8
@@ -50,6 +56,16 @@ class SpecModel(BaseModel):
     )
 
 
+class Callback(SpecModel):
+    """Where this job's events are posted, signed with the operator's secret (docs/webhooks.md).
+    The host must be in the daemon's `webhooks.allowed_hosts`."""
+
+    url: str = Field(max_length=2048, pattern=r"^https?://[^\s]+$")
+    events: list[WebhookEventName] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1
+    )
+
+
 class JobSpec(SpecModel):
     """Fields common to every kind of job. `kind` selects the subclass."""
 
@@ -64,6 +80,9 @@ class JobSpec(SpecModel):
         default_factory=dict,
         description=f"Free-form; echoed into the status file. At most {METADATA_MAX_DEPTH} "
         f"levels deep and {METADATA_MAX_BYTES} bytes as compact UTF-8 JSON.",
+    )
+    callback: Callback | None = Field(
+        None, description="Per-job webhook; daemons without the `callback` capability reject it."
     )
 
     @field_validator("metadata")

@@ -1,0 +1,118 @@
+"""The filter-graph toolkit every mode shares: one ffmpeg command's inputs and chains.
+
+reencode.py builds the whole picture with it; streamcopy.py and smart.py use it for the
+audio track and for the frames they encode around the cuts (audiograph.py adds the audio
+chains). Pure: graph text and list files from probed sources, nothing is run or written.
+
+Each angle is ONE input, an ffconcat list of just its stretches (ffconcat.py): one decoder
+per angle whatever the number of cuts, and only what is shown gets decoded (plus a GOP
+before and a little after each stretch), split into one branch per stretch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from spooler.export.commands import PlanPaths
+from spooler.export.ffconcat import ConcatList, concat_input
+from spooler.export.models import ExportJob
+from spooler.export.probed import Source
+
+POSTROLL = Fraction(1, 5)  # seconds read past a stretch beyond the file's interleave lead
+GRAPH_INLINE_LIMIT = 60_000  # longer graphs go to a file (one argv string must stay < 128 KiB)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of output on one angle: timeline [start, end)."""
+
+    angle: str
+    start: Fraction
+    end: Fraction
+    label: str
+
+
+class Graph:
+    """Collects the inputs, filter chains and list files of one ffmpeg command."""
+
+    def __init__(self) -> None:
+        self.inputs: list[list[str]] = []
+        self.chains: list[str] = []
+        self.files: dict[Path, str] = {}
+
+    def add_input(self, args: list[str]) -> int:
+        self.inputs.append(args)
+        return len(self.inputs) - 1
+
+    def add_list(self, concat: ConcatList, list_path: Path) -> int:
+        """The list becomes an input (written to `list_path` before ffmpeg runs)."""
+        self.files[list_path] = concat.text()
+        return self.add_input(concat_input(list_path))
+
+
+def piece_inputs(
+    job: ExportJob,
+    sources: dict[str, Source],
+    graph: Graph,
+    spans: list[Span],
+    list_paths: list[Path],
+    margin: Callable[[Source], Fraction],
+    *,
+    video: bool,
+    audio: bool,
+) -> tuple[list[str], list[str], list[Fraction]]:
+    """One ffconcat input per angle holding its spans; split to one branch per span.
+
+    Returns each span's video and audio pad labels and its base (graph time = source
+    time - base). Each stretch starts `margin` early and ends past the span by the file's
+    measured interleave lead + POSTROLL: an entry ends at the first packet of ANY stream
+    past its outpoint, and audio chunks may sit ahead of the video in the file.
+    """
+    lists: dict[str, ConcatList] = {}
+    bases: list[Fraction] = []
+    for span in spans:
+        angle = job.angle(span.angle)
+        source = sources[angle.source]
+        if span.angle not in lists:
+            # A seek lands at most one GOP early; one keyframe only: the whole file.
+            gop = source.index.keyframe_max_gap() if source.index else None
+            longest = Fraction(gop if gop is not None else source.video_end)
+            lists[span.angle] = ConcatList(
+                source.read_path, Fraction(source.info.start_time), longest + 1
+            )
+        src_start = span.start + Fraction(angle.sync_offset)
+        m = margin(source)
+        src_end = src_start + span.end - span.start
+        lead = Fraction(source.index.interleave_lead if source.index else 1.0)
+        bases.append(lists[span.angle].add(src_start - m, src_end + m + lead + POSTROLL))
+    pads: dict[str, tuple[list[str], list[str]]] = {}
+    for angle_id, concat in lists.items():
+        k = graph.add_list(concat, list_paths[len(pads)])
+        count = sum(span.angle == angle_id for span in spans)
+        vpads = [f"[i{k}v{j}]" for j in range(count)] if video else []
+        apads = [f"[i{k}a{j}]" for j in range(count)] if audio else []
+        if video:
+            graph.chains.append(f"[{k}:v:0]split={count}{''.join(vpads)}")
+        if audio:
+            graph.chains.append(f"[{k}:a:0]asplit={count}{''.join(apads)}")
+        pads[angle_id] = (vpads, apads)
+    vlabels = [pads[span.angle][0].pop(0) for span in spans] if video else []
+    alabels = [pads[span.angle][1].pop(0) for span in spans] if audio else []
+    return vlabels, alabels, bases
+
+
+def command_args(graph: Graph, paths: PlanPaths) -> tuple[list[str], dict[Path, str]]:
+    """-copyts, the inputs and the filter graph; the files to write before running."""
+    text = ";\n".join(graph.chains)
+    inputs = [arg for group in graph.inputs for arg in group]
+    # -copyts: graph time = each list's own timeline, which the plan computed exactly.
+    if len(text) <= GRAPH_INLINE_LIMIT:
+        return ["-copyts", *inputs, "-filter_complex", text], dict(graph.files)
+    # ffmpeg >= 7 reads an option's value from a file with the "-/" prefix.
+    return (
+        ["-copyts", *inputs, "-/filter_complex", str(paths.graph)],
+        {**graph.files, paths.graph: text},
+    )

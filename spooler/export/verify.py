@@ -1,0 +1,74 @@
+"""Every output of an export verified before ANY is published: a job publishes all of its
+outputs or, failing, none (the daemon removes the temporary files of a failed attempt).
+
+The media checks are media.verify_media (the one verifier, which the testpattern kind
+uses too), with the plan's duration and tolerance; images are checked by stills.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from spooler.export.commands import Plan
+from spooler.media import verify_media
+from spooler.mediainfo import MediaInfo
+from spooler.status import OutputInfo
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A verified temporary file and what the status will say about it."""
+
+    temp: Path
+    info: OutputInfo
+
+
+def verify_output(
+    path: Path,
+    plan: Plan,
+    *,
+    size: tuple[int, int] | None,
+    want_video: bool = True,
+    want_audio: bool,
+    name: str,
+) -> MediaInfo:
+    """One planned output checked against the plan (see media.verify_media)."""
+    return verify_media(
+        path,
+        expected_seconds=float(plan.duration),
+        tolerance=plan.tolerance,
+        want_audio=want_audio,
+        want_video=want_video,
+        size=size,
+        name=name,
+    )
+
+
+def verify_renditions(plan: Plan) -> list[Ready]:
+    ready: list[Ready] = []
+    for out in plan.extra_outputs:
+        size = (out.width, out.height) if out.width and out.height else None
+        info = verify_output(
+            out.temp,
+            plan,
+            size=size,
+            want_video=size is not None,
+            want_audio=out.audio,
+            name=out.name,
+        )
+        ready.append(
+            Ready(
+                out.temp,
+                OutputInfo(
+                    path=out.name,
+                    role=out.role,
+                    size_bytes=out.temp.stat().st_size,
+                    duration_seconds=info.duration,
+                    width=info.width,
+                    height=info.height,
+                    mime_type=out.mime_type,
+                ),
+            )
+        )
+    return ready
