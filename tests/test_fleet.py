@@ -408,3 +408,30 @@ def test_sigterm_gives_a_running_job_back_without_using_an_attempt(
     assert outcomes == ["requeue"]  # moved back by the worker, not left to stall
     node.send(op="status", jobId="handover")
     assert node.wait(lambda e: e["event"] == "status")["view"]["attemptsMade"] == 1
+
+
+def test_a_transient_failure_is_retried_by_bullmq(
+    node: NodeDriver, workers: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    # Given an ffmpeg that fails its first render (a transient ffmpeg_failed), then works
+    from spooler.ffmpeg import find_ffmpeg
+
+    mark = tmp_path / "failed-once"
+    wrapper = tmp_path / "flaky-ffmpeg"
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        f'if [[ " $* " == *lavfi* && ! -e {mark} ]]; then touch {mark}; exit 1; fi\n'
+        f'exec {find_ffmpeg(None)} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    worker = workers(SPOOLER_FFMPEG_PATH=str(wrapper))
+    # When a job with two attempts runs into it
+    node.send(op="submit", jobId="flaky", job=tiny_job(0.2, maxAttempts=2))
+    done = node.final("flaky", timeout=30)
+    # Then BullMQ retried it (after its backoff) and the second attempt completed
+    assert done["event"] == "completed", done
+    assert mark.exists()
+    outcomes = [e.get("verdict") for e in worker.events() if e.get("event") == "job_outcome"]
+    assert outcomes == ["retry", "complete"]
+    node.send(op="status", jobId="flaky")
+    assert node.wait(lambda e: e["event"] == "status")["view"]["attemptsMade"] == 2

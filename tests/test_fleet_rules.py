@@ -110,3 +110,12 @@ def test_progress_payload_carries_the_status_fields() -> None:
     assert set(payload) == {
         "state", "progress", "step", "etaSeconds", "speed", "attempt", "cancelRequested",
     }  # fmt: skip
+
+
+def test_a_delayed_job_is_due_once_its_time_has_come() -> None:
+    from spooler.intake.bullmq_rules import delayed_score
+
+    due_at_ms = 1_796_029_599_361
+    score = due_at_ms * 4096 + 7  # how BullMQ scores a delayed job (7: its counter)
+    assert score <= delayed_score(due_at_ms)
+    assert score > delayed_score(due_at_ms - 1)

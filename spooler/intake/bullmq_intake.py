@@ -44,6 +44,7 @@ from spooler.intake.bullmq_rules import (
     Outcome,
     QueueKeys,
     Verdict,
+    delayed_score,
     failure_reason,
     outcome_of,
     progress_payload,
@@ -286,6 +287,7 @@ class BullmqIntake:
         tasks = [
             asyncio.ensure_future(self._poll_cancels()),
             asyncio.ensure_future(self._listen_cancels()),
+            asyncio.ensure_future(self._nudge_due_retries()),
         ]
         self.log.info("bullmq_worker_started", queue=conf.queue, concurrency=self.settings.max_jobs)
         self._ready.set()
@@ -379,6 +381,22 @@ class BullmqIntake:
                             self._note_cancel(job_id)
             except redis.RedisError as exc:
                 self.log.debug("cancel_poll_failed", error=str(exc))
+
+    async def _nudge_due_retries(self) -> None:
+        """Work around BullMQ for Python 3.4.4: an idle worker does not promote a retry whose
+        backoff is 5 s or more (it sleeps past it until another job arrives). Once a second,
+        if a delayed job is due, add the marker an idle worker waits on: it wakes and its
+        moveToActive promotes the job. Harmless when nothing is due or the worker is busy."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                due = await self._aio.zrangebyscore(
+                    self.keys.delayed, "-inf", delayed_score(int(time.time() * 1000)), 0, 1
+                )
+                if due:
+                    await self._aio.zadd(self.keys.marker, {"0": 0})
+            except redis.RedisError as exc:
+                self.log.debug("retry_nudge_failed", error=str(exc))
 
     async def _listen_cancels(self) -> None:
         """The pub/sub hint: a cancel reaches a running job at once (the key is the truth)."""

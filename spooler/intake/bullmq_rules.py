@@ -44,6 +44,14 @@ class QueueKeys:
     def job(self, job_id: str) -> str:
         return f"{self.base}:{job_id}"  # BullMQ's job hash (data, opts, progress, ...)
 
+    @property
+    def delayed(self) -> str:
+        return f"{self.base}:delayed"  # BullMQ's: score = due time in ms * 4096 + a counter
+
+    @property
+    def marker(self) -> str:
+        return f"{self.base}:marker"  # BullMQ's: idle workers block on it (BZPOPMIN)
+
     def cancel(self, job_id: str) -> str:
         """The durable cancel request: set by the web app, read by every worker."""
         return f"{self.base}:spooler:cancel:{job_id}"
@@ -52,6 +60,11 @@ class QueueKeys:
     def cancel_channel(self) -> str:
         """Pub/sub hint carrying a job id: wakes the worker at once (the key is the truth)."""
         return f"{self.base}:spooler:cancel"
+
+
+def delayed_score(now_ms: int) -> int:
+    """The highest `delayed` score due at `now_ms` (BullMQ packs a counter in 12 low bits)."""
+    return now_ms * 4096 + 4095
 
 
 def failure_reason(code: ErrorCode | str, message: str, details: dict[str, Any] | None) -> str:
