@@ -225,8 +225,8 @@ class Daemon:
                 self._guarded(self._write_metrics, clocks)
                 self.timers.metrics = now + self.settings.metrics_interval_seconds
             if now >= self.timers.retention:
-                self._guarded(self.retention.run, clocks)
                 self.timers.retention = now + self.settings.retention.interval_seconds
+                self._guarded(self._retention, clocks)
         if self.table.running or self.table.waiting or stopping:
             return self.settings.tick_seconds
         return min(self.settings.rescan_seconds, self.settings.heartbeat_seconds)
@@ -318,3 +318,7 @@ class Daemon:
     def _recover(self, clocks: Clocks) -> None:
         for handle in self.intake.housekeeping(clocks):
             self.table.waiting[handle.job_id] = handle
+
+    def _retention(self, clocks: Clocks) -> None:
+        if self.retention.run(clocks):  # out of time with work left: again soon
+            self.timers.retention = clocks.monotonic + self.settings.heartbeat_seconds

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from spooler.config import DEFAULT_WEBHOOK_EVENTS, Settings, WebhookEventName
+from spooler.jsonnumbers import integral_ints
 from spooler.status import OutputInfo
 
 if TYPE_CHECKING:  # the runner's result type; the module that runs ffmpeg stays unloaded
@@ -53,7 +54,15 @@ class SpecModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         allow_inf_nan=False,
+        # The published schema's types, no coercion: "5" is not a number, "yes" not a
+        # boolean, true not an integer (ints keep 320.0: see spooler/jsonnumbers.py).
+        strict=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_ints(cls, data: Any) -> Any:
+        return integral_ints(cls, data)
 
 
 class Callback(SpecModel):

@@ -675,6 +675,7 @@ export const jobSchema: Record<string, unknown> = {
               "type": "number"
             },
             {
+              "pattern": "^([1-9][0-9]{0,5})(?:/([1-9][0-9]{0,4}))?$",
               "type": "string"
             }
           ],
@@ -876,7 +877,7 @@ export const jobSchema: Record<string, unknown> = {
             }
           ],
           "default": null,
-          "description": "Default: '<output stem>-<name>'.",
+          "description": "Default: '<output stem>-<name>', never cut (see docs/export.md).",
           "title": "Filename"
         },
         "name": {
@@ -1078,8 +1079,8 @@ export const jobSchema: Record<string, unknown> = {
         },
         "durationSeconds": {
           "default": 2,
-          "exclusiveMinimum": 0,
           "maximum": 86400,
+          "minimum": 0.1,
           "title": "Durationseconds",
           "type": "number"
         },

@@ -376,7 +376,7 @@ export interface Rendition {
   container?: ("mp4" | "mov" | "mkv" | "webm" | "m4a") | null;
   crf?: number | null;
   /**
-   * Default: '<output stem>-<name>'.
+   * Default: '<output stem>-<name>', never cut (see docs/export.md).
    */
   fileName?: string | null;
   /**
@@ -642,6 +642,9 @@ export interface HistoryEntry {
  */
 export interface OutputInfo {
   durationSeconds?: number | null;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
   height?: number | null;
   mimeType?: string | null;
   /**
@@ -653,6 +656,9 @@ export interface OutputInfo {
    */
   role?: string;
   sizeBytes: number;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
   width?: number | null;
 }
 /**
@@ -784,6 +790,9 @@ export interface WebhookErrorInfo {
  */
 export interface WebhookOutput {
   durationSeconds: number | null;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
   height: number | null;
   mimeType: string | null;
   /**
@@ -799,6 +808,9 @@ export interface WebhookOutput {
    * Absolute URL, when the operator set one up.
    */
   uri: string | null;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
   width: number | null;
 }
 /**
