@@ -92,6 +92,30 @@ class ExportSettings(_Section):
     )
 
 
+class BullmqSettings(_Section):
+    """The BullMQ intake (docs/fleet.md); used when `intake: bullmq`."""
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis:// or rediss:// URL (password in the URL or SPOOLER_BULLMQ__REDIS_URL).",
+    )
+    queue: str = Field("exports", min_length=1, description="Queue name the web app adds to.")
+    prefix: str = Field("bull", min_length=1, description="BullMQ key prefix (its default).")
+    lock_duration_ms: int = Field(
+        30000, ge=1000, description="A job's lock; a worker silent this long loses the job."
+    )
+    stalled_interval_ms: int = Field(30000, ge=500, description="Stalled-job check period.")
+    max_stalled_count: int = Field(
+        20,
+        ge=20,
+        description="Stalls before BullMQ fails a job; at least the highest maxAttempts, so "
+        "worker deaths within a job's attempts never fail it for good.",
+    )
+    cancel_poll_seconds: float = Field(
+        0.5, gt=0, le=1, description="How often running jobs' cancel keys are read."
+    )
+
+
 # The events a webhook can announce (docs/webhooks.md); `started` is opt-in.
 WebhookEventName = Literal["started", "succeeded", "failed", "cancelled", "rejected"]
 DEFAULT_WEBHOOK_EVENTS: list[WebhookEventName] = ["succeeded", "failed", "cancelled", "rejected"]
@@ -216,6 +240,10 @@ class Settings(BaseSettings):
         None, description="Prometheus textfile (node_exporter's textfile collector); None: off."
     )
     metrics_interval_seconds: float = Field(15.0, gt=0)
+    intake: Literal["spool", "bullmq"] = Field(
+        "spool", description="Where jobs come from: the spool's inbox, or a BullMQ queue."
+    )
+    bullmq: BullmqSettings = BullmqSettings()
     retention: RetentionSettings = RetentionSettings()
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
@@ -280,6 +308,8 @@ RESTART_ONLY: frozenset[str] = frozenset(
         "inbox_check",
         "log_format",
         "ffmpeg_path",
+        "intake",
+        "bullmq",
         "webhooks",  # its sink holds threads and the loaded secrets
     }
 )

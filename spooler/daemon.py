@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -33,6 +34,7 @@ from spooler.config import Settings, load_settings, reload_plan
 from spooler.errors import ConfigError, JobError
 from spooler.ffmpeg import find_ffmpeg
 from spooler.fsutil import leases_work
+from spooler.intake import make_bullmq_intake
 from spooler.intake.inbox import InboxIntake
 from spooler.jobtable import JobTable
 from spooler.layout import SpoolLayout
@@ -48,6 +50,9 @@ from spooler.storage import JobFolderOutputs
 from spooler.watcher import InboxWatcher
 from spooler.webhooks import WebhookSink
 from spooler.worker import WorkerIdentity, remove_heartbeat, write_heartbeat
+
+if TYPE_CHECKING:
+    from spooler.intake.bullmq_intake import BullmqIntake
 
 
 @dataclass
@@ -84,10 +89,15 @@ class Daemon:
         self.reporter = Reporter(self.layout, (*sinks, self.webhooks))
         self.outputs = JobFolderOutputs(self.layout)
         self.retention = Retention(settings, self.table, before_delete=self.webhooks.before_remove)
-        self.intake = InboxIntake(
+        self.intake: InboxIntake | BullmqIntake = InboxIntake(
             settings, self.table, self.reporter, self.retention, self.outputs, self.me,
             self.wake, use_leases=False,
         )  # fmt: skip
+        if settings.intake == "bullmq":  # docs/fleet.md: jobs from a queue, not the inbox
+            self.intake = make_bullmq_intake(
+                settings, self.table, self.reporter, self.me, self.wake
+            )
+            self.reporter.sinks.append(self.intake)  # progress and outcomes go back to the queue
         self.watcher = InboxWatcher(
             self.layout.inbox,
             settings.watch_mode,
@@ -140,7 +150,7 @@ class Daemon:
             self.log.error("webhooks_config_invalid", error=str(exc))
             return 2
         auto = self.settings.inbox_check == "auto"
-        self.intake.use_leases = auto and leases_work(self.layout.inbox)
+        self.intake.use_leases = auto and leases_work(self.layout.inbox)  # inbox intake only
         try:
             self.ffmpeg()
         except JobError as exc:
@@ -153,7 +163,14 @@ class Daemon:
             # The read-lease probe (fsutil.open_for_writing_elsewhere) makes the kernel send
             # SIGIO if a writer opens the file during the probe; its default action kills.
             signal.signal(signal.SIGIO, signal.SIG_IGN)
-        self.watcher.start()
+        if isinstance(self.intake, InboxIntake):
+            self.watcher.start()
+        else:
+            try:
+                self.intake.start()
+            except RuntimeError as exc:
+                self.log.error("intake_failed", error=str(exc))
+                return 2
         self._beat("running", read_clocks(self.server_clock))
         self.log.info(
             "daemon_started",
@@ -186,7 +203,7 @@ class Daemon:
         stopping = self._stopping(now)
         if stopping and not self.table.running:
             return None
-        if not self.watcher.healthy() and not stopping:
+        if not self.watcher.healthy() and not stopping and isinstance(self.intake, InboxIntake):
             self.log.warning("watcher_dead_restarting", restarts=self.watcher.restarts + 1)
             self.watcher.restart()
             woke = True
@@ -288,6 +305,8 @@ class Daemon:
             self.intake.release(job_id)
         self.table.waiting.clear()
         self.watcher.stop()
+        if not isinstance(self.intake, InboxIntake):
+            self.intake.close()
         remove_heartbeat(self.layout, self.me)
         self.webhooks.stop()  # pending deliveries stay in outbox/ for the next start
         self.log.info("daemon_stopped")

@@ -17,10 +17,18 @@ against it):
 
 from __future__ import annotations
 
-from typing import Protocol
+import threading
+from typing import TYPE_CHECKING, Protocol
 
 from spooler.clock import Clocks
 from spooler.runner import JobHandle
+
+if TYPE_CHECKING:
+    from spooler.config import Settings
+    from spooler.intake.bullmq_intake import BullmqIntake
+    from spooler.jobtable import JobTable
+    from spooler.report import Reporter
+    from spooler.worker import WorkerIdentity
 
 
 class Intake(Protocol):
@@ -35,3 +43,17 @@ class Intake(Protocol):
     def release(self, job_id: str) -> None: ...
 
     def housekeeping(self, clocks: Clocks) -> list[JobHandle]: ...
+
+
+def make_bullmq_intake(
+    settings: Settings,
+    table: JobTable,
+    reporter: Reporter,
+    me: WorkerIdentity,
+    wake: threading.Event,
+) -> BullmqIntake:
+    """The BullMQ intake (docs/fleet.md); imported only when configured, so the spool needs
+    neither bullmq nor redis installed (`pip install spooler[fleet]`)."""
+    from spooler.intake.bullmq_intake import BullmqIntake
+
+    return BullmqIntake(settings, table, reporter, me, wake)
