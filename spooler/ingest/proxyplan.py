@@ -21,6 +21,8 @@ cadence), closed GOPs.
 from __future__ import annotations
 
 import itertools
+import itertools
+import math
 import statistics
 from dataclasses import dataclass
 from fractions import Fraction
@@ -48,6 +50,31 @@ class RateDecision:
     constant: bool  # the source is constant-rate (passed through)
     frames: int  # frames the proxy must have
     duration: float  # seconds the proxy's video must last
+    source_duration: float  # seconds the source's video lasts (first frame to last's end)
+
+
+def nominal_interval(gaps: list[float]) -> float:
+    """The frame interval a variable-rate stream was recorded at. A first guess, the median
+    gap without the long ones of dropped frames (over 1.5x the lower quartile), counts the
+    slots each gap spans; the whole span over that count is then exact to the jitter
+    divided by the length, where a median would keep the jitter."""
+    ordered = sorted(gaps)
+    quartile = ordered[len(ordered) // 4]
+    guess = statistics.median(g for g in ordered if g <= 1.5 * quartile)
+    slots = sum(max(1, round(g / guess)) for g in gaps)
+    return sum(gaps) / slots
+
+
+def nominal_rate(interval: float) -> Fraction:
+    """The standard rate nearest to a measured frame interval. Jitter cannot tell 30 from
+    29.97 (0.1 % apart): phones, the variable-rate sources, record at whole rates, so a
+    whole rate within 0.2 % wins."""
+    measured = 1 / interval
+    rate = min(STANDARD_RATES, key=lambda r: abs(float(1 / r) - interval))
+    whole = Fraction(math.ceil(rate))
+    if rate.denominator == 1001 and abs(float(whole) - measured) <= 0.002 * measured:
+        return whole
+    return rate
 
 
 def decide_rate(info: MediaInfo, index: VideoIndex) -> RateDecision:
@@ -55,19 +82,16 @@ def decide_rate(info: MediaInfo, index: VideoIndex) -> RateDecision:
     if not pts:
         raise ValueError("no video packets")
     first = float(pts[0] * index.time_base)
-    end = index.seconds(index.end_pts) + float(index.origin)
-    duration = end - first
+    duration = float(index.end_pts * index.time_base) - first
     gaps = [float((b - a) * index.time_base) for a, b in itertools.pairwise(pts)]
-    if not gaps:
-        rate = info.fps or Fraction(30)
-        return RateDecision(rate, True, 1, duration)
-    constant = max(gaps) - min(gaps) <= CFR_SLACK_SECONDS
-    if constant:
-        rate = info.fps if info.fps else Fraction(1) / Fraction(statistics.median(gaps))
-        return RateDecision(Fraction(rate), True, len(pts), duration)
-    median = statistics.median(gaps)
-    rate = min(STANDARD_RATES, key=lambda r: abs(float(1 / r) - median))
-    return RateDecision(rate, False, round(duration * rate), duration)
+    if not gaps or max(gaps) - min(gaps) <= CFR_SLACK_SECONDS:
+        rate = info.fps if info.fps else Fraction(1) / Fraction(gaps[0] if gaps else 1 / 30)
+        return RateDecision(Fraction(rate), True, len(pts), duration, duration)
+    rate = nominal_rate(nominal_interval(gaps))
+    # Slot k (at k/rate) exists while the source shows a frame: k/rate < duration, with
+    # the same millisecond of slack as the frame choice.
+    frames = math.ceil((duration - VFR_LEAD_SECONDS) * rate)
+    return RateDecision(rate, False, frames, float(frames / rate), duration)
 
 
 def proxy_size(info: MediaInfo, height: int) -> tuple[int, int]:
@@ -116,6 +140,7 @@ class ProxyPlan:
             "constantRateSource": self.rate.constant,
             "frames": self.rate.frames,
             "durationSeconds": round(self.rate.duration, 6),
+            "sourceDurationSeconds": round(self.rate.source_duration, 6),
             "size": list(self.size),
             "gopFrames": self.gop,
             "audioChannels": self.audio_channels,
