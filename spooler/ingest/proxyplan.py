@@ -21,7 +21,6 @@ cadence), closed GOPs.
 from __future__ import annotations
 
 import itertools
-import itertools
 import math
 import statistics
 from dataclasses import dataclass

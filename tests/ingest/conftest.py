@@ -12,11 +12,11 @@ import pytest
 # The export tests' media generator and test context, shared rather than copied.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "export"))
 
-from export_support import FakeContext  # noqa: E402
+from export_support import FakeContext
 
-from spooler.config import Settings  # noqa: E402
-from spooler.ffmpeg import find_ffmpeg  # noqa: E402
-from spooler.kinds import KINDS  # noqa: E402
+from spooler.config import Settings
+from spooler.ffmpeg import find_ffmpeg
+from spooler.kinds import KINDS
 
 
 @pytest.fixture(scope="session")
