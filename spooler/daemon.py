@@ -33,6 +33,7 @@ from spooler.config import Settings, load_settings, reload_plan
 from spooler.errors import ConfigError, JobError
 from spooler.ffmpeg import find_ffmpeg
 from spooler.fsutil import leases_work
+from spooler.ingest.watch import UploadWatcher
 from spooler.intake.inbox import InboxIntake
 from spooler.jobtable import JobTable
 from spooler.layout import SpoolLayout
@@ -91,6 +92,8 @@ class Daemon:
             self.wake,
             poll_seconds=min(1.0, settings.rescan_seconds),
         )
+        # Proxy on upload (docs/ingest.md): None unless upload folders are configured.
+        self.uploads = UploadWatcher.from_settings(settings, self.layout, self.wake)
         self.pool = JobPool(self.table, self.intake, self.reporter, self._env, self.wake)
         self.server_clock = ServerClock()
         self.timers = _Timers()
@@ -192,6 +195,8 @@ class Daemon:
             self._guarded(self.pool.start_waiting, clocks)  # retries first: waited longest
             if woke or now >= self.timers.scan:
                 self._guarded(self._take, clocks)
+                if self.uploads is not None:
+                    self._guarded(self.uploads.scan, clocks)
                 self.timers.scan = now + self.settings.rescan_seconds
             if now >= self.timers.recovery:
                 self._guarded(self._recover, clocks)
@@ -280,6 +285,8 @@ class Daemon:
             self.intake.release(job_id)
         self.table.waiting.clear()
         self.watcher.stop()
+        if self.uploads is not None:
+            self.uploads.stop()
         remove_heartbeat(self.layout, self.me)
         self.log.info("daemon_stopped")
 
