@@ -303,11 +303,13 @@ def validate(file: Path) -> None:
     "--write",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write job.schema.json and status.schema.json into DIRECTORY.",
+    help="Write the job, status, manifest and sync schemas into DIRECTORY.",
 )
-@click.argument("which", type=click.Choice(["job", "status", "all"]), default="all")
+@click.argument(
+    "which", type=click.Choice(["job", "status", "manifest", "sync", "all"]), default="all"
+)
 def schema(directory: Path | None, which: str) -> None:
-    """Print the JSON Schemas of the job file and the status file."""
+    """Print the JSON Schemas of the job, status, manifest and sync result files."""
     if directory is not None:
         for path in write_schemas(directory):
             click.echo(f"wrote {path}")

@@ -25,6 +25,8 @@ const { values } = parseArgs({
 const ROOTS = [
   ["job.schema.json", "JobFile"],
   ["status.schema.json", "StatusFile"],
+  ["manifest.schema.json", "ProxyManifestFile"],
+  ["sync.schema.json", "SyncResultFile"],
 ];
 
 // Property titles ("Durationseconds", "Priority", ...) would each become an exported alias
