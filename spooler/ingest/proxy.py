@@ -164,6 +164,8 @@ class ProxyKind:
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         )  # fmt: skip
         body = json.dumps(manifest.model_dump(by_alias=True), indent=2).encode() + b"\n"
+        # Beside the proxy too: an export naming the proxy finds its original from there.
+        atomic_write_bytes(folder / "manifest.json", body)
         target = derived.manifest(spec.source)
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(target, body)  # the publish point of the derived files

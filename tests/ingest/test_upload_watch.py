@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import time
-from pathlib import Path
 
 from ingest_media import run
 
@@ -40,7 +39,8 @@ def test_each_upload_gets_one_proxy_job(spool, make_daemon, tmp_path, ffmpeg) ->
     derived = tmp_path / "derived"
     clip = tmp_path / "clip.mp4"
     run(ffmpeg, "-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=1", "-f", "lavfi", "-i",
-        "sine=d=1", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(clip))  # fmt: skip
+        "sine=d=1", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+        str(clip))  # fmt: skip
     settings = {
         "SPOOLER_INGEST__DERIVED_ROOT": str(derived),
         "SPOOLER_INGEST__UPLOAD_DIRS": json.dumps([str(uploads)]),

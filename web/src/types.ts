@@ -217,6 +217,10 @@ export interface Angle {
    */
   source: string;
   /**
+   * original: `source` is a media file under a media root. proxy: `source` is a proxy's path under the derived-media root (as its manifest names it); the export reads the original that the proxy's manifest names, and the preflight says so.
+   */
+  sourceKind?: "original" | "proxy";
+  /**
    * Source time shown at timeline 0 (seconds).
    */
   syncOffset?: number;
@@ -265,6 +269,10 @@ export interface ExternalAudio {
    */
   offset?: number;
   source: string;
+  /**
+   * original: `source` is a media file under a media root. proxy: `source` is a proxy's path under the derived-media root (as its manifest names it); the export reads the original that the proxy's manifest names, and the preflight says so.
+   */
+  sourceKind?: "original" | "proxy";
 }
 /**
  * An angle's own sound mixed under the external recording (room tone, audience).
