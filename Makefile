@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/spool_bench.py
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/renditions_bench.py
+	$(BIN)/python bench/ingest_bench.py
 
 schema: $(STAMP)
 	$(BIN)/spooler schema --write schema
