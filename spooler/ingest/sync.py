@@ -43,6 +43,13 @@ def decode_args(
     return args
 
 
+def _samples(path: Path | None) -> Any:
+    """The decoded track, mapped rather than read: pages come in as the analysis reads."""
+    if path is None or not path.exists() or path.stat().st_size < 4:
+        return np.zeros(0, dtype=np.float32)
+    return np.memmap(path, dtype="<f4", mode="r")
+
+
 class SyncKind:
     name: ClassVar[str] = "sync"
     spec_model: ClassVar[type[JobSpec]] = SyncJob
@@ -79,10 +86,8 @@ class SyncKind:
                                 ctx.settings.ingest.max_sync_seconds),
                     step="decode", expected_seconds=longest, pass_fds=tuple(fds),
                 )  # fmt: skip
-            tracks = [
-                np.fromfile(p, dtype="<f4") if a else np.zeros(0, dtype=np.float32)
-                for p, (_, a, _) in zip(pcms, described, strict=True)
-            ]
+            tracks = [_samples(p) if a else _samples(None)
+                      for p, (_, a, _) in zip(pcms, described, strict=True)]  # fmt: skip
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
@@ -119,11 +124,12 @@ class SyncKind:
                 confidence=1.0, reason="reference",
             )
         ]  # fmt: skip
+        ref_onset = syncmath.onset(ref, ANALYSIS_RATE)
         for n, (item, track) in enumerate(zip(inputs[1:], tracks[1:], strict=True), start=1):
             ctx.check_cancelled()
             found = syncmath.place(
                 ref, track, ANALYSIS_RATE, min_overlap=spec.min_overlap_seconds,
-                max_offset=spec.max_offset_seconds,
+                max_offset=spec.max_offset_seconds, ref_onset=ref_onset,
             )  # fmt: skip
             placements.append(self._placement(item, found, spec.fps))
             ctx.report_progress("analyse", n / max(1, len(inputs) - 1))
