@@ -91,3 +91,23 @@ def test_silent_reference_is_refused(run_kind, recordings) -> None:
     with pytest.raises(JobError) as info:
         run_kind(job)
     assert info.value.code == "unsupported_media" and "silent" in info.value.message
+
+
+def test_sync_job_through_the_daemon(spool, make_daemon, ffmpeg) -> None:
+    # Given two recordings of one scene in the daemon's media root
+    wav = scene(ffmpeg, spool.media / "scene.wav", 24.0)
+    angle(ffmpeg, wav, spool.media / "a.mp4", start=1.0, seconds=20.0)
+    angle(ffmpeg, wav, spool.media / "b.m4a", start=3.5, seconds=20.0, video=False,
+          chain="lowpass=f=3000", noise=0.02)  # fmt: skip
+    make_daemon()
+    # When a sync job is submitted
+    spool.submit("sync1", {"kind": "sync", "minOverlapSeconds": 8,
+                           "angles": [{"id": "a", "source": "a.mp4"},
+                                      {"id": "b", "source": "b.m4a"}]})  # fmt: skip
+    # Then it succeeds with sync.json as its output, b placed 2.5 s earlier than a
+    status = spool.wait_final("sync1", timeout=60)
+    assert status["state"] == "succeeded", status
+    assert [o["path"] for o in status["outputs"]] == ["sync.json"]
+    result = json.loads((spool.layout.job_dir("sync1") / "sync.json").read_text())
+    assert result["angles"][1]["syncOffset"] == pytest.approx(-2.5, abs=FRAME)
+    assert status["preflight"]["reference"] == "a"
