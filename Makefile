@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench schema clean
+.PHONY: demo test lint typecheck unit bench schema clean web-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,18 @@ bench: $(STAMP)
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/renditions_bench.py
 	$(BIN)/python bench/ingest_bench.py
+	$(BIN)/python bench/webhook_bench.py
 
 schema: $(STAMP)
 	$(BIN)/spooler schema --write schema
 	cd web && npm run --silent gen-types
 
+# web/ (builds dist/ through its `prepare`) then the example app, which installs web/ as a
+# packed copy: needs Node >= 20.19 (.ci/run provides one).
+web-deps:
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	cd examples/next-app && npm ci --no-audit --no-fund --loglevel=error
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .cache
+	rm -rf web/node_modules web/dist examples/next-app/node_modules examples/next-app/.next

@@ -25,6 +25,7 @@ FEATURES: tuple[str, ...] = (
     "limits.checked_at_claim",
     "status.cancelRequested",
     "status.jobsAhead",
+    "callback",  # per-job webhooks (docs/webhooks.md)
 )
 
 

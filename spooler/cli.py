@@ -28,6 +28,7 @@ from spooler.logs import configure_logging
 from spooler.schema import all_schemas, render, write_schemas
 from spooler.spool import job_ids, read_status
 from spooler.status import JobStatus, State
+from spooler.webhooks.cli import webhook as webhook_cli
 from spooler.worker import WorkerIdentity, read_heartbeats
 
 EXIT_BY_STATE = {State.SUCCEEDED: 0, State.FAILED: 1, State.CANCELLED: 3, State.REJECTED: 4}
@@ -303,13 +304,16 @@ def validate(file: Path) -> None:
     "--write",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write the job, status, manifest and sync schemas into DIRECTORY.",
+    help="Write the job, status, webhook, manifest and sync schemas into DIRECTORY.",
 )
 @click.argument(
-    "which", type=click.Choice(["job", "status", "manifest", "sync", "all"]), default="all"
+    "which",
+    type=click.Choice(["job", "status", "webhook", "manifest", "sync", "all"]),
+    default="all",
 )
 def schema(directory: Path | None, which: str) -> None:
-    """Print the JSON Schemas of the job, status, manifest and sync result files."""
+    """Print the JSON Schemas of the job file, the status file, the webhook body, the proxy
+    manifest and the sync result."""
     if directory is not None:
         for path in write_schemas(directory):
             click.echo(f"wrote {path}")
@@ -407,3 +411,7 @@ def metrics(ctx: click.Context, path: Path | None) -> None:
         return
     write_metrics(path, text)
     click.echo(f"wrote {path}")
+
+
+# `spooler webhook ...` lives with the webhooks package (issue 15).
+main.add_command(webhook_cli)

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from spooler.errors import ConfigError
@@ -114,6 +121,80 @@ class IngestSettings(_Section):
     max_upload_files: int = Field(
         10_000, ge=1, description="Entries looked at per upload folder and pass."
     )
+# The events a webhook can announce (docs/webhooks.md); `started` is opt-in.
+WebhookEventName = Literal["started", "succeeded", "failed", "cancelled", "rejected"]
+DEFAULT_WEBHOOK_EVENTS: list[WebhookEventName] = ["succeeded", "failed", "cancelled", "rejected"]
+
+
+class WebhookSettings(_Section):
+    """Outbound job-event callbacks (docs/webhooks.md); off while `url` and `on_finish` are
+    unset and no job asks for a `callback`."""
+
+    url: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Daemon-wide endpoint: hears every job's events.",
+    )
+    events: list[WebhookEventName] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS),
+        description="Events sent to `url` (per-job callbacks choose their own).",
+    )
+    secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="whsec_ secrets; every request is signed with each (rotation).",
+    )
+    secrets_file: Path | None = Field(
+        None, description="File with one whsec_ secret a line (added to `secrets`)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts a per-job callback may name: exact names or *.suffix. Also the "
+        "only hosts reached over plain http://.",
+    )
+    allow_private: list[str] = Field(
+        default_factory=list,
+        description="Host names or networks (CIDR) that may resolve to loopback, private, "
+        "link-local or other non-public addresses.",
+    )
+    retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=0,
+        max_length=30,
+        description="Delay before each retry after the first attempt; then the event is "
+        "given up (about 27.6 h with the default).",
+    )
+    jitter: float = Field(0.2, ge=0, le=1, description="Fraction of each delay drawn at random.")
+    max_retry_after_seconds: float = Field(
+        86400, ge=0, description="A receiver's Retry-After is honoured up to this."
+    )
+    connect_timeout_seconds: float = Field(5, gt=0, le=60)
+    read_timeout_seconds: float = Field(10, gt=0, le=300)
+    max_response_bytes: int = Field(65536, ge=0, le=10_485_760)
+    concurrency: int = Field(4, ge=1, le=64, description="Deliveries in flight at once.")
+    recover_seconds: float = Field(
+        10, gt=0, description="How often final statuses are checked for missing deliveries."
+    )
+    output_base_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="If set, each output's `uri` in the payload is <this>/<jobId>/<path>.",
+    )
+    on_finish: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Command hook: argv (no shell) run after every final state, payload on "
+        "stdin; {jobId}, {state}, {event} in arguments are replaced.",
+    )
+    on_finish_timeout_seconds: float = Field(30, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookSettings:
+        # Per-job callbacks without a secret are given up (no_secret) rather than refused
+        # here, so an image can ship an allow-list and get its secret from the environment.
+        if self.url and not (self.secrets or self.secrets_file):
+            raise ValueError("webhooks.url needs webhooks.secrets or webhooks.secrets_file")
+        return self
 
 
 class Settings(BaseSettings):
@@ -169,6 +250,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     export: ExportSettings = ExportSettings()
     ingest: IngestSettings = IngestSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -221,7 +303,16 @@ def load_settings(config_file: Path | None = None) -> Settings:
 # Settings a running daemon cannot take over on SIGHUP: they shape what it already set up
 # (its spool and identity, the watcher, the inbox check, the log sink, the ffmpeg found).
 RESTART_ONLY: frozenset[str] = frozenset(
-    {"spool_dir", "worker_name", "watch_mode", "inbox_check", "log_format", "ffmpeg_path"}
+    {
+        "spool_dir",
+        "worker_name",
+        "watch_mode",
+        "inbox_check",
+        "log_format",
+        "ffmpeg_path",
+        "webhooks",  # its sink holds threads and the loaded secrets
+        "ingest",  # the upload watcher holds its folders and watchdog observers
+    }
 )
 
 

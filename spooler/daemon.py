@@ -47,6 +47,7 @@ from spooler.runner import AttemptEnv
 from spooler.spool import ensure_layout
 from spooler.storage import JobFolderOutputs
 from spooler.watcher import InboxWatcher
+from spooler.webhooks import WebhookSink
 from spooler.worker import WorkerIdentity, remove_heartbeat, write_heartbeat
 
 
@@ -79,9 +80,11 @@ class Daemon:
         self.wake = threading.Event()
         self.table = JobTable(SpoolLayout(settings.spool_dir), settings.max_jobs)
         self.layout = self.table.layout
-        self.reporter = Reporter(self.layout, sinks)
+        # Webhooks (issue 15): a sink with its own threads; events outlive deleted folders.
+        self.webhooks = WebhookSink(settings, self.layout)
+        self.reporter = Reporter(self.layout, (*sinks, self.webhooks))
         self.outputs = JobFolderOutputs(self.layout)
-        self.retention = Retention(settings, self.table)
+        self.retention = Retention(settings, self.table, before_delete=self.webhooks.before_remove)
         self.intake = InboxIntake(
             settings, self.table, self.reporter, self.retention, self.outputs, self.me,
             self.wake, use_leases=False,
@@ -134,6 +137,11 @@ class Daemon:
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> int:
         ensure_layout(self.layout)
+        try:
+            self.webhooks.start()
+        except ConfigError as exc:
+            self.log.error("webhooks_config_invalid", error=str(exc))
+            return 2
         auto = self.settings.inbox_check == "auto"
         self.intake.use_leases = auto and leases_work(self.layout.inbox)
         try:
@@ -205,8 +213,8 @@ class Daemon:
                 self._guarded(self._write_metrics, clocks)
                 self.timers.metrics = now + self.settings.metrics_interval_seconds
             if now >= self.timers.retention:
-                self._guarded(self.retention.run, clocks)
                 self.timers.retention = now + self.settings.retention.interval_seconds
+                self._guarded(self._retention, clocks)
         if self.table.running or self.table.waiting or stopping:
             return self.settings.tick_seconds
         return min(self.settings.rescan_seconds, self.settings.heartbeat_seconds)
@@ -288,6 +296,7 @@ class Daemon:
         if self.uploads is not None:
             self.uploads.stop()
         remove_heartbeat(self.layout, self.me)
+        self.webhooks.stop()  # pending deliveries stay in outbox/ for the next start
         self.log.info("daemon_stopped")
 
     def _take(self, clocks: Clocks) -> None:
@@ -297,3 +306,7 @@ class Daemon:
     def _recover(self, clocks: Clocks) -> None:
         for handle in self.intake.housekeeping(clocks):
             self.table.waiting[handle.job_id] = handle
+
+    def _retention(self, clocks: Clocks) -> None:
+        if self.retention.run(clocks):  # out of time with work left: again soon
+            self.timers.retention = clocks.monotonic + self.settings.heartbeat_seconds

@@ -111,6 +111,10 @@ def read_untrusted(path: Path, limit: int, *, in_real_dir: bool = False) -> byte
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeFile("is not a regular file")
+        if info.st_nlink > 1:
+            # Another name of the same file may lie outside the spool: reading it would read
+            # a file the daemon was never given.
+            raise UnsafeFile("has other hard links")
         if info.st_size > limit:
             raise FileTooLarge(info.st_size, limit)
         chunks: list[bytes] = []
@@ -245,10 +249,37 @@ def remove_entry(path: Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(info.st_mode):
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        except RecursionError:  # a client-made tree deeper than rmtree's recursion
+            _remove_deep_tree(path)
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _remove_deep_tree(top: Path) -> None:
+    """Remove a folder tree of any depth without recursion (and without following links:
+    a link is unlinked, never entered). Best effort, like rmtree(ignore_errors=True)."""
+    stack = [top]
+    while stack:
+        folder = stack[-1]
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            stack.pop()
+            continue
+        subfolders = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    Path(entry.path).unlink()
+        if subfolders:
+            stack.extend(subfolders)  # this folder is looked at again once they are gone
+        else:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+            stack.pop()
 
 
 def remove_temp_files(directory: Path) -> list[Path]:

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from spooler.config import Settings
+from spooler.config import DEFAULT_WEBHOOK_EVENTS, Settings, WebhookEventName
+from spooler.jsonnumbers import integral_ints
 from spooler.status import OutputInfo
 
 if TYPE_CHECKING:  # the runner's result type; the module that runs ffmpeg stays unloaded
@@ -53,6 +54,24 @@ class SpecModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         allow_inf_nan=False,
+        # The published schema's types, no coercion: "5" is not a number, "yes" not a
+        # boolean, true not an integer (ints keep 320.0: see spooler/jsonnumbers.py).
+        strict=True,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_ints(cls, data: Any) -> Any:
+        return integral_ints(cls, data)
+
+
+class Callback(SpecModel):
+    """Where this job's events are posted, signed with the operator's secret (docs/webhooks.md).
+    The host must be in the daemon's `webhooks.allowed_hosts`."""
+
+    url: str = Field(max_length=2048, pattern=r"^https?://[^\s]+$")
+    events: list[WebhookEventName] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1
     )
 
 
@@ -70,6 +89,9 @@ class JobSpec(SpecModel):
         default_factory=dict,
         description=f"Free-form; echoed into the status file. At most {METADATA_MAX_DEPTH} "
         f"levels deep and {METADATA_MAX_BYTES} bytes as compact UTF-8 JSON.",
+    )
+    callback: Callback | None = Field(
+        None, description="Per-job webhook; daemons without the `callback` capability reject it."
     )
 
     @field_validator("metadata")

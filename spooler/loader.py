@@ -17,6 +17,7 @@ from spooler.errors import ErrorCode, JobError
 from spooler.fsutil import FileTooLarge, UnsafeFile, read_untrusted
 from spooler.jobkind import JobKind, JobSpec
 from spooler.kinds import parse_job
+from spooler.webhooks.policy import callback_problem
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,20 @@ class LoadedJob:
 def load_job(raw: bytes, settings: Settings) -> LoadedJob:
     """Decode strictly, validate against the kind's model, then check the kind's limits."""
     spec, kind = parse_job(raw)
-    errors = kind.limit_errors(spec, settings)
+    errors = [*kind.limit_errors(spec, settings), *_callback_errors(spec, settings)]
     if errors:
         raise invalid_job(errors)
     return LoadedJob(spec, kind)
+
+
+def _callback_errors(spec: JobSpec, settings: Settings) -> list[dict[str, Any]]:
+    """A per-job webhook must name a host the operator allowed (docs/webhooks.md §2)."""
+    if spec.callback is None:
+        return []
+    problem = callback_problem(spec.callback.url, list(settings.webhooks.allowed_hosts))
+    if problem is None:
+        return []
+    return [{"path": "callback.url", "code": "callback_not_allowed", "message": problem}]
 
 
 def read_job(path: Path, settings: Settings) -> LoadedJob:

@@ -21,6 +21,7 @@ from spooler.mediainfo import DEMUXERS as DEMUXERS
 from spooler.mediainfo import FORMAT_WHITELIST as FORMAT_WHITELIST
 from spooler.mediainfo import OPEN_OPTIONS as OPEN_OPTIONS
 from spooler.mediainfo import PROTOCOLS as PROTOCOLS
+from spooler.mediainfo import AudioSpan as AudioSpan
 from spooler.mediainfo import MediaInfo as MediaInfo
 from spooler.mediainfo import VideoIndex as VideoIndex
 from spooler.mediainfo import VideoPacket as VideoPacket
@@ -121,9 +122,10 @@ def verify_media(
     """The one check of a finished temporary output before it is published: it reads back,
     has the planned streams (and frame size); its video (or, audio only, its audio) lasts
     `expected_seconds`, and audio ends with video, within `tolerance`. Stream ends are
-    demuxed (stream_ends): container durations can lie."""
+    demuxed (stream_ends): container durations can lie. One frame is decoded for the
+    display rotation a stream copy keeps, so that `display_size` is the size shown."""
     try:
-        info = probe(path)
+        info = probe(path, decode=want_video)
     except JobError as exc:
         raise JobError(
             ErrorCode.VERIFY_FAILED, f"{name}: cannot be read back: {exc.message}"
@@ -225,6 +227,65 @@ def _interleave_lead(container: Any, video: Any, window: float = 30.0) -> float:
         elif later_video != float("inf"):
             lead = max(lead, at - later_video)
     return lead
+
+
+# How much of an audio stream's tail is demuxed to find its end (after one seek).
+AUDIO_TAIL_SECONDS = 10.0
+
+
+def scan_audio(path: Path, *, name: str | None = None) -> AudioSpan | None:
+    """The first audio stream's own span (None without audio). The container's duration is
+    the longest stream's, so a track that stops before the video needs its own end: the
+    packets of its last AUDIO_TAIL_SECONDS (one seek from where the stream, else the file,
+    says it ends), or of the whole stream when that finds nothing."""
+    try:
+        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            if stream.time_base is None:
+                return None
+            tb = Fraction(stream.time_base)
+            origin = _origin(container)
+            start = stream.start_time
+            end = None
+            # Where the stream says it ends, else the file (matroska has no stream duration).
+            if stream.duration and start is not None:
+                hint: int | None = start + stream.duration
+            elif container.duration:
+                hint = int(Fraction(container.duration, av.time_base) / tb)
+            else:
+                hint = None
+            if hint is not None:
+                tail = int(hint - AUDIO_TAIL_SECONDS / tb)
+                container.seek(max(tail, 0), stream=stream, backward=True, any_frame=True)
+                end = _last_end(container, stream)
+            if end is None or start is None:
+                container.seek(0, backward=True, any_frame=True)
+                firsts: list[int] = []
+                end = _last_end(container, stream, firsts)
+                start = start if start is not None else (firsts[0] if firsts else None)
+            if end is None or start is None:
+                return None  # an audio stream without packets: no audio to cover anything
+            return AudioSpan(float(start * tb) - origin, float(end * tb) - origin)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise JobError(
+            ErrorCode.SOURCE_UNREADABLE,
+            f"{name or path.name}: audio packets cannot be read: {_reason(exc)}",
+        ) from exc
+
+
+def _last_end(container: Any, stream: Any, firsts: list[int] | None = None) -> int | None:
+    """The largest pts + duration of `stream`'s packets from the current position on."""
+    end: int | None = None
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        if firsts is not None and not firsts:
+            firsts.append(packet.pts)
+        stop = packet.pts + (packet.duration or 0)
+        end = stop if end is None else max(end, stop)
+    return end
 
 
 @dataclass(frozen=True)

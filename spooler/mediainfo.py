@@ -81,6 +81,16 @@ class MediaInfo:
 
 
 @dataclass(frozen=True)
+class AudioSpan:
+    """Where a file's first audio stream starts and ends: seconds of source time as
+    `ffmpeg -i` counts it (the container's start time subtracted), from its packets
+    (media.scan_audio): a file lasts as its longest stream, its audio may stop earlier."""
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class VideoPacket:
     """One video packet in decode order, timestamps in the stream's time base."""
 

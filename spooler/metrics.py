@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from spooler.fsutil import atomic_write_bytes
 from spooler.layout import EntryKind, SpoolLayout, classify_inbox_name
 from spooler.spool import read_status_file
 from spooler.status import FINAL_STATES, JobStatus, State
+from spooler.webhooks.outbox import Outbox
 
 DURATION_BUCKETS: tuple[float, ...] = (
     1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600,
@@ -41,6 +43,9 @@ class SpoolSnapshot:
     statuses: tuple[JobStatus, ...] = ()
     inbox_waiting: int = 0
     unreadable: int = 0
+    # outbox/ (docs/webhooks.md): deliveries by state, and the oldest pending one's age
+    webhooks: tuple[tuple[str, int], ...] = ()
+    webhook_oldest_pending_seconds: float = 0.0
 
 
 @dataclass
@@ -92,7 +97,15 @@ def collect_snapshot(layout: SpoolLayout, cache: StatusCache | None = None) -> S
     except FileNotFoundError:
         names = []
     waiting = sum(classify_inbox_name(n).kind is EntryKind.JOB for n in names)
-    return SpoolSnapshot(tuple(statuses), waiting, unreadable)
+    outbox = Outbox(layout)
+    counts = outbox.counts()
+    return SpoolSnapshot(
+        tuple(statuses),
+        waiting,
+        unreadable,
+        tuple(sorted(counts.items())),
+        outbox.oldest_pending_age(time.time()),
+    )
 
 
 def _escape(value: str) -> str:
@@ -201,6 +214,22 @@ def render_metrics(snapshot: SpoolSnapshot) -> str:
         "Status files that could not be read or parsed at the last collection.",
     )
     out.sample("spooler_status_unreadable", snapshot.unreadable)
+
+    out.family(
+        "spooler_webhook_deliveries",
+        "gauge",
+        "Webhook/command deliveries in outbox/ by state (pending, delivered, failed).",
+    )
+    for outcome, count in snapshot.webhooks:
+        out.sample("spooler_webhook_deliveries", count, state=outcome)
+    out.family(
+        "spooler_webhook_oldest_pending_seconds",
+        "gauge",
+        "Age of the oldest delivery still pending (0: none).",
+    )
+    out.sample(
+        "spooler_webhook_oldest_pending_seconds", round(snapshot.webhook_oldest_pending_seconds, 3)
+    )
     return "\n".join(out.lines) + "\n"
 
 

@@ -10,6 +10,11 @@ from datetime import datetime, timedelta
 from spooler.config import LimitSettings, RetentionSettings, RetrySettings
 from spooler.status import State
 
+# Share of a heartbeat period one pass over a spool folder (inbox, claims, rejected/, trash/)
+# may take in the loop thread: what is left waits for the next pass, so heartbeats, cancels
+# and claims never wait behind a folder a client filled.
+PASS_BUDGET = 0.5
+
 
 @dataclass(frozen=True)
 class Candidate:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ from spooler.fsutil import (
 from spooler.jobtable import JobTable, folder_identity
 from spooler.layout import is_valid_job_id
 from spooler.loader import LoadedJob, read_job
+from spooler.policy import PASS_BUDGET
 from spooler.report import Reporter
 from spooler.runner import JobHandle, error_info
 from spooler.spool import (
@@ -80,6 +82,7 @@ class Recovery:
         self._jobs_mtime = 0
         self._next_full_scan = 0.0
         self._foreign_active: set[str] = set()  # other workers' active jobs, last seen
+        self._backlog: list[str] = []  # job folders a pass ran out of time for
 
     def _alive(self, worker_id: str, beats: dict[str, Any], server_now: float) -> bool:
         if worker_id == RELEASED:
@@ -107,16 +110,25 @@ class Recovery:
             jobs_mtime = os.stat(self.layout.jobs).st_mtime_ns
         except FileNotFoundError:
             return adopted
-        if jobs_mtime != self._jobs_mtime or clocks.monotonic >= self._next_full_scan:
+        budget_ends = time.monotonic() + PASS_BUDGET * self.settings.heartbeat_seconds
+        if self._backlog:
+            candidates, foreign = self._backlog, set(self._foreign_active)
+        elif jobs_mtime != self._jobs_mtime or clocks.monotonic >= self._next_full_scan:
             self._jobs_mtime = jobs_mtime
             self._next_full_scan = clocks.monotonic + self.settings.lease_seconds / 2
             entries = _entries(self.layout.jobs)
             self._remove_stale_staging(entries, clocks.server)
             candidates = [e.name for e in entries if not e.name.startswith(".")]
+            foreign = set()
         else:
-            candidates = sorted(self._foreign_active)
-        foreign: set[str] = set()
-        for job_id in candidates:
+            candidates, foreign = sorted(self._foreign_active), set()
+        self._backlog = []
+        for index, job_id in enumerate(candidates):
+            if time.monotonic() >= budget_ends:
+                # The first pass over 10,000 finished jobs reads every status once: spread
+                # over passes, so heartbeats and cancels never wait behind it.
+                self._backlog = candidates[index:]
+                break
             if self.table.is_active(job_id):
                 continue
             try:
@@ -209,7 +221,10 @@ class Recovery:
         for gone in set(self._claim_failures) - set(names):
             del self._claim_failures[gone]
         adopted: list[JobHandle] = []
+        budget_ends = time.monotonic() + PASS_BUDGET * self.settings.heartbeat_seconds
         for name in names:
+            if time.monotonic() >= budget_ends:
+                break  # the rest on the next pass: heartbeats never wait behind a full folder
             try:
                 handle = self._recover_claim(name, beats, clocks)
             except Exception as exc:  # one bad claim must not stop the pass

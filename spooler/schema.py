@@ -14,6 +14,7 @@ from pydantic import Field, TypeAdapter
 from spooler.ingest.models import ProxyManifest, SyncResult
 from spooler.kinds import KINDS
 from spooler.status import JobStatus
+from spooler.webhooks.events import WebhookPayload
 
 SCHEMA_DIR_NAME = "schema"
 
@@ -43,6 +44,42 @@ def _file_schema(model: Any, title: str) -> dict[str, Any]:
     return schema
 
 
+def webhook_schema() -> dict[str, Any]:
+    schema = WebhookPayload.model_json_schema(by_alias=True, mode="serialization")
+    # One TypeScript file holds every schema's types: names shared with the status file's
+    # definitions get a prefix instead of colliding (ErrorCode -> WebhookErrorCode).
+    shared = set(status_schema().get("$defs", {}))
+    renamed: dict[str, Any] = _rename_defs(
+        schema, {n: f"Webhook{n}" for n in schema.get("$defs", {}) if n in shared}
+    )
+    schema = renamed
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "spooler webhook body (docs/webhooks.md)"
+    return schema
+
+
+def _rename_defs(node: Any, names: dict[str, str]) -> Any:
+    if isinstance(node, list):
+        return [_rename_defs(item, names) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "$defs":
+            out[key] = {}
+            for name, definition in value.items():
+                renamed = _rename_defs(definition, names)
+                if name in names and renamed.get("title") == name:
+                    renamed["title"] = names[name]  # the TypeScript name comes from the title
+                out[key][names.get(name, name)] = renamed
+        elif key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
+            name = value.removeprefix("#/$defs/")
+            out[key] = f"#/$defs/{names.get(name, name)}"
+        else:
+            out[key] = _rename_defs(value, names)
+    return out
+
+
 def all_schemas() -> dict[str, dict[str, Any]]:
     return {
         "job.schema.json": job_schema(),
@@ -53,6 +90,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "sync.schema.json": _file_schema(
             SyncResult, "spooler sync result (jobs/<jobId>/sync.json)"
         ),
+        "webhook.schema.json": webhook_schema(),
     }
 
 

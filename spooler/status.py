@@ -104,8 +104,8 @@ class OutputInfo(_CamelModel):
     role: str = Field("main", description="main, poster, storyboard, rendition, ...")
     size_bytes: int
     duration_seconds: float | None = None
-    width: int | None = None
-    height: int | None = None
+    width: int | None = Field(None, description="As displayed: a 90/270° rotation swaps it.")
+    height: int | None = Field(None, description="As displayed: a 90/270° rotation swaps it.")
     mime_type: str | None = None
 
 

@@ -88,7 +88,11 @@ def _parse_error(raw: bytes) -> JobError:
             ErrorCode.INVALID_JSON,
             "Infinity",
         ),
-        (b'{"kind": "testpattern", "durationSeconds": 1e999}', ErrorCode.INVALID_JOB, "finite"),
+        (  # out of a double's range: never inf, not even in free-form metadata (issue 11)
+            b'{"kind": "testpattern", "durationSeconds": 1e999}',
+            ErrorCode.INVALID_JSON,
+            "the number 1e999 is too large",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, ErrorCode.INVALID_JSON, "deeply"),
         (b"[1, 2]", ErrorCode.INVALID_JOB, "must be a JSON object"),
         (b'{"kind": "nope"}', ErrorCode.INVALID_JOB, "'nope' is not one of"),

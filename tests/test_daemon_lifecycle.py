@@ -59,7 +59,7 @@ def test_schema_violation_lists_every_error_with_json_paths(spool: Spool, make_d
     assert status["error"]["code"] == "invalid_job"
     paths = {e["path"]: e["code"] for e in status["error"]["details"]["errors"]}
     assert paths == {
-        "durationSeconds": "greater_than",
+        "durationSeconds": "greater_than_equal",  # at least 0.1 s (issue 11)
         "width": "multiple_of",
         "surprise": "extra_forbidden",
     }

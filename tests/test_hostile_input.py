@@ -19,7 +19,7 @@ BAD_JOBS: dict[str, tuple[bytes, str]] = {
         "invalid_json",
     ),
     "nan": (b'{"kind": "testpattern", "durationSeconds": NaN}', "invalid_json"),
-    "infinite": (b'{"kind": "testpattern", "durationSeconds": 1e999}', "invalid_job"),
+    "infinite": (b'{"kind": "testpattern", "durationSeconds": 1e999}', "invalid_json"),
     "dup-keys": (b'{"kind": "testpattern", "width": 32, "width": 3200}', "invalid_json"),
     "unknown-field": (b'{"kind": "testpattern", "shellCommand": "rm -rf /"}', "invalid_job"),
     "wrong-type": (b'{"kind": "testpattern", "durationSeconds": "5; rm -rf /"}', "invalid_job"),

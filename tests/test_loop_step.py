@@ -166,3 +166,58 @@ def test_memory_of_inbox_entries_is_pruned_when_they_go(daemon: Daemon) -> None:
     daemon.step(clocks(6))
     assert daemon.intake._priorities == {}
     assert daemon.intake._seen == {}
+
+
+def test_odd_entries_in_rejected_and_deep_trees_in_trash_never_stop_retention(
+    daemon: Daemon,
+) -> None:
+    # Given a folder named like an error file, a 1,200-deep tree in trash/ and an old entry
+    (daemon.layout.rejected / "odd.error.json").mkdir()
+    old = daemon.layout.rejected / "20260101T000000Z-abcdef-old.json"
+    old.write_text("{}")
+    (daemon.layout.rejected / (old.name + ".error.json")).write_text("{}")
+    deep = daemon.layout.trash / "t"
+    deep.mkdir()
+    cwd = os.getcwd()
+    os.chdir(deep)  # build it relative: the absolute path would pass PATH_MAX
+    try:
+        for _ in range(1200):
+            os.mkdir("a")
+            os.chdir("a")
+    finally:
+        os.chdir(cwd)
+    daemon.table.max_jobs = 0
+    # When retention runs long after
+    daemon.step(clocks(0, days=30, server=old.stat().st_mtime + 30 * 86400))
+    # Then the old entry, the odd folder and the deep tree are gone, and the pass completed
+    assert sorted(os.listdir(daemon.layout.rejected)) == []
+    assert os.listdir(daemon.layout.trash) == []
+
+
+def test_thousands_of_strays_do_not_starve_the_claim(daemon: Daemon) -> None:
+    for index in range(3000):
+        (daemon.layout.inbox / f"stray{index}").touch()
+    daemon.layout.inbox_job("good").write_text(json.dumps(tiny_job()))
+    daemon.step(clocks(0))
+    daemon.timers.scan = 0
+    daemon.step(clocks(2))  # settled: claimed in this pass, whatever the strays
+    assert "good" in daemon.table.running or read_status(daemon.layout, "good") is not None
+    left = [n for n in os.listdir(daemon.layout.inbox) if n.startswith("stray")]
+    assert len(left) > 2000  # strays wait for later passes: at most 100 moved per pass
+
+
+def test_junk_in_claims_is_quarantined_over_several_passes(daemon: Daemon) -> None:
+    for index in range(3000):
+        (daemon.layout.claims / f"x{index}").touch()
+    daemon.table.max_jobs = 0
+    daemon.step(clocks(0))
+    left = len(os.listdir(daemon.layout.claims))
+    assert 0 < left < 3000  # the pass stopped at its budget and came back to the loop
+    for turn in range(1, 200):
+        if not os.listdir(daemon.layout.claims):
+            break
+        daemon.timers.recovery = 0
+        daemon.step(clocks(turn))
+    assert os.listdir(daemon.layout.claims) == []
+    moved = [n for n in os.listdir(daemon.layout.rejected) if n.endswith(".error.json")]
+    assert len(moved) == 3000

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def node_modules() -> Path:
     if (
         not (modules / ".bin" / "tsc").exists()
         or not (modules / "json-schema-to-typescript").is_dir()
+        or not (modules / "@tus" / "server").is_dir()
     ):
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"],
@@ -51,16 +53,26 @@ def test_types_match_the_committed_schemas(node_modules: Path, tmp_path: Path) -
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    fresh = (tmp_path / "types.ts").read_text()
-    assert TYPES.exists(), "run `npm run gen-types` in web/ to create src/types.ts"
-    assert TYPES.read_text() == fresh, (
-        "web/src/types.ts is out of date with schema/*.json: "
-        "run `make schema` then `npm run gen-types` in web/ and commit the result"
-    )
+    for name in ("types.ts", "job-schema.ts"):
+        committed = WEB / "src" / name
+        assert committed.exists(), f"run `npm run gen-types` in web/ to create src/{name}"
+        assert committed.read_text() == (tmp_path / name).read_text(), (
+            f"web/src/{name} is out of date with schema/*.json: "
+            "run `make schema` then `npm run gen-types` in web/ and commit the result"
+        )
 
 
-def test_typescript_module_against_a_real_daemon(node_modules: Path, tmp_path: Path) -> None:
-    out_dir = tmp_path / "dist"
+def test_typescript_module_against_a_real_daemon(node_modules: Path) -> None:
+    # Compiled inside web/ so the package's dependencies (ajv, @tus/*) resolve from its
+    # node_modules; a fresh folder per run, removed afterwards.
+    out_dir = Path(tempfile.mkdtemp(prefix=".test-dist-", dir=WEB))
+    try:
+        _compile_and_run(node_modules, out_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _compile_and_run(node_modules: Path, out_dir: Path) -> None:
     compiled = subprocess.run(
         [str(node_modules / ".bin" / "tsc"), "-p", "tsconfig.json", "--outDir", str(out_dir)],
         cwd=WEB,
@@ -71,8 +83,10 @@ def test_typescript_module_against_a_real_daemon(node_modules: Path, tmp_path: P
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOLER_")}
     env["SPOOLER_PYTHON"] = sys.executable
+    names = ("pure.test.js", "spooler.test.js", "routes.test.js")
+    tests = [str(out_dir / "test" / name) for name in names]
     result = subprocess.run(
-        ["node", "--test", str(out_dir / "test" / "spooler.test.js")],
+        ["node", "--test", *tests],
         cwd=WEB,
         env=env,
         capture_output=True,

@@ -111,12 +111,14 @@ def audio_bed(
         )
     total = samples_at(end) - samples_at(start)
     tracks = [_bed_track(sources, graph, (name, offset, gain), start, end, list_paths[0])]
-    needs.append(Need("audio", who, name, offset, start, end))
+    needs.append(Need("audio", who, name, offset, start, end, audio=True))
     ambient = job.audio.ambient if isinstance(job.audio, ExternalAudio) else None
     if ambient is not None:
         under = job.angle(ambient.angle)
         offset = Fraction(under.sync_offset)
-        needs.append(Need("audio.ambient", ambient.angle, under.source, offset, start, end))
+        needs.append(
+            Need("audio.ambient", ambient.angle, under.source, offset, start, end, audio=True)
+        )
         track = (under.source, offset, ambient.gain_db)
         tracks.append(_bed_track(sources, graph, track, start, end, list_paths[1]))
     loudness = loudness_chain(job, total)

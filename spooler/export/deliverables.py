@@ -63,7 +63,10 @@ class Rendition(SpecModel):
     audio_codec: Literal["aac", "opus"] | None = Field(None, description="Default: per container.")
     audio_bitrate_kbps: int = Field(192, ge=16, le=1024)
     file_name: str | None = Field(
-        None, min_length=1, max_length=200, description="Default: '<output stem>-<name>'."
+        None,
+        min_length=1,
+        max_length=200,
+        description="Default: '<output stem>-<name>', never cut (see docs/export.md).",
     )
 
     @field_validator("file_name")
@@ -167,10 +170,15 @@ def output_names(job: ExportJob) -> list[tuple[tuple[str | int, ...], str]]:
     stem = main.rsplit(".", 1)[0]
     names: list[tuple[tuple[str | int, ...], str]] = [(("output", "fileName"), main)]
     for index, rendition in enumerate(job.renditions):
-        chosen = rendition.file_name or f"{stem}-{rendition.name}"
-        field_name = "fileName" if rendition.file_name else "name"
         ext = RENDITION_EXTENSIONS[rendition.container_value]
-        names.append((("renditions", index, field_name), safe_file_name(chosen, ext)))
+        if rendition.file_name:
+            names.append(
+                (("renditions", index, "fileName"), safe_file_name(rendition.file_name, ext))
+            )
+        else:
+            names.append(
+                (("renditions", index, "name"), default_rendition_name(stem, rendition, ext))
+            )
     if job.poster is not None:
         names.append((("poster",), f"{stem}.poster{IMAGE_EXTENSIONS[job.poster.format]}"))
     if job.storyboard is not None:
@@ -179,18 +187,30 @@ def output_names(job: ExportJob) -> list[tuple[tuple[str | int, ...], str]]:
     return names
 
 
+def default_rendition_name(stem: str, rendition: Rendition, ext: str) -> str:
+    """`<stem>-<name><ext>`, never cut (at most 100 + 1 + 32 characters + extension, far
+    below NAME_MAX): cutting the joined name (issue 11) made a 100-character stem's
+    renditions collide with the main output and silently dropped the end of the name.
+    Distinct for every valid job: longer than the main output's name by at least
+    `-<name>`, and told apart from each other by their names (no '.' in a name; unique,
+    ignoring case) and extensions. Both parts are safe already (sanitised stem, pattern)."""
+    return f"{stem}-{rendition.name}{ext}"
+
+
 def check_deliverables(job: ExportJob) -> None:
     """Cross-field rules of renditions, poster and storyboard (raises a located error)."""
     seen: dict[str, str] = {}
     for index, rendition in enumerate(job.renditions):
-        if rendition.name in seen:
+        # Ignoring case: names become file names, and a job folder never holds two names
+        # that differ only in case (case-insensitive volumes, macOS and Windows clients).
+        if rendition.name.lower() in seen:
             raise fail(
                 ("renditions", index, "name"),
                 "duplicate_rendition",
-                f"rendition name {rendition.name!r} is used twice",
+                f"rendition name {rendition.name!r} is used twice (ignoring case)",
                 rendition.name,
             )
-        seen[rendition.name] = rendition.name
+        seen[rendition.name.lower()] = rendition.name
         if rendition.audio_only and job.audio.mode == "none":
             raise fail(
                 ("renditions", index, "audioOnly"),

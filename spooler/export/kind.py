@@ -23,7 +23,7 @@ from spooler.export.sources import close_sources, inspect_sources
 from spooler.export.stills import make_thumbnails
 from spooler.export.textmark import no_font
 from spooler.export.timeline import job_pieces
-from spooler.export.verify import verify_output, verify_renditions
+from spooler.export.verify import shown_size, verify_output, verify_renditions
 from spooler.fonts import resolve_font
 from spooler.ingest.fromproxy import from_proxies
 from spooler.jobkind import JobContext, JobSpec, Step
@@ -108,8 +108,8 @@ class ExportKind:
                 path=file_name,
                 size_bytes=paths.output.stat().st_size,
                 duration_seconds=info.duration,
-                width=info.width,
-                height=info.height,
+                width=shown_size(info)[0],
+                height=shown_size(info)[1],
                 mime_type=plan.mime_type,
             ),
         )

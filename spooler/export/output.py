@@ -7,7 +7,7 @@ import unicodedata
 from fractions import Fraction
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from spooler.export.rules import fail
@@ -71,6 +71,9 @@ NUMERIC_PRESETS: dict[str, range] = {"vp9": range(0, 9), "av1": range(0, 14)}
 EXTENSIONS: dict[str, str] = {"mp4": ".mp4", "mov": ".mov", "mkv": ".mkv", "webm": ".webm"}
 
 _FPS_TEXT = re.compile(r"^([1-9][0-9]{0,5})(?:/([1-9][0-9]{0,4}))?$")
+# The schema states the text form too, so that a client's validator agrees with the loader
+# ("29.97" as a string is refused by both); the loader's own message stays `fps`'s.
+FpsText = Annotated[str, WithJsonSchema({"type": "string", "pattern": _FPS_TEXT.pattern})]
 
 
 def check_quality(codec: str, crf: int | None, preset: str | None) -> None:
@@ -120,7 +123,7 @@ class OutputSpec(SpecModel):
     preset: str | None = Field(None, max_length=16)
     video_bitrate_kbps: int | None = Field(None, ge=50, le=500_000)
     size: SizeSpec = KeepSize()
-    fps: Literal["keep"] | float | str = Field(
+    fps: Literal["keep"] | float | FpsText = Field(
         "keep", description="'keep', 30, 29.97, '30000/1001'"
     )
     audio_codec: Literal["aac", "opus"] | None = Field(None, description="Default: per container.")

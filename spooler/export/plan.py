@@ -19,7 +19,13 @@ from spooler.export.commands import Plan, PlanPaths
 from spooler.export.encoders import ENCODERS
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO
-from spooler.export.probed import Source
+from spooler.export.probed import (
+    Source,
+    audio_needs,
+    audio_padding,
+    audio_spans,
+    check_coverage,
+)
 from spooler.export.reencode import output_fps, plan_reencode
 from spooler.export.smart import plan_smart, smart_blockers
 from spooler.export.streamcopy import copy_blockers, plan_copy, snap_cuts
@@ -55,7 +61,15 @@ def plan_export(
     if not pieces:
         raise JobError(ErrorCode.INVALID_JOB, "range: selects nothing of the timeline")
     used = list(dict.fromkeys(p.angle for p in pieces))
-    preflight: dict[str, Any] = {"mode": job.mode, "angles": angle_report(job, sources, used)}
+    # Audio against each audio stream's own span, before a mode is chosen: the same
+    # source_too_short in every mode, and the same padding within the tolerance.
+    uses, spans = audio_needs(job, pieces), audio_spans(sources)
+    check_coverage([u for u in uses if u.source in spans], {}, 0.0, spans)
+    preflight: dict[str, Any] = {
+        "mode": job.mode,
+        "angles": angle_report(job, sources, used),
+        "audioPadding": audio_padding(uses, spans),
+    }
     codec: str = job.output.video_codec
     if job.mode == "reencode":
         reason = "reencode requested"

@@ -11,7 +11,16 @@ from fractions import Fraction
 from pathlib import Path
 
 from spooler.errors import ErrorCode, JobError
-from spooler.mediainfo import MediaInfo, VideoIndex
+from spooler.export.models import ExportJob, ExternalAudio, FollowAudio, NoAudio
+from spooler.export.timeline import Piece
+from spooler.mediainfo import AudioSpan, MediaInfo, VideoIndex
+
+# How far a source's audio may miss a use of it, at either end (documented in
+# docs/export.md): AAC audio often ends a frame or two (20-46 ms) before the video. Within
+# it the missing tail is padded with silence and the preflight lists it (audioPadding).
+AUDIO_TOLERANCE = 0.05
+# A shortfall below half a millisecond (a few samples) is rounding, not padding.
+PAD_EPSILON = 0.0005
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,7 @@ class Source:
     info: MediaInfo
     index: VideoIndex | None  # video packets, for sources used as angles
     fd: int | None = None  # the file opened once at validation (see open_source)
+    audio: AudioSpan | None = None  # its audio stream's own span, for sources used for audio
 
     @property
     def read_path(self) -> Path:
@@ -47,19 +57,30 @@ class Need:
     offset: Fraction
     start: Fraction
     end: Fraction
+    audio: bool = False  # a use of the source's audio stream (else of its video)
 
 
-def coverage_problems(needs: list[Need], ends: dict[str, float], slack: float) -> list[str]:
+def coverage_problems(
+    needs: list[Need],
+    ends: dict[str, float],
+    slack: float,
+    audio: dict[str, AudioSpan] | None = None,
+) -> list[str]:
     """Human-readable reasons why sources do not cover their uses (pure).
 
     `ends` maps a source to where it stops; `slack` forgives rounding at the last frame.
+    A use of audio is checked against `audio`, the audio stream's own span, within
+    AUDIO_TOLERANCE (a source without a known span: against `ends`, as video).
     """
     problems: list[str] = []
     for need in needs:
         first = float(need.start + need.offset)
         last = float(need.end + need.offset)
         file = need.source.rsplit("/", 1)[-1]
-        if first < -slack:
+        span = (audio or {}).get(need.source) if need.audio else None
+        if span is not None:
+            problems += _audio_problem(need, span, first, last, file)
+        elif first < -slack:
             problems.append(
                 f"{need.label} needs {need.angle} at {first:.3f} s but {file} "
                 f"starts at 0.000 s (check its sync offset)"
@@ -72,14 +93,83 @@ def coverage_problems(needs: list[Need], ends: dict[str, float], slack: float) -
     return problems
 
 
-def check_coverage(needs: list[Need], ends: dict[str, float], slack: float) -> None:
-    problems = coverage_problems(needs, ends, slack)
+def _audio_problem(need: Need, span: AudioSpan, first: float, last: float, file: str) -> list[str]:
+    if first < span.start - AUDIO_TOLERANCE:
+        hint = " (check its sync offset)" if first < 0 else ""
+        return [
+            f"{need.label} needs the audio of {file} from {first:.3f} s but its audio stream "
+            f"starts at {span.start:.3f} s{hint}"
+        ]
+    if last > span.end + AUDIO_TOLERANCE:
+        return [
+            f"{need.label} needs the audio of {file} until {last:.3f} s but its audio stream "
+            f"ends at {span.end:.3f} s"
+        ]
+    return []
+
+
+def audio_needs(job: ExportJob, pieces: list[Piece]) -> list[Need]:
+    """Every use of a source's audio by the edit as requested: the continuous track (and
+    the ambient one under it) over the exported part, or each piece's own audio with
+    `follow`. Checked once before any mode is chosen, so every mode says the same."""
+    if isinstance(job.audio, NoAudio) or not pieces:
+        return []
+    start, end = pieces[0].start, pieces[-1].end
+    if isinstance(job.audio, FollowAudio):
+        return [
+            Need(
+                p.label,
+                p.angle,
+                job.angle(p.angle).source,
+                Fraction(job.angle(p.angle).sync_offset),
+                p.start,
+                p.end,
+                audio=True,
+            )
+            for p in pieces
+        ]
+    if isinstance(job.audio, ExternalAudio):
+        ext = job.audio
+        needs = [Need("audio", "audio", ext.source, Fraction(ext.offset), start, end, True)]
+        if ext.ambient is not None:
+            under = job.angle(ext.ambient.angle)
+            offset = Fraction(under.sync_offset)
+            needs.append(Need("audio.ambient", under.id, under.source, offset, start, end, True))
+        return needs
+    angle = job.angle(job.audio_angle or job.angles[0].id)
+    return [Need("audio", angle.id, angle.source, Fraction(angle.sync_offset), start, end, True)]
+
+
+def audio_padding(needs: list[Need], audio: dict[str, AudioSpan]) -> list[dict[str, object]]:
+    """The uses of audio that end after their audio stream, within AUDIO_TOLERANCE: the
+    silence every mode pads them with, for the preflight."""
+    out: list[dict[str, object]] = []
+    for need in needs:
+        span = audio.get(need.source) if need.audio else None
+        short = float(need.end + need.offset) - span.end if span is not None else 0.0
+        if PAD_EPSILON < short <= AUDIO_TOLERANCE:
+            out.append({"use": need.label, "source": need.source, "seconds": round(short, 6)})
+    return out
+
+
+def audio_spans(sources: dict[str, Source]) -> dict[str, AudioSpan]:
+    return {name: s.audio for name, s in sources.items() if s.audio is not None}
+
+
+def check_coverage(
+    needs: list[Need],
+    ends: dict[str, float],
+    slack: float,
+    audio: dict[str, AudioSpan] | None = None,
+) -> None:
+    problems = coverage_problems(needs, ends, slack, audio)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise JobError(ErrorCode.SOURCE_TOO_SHORT, problems[0] + more, {"problems": problems[:50]})
 
 
 def check_needs(needs: list[Need], sources: dict[str, Source], fps: Fraction) -> None:
-    """check_coverage against each source's real end, forgiving half an output frame."""
+    """check_coverage against each source's real end, forgiving half an output frame (and
+    each use of audio against its audio stream's own span)."""
     ends = {name: (s.video_end if s.index else s.info.duration) for name, s in sources.items()}
-    check_coverage(needs, ends, slack=float(1 / fps) / 2)
+    check_coverage(needs, ends, slack=float(1 / fps) / 2, audio=audio_spans(sources))

@@ -18,7 +18,7 @@ from spooler.export.models import ExportJob, ExternalAudio, FollowAudio
 from spooler.export.probed import Source
 from spooler.export.rules import check_source_syntax
 from spooler.export.watermark import IMAGE_DEMUXER
-from spooler.media import probe, scan_video
+from spooler.media import probe, scan_audio, scan_video
 from spooler.mediainfo import PROTOCOLS, MediaInfo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -160,6 +160,8 @@ def _inspect(job: ExportJob, name: str, roots: list[Path], video: bool, audio: b
                 {"source": name, "audio": job.audio.mode},
             )
         index = scan_video(read, name=name) if video else None
+        # The audio stream's own span: a file lasts as its longest stream (issue 11).
+        span = scan_audio(read, name=name) if audio else None
         if index is not None and not index.packets:
             raise JobError(
                 ErrorCode.UNSUPPORTED_MEDIA, f"{name!r} has no video packets", {"source": name}
@@ -167,7 +169,7 @@ def _inspect(job: ExportJob, name: str, roots: list[Path], video: bool, audio: b
     except BaseException:
         os.close(fd)
         raise
-    return Source(name, path, info, index, fd)
+    return Source(name, path, info, index, fd, span)
 
 
 def _inspect_image(name: str, roots: list[Path]) -> Source:

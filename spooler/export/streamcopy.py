@@ -31,7 +31,7 @@ from spooler.export.encoders import audio_encoder
 from spooler.export.graph import Graph, Span, command_args, piece_inputs
 from spooler.export.models import ExportJob, FollowAudio, NoAudio
 from spooler.export.output import CONTAINER_VIDEO, nominal_rate
-from spooler.export.probed import Need, Source, check_needs
+from spooler.export.probed import PAD_EPSILON, Need, Source, check_needs
 from spooler.export.timeline import Piece
 from spooler.mediainfo import VideoIndex
 
@@ -282,8 +282,12 @@ def plan_audio(
     if master is not None:
         offset = Fraction(job.angle(master).sync_offset)
         name = job.angle(master).source
-        needs.append(Need("audio", master, name, offset, start, end))
-        return AudioCopy(sources[name].read_path, start + offset, end + offset), [], needs
+        span = sources[name].audio
+        # A track a little short (within AUDIO_TOLERANCE) is encoded, padded, not copied:
+        # the copy would end early and fail verification (issue 11).
+        if span is None or span.end >= float(end + offset) - PAD_EPSILON:
+            needs.append(Need("audio", master, name, offset, start, end, audio=True))
+            return AudioCopy(sources[name].read_path, start + offset, end + offset), [], needs
     if isinstance(job.audio, NoAudio):
         return None, [], needs
     graph = Graph()

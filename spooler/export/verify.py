@@ -45,6 +45,12 @@ def verify_output(
     )
 
 
+def shown_size(info: MediaInfo) -> tuple[int | None, int | None]:
+    """Width and height as players show them (a 90° rotation swaps the stored ones): what
+    the status reports for every output, a stream copy's included (issue 11)."""
+    return info.display_size or (None, None)
+
+
 def verify_renditions(plan: Plan) -> list[Ready]:
     ready: list[Ready] = []
     for out in plan.extra_outputs:
@@ -65,8 +71,8 @@ def verify_renditions(plan: Plan) -> list[Ready]:
                     role=out.role,
                     size_bytes=out.temp.stat().st_size,
                     duration_seconds=info.duration,
-                    width=info.width,
-                    height=info.height,
+                    width=shown_size(info)[0],
+                    height=shown_size(info)[1],
                     mime_type=out.mime_type,
                 ),
             )

@@ -38,6 +38,7 @@ from spooler.kinds import decode_job_json
 from spooler.layout import EntryKind, SpoolLayout
 from spooler.loader import LoadedJob, read_job
 from spooler.policy import (
+    PASS_BUDGET,
     Candidate,
     clamp_priority,
     effective_max_attempts,
@@ -66,8 +67,8 @@ from spooler.status import ErrorInfo, State, new_status
 from spooler.storage import OutputStore
 from spooler.worker import WorkerIdentity
 
-# Share of a heartbeat period one inbox pass may take before it yields to the loop.
-PASS_BUDGET = 0.5
+# Strays moved aside per pass at most (each is a rename and an fsynced error file).
+STRAYS_PER_PASS = 100
 
 
 @dataclass
@@ -131,8 +132,10 @@ class InboxIntake:
         return self.recovery.run(clocks)
 
     def take(self, clocks: Clocks) -> list[JobHandle]:
-        """One pass over the inbox: strays moved aside, markers handled, and as many jobs
-        claimed as there are free slots, highest effective priority first."""
+        """One pass over the inbox: as many jobs claimed as there are free slots, highest
+        effective priority first; markers handled; then, with what is left of the pass's
+        time budget, strays moved aside (a client dumping thousands of odd files slows
+        only their own removal, never the claim)."""
         now = clocks.monotonic
         budget_ends = time.monotonic() + PASS_BUDGET * self.settings.heartbeat_seconds
         items = scan_inbox(self.layout)
@@ -142,22 +145,41 @@ class InboxIntake:
                 del memory[gone]
         jobs = {i.entry.job_id: i for i in items if i.entry.kind is EntryKind.JOB}
         markers = [i for i in items if i.entry.kind in (EntryKind.CANCEL, EntryKind.DELETE)]
+        strays = [i for i in items if i.entry.kind is EntryKind.STRAY]
         cancel_requested = {m.entry.job_id for m in markers}
         taken: list[JobHandle] = []
         candidates: list[Candidate] = []
         # Without a free slot, jobs stay in the inbox for another daemon: no need to look
         # at them (a long queue would otherwise be re-read on every event).
         look_at_jobs = self.table.free_slots() > 0
-        for item in items:
+        for item in jobs.values():
             if time.monotonic() >= budget_ends:
                 self.wake.set()  # come back at once for the rest
-                return taken
+                break
             with self._isolated(item.entry.name):
                 self._look_at(item, clocks, look_at_jobs, cancel_requested, candidates)
         for marker in markers:
             if marker.entry.job_id not in jobs:
                 with self._isolated(marker.entry.name):
                     self._handle_marker(marker, now, clocks.wall)
+        taken = self._claim_candidates(candidates, jobs, clocks, budget_ends)
+        for moved, item in enumerate(strays):
+            if moved >= STRAYS_PER_PASS or time.monotonic() >= budget_ends:
+                self.wake.set()
+                break
+            with self._isolated(item.entry.name):
+                if self._ready(item, now):
+                    self._move_stray(item, clocks.wall)
+        return taken
+
+    def _claim_candidates(
+        self,
+        candidates: list[Candidate],
+        jobs: dict[str | None, InboxFile],
+        clocks: Clocks,
+        budget_ends: float,
+    ) -> list[JobHandle]:
+        taken: list[JobHandle] = []
         free = self.table.free_slots()
         if free <= 0 or not candidates:
             return taken
@@ -196,20 +218,17 @@ class InboxIntake:
         cancel_requested: set[str | None],
         candidates: list[Candidate],
     ) -> None:
-        if item.entry.kind is EntryKind.STRAY:
-            if self._ready(item, clocks.monotonic):
-                self._move_stray(item, clocks.wall)
-        elif item.entry.kind is EntryKind.JOB and item.entry.job_id is not None:
-            cancelled = item.entry.job_id in cancel_requested
-            if not (look_at_jobs or cancelled):
-                self._track(item, clocks.monotonic)  # keeps the settle clock running
-                return
-            if not self._ready(item, clocks.monotonic):
-                return
-            if cancelled:
-                self._claim(item, clocks, start=False)
-            else:
-                candidates.append(Candidate(item.entry.job_id, 0, item.ctime_ns / 1e9))
+        assert item.entry.job_id is not None
+        cancelled = item.entry.job_id in cancel_requested
+        if not (look_at_jobs or cancelled):
+            self._track(item, clocks.monotonic)  # keeps the settle clock running
+            return
+        if not self._ready(item, clocks.monotonic):
+            return
+        if cancelled:
+            self._claim(item, clocks, start=False)
+        else:
+            candidates.append(Candidate(item.entry.job_id, 0, item.ctime_ns / 1e9))
 
     def _ready(self, item: InboxFile, now: float) -> bool:
         seen = self._track(item, now)

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from spooler import jsonnumbers
 from spooler.errors import ErrorCode, JobError
 from spooler.export.kind import ExportKind
 from spooler.ingest.proxy import ProxyKind
@@ -103,7 +104,13 @@ def decode_job_json(raw: bytes) -> Any:
             ErrorCode.NOT_UTF8, f"job file is not UTF-8 (byte {exc.start})", {"offset": exc.start}
         ) from exc
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_int=jsonnumbers.parse_int,  # no 5000-digit integers, no Python internals
+            parse_float=jsonnumbers.parse_float,  # no 1e999 turned into inf
+        )
     except _DuplicateKey as exc:
         raise JobError(
             ErrorCode.INVALID_JSON, f"duplicate key {exc.args[0]!r}", {"key": exc.args[0]}
@@ -158,7 +165,8 @@ def parse_job(raw: bytes) -> tuple[JobSpec, JobKind]:
             },
         )
     version = data.get("schemaVersion", 1)
-    if type(version) is not int or version != 1:  # True == 1 and 1.0 == 1 in Python
+    # Not True (== 1 in Python); 1.0 is the integer 1 in JSON Schema, as for every int field.
+    if type(version) not in (int, float) or version != 1:
         raise JobError(
             ErrorCode.UNSUPPORTED_SCHEMA_VERSION,
             f"schemaVersion: {version!r} is not supported (this daemon reads version 1)",

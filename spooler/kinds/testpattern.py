@@ -22,7 +22,9 @@ class TestPatternJob(JobSpec):
     __test__ = False  # not a pytest class
 
     kind: Literal["testpattern"]
-    duration_seconds: float = Field(2.0, gt=0, le=86_400)
+    # At least 0.1 s: a frame and some audio at any fps (1e-300 made ffmpeg fail, three
+    # times, as ffmpeg_failed); also keeps the number out of exponent notation for ffmpeg.
+    duration_seconds: float = Field(2.0, ge=0.1, le=86_400)
     width: int = Field(320, ge=16, le=3840, multiple_of=2)
     height: int = Field(240, ge=16, le=2160, multiple_of=2)
     fps: int = Field(25, ge=1, le=120)

@@ -38,13 +38,16 @@ class Clip:
     audio: bool = True
     mono: bool = False
     sample_rate: int = 48000
+    audio_seconds: float | None = None  # audio shorter (or longer) than the video
 
     def name(self) -> str:
         return (
             f"{self.colour}_{self.width}x{self.height}_{self.fps}_{self.seconds:g}"
             f"_g{self.gop_seconds:g}_b{self.bframes}_r{self.rotation}"
             f"_j{self.jitter:g}d{self.drop_every}"
-            f"_{'a' if self.audio else 'n'}{'m' if self.mono else 's'}{self.sample_rate}.mp4"
+            f"_{'a' if self.audio else 'n'}{'m' if self.mono else 's'}{self.sample_rate}"
+            + (f"_as{self.audio_seconds:g}" if self.audio_seconds is not None else "")
+            + ".mp4"
         )
 
 
@@ -71,7 +74,7 @@ def make_clip(ffmpeg: str, clip: Clip, folder: Path) -> Path:
     tone = TONES[clip.colour]
     audio = (
         f"aevalsrc='if(lt(mod(t\\,1)\\,0.05)\\,0.5*sin(2*PI*{tone}*t)\\,0)'"
-        f":s={clip.sample_rate}:d={clip.seconds}"
+        f":s={clip.sample_rate}:d={clip.audio_seconds or clip.seconds}"
     )
     tmp = out.with_suffix(".tmp.mp4")
     args = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", video]

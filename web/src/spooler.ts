@@ -5,36 +5,50 @@
  * `<spool>/jobs/<jobId>/status.json`, and cancel/remove are marker files. Everything here is
  * plain `node:fs`, safe to call from any number of requests and hosts at once.
  *
- *   const jobId = await submitJob(SPOOL, switchesToJob(edit));   // POST   /api/exports
- *   const status = await readStatus(SPOOL, jobId);               // GET    /api/exports/:id
- *   await cancelJob(SPOOL, jobId);                               // POST   /api/exports/:id/cancel
- *   await removeJob(SPOOL, jobId);                               // DELETE /api/exports/:id
+ *   const jobId = await submitJob(SPOOL, switchesToJob(edit));   // POST   /api/export
+ *   const status = await readStatus(SPOOL, jobId);               // GET    /api/export/:id/status
+ *   await cancelJob(SPOOL, jobId);                               // POST   /api/export/:id/cancel
+ *   await removeJob(SPOOL, jobId);                               // DELETE /api/export/:id
  *
  * Types of the files come from ./types.ts, generated from schema/*.json.
+ *
+ * Every fs call takes a bare variable marked turbopackIgnore: the spool is runtime data, and an
+ * unmarked `fs.x(path.join(dir, name))` makes Turbopack trace the whole project into each route.
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { constants as fsConstants, promises as fs } from "node:fs";
 import path from "node:path";
 
-import type { JobFile, State, StatusFile } from "./types.js";
+import type { Angle, ExportJob, JobFile, State, StatusFile, Switch } from "./types.js";
 
-export type { JobFile, State, StatusFile } from "./types.js";
+export type * from "./types.js";
 
 /** docs/protocol.md §4: 1-128 of A-Z a-z 0-9 _ -, not starting with _ or -. */
 export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 export const FINAL_STATES: readonly State[] = ["succeeded", "failed", "cancelled", "rejected"];
 
+/** status.json as the daemon writes it (cancelRequested, jobsAhead included). */
+export type JobStatus = StatusFile;
+
 /** A job still in the inbox (or mid-claim) has no status file: the CLI calls it submitted. */
 export interface SubmittedView {
   jobId: string;
   state: "submitted";
+  /** A cancel or delete marker is waiting for this job. */
+  cancelRequested?: boolean;
+  /** Approximate: other job files in this inbox older than this one (priorities ignored). */
+  jobsAhead?: number | null;
+  /** The job file's metadata (what an authorize hook checks ownership with). */
+  metadata?: Record<string, unknown>;
 }
-export type JobView = StatusFile | SubmittedView;
+export type JobView = JobStatus | SubmittedView;
 
 export class SpoolerError extends Error {
   constructor(
     message: string,
     readonly code: "invalid_id" | "job_exists" | "invalid_edit",
+    /** For invalid_edit: `{path, code, message}` in the editor's terms (e.g. `switches[3].at`). */
+    readonly errors: { path: string; code: string; message: string }[] = [],
   ) {
     super(message);
     this.name = "SpoolerError";
@@ -62,6 +76,7 @@ export function spoolPaths(spoolDir: string) {
     inbox,
     jobs,
     claims: path.join(spoolDir, "claims"),
+    workers: path.join(spoolDir, "workers"),
     inboxJob: (id: string) => path.join(inbox, `${id}.json`),
     inboxCancel: (id: string) => path.join(inbox, `${id}.cancel`),
     inboxDelete: (id: string) => path.join(inbox, `${id}.delete`),
@@ -83,7 +98,7 @@ function checkId(jobId: string): void {
 
 async function exists(p: string): Promise<boolean> {
   try {
-    await fs.lstat(p);
+    await fs.lstat(/* turbopackIgnore: true */ p);
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
@@ -94,7 +109,7 @@ async function exists(p: string): Promise<boolean> {
 async function fsyncDir(dir: string): Promise<void> {
   let handle: fs.FileHandle | undefined;
   try {
-    handle = await fs.open(dir, "r");
+    handle = await fs.open(/* turbopackIgnore: true */ dir, "r");
     await handle.sync();
   } catch {
     // Some network filesystems refuse fsync on a directory: the rename is still atomic.
@@ -110,20 +125,20 @@ async function fsyncDir(dir: string): Promise<void> {
 export async function atomicWrite(target: string, data: string | Uint8Array): Promise<void> {
   const dir = path.dirname(target);
   const tmp = path.join(dir, `.${path.basename(target)}.${randomBytes(4).toString("hex")}.tmp`);
-  const handle = await fs.open(tmp, "wx", 0o664);
+  const handle = await fs.open(/* turbopackIgnore: true */ tmp, "wx", 0o664);
   try {
     await handle.writeFile(data);
     await handle.sync();
   } catch (err) {
     await handle.close();
-    await fs.rm(tmp, { force: true });
+    await fs.rm(/* turbopackIgnore: true */ tmp, { force: true });
     throw err;
   }
   await handle.close();
   try {
-    await fs.rename(tmp, target);
+    await fs.rename(/* turbopackIgnore: true */ tmp, /* turbopackIgnore: true */ target);
   } catch (err) {
-    await fs.rm(tmp, { force: true });
+    await fs.rm(/* turbopackIgnore: true */ tmp, { force: true });
     throw err;
   }
   await fsyncDir(dir);
@@ -149,46 +164,171 @@ export async function submitJob(
   if ((await exists(paths.inboxJob(jobId))) || (await exists(paths.jobDir(jobId)))) {
     throw new SpoolerError(`job ${jobId} already exists`, "job_exists");
   }
-  await fs.mkdir(paths.inbox, { recursive: true });
+  const inbox = paths.inbox;
+  await fs.mkdir(/* turbopackIgnore: true */ inbox, { recursive: true });
   await atomicWrite(paths.inboxJob(jobId), JSON.stringify(job));
   return jobId;
 }
 
-/**
- * The job's status: the parsed status.json; `{state: "submitted"}` while it waits in the
- * inbox or is being claimed; null if there is no such job (never submitted, or removed).
- * Unknown fields are kept (readers must ignore them: docs/protocol.md §17).
- */
-export async function readStatus(spoolDir: string, jobId: string): Promise<JobView | null> {
-  checkId(jobId);
-  const paths = spoolPaths(spoolDir);
+/** Upper bound on a status or job file read here: both are small; the spool is untrusted. */
+const MAX_FILE_BYTES = 4 * 1024 * 1024;
+
+/** Read a small regular file without following a symlink or blocking on a FIFO. */
+async function readSmall(file: string): Promise<string> {
+  const flags = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
+  const handle = await fs.open(/* turbopackIgnore: true */ file, flags);
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw Object.assign(new Error(`${file}: not a regular file`), { code: "ENOTFILE" });
+    if (info.size > MAX_FILE_BYTES) throw Object.assign(new Error(`${file}: too large`), { code: "EFBIG" });
+    return await handle.readFile("utf8");
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readStatusFile(file: string): Promise<JobStatus | null> {
   for (let tries = 0; ; tries++) {
     try {
-      return JSON.parse(await fs.readFile(paths.statusFile(jobId), "utf8")) as StatusFile;
+      return JSON.parse(await readSmall(file)) as JobStatus;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENOENT" || code === "ENOTDIR") break;
+      if (code === "ENOENT" || code === "ENOTDIR") return null;
       // status.json is replaced atomically, so a parse error is not a torn write; still,
       // one retry costs nothing on a flaky network share.
       if (err instanceof SyntaxError && tries < 1) continue;
       throw err;
     }
   }
-  if (await exists(paths.inboxJob(jobId))) return { jobId, state: "submitted" };
-  // Between the claim's first rename and its job folder (milliseconds), the file is in claims/.
+}
+
+/** What the daemons on a spool accept (docs/protocol.md §13, §17). */
+export interface SpoolCapabilities {
+  /** Running daemons whose heartbeat could be read. */
+  daemons: number;
+  /** Job kinds every one of them accepts. */
+  kinds: string[];
+  /** Features (optional job fields and behaviours) every one of them accepts. */
+  features: string[];
+}
+
+/**
+ * The job kinds and features that every daemon with a heartbeat in workers/ accepts: send an
+ * optional field only when its feature is listed here. A daemon too old to announce its
+ * capabilities counts as accepting none; with no daemon running, both lists are empty.
+ */
+export async function spoolCapabilities(spoolDir: string): Promise<SpoolCapabilities> {
+  const workers = spoolPaths(spoolDir).workers;
+  let names: string[];
   try {
-    const claims = await fs.readdir(paths.claims);
-    if (claims.some((name) => name.startsWith(`${jobId}.`) && name.endsWith(".json"))) {
-      return { jobId, state: "submitted" };
-    }
+    names = await fs.readdir(/* turbopackIgnore: true */ workers);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { daemons: 0, kinds: [], features: [] };
+    throw err;
   }
-  // The claim may have finished while we looked: one last read of the status file.
+  let kinds: string[] | undefined;
+  let features: string[] | undefined;
+  let daemons = 0;
+  for (const name of names) {
+    if (name.startsWith(".") || !name.endsWith(".json")) continue;
+    let beat: { state?: unknown; capabilities?: { kinds?: unknown; features?: unknown } };
+    try {
+      const file = path.join(workers, name);
+      beat = JSON.parse(await readSmall(file));
+    } catch {
+      continue; // gone meanwhile, or not a heartbeat: any client can write there
+    }
+    if (beat.state !== "running") continue;
+    daemons += 1;
+    const caps = beat.capabilities ?? {};
+    kinds = intersect(kinds, Array.isArray(caps.kinds) ? caps.kinds.map(String) : []);
+    features = intersect(features, Array.isArray(caps.features) ? caps.features.map(String) : []);
+  }
+  return { daemons, kinds: (kinds ?? []).sort(), features: (features ?? []).sort() };
+}
+
+function intersect(known: string[] | undefined, theirs: string[]): string[] {
+  return known === undefined ? theirs : known.filter((item) => theirs.includes(item));
+}
+
+/**
+ * What a job still in the inbox shows: its metadata, whether a marker waits for it, and how
+ * many job files in this inbox are older (approximate: priorities are ignored and several
+ * daemons, or several hosts' inboxes, may share the work).
+ */
+async function submittedView(spoolDir: string, jobId: string): Promise<SubmittedView | null> {
+  const paths = spoolPaths(spoolDir);
+  const inbox = paths.inbox;
+  let names: string[];
   try {
-    return JSON.parse(await fs.readFile(paths.statusFile(jobId), "utf8")) as StatusFile;
+    names = await fs.readdir(/* turbopackIgnore: true */ inbox);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw err;
+  }
+  const own = `${jobId}.json`;
+  if (!names.includes(own)) return null;
+  const view: SubmittedView = { jobId, state: "submitted" };
+  view.cancelRequested = names.includes(`${jobId}.cancel`) || names.includes(`${jobId}.delete`);
+  let mine: number;
+  try {
+    const text = await readSmall(paths.inboxJob(jobId));
+    const parsed = JSON.parse(text) as { metadata?: unknown } | null;
+    const metadata = parsed?.metadata;
+    // {} when the file has none: the caller tells "read" from "claimed while we looked".
+    view.metadata = typeof metadata === "object" && metadata !== null ? (metadata as Record<string, unknown>) : {};
+    mine = (await fs.lstat(/* turbopackIgnore: true */ paths.inboxJob(jobId))).mtimeMs;
   } catch {
-    return null;
+    return view; // claimed (or replaced) while we looked: the caller reads again
+  }
+  // Count older job files; stat at most a few hundred so a flooded inbox stays cheap.
+  const others = names.filter((n) => n.endsWith(".json") && n !== own && !n.startsWith(".")).slice(0, 500);
+  let ahead = 0;
+  for (const name of others) {
+    try {
+      const other = path.join(inbox, name);
+      if ((await fs.lstat(/* turbopackIgnore: true */ other)).mtimeMs <= mine) ahead++;
+    } catch {
+      // claimed meanwhile: not ahead any more
+    }
+  }
+  view.jobsAhead = ahead;
+  return view;
+}
+
+/**
+ * The job's status: the parsed status.json; a `submitted` view while it waits in the inbox
+ * or is being claimed; null if there is no such job (never submitted, or removed).
+ * Unknown fields are kept (readers must ignore them: docs/protocol.md §17).
+ */
+export async function readStatus(spoolDir: string, jobId: string): Promise<JobView | null> {
+  checkId(jobId);
+  const paths = spoolPaths(spoolDir);
+  // A claim moves the file inbox → claims → jobs/ in milliseconds: a job seen mid-way is
+  // looked at again shortly, so the answer carries its metadata (what authorize checks).
+  for (let attempt = 0; ; attempt++) {
+    const status = await readStatusFile(paths.statusFile(jobId));
+    if (status) return status;
+    const submitted = await submittedView(spoolDir, jobId);
+    if (submitted?.metadata) return submitted;
+    let claiming = false;
+    try {
+      const claimsDir = paths.claims;
+      const claims = await fs.readdir(/* turbopackIgnore: true */ claimsDir);
+      claiming = claims.some((name) => name.startsWith(`${jobId}.`) && name.endsWith(".json"));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+    if (!submitted && !claiming) {
+      // The claim may have finished while we looked: one last read of the status file.
+      try {
+        return await readStatusFile(paths.statusFile(jobId));
+      } catch {
+        return null;
+      }
+    }
+    if (attempt >= 3) return submitted ?? { jobId, state: "submitted" };
+    await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
 
@@ -196,7 +336,8 @@ export async function readStatus(spoolDir: string, jobId: string): Promise<JobVi
 export async function cancelJob(spoolDir: string, jobId: string): Promise<void> {
   checkId(jobId);
   const paths = spoolPaths(spoolDir);
-  await fs.mkdir(paths.inbox, { recursive: true });
+  const inbox = paths.inbox;
+  await fs.mkdir(/* turbopackIgnore: true */ inbox, { recursive: true });
   await atomicWrite(paths.inboxCancel(jobId), "");
 }
 
@@ -207,7 +348,8 @@ export async function cancelJob(spoolDir: string, jobId: string): Promise<void> 
 export async function removeJob(spoolDir: string, jobId: string): Promise<void> {
   checkId(jobId);
   const paths = spoolPaths(spoolDir);
-  await fs.mkdir(paths.inbox, { recursive: true });
+  const inbox = paths.inbox;
+  await fs.mkdir(/* turbopackIgnore: true */ inbox, { recursive: true });
   await atomicWrite(paths.inboxDelete(jobId), "");
 }
 
@@ -219,14 +361,19 @@ export function outputFile(
   spoolDir: string,
   status: JobView,
   role = "main",
-): { path: string; mimeType: string | null; sizeBytes: number } | null {
+): { path: string; name: string; mimeType: string | null; sizeBytes: number } | null {
   if (status.state !== "succeeded") return null;
-  const output = status.outputs?.find((o) => o.role === role);
+  const output = status.outputs?.find((o) => (o.role ?? "main") === role);
   if (!output) return null;
   const jobDir = spoolPaths(spoolDir).jobDir(status.jobId);
   const resolved = path.resolve(jobDir, output.path);
   if (path.dirname(resolved) !== path.resolve(jobDir)) return null; // outputs are flat
-  return { path: resolved, mimeType: output.mimeType ?? null, sizeBytes: output.sizeBytes };
+  return {
+    path: resolved,
+    name: path.basename(resolved),
+    mimeType: output.mimeType ?? null,
+    sizeBytes: output.sizeBytes,
+  };
 }
 
 export interface WaitOptions {
@@ -243,7 +390,8 @@ export async function waitForJob(
   jobId: string,
   options: WaitOptions = {},
 ): Promise<JobView> {
-  const { timeoutMs = 60_000, intervalMs = 100 } = options;
+  // 250 ms: status.json changes at most every status_interval_seconds (0.5 s by default).
+  const { timeoutMs = 60_000, intervalMs = 250 } = options;
   const until = options.until ?? ((s: JobView) => isFinal(s.state));
   const deadline = Date.now() + timeoutMs;
   let last: JobView | null = null;
@@ -261,83 +409,25 @@ export async function waitForJob(
 }
 
 // ---- switch points -> export job ----------------------------------------------------------
-//
-// The export job as spooler/export/models.py (ExportJob) accepts it. These interfaces mirror
-// the models by hand because the committed schema/job.schema.json does not describe the
-// export kind yet; once it does (`make schema`, then `npm run gen-types`), types.ts exports
-// `ExportJob` and these can become aliases of the generated types. The node tests check the
-// helper's output with `spooler validate` against the real models.
 
-export interface Angle {
-  /** ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$; referenced by switches and audio. */
-  id: string;
-  /** Path relative to a media root (no "..", not absolute, no URL). */
-  source: string;
-  /** Source time shown at timeline 0: source_time = timeline_time + syncOffset. */
-  syncOffset?: number;
-}
+/** A switch point as the editor places it: from `at` seconds on, show `angle`. */
+export type SwitchPoint = Switch;
+export type ExportJobFile = ExportJob;
 
-export type AudioSpec =
-  | { mode?: "angle"; angle?: string | null }
-  | { mode: "external"; source: string; offset?: number; gainDb?: number }
-  | { mode: "follow" }
-  | { mode: "none" };
-
-export type SizeSpec =
-  | { mode?: "keep" }
-  | { mode: "height"; height: number }
-  | { mode: "exact"; width: number; height: number; fit?: "pad" | "crop" };
-
-export interface OutputSpec {
-  container?: "mp4" | "mov" | "mkv" | "webm";
-  videoCodec?: "h264" | "hevc" | "vp9" | "av1" | "copy";
-  crf?: number | null;
-  preset?: string | null;
-  videoBitrateKbps?: number | null;
-  size?: SizeSpec;
-  fps?: "keep" | number | string;
-  audioCodec?: "aac" | "opus" | null;
-  audioBitrateKbps?: number;
-  faststart?: boolean;
-  fileName?: string;
-}
-
-export interface SwitchPoint {
-  /** Timeline seconds at which `angle` takes over. */
-  at: number;
-  angle: string;
-}
-
-export interface ExportJobFile {
-  schemaVersion?: 1;
-  kind?: "export";
-  priority?: number;
-  timeoutSeconds?: number | null;
-  maxAttempts?: number | null;
-  metadata?: Record<string, unknown>;
+/**
+ * What the editor has: every field of the export job (types generated from the daemon's
+ * schema), with `switches` in any order, duplicates allowed, and `end` required.
+ */
+export type EditorTimeline = Omit<ExportJob, "angles" | "switches" | "end" | "segments" | "kind"> & {
   angles: Angle[];
   switches: SwitchPoint[];
   end: number;
-  range?: { start: number; end: number } | null;
-  audio?: AudioSpec;
-  output?: OutputSpec;
-  mode?: "reencode" | "copy" | "auto";
-}
+};
 
-/** What the editor has: its angles, the switch points as the user placed them, the end. */
-export interface EditorTimeline {
-  angles: Angle[];
-  /** In any order; duplicates and switches to the angle already on screen are dropped. */
-  switches: SwitchPoint[];
-  /** Timeline end in seconds (the first switch point is the timeline's start, usually 0). */
-  end: number;
-  range?: { start: number; end: number } | null;
-  audio?: AudioSpec;
-  output?: OutputSpec;
-  mode?: "reencode" | "copy" | "auto";
-  priority?: number;
-  timeoutSeconds?: number;
-  metadata?: Record<string, unknown>;
+/** The job plus, for each of its switches, the index the editor sent it at. */
+export interface NormalisedJob {
+  job: ExportJob;
+  switchIndex: number[];
 }
 
 /** Same slack as the daemon (TIME_EPSILON in spooler/export/models.py). */
@@ -346,53 +436,81 @@ const TIME_EPSILON = 1e-6;
 /**
  * Turn the editor's switch points into an export job the daemon accepts: sorted by time,
  * several points at one instant reduced to the last one placed, switches to the angle
- * already on screen and points at or after `end` dropped. Throws SpoolerError
- * ("invalid_edit") for what cannot be repaired: no angles, an unknown angle, no switch
- * before `end`, a non-finite time.
+ * already on screen and points at or after `end` dropped; every other field carried as is.
+ * Throws SpoolerError ("invalid_edit", with `errors` in the editor's terms) for what cannot
+ * be repaired: no angles, an unknown angle, no switch before `end`, a non-finite time.
  */
-export function switchesToJob(timeline: EditorTimeline): ExportJobFile {
-  const fail = (message: string): never => {
-    throw new SpoolerError(message, "invalid_edit");
-  };
-  if (timeline.angles.length === 0) fail("an export needs at least one angle");
-  const known = new Set(timeline.angles.map((a) => a.id));
-  if (!Number.isFinite(timeline.end) || timeline.end <= 0) fail("end must be a positive number");
+export function normaliseTimeline(timeline: EditorTimeline): NormalisedJob {
+  const errors: { path: string; code: string; message: string }[] = [];
+  const angles = Array.isArray(timeline.angles) ? timeline.angles : [];
+  if (angles.length === 0) {
+    errors.push({ path: "angles", code: "too_short", message: "an export needs at least one angle" });
+  }
+  const known = new Set(angles.map((a) => a.id));
+  if (!Number.isFinite(timeline.end) || timeline.end <= 0) {
+    errors.push({ path: "end", code: "invalid", message: "end must be a positive number" });
+  }
+  const points = Array.isArray(timeline.switches) ? timeline.switches : [];
+  points.forEach((point, index) => {
+    if (!Number.isFinite(point.at) || point.at < 0) {
+      errors.push({ path: `switches[${index}].at`, code: "invalid", message: `switch time ${point.at} is not valid` });
+    }
+    if (!known.has(point.angle)) {
+      errors.push({
+        path: `switches[${index}].angle`,
+        code: "unknown_angle",
+        message: `switch at ${point.at} s: unknown angle ${JSON.stringify(point.angle)}`,
+      });
+    }
+  });
+  if (errors.length > 0) {
+    throw new SpoolerError(errors.map((e) => `${e.path}: ${e.message}`).join("; "), "invalid_edit", errors);
+  }
   // Stable sort by time; the later of two points at the same instant wins.
-  const ordered = timeline.switches
-    .map((s, index) => ({ ...s, index }))
-    .sort((a, b) => a.at - b.at || a.index - b.index);
-  const switches: SwitchPoint[] = [];
-  for (const point of ordered) {
-    if (!Number.isFinite(point.at) || point.at < 0) fail(`switch time ${point.at} is not valid`);
-    if (!known.has(point.angle)) fail(`switch at ${point.at} s: unknown angle ${point.angle}`);
+  const ordered = points
+    .map((s, index) => ({ point: s, index }))
+    .sort((a, b) => a.point.at - b.point.at || a.index - b.index);
+  const kept: { point: SwitchPoint; index: number; at: number }[] = [];
+  for (const { point, index } of ordered) {
     if (point.at >= timeline.end - TIME_EPSILON) continue;
     let at = point.at;
-    const sameInstant = switches[switches.length - 1];
+    const sameInstant = kept[kept.length - 1];
     if (sameInstant && at - sameInstant.at <= TIME_EPSILON) {
-      switches.pop(); // the point placed later wins
+      kept.pop(); // the point placed later wins
       at = sameInstant.at;
     }
-    const onScreen = switches[switches.length - 1];
-    if (onScreen && onScreen.angle === point.angle) continue; // nothing changes on screen
-    switches.push({ at, angle: point.angle });
+    const onScreen = kept[kept.length - 1];
+    if (onScreen && onScreen.point.angle === point.angle) continue; // nothing changes on screen
+    kept.push({ point, index, at });
   }
-  if (switches.length === 0) fail("no switch point before the end of the timeline");
-  const job: ExportJobFile = {
+  if (kept.length === 0) {
+    const error = { path: "switches", code: "empty", message: "no switch point before the end of the timeline" };
+    throw new SpoolerError(error.message, "invalid_edit", [error]);
+  }
+  const { switches: _switches, end, angles: _angles, ...rest } = timeline;
+  const job: ExportJob = {
+    ...rest,
     kind: "export",
-    angles: timeline.angles.map((a) => ({
-      id: a.id,
-      source: a.source,
-      ...(a.syncOffset !== undefined ? { syncOffset: a.syncOffset } : {}),
-    })),
-    switches,
-    end: timeline.end,
+    angles: angles.map((a) => ({ ...a })) as ExportJob["angles"], // non-empty: checked above
+    switches: kept.map(({ point, at }) => ({ ...point, at })),
+    end,
   };
-  if (timeline.range) job.range = timeline.range;
-  if (timeline.audio) job.audio = timeline.audio;
-  if (timeline.output) job.output = timeline.output;
-  if (timeline.mode) job.mode = timeline.mode;
-  if (timeline.priority !== undefined) job.priority = timeline.priority;
-  if (timeline.timeoutSeconds !== undefined) job.timeoutSeconds = timeline.timeoutSeconds;
-  if (timeline.metadata) job.metadata = timeline.metadata;
-  return job;
+  return { job, switchIndex: kept.map((k) => k.index) };
 }
+
+/** `normaliseTimeline(timeline).job`. */
+export function switchesToJob(timeline: EditorTimeline): ExportJob {
+  return normaliseTimeline(timeline).job;
+}
+
+/**
+ * A daemon error path (`switches[2].at`, `switches.2.at` or `/switches/2/at`) in the
+ * editor's terms: the switch index it sent, not the normalised one. Other paths pass through.
+ */
+export function editorPath(jobPath: string, switchIndex: readonly number[]): string {
+  return jobPath.replace(/^(\/?switches[[./])(\d+)/, (whole, head: string, index: string) => {
+    const original = switchIndex[Number(index)];
+    return original === undefined ? whole : `${head}${original}`;
+  });
+}
+export * from "./webhooks.js";

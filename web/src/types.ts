@@ -19,6 +19,10 @@ export interface ExportJob {
   angles: [Angle, ...Angle[]];
   audio?: AngleAudio | ExternalAudio | FollowAudio | NoAudio;
   /**
+   * Per-job webhook; daemons without the `callback` capability reject it.
+   */
+  callback?: Callback | null;
+  /**
    * Timeline end, with `switches` only.
    */
   end?: number | null;
@@ -291,6 +295,20 @@ export interface FollowAudio {
 export interface NoAudio {
   mode: "none";
 }
+/**
+ * Where this job's events are posted, signed with the operator's secret (docs/webhooks.md).
+ * The host must be in the daemon's `webhooks.allowed_hosts`.
+ */
+export interface Callback {
+  /**
+   * @minItems 1
+   */
+  events?: [
+    "started" | "succeeded" | "failed" | "cancelled" | "rejected",
+    ...("started" | "succeeded" | "failed" | "cancelled" | "rejected")[]
+  ];
+  url: string;
+}
 export interface OutputSpec {
   audioBitrateKbps?: number;
   /**
@@ -366,7 +384,7 @@ export interface Rendition {
   container?: ("mp4" | "mov" | "mkv" | "webm" | "m4a") | null;
   crf?: number | null;
   /**
-   * Default: '<output stem>-<name>'.
+   * Default: '<output stem>-<name>', never cut (see docs/export.md).
    */
   fileName?: string | null;
   /**
@@ -480,6 +498,10 @@ export interface Watermark {
  */
 export interface ProxyJob {
   /**
+   * Per-job webhook; daemons without the `callback` capability reject it.
+   */
+  callback?: Callback | null;
+  /**
    * Keyframe interval in frames (1 = all-intra). Default: half a second. Capped by config.
    */
   gopFrames?: number | null;
@@ -546,6 +568,10 @@ export interface SyncJob {
    */
   angles: [SyncInput, ...SyncInput[]];
   /**
+   * Per-job webhook; daemons without the `callback` capability reject it.
+   */
+  callback?: Callback | null;
+  /**
    * An external recorder; its result is export's audio.offset.
    */
   externalAudio?: SyncInput | null;
@@ -600,6 +626,10 @@ export interface SyncInput {
   source: string;
 }
 export interface TestPatternJob {
+  /**
+   * Per-job webhook; daemons without the `callback` capability reject it.
+   */
+  callback?: Callback | null;
   durationSeconds?: number;
   fileName?: string;
   fps?: number;
@@ -752,6 +782,9 @@ export interface HistoryEntry {
  */
 export interface OutputInfo {
   durationSeconds?: number | null;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
   height?: number | null;
   mimeType?: string | null;
   /**
@@ -763,6 +796,9 @@ export interface OutputInfo {
    */
   role?: string;
   sizeBytes: number;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
   width?: number | null;
 }
 /**
@@ -942,4 +978,131 @@ export interface SyncDrift {
    * Clock drift against the reference, parts per million.
    */
   ppm: number;
+}
+
+// ---- webhook.schema.json ----
+
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "WebhookErrorCode".
+ */
+export type WebhookErrorCode =
+  | "invalid_id"
+  | "duplicate_id"
+  | "not_a_file"
+  | "too_large"
+  | "not_utf8"
+  | "invalid_json"
+  | "invalid_job"
+  | "unsupported_schema_version"
+  | "source_not_allowed"
+  | "source_missing"
+  | "source_unreadable"
+  | "source_too_short"
+  | "unsupported_media"
+  | "timeout"
+  | "verify_failed"
+  | "ffmpeg_missing"
+  | "ffmpeg_failed"
+  | "ffmpeg_killed"
+  | "stalled"
+  | "disk_full"
+  | "worker_lost"
+  | "internal_error"
+  | "cancelled"
+  | "unknown_job";
+
+/**
+ * The body of every webhook request (Standard Webhooks: type, timestamp, data).
+ */
+export interface WebhookPayload {
+  data: EventData;
+  /**
+   * When the event happened (not when it was sent).
+   */
+  timestamp: string;
+  type:
+    | "job.started"
+    | "job.succeeded"
+    | "job.failed"
+    | "job.cancelled"
+    | "job.rejected"
+    | "spooler.test";
+}
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "EventData".
+ */
+export interface EventData {
+  attempt: number;
+  error: WebhookErrorInfo | null;
+  event: "started" | "succeeded" | "failed" | "cancelled" | "rejected" | "test";
+  finishedAt: string | null;
+  jobId: string;
+  kind: string | null;
+  maxAttempts: number;
+  metadata: {
+    [k: string]: unknown | undefined;
+  };
+  outputs: WebhookOutput[];
+  /**
+   * Orders one job's events (greater is later).
+   */
+  sequence: number;
+  startedAt: string | null;
+  state: "running" | "succeeded" | "failed" | "cancelled" | "rejected" | "test";
+  submittedAt: string | null;
+  warnings: WebhookWarning_[];
+}
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "WebhookErrorInfo".
+ */
+export interface WebhookErrorInfo {
+  code: WebhookErrorCode;
+  details?: {
+    [k: string]: unknown | undefined;
+  };
+  message: string;
+  retryable?: boolean;
+}
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "WebhookOutput".
+ */
+export interface WebhookOutput {
+  durationSeconds: number | null;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
+  height: number | null;
+  mimeType: string | null;
+  /**
+   * A file name in the job's folder.
+   */
+  path: string;
+  /**
+   * main, poster, storyboard, rendition, ...
+   */
+  role: string;
+  sizeBytes: number;
+  /**
+   * Absolute URL, when the operator set one up.
+   */
+  uri: string | null;
+  /**
+   * As displayed: a 90/270° rotation swaps it.
+   */
+  width: number | null;
+}
+/**
+ * This interface was referenced by `WebhookPayload`'s JSON-Schema
+ * via the `definition` "WebhookWarning_".
+ */
+export interface WebhookWarning_ {
+  code: string;
+  details?: {
+    [k: string]: unknown | undefined;
+  };
+  message: string;
 }

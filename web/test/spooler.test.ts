@@ -11,10 +11,13 @@ import { fileURLToPath } from "node:url";
 
 import {
   cancelJob,
+  editorPath,
+  normaliseTimeline,
   isFinal,
   outputFile,
   readStatus,
   removeJob,
+  spoolCapabilities,
   SpoolerError,
   spoolPaths,
   submitJob,
@@ -86,7 +89,13 @@ describe("without a daemon", () => {
     const inbox = spoolPaths(spool).inbox;
     assert.deepEqual(await fs.readdir(inbox), ["offline-1.json"]);
     assert.deepEqual(JSON.parse(await fs.readFile(path.join(inbox, "offline-1.json"), "utf8")), tiny);
-    assert.deepEqual(await readStatus(spool, jobId), { jobId, state: "submitted" });
+    assert.deepEqual(await readStatus(spool, jobId), {
+      jobId,
+      state: "submitted",
+      cancelRequested: false,
+      jobsAhead: 0,
+      metadata: {},
+    });
   });
 
   test("a new id is generated, existing and invalid ids are refused", async () => {
@@ -141,6 +150,36 @@ describe("switchesToJob", () => {
     assert.equal(job.angles[1]?.syncOffset, 1.25);
   });
 
+  test("carries every field the daemon accepts and maps error paths back", () => {
+    const { job, switchIndex } = normaliseTimeline({
+      angles,
+      end: 10,
+      switches: [
+        { at: 5, angle: "side", transition: { type: "crossfade", duration: 0.5 } },
+        { at: 0, angle: "wide" },
+        { at: 2, angle: "close" },
+      ],
+      mode: "smart",
+      poster: { at: 1, format: "webp" },
+      transition: { type: "fadeblack", duration: 0.2 },
+      storyboard: { interval: 2 },
+      renditions: [{ name: "small", size: { mode: "height", height: 240 } }],
+      watermark: { text: "draft", position: "top-left" },
+    });
+    assert.equal(job.mode, "smart");
+    assert.deepEqual(job.poster, { at: 1, format: "webp" });
+    assert.deepEqual(job.transition, { type: "fadeblack", duration: 0.2 });
+    assert.deepEqual(job.storyboard, { interval: 2 });
+    assert.equal(job.renditions?.[0]?.name, "small");
+    assert.equal(job.watermark?.text, "draft");
+    assert.deepEqual(job.switches?.[2], { at: 5, angle: "side", transition: { type: "crossfade", duration: 0.5 } });
+    assert.deepEqual(switchIndex, [1, 2, 0]);
+    assert.equal(editorPath("switches[2].transition.duration", switchIndex), "switches[0].transition.duration");
+    assert.equal(editorPath("switches.0.at", switchIndex), "switches.1.at");
+    assert.equal(editorPath("/switches/1/angle", switchIndex), "/switches/2/angle");
+    assert.equal(editorPath("angles[2].source", switchIndex), "angles[2].source");
+  });
+
   test("refuses what it cannot repair", () => {
     const bad: EditorTimeline[] = [
       { angles: [], switches: [{ at: 0, angle: "wide" }], end: 1 },
@@ -150,8 +189,13 @@ describe("switchesToJob", () => {
       { angles, switches: [{ at: 0, angle: "wide" }], end: 0 },
     ];
     for (const timeline of bad) {
-      assert.throws(() => switchesToJob(timeline), (e: SpoolerError) => e.code === "invalid_edit");
+      assert.throws(() => switchesToJob(timeline), (e: SpoolerError) => e.code === "invalid_edit" && e.errors.length > 0);
     }
+    // Paths in the editor's terms: the index it sent, not the sorted one.
+    assert.throws(
+      () => switchesToJob({ angles, switches: [{ at: 3, angle: "wide" }, { at: 0, angle: "nope" }], end: 5 }),
+      (e: SpoolerError) => e.errors[0]?.path === "switches[1].angle",
+    );
   });
 
   test("the daemon's own validator accepts the job (spooler validate)", async () => {
@@ -221,6 +265,23 @@ describe("against a running daemon", () => {
       clearTimeout(timer);
     }
     await fs.rm(path.dirname(spool), { recursive: true, force: true });
+  });
+
+  test("the daemon's heartbeat says what it accepts; an old or foreign one narrows it", async () => {
+    const caps = await spoolCapabilities(spool);
+    assert.equal(caps.daemons, 1);
+    assert.deepEqual(caps.kinds, ["export", "testpattern"]);
+    assert.ok(caps.features.includes("status.cancelRequested"), caps.features.join(","));
+    const workers = spoolPaths(spool).workers;
+    const old = path.join(workers, "old-1-abcdef.json");
+    await fs.writeFile(old, JSON.stringify({ workerId: "old-1-abcdef", state: "running" }));
+    await fs.writeFile(path.join(workers, "junk.json"), "not json");
+    try {
+      assert.deepEqual(await spoolCapabilities(spool), { daemons: 2, kinds: [], features: [] });
+    } finally {
+      await fs.rm(old);
+      await fs.rm(path.join(workers, "junk.json"));
+    }
   });
 
   test("a testpattern job runs to succeeded and its output can be served", async () => {
