@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +23,14 @@ from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.export.encoders import encoder_threads
 from spooler.export.sources import open_source
-from spooler.fsutil import atomic_write_bytes, fsync_dir, fsync_file, temp_name_for
+from spooler.fsutil import (
+    TEMP_PREFIX,
+    atomic_write_bytes,
+    fsync_dir,
+    fsync_file,
+    remove_entry,
+    temp_name_for,
+)
 from spooler.ingest import proxyplan
 from spooler.ingest.contentkey import content_key
 from spooler.ingest.derived import DerivedLayout, object_digest
@@ -34,12 +42,24 @@ from spooler.media import probe, scan_video
 from spooler.status import OutputInfo
 
 MANIFEST_OUTPUT = "manifest.json"
+STALE_SECONDS = 3600.0
 
 
 def derived_layout(settings: Settings) -> DerivedLayout:
     if settings.ingest.derived_root is None:
         raise JobError(ErrorCode.INVALID_JOB, "ingest.derived_root is not configured")
     return DerivedLayout(settings.ingest.derived_root)
+
+
+def remove_stale_temps(folder: Path, now: float) -> None:
+    """Leftovers of an attempt that died (kill -9, a crash) in an object folder: hidden
+    temporary names untouched for STALE_SECONDS (a live writer keeps its file's mtime fresh)."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                        remove_entry(Path(entry.path))
 
 
 class ProxyKind:
@@ -97,6 +117,7 @@ class ProxyKind:
         )  # fmt: skip
         folder = derived.object_dir(object_digest(key, draft.settings_key()))
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(folder, time.time())
         final_proxy = folder / "proxy.mp4"
         tmp_proxy = temp_name_for(final_proxy)
         made: list[Path] = [tmp_proxy]

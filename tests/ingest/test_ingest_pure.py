@@ -128,3 +128,21 @@ def test_pure_ingest_modules_load_no_shell() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stale_temps_of_a_dead_attempt_are_removed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from spooler.ingest.proxy import STALE_SECONDS, remove_stale_temps
+
+    old, fresh, kept = (
+        tmp_path / ".tmp-proxy.mp4.ab",
+        tmp_path / ".tmp-proxy.mp4.cd",
+        tmp_path / "proxy.mp4",
+    )
+    for path in (old, fresh, kept):
+        path.write_bytes(b"x")
+    os.utime(old, (1000.0, 1000.0))
+    os.utime(kept, (1000.0, 1000.0))
+    remove_stale_temps(tmp_path, 1000.0 + STALE_SECONDS + 1)
+    assert not old.exists() and fresh.exists() and kept.exists()
