@@ -83,9 +83,13 @@ def test_angles_placed_within_a_frame(run_kind, recordings) -> None:
     assert ctx.published[0].path == "sync.json"
 
 
-def test_silent_reference_is_refused(run_kind, recordings) -> None:
+def test_silent_reference_is_refused(run_kind, roots, ffmpeg) -> None:
     from spooler.errors import JobError
 
+    media, _ = roots
+    wav = scene(ffmpeg, media / "scene.wav", 12.0)
+    angle(ffmpeg, wav, media / "mute.mp4", start=0.0, seconds=10.0, chain="volume=0")
+    angle(ffmpeg, wav, media / "cam1.mp4", start=1.0, seconds=10.0)
     job = {"kind": "sync", "angles": [{"id": "mute", "source": "mute.mp4"},
                                       {"id": "cam1", "source": "cam1.mp4"}]}  # fmt: skip
     with pytest.raises(JobError) as info:
