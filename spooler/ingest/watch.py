@@ -126,6 +126,8 @@ class UploadWatcher:
         out: list[tuple[str, Path]] = []
         budget = self.settings.ingest.max_upload_files
         stack = [(folder.resolve(), 0)]
+        root_setting = self.settings.ingest.derived_root
+        derived = root_setting.resolve() if root_setting is not None else None
         while stack and budget > 0:
             directory, depth = stack.pop()
             try:
@@ -139,7 +141,9 @@ class UploadWatcher:
                     self._skip_once(str(directory), "too many entries: the rest waits")
                     break
                 if entry.is_dir(follow_symlinks=False):
-                    if depth + 1 < MAX_DEPTH and not entry.name.startswith("."):
+                    # Never into the derived root: proxies of proxies, without end.
+                    inside = Path(entry.path) == derived
+                    if depth + 1 < MAX_DEPTH and not entry.name.startswith(".") and not inside:
                         stack.append((Path(entry.path), depth + 1))
                     continue
                 if not entry.is_file(follow_symlinks=False):

@@ -36,7 +36,7 @@ def test_each_upload_gets_one_proxy_job(spool, make_daemon, tmp_path, ffmpeg) ->
     # Given a daemon watching media/uploads, with a derived-media root
     uploads = spool.media / "uploads"
     (uploads / "day1").mkdir(parents=True)
-    derived = tmp_path / "derived"
+    derived = uploads / "derived"  # inside the watched folder: never proxied itself
     clip = tmp_path / "clip.mp4"
     run(ffmpeg, "-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=1", "-f", "lavfi", "-i",
         "sine=d=1", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
