@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/spool_bench.py
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/renditions_bench.py
+	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/webhook_bench.py
 
 # The spool-state fuzzer, long mode: `make fuzz MINUTES=30`.

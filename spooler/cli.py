@@ -318,11 +318,16 @@ def validate(file: Path) -> None:
     "--write",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write job.schema.json, status.schema.json and webhook.schema.json into DIRECTORY.",
+    help="Write the job, status, webhook, manifest and sync schemas into DIRECTORY.",
 )
-@click.argument("which", type=click.Choice(["job", "status", "webhook", "all"]), default="all")
+@click.argument(
+    "which",
+    type=click.Choice(["job", "status", "webhook", "manifest", "sync", "all"]),
+    default="all",
+)
 def schema(directory: Path | None, which: str) -> None:
-    """Print the JSON Schemas of the job file, the status file and the webhook body."""
+    """Print the JSON Schemas of the job file, the status file, the webhook body, the proxy
+    manifest and the sync result."""
     if directory is not None:
         for path in write_schemas(directory):
             click.echo(f"wrote {path}")

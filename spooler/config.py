@@ -116,6 +116,38 @@ class BullmqSettings(_Section):
     )
 
 
+class IngestSettings(_Section):
+    """Proxies, waveforms, posters and sync (docs/ingest.md). Derived media is written only
+    under `derived_root`; the media roots stay read-only."""
+
+    derived_root: Path | None = Field(
+        None,
+        description="Writable root of proxies, waveforms, posters and manifests; "
+        "None: the proxy kind and the upload watcher are off.",
+    )
+    upload_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders (inside a media root) watched for new uploads: each new source "
+        "content gets one proxy job.",
+    )
+    max_proxy_height: Literal[720, 1080] = Field(1080, description="Largest proxy a job may ask.")
+    default_proxy_height: Literal[720, 1080] = 720
+    max_gop_frames: int = Field(60, ge=1, le=600, description="Longest keyframe interval.")
+    max_source_bytes: int = Field(
+        200 * 1024**3, ge=1, description="Uploads larger than this are skipped (logged)."
+    )
+    max_sync_angles: int = Field(16, ge=2, le=64)
+    max_sync_seconds: float = Field(
+        4 * 3600, gt=0, description="Longest audio a sync job analyses per angle."
+    )
+    upload_settle_seconds: float = Field(
+        5.0, ge=0, description="An upload unchanged this long (and not open for writing) is done."
+    )
+    max_upload_files: int = Field(
+        10_000, ge=1, description="Entries looked at per upload folder and pass."
+    )
+
+
 # The events a webhook can announce (docs/webhooks.md); `started` is opt-in.
 WebhookEventName = Literal["started", "succeeded", "failed", "cancelled", "rejected"]
 DEFAULT_WEBHOOK_EVENTS: list[WebhookEventName] = ["succeeded", "failed", "cancelled", "rejected"]
@@ -248,6 +280,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
     export: ExportSettings = ExportSettings()
+    ingest: IngestSettings = IngestSettings()
     webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
@@ -311,6 +344,7 @@ RESTART_ONLY: frozenset[str] = frozenset(
         "intake",
         "bullmq",
         "webhooks",  # its sink holds threads and the loaded secrets
+        "ingest",  # the upload watcher holds its folders and watchdog observers
     }
 )
 

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -33,9 +32,8 @@ from spooler.clock import Clocks, ServerClock, read_clocks
 from spooler.config import Settings, load_settings, reload_plan
 from spooler.errors import ConfigError, JobError
 from spooler.ffmpeg import find_ffmpeg
-from spooler.fsutil import leases_work
-from spooler.intake import make_bullmq_intake
-from spooler.intake.inbox import InboxIntake
+from spooler.ingest.watch import UploadWatcher
+from spooler.intake import Intake, make_intake
 from spooler.jobtable import JobTable
 from spooler.layout import SpoolLayout
 from spooler.logs import configure_logging
@@ -47,12 +45,8 @@ from spooler.retention import Retention
 from spooler.runner import AttemptEnv
 from spooler.spool import ensure_layout
 from spooler.storage import JobFolderOutputs
-from spooler.watcher import InboxWatcher
 from spooler.webhooks import WebhookSink
 from spooler.worker import WorkerIdentity, remove_heartbeat, write_heartbeat
-
-if TYPE_CHECKING:
-    from spooler.intake.bullmq_intake import BullmqIntake
 
 
 @dataclass
@@ -89,21 +83,12 @@ class Daemon:
         self.reporter = Reporter(self.layout, (*sinks, self.webhooks))
         self.outputs = JobFolderOutputs(self.layout)
         self.retention = Retention(settings, self.table, before_delete=self.webhooks.before_remove)
-        self.intake: InboxIntake | BullmqIntake = InboxIntake(
-            settings, self.table, self.reporter, self.retention, self.outputs, self.me,
-            self.wake, use_leases=False,
-        )  # fmt: skip
-        if settings.intake == "bullmq":  # docs/fleet.md: jobs from a queue, not the inbox
-            self.intake = make_bullmq_intake(
-                settings, self.table, self.reporter, self.me, self.wake
-            )
-            self.reporter.sinks.append(self.intake)  # progress and outcomes go back to the queue
-        self.watcher = InboxWatcher(
-            self.layout.inbox,
-            settings.watch_mode,
-            self.wake,
-            poll_seconds=min(1.0, settings.rescan_seconds),
+        # Where jobs come from (the inbox, or a BullMQ queue: docs/fleet.md).
+        self.intake: Intake = make_intake(
+            settings, self.table, self.reporter, self.retention, self.outputs, self.me, self.wake
         )
+        # Proxy on upload (docs/ingest.md): None unless upload folders are configured.
+        self.uploads = UploadWatcher.from_settings(settings, self.layout, self.wake)
         self.pool = JobPool(self.table, self.intake, self.reporter, self._env, self.wake)
         self.server_clock = ServerClock()
         self.timers = _Timers()
@@ -149,8 +134,6 @@ class Daemon:
         except ConfigError as exc:
             self.log.error("webhooks_config_invalid", error=str(exc))
             return 2
-        auto = self.settings.inbox_check == "auto"
-        self.intake.use_leases = auto and leases_work(self.layout.inbox)  # inbox intake only
         try:
             self.ffmpeg()
         except JobError as exc:
@@ -163,24 +146,22 @@ class Daemon:
             # The read-lease probe (fsutil.open_for_writing_elsewhere) makes the kernel send
             # SIGIO if a writer opens the file during the probe; its default action kills.
             signal.signal(signal.SIGIO, signal.SIG_IGN)
-        if isinstance(self.intake, InboxIntake):
-            self.watcher.start()
-        else:
-            try:
-                self.intake.start()
-            except RuntimeError as exc:
-                self.log.error("intake_failed", error=str(exc))
-                return 2
+        try:
+            self.intake.start()
+        except RuntimeError as exc:
+            self.log.error("intake_failed", error=str(exc))
+            return 2
         self._beat("running", read_clocks(self.server_clock))
         self.log.info(
             "daemon_started",
             version=__version__,
             spool=str(self.layout.root),
             max_jobs=self.settings.max_jobs,
-            watcher=self.watcher.kind,
-            writer_check="lease" if self.intake.use_leases else "settle",
+            intake=self.intake.name,
+            **self.intake.describe(),
         )
-        self.notifier.ready(f"watching {self.layout.inbox} ({self.watcher.kind})")
+        listening = ", ".join(f"{k} {v}" for k, v in self.intake.describe().items())
+        self.notifier.ready(f"watching {self.intake.name}: {listening}")
         self.timers.retention = read_clocks(self.server_clock).monotonic + 5.0
         while True:
             timeout = self.step(read_clocks(self.server_clock))
@@ -203,9 +184,7 @@ class Daemon:
         stopping = self._stopping(now)
         if stopping and not self.table.running:
             return None
-        if not self.watcher.healthy() and not stopping and isinstance(self.intake, InboxIntake):
-            self.log.warning("watcher_dead_restarting", restarts=self.watcher.restarts + 1)
-            self.watcher.restart()
+        if not stopping and self.intake.check(clocks):
             woke = True
         if now >= self.timers.beat:
             self._beat("stopping" if stopping else "running", clocks)
@@ -217,6 +196,8 @@ class Daemon:
             self._guarded(self.pool.start_waiting, clocks)  # retries first: waited longest
             if woke or now >= self.timers.scan:
                 self._guarded(self._take, clocks)
+                if self.uploads is not None:
+                    self._guarded(self.uploads.scan, clocks)
                 self.timers.scan = now + self.settings.rescan_seconds
             if now >= self.timers.recovery:
                 self._guarded(self._recover, clocks)
@@ -282,7 +263,7 @@ class Daemon:
         self.notifier.watchdog()
         self.notifier.status(
             f"{len(self.table.running)} running, {len(self.table.waiting)} waiting, "
-            f"{self.intake.claimed_count} claimed since start"
+            f"{self.pool.started_count} started since start"
         )
 
     def _reload(self, clocks: Clocks) -> None:
@@ -304,9 +285,9 @@ class Daemon:
         for job_id in list(self.table.waiting):
             self.intake.release(job_id)
         self.table.waiting.clear()
-        self.watcher.stop()
-        if not isinstance(self.intake, InboxIntake):
-            self.intake.close()
+        self.intake.close()
+        if self.uploads is not None:
+            self.uploads.stop()
         remove_heartbeat(self.layout, self.me)
         self.webhooks.stop()  # pending deliveries stay in outbox/ for the next start
         self.log.info("daemon_stopped")

@@ -40,7 +40,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     ensure_layout(made.layout)
     with structlog.testing.capture_logs():  # the job threads' events too: kept off stdout
         yield made
-    made.watcher.stop()
+    made.intake.close()
     for handle in list(made.table.running.values()):
         handle.stop.set()
         if handle.thread is not None:

@@ -130,6 +130,13 @@ class BullmqIntake:
             self._thread.join(30)
         self._redis.close()
 
+    def check(self, clocks: Clocks) -> bool:
+        return False  # the worker's thread reconnects by itself
+
+    def describe(self) -> dict[str, str]:
+        conf = self.settings.bullmq
+        return {"queue": conf.queue, "prefix": conf.prefix}
+
     # -- the seam ------------------------------------------------------------------------------
     def take(self, clocks: Clocks) -> list[JobHandle]:
         taken: list[JobHandle] = []

@@ -306,4 +306,4 @@ def _stop(daemon: Daemon, clock: _Clock, *, wedged: bool) -> None:
                 break
             time.sleep(0.02)
     finally:
-        daemon.watcher.stop()
+        daemon.intake.close()
