@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench schema clean web-deps
+.PHONY: demo test lint typecheck unit bench fuzz schema clean web-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/spool_bench.py
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/renditions_bench.py
+	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/webhook_bench.py
+
+# The spool-state fuzzer, long mode: `make fuzz MINUTES=30`.
+fuzz: $(STAMP)
+	$(BIN)/python bench/spool_fuzz.py --minutes $(or $(MINUTES),10)
 
 schema: $(STAMP)
 	$(BIN)/spooler schema --write schema

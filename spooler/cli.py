@@ -170,6 +170,10 @@ def demo(ctx: click.Context) -> None:
 @click.pass_context
 def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Show one job's status; exit code by state."""
+    if _settings(ctx).intake == "bullmq":
+        from spooler.intake import bullmq_cli
+
+        sys.exit(bullmq_cli.status(_settings(ctx), job_id, as_json))
     layout = _layout(ctx)
     try:
         current = read_status(layout, job_id) if is_valid_job_id(job_id) else None
@@ -202,6 +206,11 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @click.pass_context
 def list_jobs(ctx: click.Context, as_json: bool, states: tuple[str, ...]) -> None:
     """List jobs in the spool (newest first), and files waiting in the inbox."""
+    if _settings(ctx).intake == "bullmq":
+        from spooler.intake import bullmq_cli
+
+        bullmq_cli.list_jobs(_settings(ctx), as_json, states)
+        return
     layout = _layout(ctx)
     rows: list[JobStatus] = []
     for job_id in job_ids(layout):
@@ -262,6 +271,11 @@ def cancel(ctx: click.Context, job_id: str) -> None:
     """Ask for a job to be cancelled (queued or running)."""
     if not is_valid_job_id(job_id):
         raise click.UsageError(f"{job_id!r} is not a valid job id")
+    if _settings(ctx).intake == "bullmq":
+        from spooler.intake import bullmq_cli
+
+        bullmq_cli.cancel(_settings(ctx), job_id)
+        return
     _touch_marker(_layout(ctx).inbox_cancel(job_id))
     click.echo(f"cancel requested for {job_id}")
 
@@ -304,11 +318,16 @@ def validate(file: Path) -> None:
     "--write",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write job.schema.json, status.schema.json and webhook.schema.json into DIRECTORY.",
+    help="Write the job, status, webhook, manifest and sync schemas into DIRECTORY.",
 )
-@click.argument("which", type=click.Choice(["job", "status", "webhook", "all"]), default="all")
+@click.argument(
+    "which",
+    type=click.Choice(["job", "status", "webhook", "manifest", "sync", "all"]),
+    default="all",
+)
 def schema(directory: Path | None, which: str) -> None:
-    """Print the JSON Schemas of the job file, the status file and the webhook body."""
+    """Print the JSON Schemas of the job file, the status file, the webhook body, the proxy
+    manifest and the sync result."""
     if directory is not None:
         for path in write_schemas(directory):
             click.echo(f"wrote {path}")
@@ -365,6 +384,13 @@ def health(ctx: click.Context, any_worker: bool, max_age: float | None) -> None:
     if not fresh:
         click.echo(f"unhealthy: no fresh heartbeat in {layout.workers}")
         sys.exit(1)
+    if settings.intake == "bullmq":
+        from spooler.intake import bullmq_cli
+
+        problem = bullmq_cli.redis_problem(settings)
+        if problem is not None:
+            click.echo(f"unhealthy: {problem}")
+            sys.exit(1)
     for worker_id, age, running in fresh:
         click.echo(f"healthy: {worker_id} beat {age:.1f} s ago, running {len(running)}")
 
@@ -380,6 +406,10 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     from spooler.doctor import Level, overall, render_json, render_text, run_checks
 
     checks = run_checks(_settings(ctx))
+    if _settings(ctx).intake == "bullmq":
+        from spooler.intake import bullmq_cli
+
+        checks += bullmq_cli.doctor_checks(_settings(ctx))
     if as_json:
         click.echo(json.dumps(render_json(checks), indent=2))
     else:

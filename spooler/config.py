@@ -130,6 +130,62 @@ class S3Settings(_Section):
     timeout_seconds: float = Field(20, gt=0, description="Connect and read timeout per request.")
 
 
+class BullmqSettings(_Section):
+    """The BullMQ intake (docs/fleet.md); used when `intake: bullmq`."""
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis:// or rediss:// URL (password in the URL or SPOOLER_BULLMQ__REDIS_URL).",
+    )
+    queue: str = Field("exports", min_length=1, description="Queue name the web app adds to.")
+    prefix: str = Field("bull", min_length=1, description="BullMQ key prefix (its default).")
+    lock_duration_ms: int = Field(
+        30000, ge=1000, description="A job's lock; a worker silent this long loses the job."
+    )
+    stalled_interval_ms: int = Field(30000, ge=500, description="Stalled-job check period.")
+    max_stalled_count: int = Field(
+        20,
+        ge=20,
+        description="Stalls before BullMQ fails a job; at least the highest maxAttempts, so "
+        "worker deaths within a job's attempts never fail it for good.",
+    )
+    cancel_poll_seconds: float = Field(
+        0.5, gt=0, le=1, description="How often running jobs' cancel keys are read."
+    )
+
+
+class IngestSettings(_Section):
+    """Proxies, waveforms, posters and sync (docs/ingest.md). Derived media is written only
+    under `derived_root`; the media roots stay read-only."""
+
+    derived_root: Path | None = Field(
+        None,
+        description="Writable root of proxies, waveforms, posters and manifests; "
+        "None: the proxy kind and the upload watcher are off.",
+    )
+    upload_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders (inside a media root) watched for new uploads: each new source "
+        "content gets one proxy job.",
+    )
+    max_proxy_height: Literal[720, 1080] = Field(1080, description="Largest proxy a job may ask.")
+    default_proxy_height: Literal[720, 1080] = 720
+    max_gop_frames: int = Field(60, ge=1, le=600, description="Longest keyframe interval.")
+    max_source_bytes: int = Field(
+        200 * 1024**3, ge=1, description="Uploads larger than this are skipped (logged)."
+    )
+    max_sync_angles: int = Field(16, ge=2, le=64)
+    max_sync_seconds: float = Field(
+        4 * 3600, gt=0, description="Longest audio a sync job analyses per angle."
+    )
+    upload_settle_seconds: float = Field(
+        5.0, ge=0, description="An upload unchanged this long (and not open for writing) is done."
+    )
+    max_upload_files: int = Field(
+        10_000, ge=1, description="Entries looked at per upload folder and pass."
+    )
+
+
 # The events a webhook can announce (docs/webhooks.md); `started` is opt-in.
 WebhookEventName = Literal["started", "succeeded", "failed", "cancelled", "rejected"]
 DEFAULT_WEBHOOK_EVENTS: list[WebhookEventName] = ["succeeded", "failed", "cancelled", "rejected"]
@@ -254,11 +310,16 @@ class Settings(BaseSettings):
         None, description="Prometheus textfile (node_exporter's textfile collector); None: off."
     )
     metrics_interval_seconds: float = Field(15.0, gt=0)
+    intake: Literal["spool", "bullmq"] = Field(
+        "spool", description="Where jobs come from: the spool's inbox, or a BullMQ queue."
+    )
+    bullmq: BullmqSettings = BullmqSettings()
     retention: RetentionSettings = RetentionSettings()
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
     export: ExportSettings = ExportSettings()
     s3: S3Settings = S3Settings()
+    ingest: IngestSettings = IngestSettings()
     webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
@@ -319,7 +380,10 @@ RESTART_ONLY: frozenset[str] = frozenset(
         "inbox_check",
         "log_format",
         "ffmpeg_path",
+        "intake",
+        "bullmq",
         "webhooks",  # its sink holds threads and the loaded secrets
+        "ingest",  # the upload watcher holds its folders and watchdog observers
     }
 )
 

@@ -32,8 +32,8 @@ from spooler.clock import Clocks, ServerClock, read_clocks
 from spooler.config import Settings, load_settings, reload_plan
 from spooler.errors import ConfigError, JobError
 from spooler.ffmpeg import find_ffmpeg
-from spooler.fsutil import leases_work
-from spooler.intake.inbox import InboxIntake
+from spooler.ingest.watch import UploadWatcher
+from spooler.intake import Intake, make_intake
 from spooler.jobtable import JobTable
 from spooler.layout import SpoolLayout
 from spooler.logs import configure_logging
@@ -45,7 +45,6 @@ from spooler.retention import Retention
 from spooler.runner import AttemptEnv
 from spooler.spool import ensure_layout
 from spooler.storage import OutputStore, output_store
-from spooler.watcher import InboxWatcher
 from spooler.webhooks import WebhookSink
 from spooler.worker import WorkerIdentity, remove_heartbeat, write_heartbeat
 
@@ -84,16 +83,12 @@ class Daemon:
         self.reporter = Reporter(self.layout, (*sinks, self.webhooks))
         self.outputs: OutputStore = output_store(settings, self.layout)
         self.retention = Retention(settings, self.table, before_delete=self.webhooks.before_remove)
-        self.intake = InboxIntake(
-            settings, self.table, self.reporter, self.retention, self.outputs, self.me,
-            self.wake, use_leases=False,
-        )  # fmt: skip
-        self.watcher = InboxWatcher(
-            self.layout.inbox,
-            settings.watch_mode,
-            self.wake,
-            poll_seconds=min(1.0, settings.rescan_seconds),
+        # Where jobs come from (the inbox, or a BullMQ queue: docs/fleet.md).
+        self.intake: Intake = make_intake(
+            settings, self.table, self.reporter, self.retention, self.outputs, self.me, self.wake
         )
+        # Proxy on upload (docs/ingest.md): None unless upload folders are configured.
+        self.uploads = UploadWatcher.from_settings(settings, self.layout, self.wake)
         self.pool = JobPool(self.table, self.intake, self.reporter, self._env, self.wake)
         self.server_clock = ServerClock()
         self.timers = _Timers()
@@ -139,8 +134,6 @@ class Daemon:
         except ConfigError as exc:
             self.log.error("webhooks_config_invalid", error=str(exc))
             return 2
-        auto = self.settings.inbox_check == "auto"
-        self.intake.use_leases = auto and leases_work(self.layout.inbox)
         try:
             self.ffmpeg()
         except JobError as exc:
@@ -153,17 +146,22 @@ class Daemon:
             # The read-lease probe (fsutil.open_for_writing_elsewhere) makes the kernel send
             # SIGIO if a writer opens the file during the probe; its default action kills.
             signal.signal(signal.SIGIO, signal.SIG_IGN)
-        self.watcher.start()
+        try:
+            self.intake.start()
+        except RuntimeError as exc:
+            self.log.error("intake_failed", error=str(exc))
+            return 2
         self._beat("running", read_clocks(self.server_clock))
         self.log.info(
             "daemon_started",
             version=__version__,
             spool=str(self.layout.root),
             max_jobs=self.settings.max_jobs,
-            watcher=self.watcher.kind,
-            writer_check="lease" if self.intake.use_leases else "settle",
+            intake=self.intake.name,
+            **self.intake.describe(),
         )
-        self.notifier.ready(f"watching {self.layout.inbox} ({self.watcher.kind})")
+        listening = ", ".join(f"{k} {v}" for k, v in self.intake.describe().items())
+        self.notifier.ready(f"watching {self.intake.name}: {listening}")
         self.timers.retention = read_clocks(self.server_clock).monotonic + 5.0
         while True:
             timeout = self.step(read_clocks(self.server_clock))
@@ -186,9 +184,7 @@ class Daemon:
         stopping = self._stopping(now)
         if stopping and not self.table.running:
             return None
-        if not self.watcher.healthy() and not stopping:
-            self.log.warning("watcher_dead_restarting", restarts=self.watcher.restarts + 1)
-            self.watcher.restart()
+        if not stopping and self.intake.check(clocks):
             woke = True
         if now >= self.timers.beat:
             self._beat("stopping" if stopping else "running", clocks)
@@ -200,6 +196,8 @@ class Daemon:
             self._guarded(self.pool.start_waiting, clocks)  # retries first: waited longest
             if woke or now >= self.timers.scan:
                 self._guarded(self._take, clocks)
+                if self.uploads is not None:
+                    self._guarded(self.uploads.scan, clocks)
                 self.timers.scan = now + self.settings.rescan_seconds
             if now >= self.timers.recovery:
                 self._guarded(self._recover, clocks)
@@ -265,7 +263,7 @@ class Daemon:
         self.notifier.watchdog()
         self.notifier.status(
             f"{len(self.table.running)} running, {len(self.table.waiting)} waiting, "
-            f"{self.intake.claimed_count} claimed since start"
+            f"{self.pool.started_count} started since start"
         )
 
     def _reload(self, clocks: Clocks) -> None:
@@ -287,7 +285,9 @@ class Daemon:
         for job_id in list(self.table.waiting):
             self.intake.release(job_id)
         self.table.waiting.clear()
-        self.watcher.stop()
+        self.intake.close()
+        if self.uploads is not None:
+            self.uploads.stop()
         remove_heartbeat(self.layout, self.me)
         self.webhooks.stop()  # pending deliveries stay in outbox/ for the next start
         self.log.info("daemon_stopped")

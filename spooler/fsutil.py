@@ -8,8 +8,8 @@ import fcntl
 import json
 import os
 import secrets
-import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -230,56 +230,90 @@ def leases_work(directory: Path) -> bool:
             probe.unlink()
 
 
-def remove_tree(path: Path, trash_dir: Path) -> None:
-    """Remove a folder so readers never see it half-deleted: rename away, then delete."""
+def remove_tree(path: Path, trash_dir: Path, *, deadline: float | None = None) -> None:
+    """Remove a folder so readers never see it half-deleted: rename it into trash/ (one
+    atomic step), then delete it there. What `deadline` (time.monotonic()) leaves is
+    finished by the next emptying of trash/ (retention)."""
     trash_dir.mkdir(parents=True, exist_ok=True)
     target = trash_dir / f"{path.name}.{secrets.token_hex(4)}"
     try:
         path.rename(target)
     except FileNotFoundError:
         return
-    remove_entry(target)
+    remove_entry(target, deadline=deadline)
 
 
-def remove_entry(path: Path) -> None:
-    """Delete whatever is at `path` without opening anything but a real directory: a FIFO
-    would block rmtree's first open, and a symlink must never lead it out of the spool."""
+def remove_entry(path: Path, *, deadline: float | None = None) -> bool:
+    """Delete whatever is at `path`, never opening anything but a real directory (a FIFO
+    would block, a symlink must never lead out of the spool). True once it is gone; False
+    when `deadline` (time.monotonic()) came first, to be called again later."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return
-    if stat.S_ISDIR(info.st_mode):
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        except RecursionError:  # a client-made tree deeper than rmtree's recursion
-            _remove_deep_tree(path)
-    else:
+        return True
+    if not stat.S_ISDIR(info.st_mode):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        return True
+    return _remove_folder(path, deadline)
 
 
-def _remove_deep_tree(top: Path) -> None:
-    """Remove a folder tree of any depth without recursion (and without following links:
-    a link is unlinked, never entered). Best effort, like rmtree(ignore_errors=True)."""
-    stack = [top]
-    while stack:
-        folder = stack[-1]
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            stack.pop()
-            continue
-        subfolders = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                with contextlib.suppress(OSError):
-                    Path(entry.path).unlink()
-        if subfolders:
-            stack.extend(subfolders)  # this folder is looked at again once they are gone
-        else:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-            stack.pop()
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _remove_folder(top: Path, deadline: float | None) -> bool:
+    """Depth-first removal through directory descriptors: linear in the tree's size, no
+    recursion and no path-length limit (a client can nest folders thousands deep), links
+    unlinked and never entered. One descriptor is open at a time: the way back up is "..",
+    which is the folder we came down from (nothing below was a link)."""
+    try:
+        fd = os.open(top, _DIR_FLAGS)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # replaced by something that is not a folder: nothing of ours to remove
+    names: list[str] = []  # the path below `top`, as names
+    given_up: set[int] = set()  # inodes of folders that could not be removed (best effort)
+    try:
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            subfolder = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.inode() not in given_up:
+                            subfolder = subfolder or entry.name
+                    else:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.name, dir_fd=fd)
+            if subfolder is not None:
+                try:
+                    child = os.open(subfolder, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    # Swapped for a link or removed meanwhile: unlink what is there now.
+                    with contextlib.suppress(OSError):
+                        os.unlink(subfolder, dir_fd=fd)
+                    continue
+                os.close(fd)
+                fd = child
+                names.append(subfolder)
+                continue
+            if not names:
+                break
+            done = os.fstat(fd).st_ino
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            try:
+                os.rmdir(names.pop(), dir_fd=fd)
+            except OSError:
+                given_up.add(done)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        top.rmdir()
+    return True
 
 
 def remove_temp_files(directory: Path) -> list[Path]:

@@ -40,6 +40,7 @@ class JobPool:
         self.env = env  # the settings of the moment: a reload applies to jobs started later
         self.wake = wake
         self.done: queue.Queue[JobHandle] = queue.Queue()
+        self.started_count = 0  # attempts started since the daemon started
         self.log = structlog.get_logger()
 
     def queue_or_start(self, handle: JobHandle, clocks: Clocks) -> None:
@@ -61,6 +62,7 @@ class JobPool:
         )
         handle.thread = thread
         self.table.running[handle.job_id] = handle
+        self.started_count += 1
         thread.start()
 
     def _job_done(self, handle: JobHandle) -> None:

@@ -210,7 +210,8 @@ class Recovery:
             with contextlib.suppress(FileNotFoundError):
                 age = server_now - entry.stat(follow_symlinks=False).st_mtime
                 if age > self.settings.lease_seconds:
-                    remove_tree(Path(entry.path), self.layout.trash)
+                    deadline = time.monotonic() + PASS_BUDGET * self.settings.heartbeat_seconds
+                    remove_tree(Path(entry.path), self.layout.trash, deadline=deadline)
 
     # -- claims -------------------------------------------------------------------------------
     def _recover_claims(self, beats: dict[str, Any], clocks: Clocks) -> list[JobHandle]:

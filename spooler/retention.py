@@ -44,7 +44,9 @@ class Retention:
     def delete_job(self, job_id: str) -> None:
         if self.before_delete is not None:
             self.before_delete(job_id)
-        remove_tree(self.layout.job_dir(job_id), self.layout.trash)
+        # Renamed into trash/ at once; a huge folder's rest is emptied by the next pass.
+        deadline = time.monotonic() + PASS_BUDGET * self.settings.heartbeat_seconds
+        remove_tree(self.layout.job_dir(job_id), self.layout.trash, deadline=deadline)
         self.table.final.pop(job_id, None)
         self.log.info("job_deleted", job_id=job_id)
 
@@ -70,9 +72,8 @@ class Retention:
             return True
         # Leftovers of removals interrupted by a crash.
         for entry in _entries(self.layout.trash):
-            if time.monotonic() >= budget_ends:
+            if not remove_entry(Path(entry.path), deadline=budget_ends):
                 return True
-            remove_entry(Path(entry.path))
         return False
 
     def _rejected(self, server_now: float, budget_ends: float) -> bool:
@@ -101,7 +102,7 @@ class Retention:
                 if not rejected_expired(moved_at, server_now, days):
                     continue
                 if stat.S_ISDIR(info.st_mode):
-                    remove_tree(Path(entry.path), self.layout.trash)
+                    remove_tree(Path(entry.path), self.layout.trash, deadline=budget_ends)
                 else:
                     remove_entry(Path(entry.path))
                 if error is not None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
+from spooler.ingest.models import ProxyManifest, SyncResult
 from spooler.kinds import KINDS
 from spooler.status import JobStatus
 from spooler.webhooks.events import WebhookPayload
@@ -33,6 +34,13 @@ def status_schema() -> dict[str, Any]:
     schema = JobStatus.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "spooler status file (jobs/<jobId>/status.json)"
+    return schema
+
+
+def _file_schema(model: Any, title: str) -> dict[str, Any]:
+    schema: dict[str, Any] = model.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = title
     return schema
 
 
@@ -76,6 +84,12 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     return {
         "job.schema.json": job_schema(),
         "status.schema.json": status_schema(),
+        "manifest.schema.json": _file_schema(
+            ProxyManifest, "spooler proxy manifest (<derived root>/manifests/<source>.json)"
+        ),
+        "sync.schema.json": _file_schema(
+            SyncResult, "spooler sync result (jobs/<jobId>/sync.json)"
+        ),
         "webhook.schema.json": webhook_schema(),
     }
 

@@ -25,6 +25,7 @@ from spooler.export.textmark import no_font
 from spooler.export.timeline import job_pieces
 from spooler.export.verify import shown_size, verify_output, verify_renditions
 from spooler.fonts import resolve_font
+from spooler.ingest.fromproxy import from_proxies
 from spooler.jobkind import JobContext, JobSpec, Step
 from spooler.s3.locations import parse_destination
 from spooler.status import OutputInfo
@@ -42,15 +43,23 @@ class ExportKind:
     def run(self, spec: ExportJob, ctx: JobContext) -> None:
         if spec.output.destination:  # refused before any work (source_not_allowed)
             parse_destination(spec.output.destination, ctx.settings.s3)
+        # Sources named as proxies are exported from their originals (docs/ingest.md).
+        spec, proxies = from_proxies(spec, ctx.settings)
         used = {p.angle for p in job_pieces(spec)}
         # Each source is opened once here and read through /proc/self/fd/N from then on.
         sources = inspect_sources(spec, ctx.settings.media_roots, used)
         try:
-            self._run(spec, ctx, sources)
+            self._run(spec, ctx, sources, proxies)
         finally:
             close_sources(sources)
 
-    def _run(self, spec: ExportJob, ctx: JobContext, sources: dict[str, Source]) -> None:
+    def _run(
+        self,
+        spec: ExportJob,
+        ctx: JobContext,
+        sources: dict[str, Source],
+        proxies: list[dict[str, Any]] | None = None,
+    ) -> None:
         file_name = spec.output.safe_file_name
         extra = temp_paths(spec, ctx.temp_path)  # renditions, poster, storyboard
         paths = PlanPaths(
@@ -68,7 +77,7 @@ class ExportKind:
         # The font of a text watermark: found here (I/O), so that planning stays pure.
         settings = with_font(spec, ctx.settings)
         plan = plan_export(spec, sources, settings, paths)
-        ctx.set_preflight(plan.preflight)
+        ctx.set_preflight({**plan.preflight, **({"fromProxies": proxies} if proxies else {})})
         if spec.mode == "smart" and plan.mode != "smart":
             ctx.warn("smart_unavailable", plan.reason)
         ctx.declare_outputs([file_name, *extra])

@@ -52,9 +52,19 @@ def _source_path(value: str) -> str:
 SourcePath = Annotated[str, Field(max_length=1024), AfterValidator(_source_path)]
 
 
+# Export from proxies (docs/ingest.md): explicit per source, never guessed from the path.
+SourceKind = Literal["original", "proxy"]
+SOURCE_KIND_HELP = (
+    "original: `source` is a media file under a media root. proxy: `source` is a proxy's "
+    "path under the derived-media root (as its manifest names it); the export reads the "
+    "original that the proxy's manifest names, and the preflight says so."
+)
+
+
 class Angle(SpecModel):
     id: str = Field(pattern=_ANGLE_ID, description="Referenced by segments, switches and audio.")
     source: SourcePath = Field(description="Path relative to a media root.")
+    source_kind: SourceKind = Field("original", description=SOURCE_KIND_HELP)
     sync_offset: float = Field(
         0.0, ge=-86_400, le=86_400, description="Source time shown at timeline 0 (seconds)."
     )
@@ -119,6 +129,7 @@ class ExternalAudio(SpecModel):
 
     mode: Literal["external"]
     source: SourcePath
+    source_kind: SourceKind = Field("original", description=SOURCE_KIND_HELP)
     offset: float = Field(0.0, ge=-86_400, le=86_400, description="Source time at timeline 0.")
     gain_db: float = Field(0.0, ge=-60, le=24)
     ambient: Ambient | None = Field(None, description="Mix an angle's sound under it.")

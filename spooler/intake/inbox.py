@@ -29,6 +29,7 @@ from spooler.fsutil import (
     UnsafeFile,
     create_marker,
     is_real_dir,
+    leases_work,
     lexists,
     open_for_writing_elsewhere,
     read_untrusted,
@@ -65,6 +66,7 @@ from spooler.spool import (
 )
 from spooler.status import ErrorInfo, State, new_status
 from spooler.storage import OutputStore
+from spooler.watcher import InboxWatcher
 from spooler.worker import WorkerIdentity
 
 # Strays moved aside per pass at most (each is a rename and an fsynced error file).
@@ -89,8 +91,6 @@ class InboxIntake:
         outputs: OutputStore,
         me: WorkerIdentity,
         wake: threading.Event,
-        *,
-        use_leases: bool,
     ) -> None:
         self.layout: SpoolLayout = table.layout
         self.table = table
@@ -98,7 +98,13 @@ class InboxIntake:
         self.retention = retention
         self.me = me
         self.wake = wake
-        self.use_leases = use_leases
+        self.use_leases = False  # probed at start: does this file system grant read leases?
+        self.watcher = InboxWatcher(
+            self.layout.inbox,
+            settings.watch_mode,
+            wake,
+            poll_seconds=min(1.0, settings.rescan_seconds),
+        )
         self.log = structlog.get_logger().bind(worker=me.id)
         self.claimed_count = 0
         self._seen: dict[str, _Seen] = {}
@@ -118,6 +124,29 @@ class InboxIntake:
         self.recovery.settings = settings
 
     # -- the seam ---------------------------------------------------------------------------
+    def start(self) -> None:
+        auto = self.settings.inbox_check == "auto"
+        self.use_leases = auto and leases_work(self.layout.inbox)
+        self.watcher.start()
+
+    def close(self) -> None:
+        self.watcher.stop()
+
+    def check(self, clocks: Clocks) -> bool:
+        """Watchdog events are hints, but a dead observer thread is restarted."""
+        if self.watcher.healthy():
+            return False
+        self.log.warning("watcher_dead_restarting", restarts=self.watcher.restarts + 1)
+        self.watcher.restart()
+        return True
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "inbox": str(self.layout.inbox),
+            "watcher": self.watcher.kind,
+            "writer_check": "lease" if self.use_leases else "settle",
+        }
+
     def cancel_requested(self, job_id: str) -> bool:
         return lexists(self.layout.job_cancel(job_id))
 

@@ -10,13 +10,17 @@ from pydantic import ValidationError
 from spooler import jsonnumbers
 from spooler.errors import ErrorCode, JobError
 from spooler.export.kind import ExportKind
+from spooler.ingest.proxy import ProxyKind
+from spooler.ingest.sync import SyncKind
 from spooler.jobkind import JobKind, JobSpec
 from spooler.kinds.testpattern import TestPatternKind
 
 # A job file without "kind" is an export: that is what the web app writes.
 DEFAULT_KIND = "export"
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (TestPatternKind(), ExportKind())}
+KINDS: dict[str, JobKind] = {
+    kind.name: kind for kind in (TestPatternKind(), ExportKind(), ProxyKind(), SyncKind())
+}
 
 
 def register(kind: JobKind) -> None:

@@ -64,7 +64,7 @@ def test_the_registry_and_the_export_kind_import_in_either_order() -> None:
         "from spooler.kinds import KINDS\n"
         "from spooler.export import ExportKind\n"
         "assert isinstance(KINDS['export'], ExportKind), KINDS\n"
-        "assert sorted(KINDS) == ['export', 'testpattern'], KINDS"
+        "assert sorted(KINDS) == ['export', 'proxy', 'sync', 'testpattern'], KINDS"
     )
     for first in ("spooler.kinds", "spooler.export.kind"):
         assert "spooler.export.kind" in loaded_after(f"import {first}\n{check}")

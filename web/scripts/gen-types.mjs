@@ -28,6 +28,8 @@ const { values } = parseArgs({
 const ROOTS = [
   ["job.schema.json", "JobFile"],
   ["status.schema.json", "StatusFile"],
+  ["manifest.schema.json", "ProxyManifestFile"],
+  ["sync.schema.json", "SyncResultFile"],
   ["webhook.schema.json", "WebhookPayload"],
 ];
 

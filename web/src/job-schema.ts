@@ -39,6 +39,16 @@ export const jobSchema: Record<string, unknown> = {
           "title": "Source",
           "type": "string"
         },
+        "sourceKind": {
+          "default": "original",
+          "description": "original: `source` is a media file under a media root. proxy: `source` is a proxy's path under the derived-media root (as its manifest names it); the export reads the original that the proxy's manifest names, and the preflight says so.",
+          "enum": [
+            "original",
+            "proxy"
+          ],
+          "title": "Sourcekind",
+          "type": "string"
+        },
         "syncOffset": {
           "default": 0,
           "description": "Source time shown at timeline 0 (seconds).",
@@ -480,6 +490,16 @@ export const jobSchema: Record<string, unknown> = {
           "maxLength": 1024,
           "title": "Source",
           "type": "string"
+        },
+        "sourceKind": {
+          "default": "original",
+          "description": "original: `source` is a media file under a media root. proxy: `source` is a proxy's path under the derived-media root (as its manifest names it); the export reads the original that the proxy's manifest names, and the preflight says so.",
+          "enum": [
+            "original",
+            "proxy"
+          ],
+          "title": "Sourcekind",
+          "type": "string"
         }
       },
       "required": [
@@ -813,6 +833,141 @@ export const jobSchema: Record<string, unknown> = {
       "title": "PosterSpec",
       "type": "object"
     },
+    "ProxyJob": {
+      "additionalProperties": false,
+      "description": "One source -> an H.264 proxy, its waveform and poster, and its manifest.",
+      "properties": {
+        "callback": {
+          "anyOf": [
+            {
+              "$ref": "#/$defs/Callback"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Per-job webhook; daemons without the `callback` capability reject it."
+        },
+        "gopFrames": {
+          "anyOf": [
+            {
+              "maximum": 600,
+              "minimum": 1,
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Keyframe interval in frames (1 = all-intra). Default: half a second. Capped by config.",
+          "title": "Gopframes"
+        },
+        "height": {
+          "anyOf": [
+            {
+              "enum": [
+                720,
+                1080
+              ],
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Short side of the proxy picture; never upscaled. Default: config.",
+          "title": "Height"
+        },
+        "kind": {
+          "const": "proxy",
+          "title": "Kind",
+          "type": "string"
+        },
+        "maxAttempts": {
+          "anyOf": [
+            {
+              "maximum": 20,
+              "minimum": 1,
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Capped by config.",
+          "title": "Maxattempts"
+        },
+        "metadata": {
+          "additionalProperties": true,
+          "description": "Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.",
+          "title": "Metadata",
+          "type": "object"
+        },
+        "poster": {
+          "default": true,
+          "description": "A JPEG poster frame beside the proxy.",
+          "title": "Poster",
+          "type": "boolean"
+        },
+        "priority": {
+          "default": 0,
+          "description": "Higher runs first; capped by config.",
+          "maximum": 1000,
+          "minimum": -1000,
+          "title": "Priority",
+          "type": "integer"
+        },
+        "schemaVersion": {
+          "default": 1,
+          "description": "Version of the job file format.",
+          "maximum": 1,
+          "minimum": 1,
+          "title": "Schemaversion",
+          "type": "integer"
+        },
+        "source": {
+          "description": "Path relative to a media root.",
+          "maxLength": 1024,
+          "title": "Source",
+          "type": "string"
+        },
+        "timeoutSeconds": {
+          "anyOf": [
+            {
+              "exclusiveMinimum": 0,
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Wall-clock limit; capped by config.",
+          "title": "Timeoutseconds"
+        },
+        "waveform": {
+          "anyOf": [
+            {
+              "$ref": "#/$defs/WaveformOptions"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "description": "null: no waveform."
+        }
+      },
+      "required": [
+        "kind",
+        "source"
+      ],
+      "title": "ProxyJob",
+      "type": "object"
+    },
     "Rendition": {
       "additionalProperties": false,
       "description": "One more output of the same edit, encoded from the same decoded frames.",
@@ -1076,6 +1231,173 @@ export const jobSchema: Record<string, unknown> = {
         "angle"
       ],
       "title": "Switch",
+      "type": "object"
+    },
+    "SyncInput": {
+      "additionalProperties": false,
+      "properties": {
+        "id": {
+          "description": "The angle's id in the export job.",
+          "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+          "title": "Id",
+          "type": "string"
+        },
+        "source": {
+          "description": "Path relative to a media root.",
+          "maxLength": 1024,
+          "title": "Source",
+          "type": "string"
+        }
+      },
+      "required": [
+        "id",
+        "source"
+      ],
+      "title": "SyncInput",
+      "type": "object"
+    },
+    "SyncJob": {
+      "additionalProperties": false,
+      "description": "Angles (and an external recorder) -> each one's syncOffset, from their sound.",
+      "properties": {
+        "angles": {
+          "items": {
+            "$ref": "#/$defs/SyncInput"
+          },
+          "maxItems": 64,
+          "minItems": 1,
+          "title": "Angles",
+          "type": "array"
+        },
+        "callback": {
+          "anyOf": [
+            {
+              "$ref": "#/$defs/Callback"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Per-job webhook; daemons without the `callback` capability reject it."
+        },
+        "externalAudio": {
+          "anyOf": [
+            {
+              "$ref": "#/$defs/SyncInput"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "An external recorder; its result is export's audio.offset."
+        },
+        "fps": {
+          "default": 30,
+          "description": "Frame rate of the edit: drift over a frame is flagged.",
+          "exclusiveMinimum": 0,
+          "maximum": 240,
+          "title": "Fps",
+          "type": "number"
+        },
+        "kind": {
+          "const": "sync",
+          "title": "Kind",
+          "type": "string"
+        },
+        "maxAttempts": {
+          "anyOf": [
+            {
+              "maximum": 20,
+              "minimum": 1,
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Capped by config.",
+          "title": "Maxattempts"
+        },
+        "maxOffsetSeconds": {
+          "anyOf": [
+            {
+              "exclusiveMinimum": 0,
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Search offsets within ± this (default: any overlap).",
+          "title": "Maxoffsetseconds"
+        },
+        "metadata": {
+          "additionalProperties": true,
+          "description": "Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.",
+          "title": "Metadata",
+          "type": "object"
+        },
+        "minOverlapSeconds": {
+          "default": 10,
+          "description": "Shorter overlaps with the reference are not placed.",
+          "exclusiveMinimum": 0,
+          "maximum": 3600,
+          "title": "Minoverlapseconds",
+          "type": "number"
+        },
+        "priority": {
+          "default": 0,
+          "description": "Higher runs first; capped by config.",
+          "maximum": 1000,
+          "minimum": -1000,
+          "title": "Priority",
+          "type": "integer"
+        },
+        "reference": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Angle whose syncOffset is 0 (the timeline's clock). Default: first.",
+          "title": "Reference"
+        },
+        "schemaVersion": {
+          "default": 1,
+          "description": "Version of the job file format.",
+          "maximum": 1,
+          "minimum": 1,
+          "title": "Schemaversion",
+          "type": "integer"
+        },
+        "timeoutSeconds": {
+          "anyOf": [
+            {
+              "exclusiveMinimum": 0,
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null,
+          "description": "Wall-clock limit; capped by config.",
+          "title": "Timeoutseconds"
+        }
+      },
+      "required": [
+        "kind",
+        "angles"
+      ],
+      "title": "SyncJob",
       "type": "object"
     },
     "TestPatternJob": {
@@ -1363,12 +1685,44 @@ export const jobSchema: Record<string, unknown> = {
       },
       "title": "Watermark",
       "type": "object"
+    },
+    "WaveformOptions": {
+      "additionalProperties": false,
+      "description": "Peaks for a waveform display (BBC audiowaveform JSON, version 2).",
+      "properties": {
+        "bits": {
+          "default": 8,
+          "description": "Resolution of each min/max value.",
+          "enum": [
+            8,
+            16
+          ],
+          "title": "Bits",
+          "type": "integer"
+        },
+        "pixelsPerSecond": {
+          "default": 100,
+          "description": "Min/max pairs per second of audio (zoom level of the data).",
+          "enum": [
+            25,
+            50,
+            100,
+            200
+          ],
+          "title": "Pixelspersecond",
+          "type": "integer"
+        }
+      },
+      "title": "WaveformOptions",
+      "type": "object"
     }
   },
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "discriminator": {
     "mapping": {
       "export": "#/$defs/ExportJob",
+      "proxy": "#/$defs/ProxyJob",
+      "sync": "#/$defs/SyncJob",
       "testpattern": "#/$defs/TestPatternJob"
     },
     "propertyName": "kind"
@@ -1376,6 +1730,12 @@ export const jobSchema: Record<string, unknown> = {
   "oneOf": [
     {
       "$ref": "#/$defs/ExportJob"
+    },
+    {
+      "$ref": "#/$defs/ProxyJob"
+    },
+    {
+      "$ref": "#/$defs/SyncJob"
     },
     {
       "$ref": "#/$defs/TestPatternJob"

@@ -7,7 +7,7 @@
 /**
  * spooler job file (inbox/<jobId>.json)
  */
-export type JobFile = ExportJob | TestPatternJob;
+export type JobFile = ExportJob | ProxyJob | SyncJob | TestPatternJob;
 
 /**
  * A multicam export: which angle is on screen when, what audio, and how to encode.
@@ -221,6 +221,10 @@ export interface Angle {
    */
   source: string;
   /**
+   * original: `source` is a media file under a media root. proxy: `source` is a proxy's path under the derived-media root (as its manifest names it); the export reads the original that the proxy's manifest names, and the preflight says so.
+   */
+  sourceKind?: "original" | "proxy";
+  /**
    * Source time shown at timeline 0 (seconds).
    */
   syncOffset?: number;
@@ -269,6 +273,10 @@ export interface ExternalAudio {
    */
   offset?: number;
   source: string;
+  /**
+   * original: `source` is a media file under a media root. proxy: `source` is a proxy's path under the derived-media root (as its manifest names it); the export reads the original that the proxy's manifest names, and the preflight says so.
+   */
+  sourceKind?: "original" | "proxy";
 }
 /**
  * An angle's own sound mixed under the external recording (room tone, audience).
@@ -488,6 +496,138 @@ export interface Watermark {
    * Text only: font size as a fraction of output height.
    */
   textSize?: number;
+}
+/**
+ * One source -> an H.264 proxy, its waveform and poster, and its manifest.
+ */
+export interface ProxyJob {
+  /**
+   * Per-job webhook; daemons without the `callback` capability reject it.
+   */
+  callback?: Callback | null;
+  /**
+   * Keyframe interval in frames (1 = all-intra). Default: half a second. Capped by config.
+   */
+  gopFrames?: number | null;
+  /**
+   * Short side of the proxy picture; never upscaled. Default: config.
+   */
+  height?: (720 | 1080) | null;
+  kind: "proxy";
+  /**
+   * Capped by config.
+   */
+  maxAttempts?: number | null;
+  /**
+   * Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.
+   */
+  metadata?: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * A JPEG poster frame beside the proxy.
+   */
+  poster?: boolean;
+  /**
+   * Higher runs first; capped by config.
+   */
+  priority?: number;
+  /**
+   * Version of the job file format.
+   */
+  schemaVersion?: number;
+  /**
+   * Path relative to a media root.
+   */
+  source: string;
+  /**
+   * Wall-clock limit; capped by config.
+   */
+  timeoutSeconds?: number | null;
+  /**
+   * null: no waveform.
+   */
+  waveform?: WaveformOptions | null;
+}
+/**
+ * Peaks for a waveform display (BBC audiowaveform JSON, version 2).
+ */
+export interface WaveformOptions {
+  /**
+   * Resolution of each min/max value.
+   */
+  bits?: 8 | 16;
+  /**
+   * Min/max pairs per second of audio (zoom level of the data).
+   */
+  pixelsPerSecond?: 25 | 50 | 100 | 200;
+}
+/**
+ * Angles (and an external recorder) -> each one's syncOffset, from their sound.
+ */
+export interface SyncJob {
+  /**
+   * @minItems 1
+   * @maxItems 64
+   */
+  angles: [SyncInput, ...SyncInput[]];
+  /**
+   * Per-job webhook; daemons without the `callback` capability reject it.
+   */
+  callback?: Callback | null;
+  /**
+   * An external recorder; its result is export's audio.offset.
+   */
+  externalAudio?: SyncInput | null;
+  /**
+   * Frame rate of the edit: drift over a frame is flagged.
+   */
+  fps?: number;
+  kind: "sync";
+  /**
+   * Capped by config.
+   */
+  maxAttempts?: number | null;
+  /**
+   * Search offsets within ± this (default: any overlap).
+   */
+  maxOffsetSeconds?: number | null;
+  /**
+   * Free-form; echoed into the status file. At most 8 levels deep and 16384 bytes as compact UTF-8 JSON.
+   */
+  metadata?: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * Shorter overlaps with the reference are not placed.
+   */
+  minOverlapSeconds?: number;
+  /**
+   * Higher runs first; capped by config.
+   */
+  priority?: number;
+  /**
+   * Angle whose syncOffset is 0 (the timeline's clock). Default: first.
+   */
+  reference?: string | null;
+  /**
+   * Version of the job file format.
+   */
+  schemaVersion?: number;
+  /**
+   * Wall-clock limit; capped by config.
+   */
+  timeoutSeconds?: number | null;
+}
+export interface SyncInput {
+  /**
+   * The angle's id in the export job.
+   */
+  id: string;
+  /**
+   * Path relative to a media root.
+   */
+  source: string;
 }
 export interface TestPatternJob {
   /**
@@ -723,6 +863,148 @@ export interface WorkerRef {
   host: string;
   id: string;
   pid: number;
+}
+
+// ---- manifest.schema.json ----
+
+/**
+ * derived/manifests/<source>.json: what the editor needs to show and cut one source.
+ */
+export interface ProxyManifestFile {
+  audioChannels: number | null;
+  /**
+   * False: a variable-rate source, resampled.
+   */
+  constantRateSource: boolean;
+  /**
+   * Identity of the original's bytes: v1:<size>:<mtime_ns>:<sha256 of its first and last MiB>. A different key means a different file.
+   */
+  contentKey: string;
+  createdAt: string;
+  /**
+   * Of the proxy's video; equals the source's.
+   */
+  durationSeconds: number;
+  frameCount: number;
+  /**
+   * Exact, as a fraction: '30000/1001'.
+   */
+  frameRate: string;
+  frameRateFloat: number;
+  gopFrames: number;
+  hasAudio: boolean;
+  height: number;
+  jobId: string;
+  /**
+   * JPEG under the derived root.
+   */
+  poster: string | null;
+  /**
+   * The proxy's path under the derived root (content-addressed).
+   */
+  proxy: string;
+  proxySizeBytes: number;
+  schemaVersion?: 1;
+  /**
+   * The original: its path relative to a media root.
+   */
+  source: string;
+  sourceHeight: number;
+  sourceSizeBytes: number;
+  /**
+   * Original picture as shown.
+   */
+  sourceWidth: number;
+  /**
+   * Start timecode of the original, kept in the proxy.
+   */
+  timecode: string | null;
+  waveform: ManifestWaveform | null;
+  /**
+   * Proxy picture as shown (rotation applied).
+   */
+  width: number;
+}
+/**
+ * This interface was referenced by `ProxyManifestFile`'s JSON-Schema
+ * via the `definition` "ManifestWaveform".
+ */
+export interface ManifestWaveform {
+  bits: 8 | 16;
+  /**
+   * Number of min/max pairs.
+   */
+  length: number;
+  /**
+   * BBC audiowaveform JSON (version 2), under the derived root.
+   */
+  path: string;
+  sampleRate: number;
+  samplesPerPixel: number;
+}
+
+// ---- sync.schema.json ----
+
+/**
+ * jobs/<id>/sync.json: fill each angle's syncOffset directly from it.
+ */
+export interface SyncResultFile {
+  angles: SyncPlacement[];
+  externalAudio?: SyncPlacement | null;
+  fps: number;
+  reference: string;
+  schemaVersion?: 1;
+}
+/**
+ * This interface was referenced by `SyncResultFile`'s JSON-Schema
+ * via the `definition` "SyncPlacement".
+ */
+export interface SyncPlacement {
+  confidence: number;
+  drift?: SyncDrift | null;
+  id: string;
+  placed: boolean;
+  /**
+   * Why placed or not: never guessed.
+   */
+  reason: "reference" | "placed" | "silent" | "no_overlap" | "ambiguous";
+  source: string;
+  /**
+   * Source time showing timeline 0 (docs/export.md), at the overlap's middle; null when not placed. For externalAudio this is audio.offset.
+   */
+  syncOffset: number | null;
+  windowsTried?: number;
+  /**
+   * Full-rate windows that agreed with the fit.
+   */
+  windowsUsed?: number;
+}
+/**
+ * This interface was referenced by `SyncResultFile`'s JSON-Schema
+ * via the `definition` "SyncDrift".
+ */
+export interface SyncDrift {
+  /**
+   * The offset moves by more than one frame (1/fps) over the overlap: one syncOffset cannot hold the whole edit in sync.
+   */
+  exceedsFrame: boolean;
+  /**
+   * syncOffset fitted at the overlap's end (s).
+   */
+  offsetAtEnd: number;
+  /**
+   * syncOffset fitted at the overlap's start (s).
+   */
+  offsetAtStart: number;
+  overlapEnd: number;
+  /**
+   * Reference time where the overlap begins (s).
+   */
+  overlapStart: number;
+  /**
+   * Clock drift against the reference, parts per million.
+   */
+  ppm: number;
 }
 
 // ---- webhook.schema.json ----

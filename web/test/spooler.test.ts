@@ -270,7 +270,7 @@ describe("against a running daemon", () => {
   test("the daemon's heartbeat says what it accepts; an old or foreign one narrows it", async () => {
     const caps = await spoolCapabilities(spool);
     assert.equal(caps.daemons, 1);
-    assert.deepEqual(caps.kinds, ["export", "testpattern"]);
+    assert.deepEqual(caps.kinds, ["export", "proxy", "sync", "testpattern"]);
     assert.ok(caps.features.includes("status.cancelRequested"), caps.features.join(","));
     const workers = spoolPaths(spool).workers;
     const old = path.join(workers, "old-1-abcdef.json");
