@@ -59,17 +59,37 @@ class Variant:
     fps: int = 30
     cuts: int = 60
     mbps: int = 8  # source video bitrate, like a consumer camera's
+    # heavy: H.264 High at CRF 16 (~20 Mbit/s measured on these pictures), 2 B-frames,
+    # closed 2 s GOPs, like a camera's or a phone's (issue 18); the export at CRF 16 too.
+    heavy: bool = False
+    crf: int = 23
 
 
 FULL = Variant("full", 600, 1920, 1080)
 QUICK = Variant("quick", 60, 1280, 720, cuts=20, mbps=4)  # 2 s GOPs: 20 cuts still fit
+HEAVY_UNIT = 62  # seconds of unique pictures per heavy angle (31 GOPs)
+HEAVY = Variant("heavy", 300, 1920, 1080, cuts=30, mbps=0, heavy=True, crf=16)
+HEAVY_QUICK = Variant("heavyquick", 30, 1920, 1080, cuts=6, mbps=0, heavy=True, crf=16)
+VARIANTS = {v.name: v for v in (FULL, QUICK, HEAVY, HEAVY_QUICK)}
 
 
 def source_path(variant: Variant, angle: int) -> Path:
+    rate = "crf16" if variant.heavy else f"{variant.mbps}M"
     return CACHE / (
         f"{variant.name}_{variant.width}x{variant.height}_{variant.seconds}s_"
-        f"{variant.mbps}M_cam{angle}.mp4"
+        f"{rate}_cam{angle}.mp4"
     )
+
+
+def source_codec_args(variant: Variant) -> list[str]:
+    if variant.heavy:
+        # superfast: generation time only; the stream's decode cost comes from the
+        # bitrate, the High profile's CABAC and 8x8 transforms, and the B-frames.
+        return ["-c:v", "libx264", "-preset", "superfast", "-profile:v", "high",
+                "-crf", "16", "-bf", "2", "-flags", "+cgop"]  # fmt: skip
+    return ["-c:v", "libx264", "-preset", "ultrafast", "-b:v", f"{variant.mbps}M",
+            "-maxrate", f"{variant.mbps * 1.25:g}M", "-bufsize", f"{variant.mbps * 2}M",
+            "-bf", "3"]  # fmt: skip
 
 
 def generate(ffmpeg: str, variant: Variant) -> list[Path]:
@@ -85,6 +105,12 @@ def generate(ffmpeg: str, variant: Variant) -> list[Path]:
         seconds = variant.seconds + offset + 1
         size = f"{variant.width}x{variant.height}"
         tmp = path.with_suffix(".part.mp4")
+        # Heavy sources: a unique stretch of at most HEAVY_UNIT seconds (whole GOPs),
+        # repeated by stream copy: decoding costs the same, generating 5x less.
+        unit = path.with_suffix(".unit.mp4")
+        looped = variant.heavy and seconds > HEAVY_UNIT
+        if looped:
+            final, tmp, seconds = tmp, unit, HEAVY_UNIT
         print(f"generating {path.name} ({seconds:g} s)...", flush=True)
         subprocess.run(
             [
@@ -98,21 +124,12 @@ def generate(ffmpeg: str, variant: Variant) -> list[Path]:
                 "lavfi",
                 "-i",
                 f"testsrc2=size={size}:rate={variant.fps}:duration={seconds},"
-                f"hue=h={hue},noise=alls=12:allf=t",
+                f"hue=h={hue},noise=alls={3 if variant.heavy else 12}:allf=t",
                 "-f",
                 "lavfi",
                 "-i",
                 f"sine=frequency={440 * angle}:sample_rate=48000:duration={seconds}",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-b:v",
-                f"{variant.mbps}M",
-                "-maxrate",
-                f"{variant.mbps * 1.25:g}M",
-                "-bufsize",
-                f"{variant.mbps * 2}M",
+                *source_codec_args(variant),
                 "-pix_fmt",
                 "yuv420p",
                 "-g",
@@ -121,8 +138,6 @@ def generate(ffmpeg: str, variant: Variant) -> list[Path]:
                 str(GOP_SECONDS * variant.fps),
                 "-sc_threshold",
                 "0",
-                "-bf",
-                "3",
                 "-c:a",
                 "aac",
                 "-b:a",
@@ -133,6 +148,16 @@ def generate(ffmpeg: str, variant: Variant) -> list[Path]:
             ],
             check=True,
         )
+        if looped:
+            total = variant.seconds + offset + 1
+            subprocess.run(
+                [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+                 "-stream_loop", str(int(total // HEAVY_UNIT)), "-i", str(unit),
+                 "-t", str(total), "-c", "copy", "-f", "mp4", str(final)],
+                check=True,
+            )  # fmt: skip
+            unit.unlink()
+            tmp = final
         tmp.rename(path)
     return paths
 
@@ -157,7 +182,7 @@ def job(variant: Variant, mode: str, preset: str) -> dict[str, Any]:
             for i in range(len(bounds) - 1)
         ],
         "mode": mode,
-        "output": {"preset": preset, "crf": 23}
+        "output": {"preset": preset, "crf": variant.crf}
         if mode in ("reencode", "smart")
         else {"videoCodec": "copy"},
     }
@@ -191,6 +216,7 @@ class BenchContext:
         pass_fds: tuple[int, ...] = (),
     ) -> FfmpegResult:
         limits = Limits(deadline=None, stall_seconds=300, kill_grace_seconds=3, nice=0)
+        args = with_design(args, os.environ.get("SPOOLER_BENCH_DESIGN", ""))
         started = time.perf_counter()
         result = run_ffmpeg(
             self.ffmpeg,
@@ -227,6 +253,28 @@ class BenchContext:
         pass
 
 
+# Threading designs compared on the reencode (issue 18): options put before every input
+# (decoders) or before the first (global), on the plan's own command.
+DESIGNS: dict[str, tuple[list[str], list[str]]] = {
+    "": ([], []),  # the plan as it is
+    "dec1": (["-threads", "1"], []),  # decoders without frame threads
+    "dec2": (["-threads", "2"], []),
+    "slice": (["-thread_type", "slice"], []),  # decoders with slice threads only
+    "fct1": ([], ["-filter_complex_threads", "1"]),  # no slice threads in the graph
+    "dec1fct1": (["-threads", "1"], ["-filter_complex_threads", "1"]),
+}
+
+
+def with_design(args: list[str], design: str) -> list[str]:
+    per_input, global_ = DESIGNS[design]
+    out: list[str] = [*global_]
+    for arg in args:
+        if arg == "-i":
+            out += per_input
+        out.append(arg)
+    return out
+
+
 def measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
     """Run one measurement in THIS process (called in a fresh subprocess by main)."""
     ffmpeg = find_ffmpeg(None)
@@ -260,7 +308,7 @@ def measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
                 "-preset",
                 preset,
                 "-crf",
-                "23",
+                str(variant.crf),
                 "-pix_fmt",
                 "yuv420p",
                 "-c:a",
@@ -273,6 +321,31 @@ def measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
             ],
             check=True,
         )
+    elif what == "floor":
+        # The reencode's floor (issue 18): the same encoder fed by a decoder of exactly the
+        # frames the edit needs, each segment decoded from its preceding keyframe, nothing
+        # else: one ffconcat list of the segments in timeline order (the demuxer seeks to
+        # the keyframe before each inpoint), the frames before an inpoint dropped by the
+        # constant-rate output, no filter graph.
+        spec = job(variant, "reencode", preset)
+        offsets = {a["id"]: a["syncOffset"] for a in spec["angles"]}
+        names = {a["id"]: a["source"] for a in spec["angles"]}
+        lines = ["ffconcat version 1.0"]
+        for seg in spec["segments"]:
+            lines += [
+                f"file '{CACHE / names[seg['angle']]}'",
+                f"inpoint {seg['start'] + offsets[seg['angle']]:.6f}",
+                f"outpoint {seg['end'] + offsets[seg['angle']]:.6f}",
+            ]
+        listing = work / "floor.ffconcat"
+        listing.write_text("\n".join(lines) + "\n")
+        subprocess.run(
+            [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
+             "-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v", "-map", "0:a",
+             *encode_args(variant, preset, variant.fps), str(work / "floor.mp4")],
+            check=True,
+        )  # fmt: skip
+        extra = {"frames": count_frames(work / "floor.mp4")}
     elif what == "cat":
         for src in (source_path(variant, i) for i in (1, 2, 3)):
             subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)
@@ -299,6 +372,21 @@ def measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         "child_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         **extra,
     }
+
+
+def encode_args(variant: Variant, preset: str, fps: int) -> list[str]:
+    """The x264 + AAC settings the reencode plan uses for this bench's job."""
+    return ["-c:v", "libx264", "-preset", preset, "-crf", str(variant.crf),
+            "-pix_fmt", "yuv420p", "-r", str(fps), "-fps_mode", "cfr",
+            "-c:a", "aac", "-b:a", "192k", "-ar", "48000",
+            "-movflags", "+faststart"]  # fmt: skip
+
+
+def count_frames(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.demux(video=0) if _.size)
 
 
 def drop_page_cache() -> bool:
@@ -355,13 +443,22 @@ def main() -> None:
         help="comma-separated measures to run (default: all)",
     )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default=None,
+        help="full (default), quick, heavy (5 min 1080p30 H.264 High CRF 16, 30 cuts) or "
+        "heavyquick (30 s of the same, 6 cuts)",
+    )
+    parser.add_argument("--generate-only", action="store_true", help="make the sources, stop")
     args = parser.parse_args()
-    variant = QUICK if (args.quick or args.variant == "quick") else FULL
+    variant = QUICK if args.quick else VARIANTS[args.variant or "full"]
     if args.measure:
         print(json.dumps(measure(args.measure, variant, args.preset)))
         return
     generate(find_ffmpeg(None), variant)
+    if args.generate_only:
+        return
     run_measure("cat", variant, args.preset)  # warm the page cache first: both sides fair
     load = os.getloadavg()[0]
     # Alternate the runs and keep each one's best: another process's burst hits one run.
