@@ -59,7 +59,7 @@ class Variant:
     fps: int = 30
     cuts: int = 60
     mbps: int = 8  # source video bitrate, like a consumer camera's
-    # heavy: H.264 High at CRF 16 (~20 Mbit/s measured on these pictures), 2 B-frames,
+    # heavy: H.264 High at CRF 16 (~15 Mbit/s measured on these pictures), 2 B-frames,
     # closed 2 s GOPs, like a camera's or a phone's (issue 18); the export at CRF 16 too.
     heavy: bool = False
     crf: int = 23
@@ -124,7 +124,7 @@ def generate(ffmpeg: str, variant: Variant) -> list[Path]:
                 "lavfi",
                 "-i",
                 f"testsrc2=size={size}:rate={variant.fps}:duration={seconds},"
-                f"hue=h={hue},noise=alls={3 if variant.heavy else 12}:allf=t",
+                f"hue=h={hue},noise=alls={1 if variant.heavy else 12}:allf=t",
                 "-f",
                 "lavfi",
                 "-i",
@@ -262,6 +262,7 @@ DESIGNS: dict[str, tuple[list[str], list[str]]] = {
     "slice": (["-thread_type", "slice"], []),  # decoders with slice threads only
     "fct1": ([], ["-filter_complex_threads", "1"]),  # no slice threads in the graph
     "dec1fct1": (["-threads", "1"], ["-filter_complex_threads", "1"]),
+    "buf16": ([], ["-filter_buffered_frames", "16"]),  # ffmpeg 8+: cap the graph's queues
 }
 
 
