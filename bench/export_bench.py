@@ -39,6 +39,7 @@ CACHE = ROOT / ".cache"
 RESULTS = ROOT / "results"
 sys.path.insert(0, str(ROOT.parent))
 
+from spooler import spawn  # noqa: E402
 from spooler.config import Settings  # noqa: E402
 from spooler.export import ExportJob, ExportKind  # noqa: E402
 from spooler.ffmpeg import FfmpegResult, Limits, find_ffmpeg, run_ffmpeg  # noqa: E402
@@ -76,8 +77,7 @@ VARIANTS = {v.name: v for v in (FULL, QUICK, HEAVY, HEAVY_QUICK)}
 def source_path(variant: Variant, angle: int) -> Path:
     rate = "crf16" if variant.heavy else f"{variant.mbps}M"
     return CACHE / (
-        f"{variant.name}_{variant.width}x{variant.height}_{variant.seconds}s_"
-        f"{rate}_cam{angle}.mp4"
+        f"{variant.name}_{variant.width}x{variant.height}_{variant.seconds}s_{rate}_cam{angle}.mp4"
     )
 
 
@@ -364,6 +364,7 @@ def measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
                 "frames": output.get("frames"),
             }
     elapsed = time.perf_counter() - started
+    spawn.shutdown()  # ffmpeg's parent is the spawn helper: reap it to count their CPU
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return {
         "seconds": elapsed,

@@ -76,19 +76,26 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
     spool = workdir / "spool"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOLER_")}
-    env.update({
-        "SPOOLER_SPOOL_DIR": str(spool),
-        "SPOOLER_MAX_JOBS": "1",
-        "SPOOLER_LOG_FORMAT": "json",
-        "SPOOLER_FFMPEG_NICE": "0",
-        "SPOOLER_WEBHOOKS__URL": f"http://127.0.0.1:{server.server_address[1]}/hook",
-        "SPOOLER_WEBHOOKS__SECRETS": json.dumps([SECRET]),
-        "SPOOLER_WEBHOOKS__ALLOWED_HOSTS": '["127.0.0.1"]',
-        "SPOOLER_WEBHOOKS__ALLOW_PRIVATE": '["127.0.0.1"]',
-    })
+    env.update(
+        {
+            "SPOOLER_SPOOL_DIR": str(spool),
+            "SPOOLER_MAX_JOBS": "1",
+            "SPOOLER_LOG_FORMAT": "json",
+            "SPOOLER_FFMPEG_NICE": "0",
+            "SPOOLER_WEBHOOKS__URL": f"http://127.0.0.1:{server.server_address[1]}/hook",
+            "SPOOLER_WEBHOOKS__SECRETS": json.dumps([SECRET]),
+            "SPOOLER_WEBHOOKS__ALLOWED_HOSTS": '["127.0.0.1"]',
+            "SPOOLER_WEBHOOKS__ALLOW_PRIVATE": '["127.0.0.1"]',
+        }
+    )
     log = (workdir / "daemon.log").open("wb")
-    daemon = subprocess.Popen([sys.executable, "-m", "spooler", "run"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, cwd=workdir)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "spooler", "run"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
     try:
         inbox = spool / "inbox"
         deadline = time.monotonic() + 30
@@ -133,9 +140,11 @@ def main() -> int:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| jobs | received | median | p99 | max | target |\n|---|---|---|---|---|---|\n"
-          f"| {args.jobs} | {len(latencies)} | {result['median_ms']} ms | {result['p99_ms']} ms "
-          f"| {result['max_ms']} ms | p99 < 100 ms |")
+    print(
+        f"| jobs | received | median | p99 | max | target |\n|---|---|---|---|---|---|\n"
+        f"| {args.jobs} | {len(latencies)} | {result['median_ms']} ms | {result['p99_ms']} ms "
+        f"| {result['max_ms']} ms | p99 < 100 ms |"
+    )
     return 0 if len(latencies) == args.jobs else 1
 
 

@@ -196,6 +196,12 @@ def spawn(argv: list[str], *, nice: int, pass_fds: tuple[int, ...]) -> SpawnedPr
     return _SPAWNER.spawn(argv, nice=nice, pass_fds=pass_fds)
 
 
+def shutdown() -> None:
+    """Stop the process-wide helper and reap it: afterwards RUSAGE_CHILDREN counts the
+    ffmpeg it ran (benchmarks measure CPU and peak memory that way)."""
+    _SPAWNER.close()
+
+
 # -- the helper (run as a script; stdlib only) ------------------------------------------------
 _PR_SET_PDEATHSIG = 1
 
