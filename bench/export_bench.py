@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"
 RESULTS = ROOT / "results"
 sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+from threadcpu import ThreadCpu  # noqa: E402
 
 from spooler import spawn  # noqa: E402
 from spooler.config import Settings  # noqa: E402
@@ -277,7 +280,18 @@ def with_design(args: list[str], design: str) -> list[str]:
 
 
 def measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
-    """Run one measurement in THIS process (called in a fresh subprocess by main)."""
+    """Run one measurement in THIS process (called in a fresh subprocess by main), with
+    ffmpeg's CPU split by component (its named threads: threadcpu.py)."""
+    with ThreadCpu().running() as sampler:
+        result = _measure(what, variant, preset)
+    return {
+        **result,
+        "cpu_by_component": sampler.by_component(),
+        "cpu_by_thread_name": sampler.by_thread_name(),
+    }
+
+
+def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
     ffmpeg = find_ffmpeg(None)
     work = CACHE / "work" / variant.name / what
     work.mkdir(parents=True, exist_ok=True)
@@ -351,6 +365,8 @@ def measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         for src in (source_path(variant, i) for i in (1, 2, 3)):
             subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)
     else:
+        what, _, design = what.partition(":")
+        os.environ["SPOOLER_BENCH_DESIGN"] = design
         settings = Settings(media_roots=[CACHE], spool_dir=work)
         ctx = BenchContext(work, settings, ffmpeg)
         ExportKind().run(ExportJob.model_validate(job(variant, what, preset)), ctx)
@@ -441,8 +457,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="cat,baseline,reencode,copy,smart",
+        default="cat,baseline,floor,reencode,copy,smart",
         help="comma-separated measures to run (default: all)",
+    )
+    parser.add_argument(
+        "--designs",
+        default="",
+        help="comma-separated threading designs of the reencode to compare, each measured "
+        f"as reencode:<design> (one of {', '.join(d for d in DESIGNS if d)})",
     )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -465,7 +487,9 @@ def main() -> None:
     load = os.getloadavg()[0]
     # Alternate the runs and keep each one's best: another process's burst hits one run.
     runs: dict[str, list[dict[str, Any]]] = {}
-    chosen = [w for w in ("cat", "baseline", "reencode", "copy", "smart") if w in args.only]
+    order = ("cat", "baseline", "floor", "reencode", "copy", "smart")
+    chosen = [w for w in order if w in args.only.split(",")]
+    chosen += [f"reencode:{d}" for d in args.designs.split(",") if d]
     for _ in range(args.repeat):
         for what in chosen:
             cold = args.cold and what in ("cat", "copy")
@@ -473,19 +497,26 @@ def main() -> None:
     results = {what: min(rs, key=lambda r: r["seconds"]) for what, rs in runs.items()}
     if "smart" in results:
         smart = results["smart"]
-        results["floor"] = {
+        results["smart_floor"] = {
             "seconds": smart["floor_seconds"],
             "cpu_seconds": None,  # its encoders' CPU is part of the smart run's
             "python_peak_mb": 0.0,
             "child_peak_mb": 0.0,
         }
     rows = []
+    pairs = [
+        ("reencode / plain encode", "reencode", "baseline", "<= 1.15"),
+        ("reencode / its floor (the encoder fed the needed frames)", "reencode", "floor",
+         "wall <= 1.10, CPU <= 1.05"),
+        ("floor / plain encode", "floor", "baseline", ""),
+    ]  # fmt: skip
+    pairs += [(f"{w} / its floor", w, "floor", "") for w in chosen if ":" in w]
     for name, a, b, target in (
-        ("reencode / plain encode", "reencode", "baseline", "<= 1.10"),
+        *pairs,
         ("copy / cat of sources", "copy", "cat", "<= 3"),
         ("smart / reencode", "smart", "reencode", "<= 0.12"),
         ("smart / copy", "smart", "copy", ""),
-        ("smart / its floor (encoding the partial GOPs alone)", "smart", "floor", ""),
+        ("smart / its floor (encoding the partial GOPs alone)", "smart", "smart_floor", ""),
     ):
         if a not in results or b not in results:
             continue
@@ -513,7 +544,14 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print("\n| run | python peak RSS | ffmpeg peak RSS |\n|---|---|---|")
-    for what in ("baseline", "reencode", "copy", "smart"):
+    for what in (
+        "baseline",
+        "floor",
+        "reencode",
+        *(w for w in chosen if ":" in w),
+        "copy",
+        "smart",
+    ):
         if what in results:
             r = results[what]
             print(f"| {what} | {r['python_peak_mb']:.0f} MB | {r['child_peak_mb']:.0f} MB |")
