@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import resource
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +363,13 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
             check=True,
         )  # fmt: skip
         extra = {"frames": count_frames(work / "floor.mp4")}
+    elif what.startswith("scale-"):
+        _, cuts, angles = what.split("-")
+        settings = Settings(media_roots=[CACHE], spool_dir=work)
+        ctx = BenchContext(work, settings, ffmpeg)
+        spec = scaling_job(variant, int(cuts), int(angles), preset)
+        ExportKind().run(ExportJob.model_validate(spec), ctx)
+        extra = {"segments": len(spec["segments"])}
     elif what == "cat":
         for src in (source_path(variant, i) for i in (1, 2, 3)):
             subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)
@@ -389,6 +398,33 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         "python_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "child_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         **extra,
+    }
+
+
+def scaling_job(variant: Variant, cuts: int, angles: int, preset: str) -> dict[str, Any]:
+    """`cuts` evenly spaced cuts (each 0.4 frame off the even grid, so never on a GOP
+    boundary) rotating through `angles` angles; angle k reads source k mod 3 (a decoder per
+    angle all the same)."""
+    step = Fraction(variant.seconds) / (cuts + 1)
+    bounds = [Fraction(0)] + [i * step for i in range(1, cuts + 1)] + [Fraction(variant.seconds)]
+    frame = Fraction(1, variant.fps)
+    bounds = [round(b / frame) * frame for b in bounds]
+    return {
+        "angles": [
+            {
+                "id": f"cam{k}",
+                "source": source_path(variant, k % 3 + 1).name,
+                "syncOffset": OFFSETS[k % 3],
+            }
+            for k in range(angles)
+        ],
+        "segments": [
+            {"angle": f"cam{i % angles}", "start": float(a), "end": float(b)}
+            for i, (a, b) in enumerate(itertools.pairwise(bounds))
+            if b > a
+        ],
+        "mode": "reencode",
+        "output": {"preset": preset, "crf": variant.crf},
     }
 
 
@@ -441,6 +477,27 @@ def run_measure(what: str, variant: Variant, preset: str, cold: bool = False) ->
     return result
 
 
+def scaling(variant: Variant, preset: str) -> None:
+    load = os.getloadavg()[0]
+    print(f"\n{variant.seconds} s {variant.width}x{variant.height}, reencode, load {load:.1f}\n")
+    print("| cuts | angles | wall | CPU | ffmpeg peak RSS | python peak RSS |")
+    print("|---|---|---|---|---|---|")
+    rows = {}
+    for cuts, angles in ((10, 3), (100, 3), (1000, 3), (100, 2), (100, 4), (100, 8)):
+        try:
+            r = run_measure(f"scale-{cuts}-{angles}", variant, preset)
+        except SystemExit as exc:  # the first point where something runs out
+            print(f"| {cuts} | {angles} | failed: {str(exc)[-300:]!r} |")
+            continue
+        rows[f"{cuts}x{angles}"] = r
+        cells = [f"{r['seconds']:.1f} s", f"{r['cpu_seconds']:.1f} s",
+                 f"{r['child_peak_mb']:.0f} MB", f"{r['python_peak_mb']:.0f} MB"]  # fmt: skip
+        print(f"| {cuts} | {angles} | " + " | ".join(cells) + " |", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"scaling_{variant.name}_{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps({"variant": variant.__dict__, "load": load, "rows": rows}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -474,6 +531,12 @@ def main() -> None:
         help="full (default), quick, heavy (5 min 1080p30 H.264 High CRF 16, 30 cuts) or "
         "heavyquick (30 s of the same, 6 cuts)",
     )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="reencode with 10/100/1000 cuts (3 angles) and 2/4/8 angles (100 cuts) on the "
+        "same timeline: wall, CPU and peak memory",
+    )
     parser.add_argument("--generate-only", action="store_true", help="make the sources, stop")
     args = parser.parse_args()
     variant = QUICK if args.quick else VARIANTS[args.variant or "full"]
@@ -482,6 +545,9 @@ def main() -> None:
         return
     generate(find_ffmpeg(None), variant)
     if args.generate_only:
+        return
+    if args.scaling:
+        scaling(variant, args.preset)
         return
     run_measure("cat", variant, args.preset)  # warm the page cache first: both sides fair
     load = os.getloadavg()[0]
