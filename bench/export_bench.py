@@ -395,6 +395,8 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         "seconds": elapsed,
         # CPU time is what another busy process on the machine cannot inflate.
         "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in usage),
+        # The Python side alone (probe, packet scan, planning, the copy remux).
+        "python_cpu_seconds": usage[0].ru_utime + usage[0].ru_stime,
         "python_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "child_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         **extra,
