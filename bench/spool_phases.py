@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cpu", action="store_true", help="sample only the thread holding the GIL: Python CPU"
     )
+    parser.add_argument(
+        "--no-helper", action="store_true", help="ffmpeg through subprocess (the old way)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "spool_phases.json")
     args = parser.parse_args(argv)
@@ -173,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"jobs": args.jobs, "load_before": load_average()}
     try:
         spool = root / "spool"
-        with running_daemon(spool, SPOOLER_MAX_JOBS="1") as daemon:
+        env = {"SPOOLER_MAX_JOBS": "1"} | ({"SPOOLER_SPAWN_HELPER": "0"} if args.no_helper else {})
+        result["spawn"] = "subprocess" if args.no_helper else "helper"
+        with running_daemon(spool, **env) as daemon:
             run_one(spool, "warmup")
             cpu0, child0 = cpu_seconds(daemon.pid), children_cpu(daemon.pid)
             raw = root / "spy.txt"
