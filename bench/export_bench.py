@@ -262,6 +262,7 @@ class BenchContext:
 # (decoders) or before the first (global), on the plan's own command.
 DESIGNS: dict[str, tuple[list[str], list[str]]] = {
     "": ([], []),  # the plan as it is
+    "frame": (["-thread_type", "frame+slice"], []),  # before issue 18: frame threads too
     "dec1": (["-threads", "1"], []),  # decoders without frame threads
     "dec2": (["-threads", "2"], []),
     "slice": (["-thread_type", "slice"], []),  # decoders with slice threads only
