@@ -27,6 +27,7 @@ import io
 import itertools
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -268,11 +269,20 @@ DESIGNS: dict[str, tuple[list[str], list[str]]] = {
     "slice": (["-thread_type", "slice"], []),  # decoders with slice threads only
     "fct1": ([], ["-filter_complex_threads", "1"]),  # no slice threads in the graph
     "dec1fct1": (["-threads", "1"], ["-filter_complex_threads", "1"]),
-    "buf16": ([], ["-filter_buffered_frames", "16"]),  # ffmpeg 8+: cap the graph's queues
+    "buf16": ([], ["-filter_buffered_frames", "16"]),
+    "nofps": ([], []),  # see NOFPS  # ffmpeg 8+: cap the graph's queues
 }
 
 
+# A graph edit, not an option: each branch without its fps and tpad filters (an experiment:
+# exact only for constant-rate sources at the output rate, where every output frame has one
+# source frame; the plan keeps them for mixed and variable-rate sources).
+NOFPS = re.compile(r",fps=fps=[^,;]+,tpad=stop=2:stop_mode=clone")
+
+
 def with_design(args: list[str], design: str) -> list[str]:
+    if design == "nofps":
+        return [NOFPS.sub("", arg) for arg in args]
     per_input, global_ = DESIGNS[design]
     out: list[str] = [*global_]
     for arg in args:
