@@ -156,10 +156,15 @@ def generate(ffmpeg: str, variant: Variant) -> list[Path]:
         )
         if looped:
             total = variant.seconds + offset + 1
+            # The video repeated by stream copy; the sound encoded afresh for the whole
+            # length (repeated AAC drifts: 64 ms short after five loops).
             subprocess.run(
                 [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
                  "-stream_loop", str(int(total // HEAVY_UNIT)), "-i", str(unit),
-                 "-t", str(total), "-c", "copy", "-f", "mp4", str(final)],
+                 "-f", "lavfi", "-i",
+                 f"sine=frequency={440 * angle}:sample_rate=48000:duration={total}",
+                 "-map", "0:v", "-map", "1:a", "-t", str(total), "-c:v", "copy",
+                 "-c:a", "aac", "-b:a", "128k", "-f", "mp4", str(final)],
                 check=True,
             )  # fmt: skip
             unit.unlink()
