@@ -579,7 +579,7 @@ def main() -> None:
             cold = args.cold and what in ("cat", "copy")
             runs.setdefault(what, []).append(run_measure(what, variant, args.preset, cold))
     results = {what: min(rs, key=lambda r: r["seconds"]) for what, rs in runs.items()}
-    if "smart" in results:
+    if "smart" in results and "floor_seconds" in results["smart"]:
         smart = results["smart"]
         results["smart_floor"] = {
             "seconds": smart["floor_seconds"],
