@@ -28,8 +28,12 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/spool_bench.py
+	$(BIN)/python bench/spool_phases.py
 	$(BIN)/python bench/export_bench.py
+	$(BIN)/python bench/export_bench.py --variant heavy
+	$(BIN)/python bench/export_bench.py --quick --scaling
 	$(BIN)/python bench/renditions_bench.py
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/webhook_bench.py

@@ -19,6 +19,10 @@ from typing import IO
 
 from spooler.errors import ErrorCode, JobCancelled, JobError
 from spooler.progress import out_time_seconds, parse_progress_line
+from spooler.spawn import SpawnedProcess, spawn
+
+# A helper-forked ffmpeg (spawn.py: the fast path) or a subprocess one (the fallback).
+Process = subprocess.Popen[str] | SpawnedProcess
 
 GLOBAL_ARGS = [
     "-hide_banner",
@@ -107,7 +111,7 @@ def _child_setup(nice: int) -> Callable[[], None]:
     return apply
 
 
-def stop_process_group(proc: subprocess.Popen[str], grace: float) -> None:
+def stop_process_group(proc: Process, grace: float) -> None:
     """One SIGTERM to the whole group, then SIGKILL after `grace`; always reap.
 
     Only one SIGTERM: ffmpeg treats a fourth signal as "exit now without finishing".
@@ -163,18 +167,7 @@ def run_ffmpeg(
     argv = [binary, *GLOBAL_ARGS, *args]
     log.write("$ " + " ".join(_quote(a) for a in argv) + "\n")
     log.flush()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-        preexec_fn=_child_setup(limits.nice),
-        close_fds=True,
-        pass_fds=pass_fds,
-    )
+    proc = _start(argv, limits.nice, pass_fds)
     on_start(proc.pid)
     log.write(f"# ffmpeg pid {proc.pid}\n")
     log.flush()
@@ -215,7 +208,7 @@ def run_ffmpeg(
     for reader in readers:
         reader.start()
     reason: JobError | None = None
-    exit_watch = _ExitWatch(proc.pid)
+    exit_watch = _ExitWatch(proc)
     try:
         while proc.poll() is None:
             now = time.monotonic()
@@ -251,23 +244,49 @@ def run_ffmpeg(
         raise reason
     with lock:
         lines = list(tail)
-    if proc.returncode != 0:
-        raise _classify_failure(proc.returncode, lines)
-    return FfmpegResult(proc.returncode, lines, state.media_time)
+    code = proc.wait()  # already exited: the code at once
+    if code != 0:
+        raise _classify_failure(code, lines)
+    return FfmpegResult(code, lines, state.media_time)
+
+
+def _start(argv: list[str], nice: int, pass_fds: tuple[int, ...]) -> Process:
+    """Through the spawn helper (cheap), else subprocess with a preexec_fn, which forks
+    the whole daemon (see spawn.py for the figures)."""
+    spawned = spawn(argv, nice=nice, pass_fds=pass_fds)
+    if spawned is not None:
+        return spawned
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+        preexec_fn=_child_setup(nice),
+        close_fds=True,
+        pass_fds=pass_fds,
+    )
 
 
 class _ExitWatch:
     """Wait up to a timeout, returning the moment the process exits. A pidfd wakes us
-    exactly; Popen.wait(timeout) polls with sleeps of up to 50 ms (a gap after every run)."""
+    exactly; Popen.wait(timeout) polls with sleeps of up to 50 ms (a gap after every run).
+    A helper-forked process is waited for on the helper's exit message instead."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, proc: Process) -> None:
+        self._spawned = proc if isinstance(proc, SpawnedProcess) else None
         try:
-            self._fd: int | None = os.pidfd_open(pid)
+            self._fd: int | None = None if self._spawned else os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
             self._fd = None
 
     def wait(self, timeout: float) -> None:
-        if self._fd is None:
+        if self._spawned is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._spawned.wait(timeout)
+        elif self._fd is None:
             time.sleep(timeout)
         else:
             select.select([self._fd], [], [], timeout)

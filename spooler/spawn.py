@@ -1,0 +1,322 @@
+"""Starting ffmpeg cheaply: a small helper process forks it, not the daemon.
+
+Why: ffmpeg must get a parent-death signal and a lower priority, set in the child before
+exec. With subprocess that needs `preexec_fn`, which makes Python fork() the whole daemon
+(~90 MB, several threads) and run Python in the child: ~11 ms of CPU and 10-45 ms of wall
+time per ffmpeg on this project's VM, against ~1 ms for the vfork that subprocess uses
+without it (bench/spool_phases.py). So the daemon starts one tiny helper (this file run as
+a script: stdlib only, single-threaded, ~10 MB) and asks it to fork each ffmpeg.
+
+Guarantees kept:
+- ffmpeg in its own session (a cancel signals its group), niced, with the daemon's pipes as
+  stdout/stderr and the same `pass_fds` numbers (sources are read as /proc/self/fd/N);
+- ffmpeg dies with the daemon: the helper sees the daemon's end of their socket close (a
+  kill -9 closes it too), SIGKILLs every group it started and exits; and each ffmpeg has a
+  parent-death SIGKILL bound to the helper, should the helper itself be killed;
+- an exec failure is reported as OSError, as subprocess does;
+- anything wrong with the helper (cannot start, died) falls back to subprocess.
+
+Protocol (one SOCK_SEQPACKET socketpair, JSON messages):
+  daemon -> helper  {"id", "argv", "nice", "targets"} + the fds (SCM_RIGHTS), in `targets` order
+  helper -> daemon  {"id", "pid"} | {"id", "errno", "message"}, later {"exit": pid, "code": rc}
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import IO, Any
+
+MAX_FDS = 64
+MAX_MESSAGE = 256 * 1024  # an argv stays < 128 KiB (graph.GRAPH_INLINE_LIMIT)
+
+
+class SpawnedProcess:
+    """The part of subprocess.Popen that spooler.ffmpeg uses, for a helper-forked child."""
+
+    def __init__(self, pid: int, stdout: IO[str], stderr: IO[str], spawner: Spawner) -> None:
+        self.pid = pid
+        self.stdout: IO[str] | None = stdout
+        self.stderr: IO[str] | None = stderr
+        self.returncode: int | None = None
+        self._spawner = spawner
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._spawner.exit_code(self.pid, timeout=0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            code = self._spawner.exit_code(self.pid, timeout=timeout)
+            if code is None:
+                raise subprocess.TimeoutExpired(["ffmpeg"], timeout or 0)
+            self.returncode = code
+        return self.returncode
+
+
+class Spawner:
+    """The daemon's side: one helper per daemon process, started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exited = threading.Condition()
+        self._codes: dict[int, int] = {}
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._sock: socket.socket | None = None
+        self._helper: subprocess.Popen[bytes] | None = None
+        self._next_id = 0
+        self._broken = False
+
+    def _start(self) -> socket.socket | None:
+        if self._sock is not None or self._broken:
+            return self._sock
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # No preexec_fn: a vfork, cheap. Its own session: a Ctrl-C of the daemon's
+            # terminal must not kill the helper (the daemon drains its jobs first).
+            self._helper = subprocess.Popen(
+                [sys.executable, "-I", "-S", __file__, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        except OSError:
+            self._broken = True
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        self._sock = ours
+        threading.Thread(target=self._read, name="spawn-helper", daemon=True).start()
+        return ours
+
+    def _read(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(MAX_MESSAGE)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            msg = json.loads(data)
+            with self._exited:
+                if "exit" in msg:
+                    self._codes[int(msg["exit"])] = int(msg["code"])
+                else:
+                    self._replies[int(msg["id"])] = msg
+                self._exited.notify_all()
+        # The helper died: its children got SIGKILL (parent-death signal). Report them
+        # killed, and start ffmpeg the plain way from now on.
+        with self._exited:
+            self._broken = True
+            self._exited.notify_all()
+
+    def close(self) -> None:
+        """Stop the helper (it kills what it started) and wait for it."""
+        with self._lock:
+            self._broken = True
+            if self._sock is not None:
+                # shutdown, not just close: our reader thread still holds the socket.
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                self._sock.close()
+            if self._helper is not None:
+                self._helper.wait()
+
+    def exit_code(self, pid: int, timeout: float | None) -> int | None:
+        with self._exited:
+            self._exited.wait_for(lambda: pid in self._codes or self._broken, timeout)
+            if pid in self._codes:
+                return self._codes.pop(pid)
+            return -signal.SIGKILL if self._broken else None
+
+    def spawn(
+        self, argv: list[str], *, nice: int, pass_fds: tuple[int, ...]
+    ) -> SpawnedProcess | None:
+        """Start `argv` through the helper, or None if the helper is unavailable."""
+        with self._lock:
+            sock = self._start()
+            if sock is None or self._broken:
+                return None
+            self._next_id += 1
+            request_id = self._next_id
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            try:
+                fds = [devnull, out_w, err_w, *pass_fds]
+                targets = [0, 1, 2, *pass_fds]
+                body = json.dumps(
+                    {"id": request_id, "argv": argv, "nice": nice, "targets": targets}
+                ).encode()
+                try:
+                    sock.sendmsg(
+                        [body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    )
+                except OSError:
+                    self._broken = True
+                    os.close(out_r)
+                    os.close(err_r)
+                    return None
+            finally:
+                for fd in (devnull, out_w, err_w):
+                    os.close(fd)
+        with self._exited:
+            self._exited.wait_for(lambda: request_id in self._replies or self._broken)
+            reply = self._replies.pop(request_id, None)
+        if reply is None or "pid" not in reply:
+            os.close(out_r)
+            os.close(err_r)
+            if reply is None:
+                return None
+            raise OSError(int(reply["errno"]), str(reply["message"]), argv[0])
+        stdout = os.fdopen(out_r, "r", encoding="utf-8", errors="replace")
+        stderr = os.fdopen(err_r, "r", encoding="utf-8", errors="replace")
+        return SpawnedProcess(int(reply["pid"]), stdout, stderr, self)
+
+
+_SPAWNER = Spawner()
+
+
+def spawn(argv: list[str], *, nice: int, pass_fds: tuple[int, ...]) -> SpawnedProcess | None:
+    """The process-wide helper's spawn (None: use subprocess instead)."""
+    if os.environ.get("SPOOLER_SPAWN_HELPER", "1") == "0":
+        return None
+    return _SPAWNER.spawn(argv, nice=nice, pass_fds=pass_fds)
+
+
+def shutdown() -> None:
+    """Stop the process-wide helper and reap it: afterwards RUSAGE_CHILDREN counts the
+    ffmpeg it ran (benchmarks measure CPU and peak memory that way)."""
+    _SPAWNER.close()
+
+
+# -- the helper (run as a script; stdlib only) ------------------------------------------------
+_PR_SET_PDEATHSIG = 1
+
+
+def _child(
+    argv: list[str], nice: int, fds: list[int], targets: list[int], err_w: int, prctl: Any
+) -> None:
+    """In the forked child: exec `argv`, or report errno on `err_w` and exit. Never returns."""
+    helper = os.getppid()
+    err = err_w
+    try:
+        os.setsid()
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != helper:
+            os._exit(127)  # the helper died before the signal was armed
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        if nice:
+            os.nice(nice)
+        # Move everything we keep above every number in use, then onto the targets.
+        low = max([*targets, *fds, err_w]) + 1
+        err = fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, low)
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low) for fd in fds]
+        for fd, target in zip(moved, targets, strict=True):
+            os.dup2(fd, target)  # inheritable
+        for fd in range(max(targets) + 1):
+            if fd not in targets:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        os.closerange(max(targets) + 1, err)
+        os.closerange(err + 1, MAX_FD_NUMBER)
+        os.execv(argv[0], argv)  # noqa: S606 (an argv list, never a shell)
+    except OSError as exc:
+        os.write(err, f"{exc.errno or 0}\n{exc.strerror or exc}".encode())
+    finally:
+        os._exit(127)
+
+
+MAX_FD_NUMBER = 1 << 20
+
+
+def _helper_main(sock_fd: int) -> None:
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=sock_fd)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children: set[int] = set()
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            sock.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+
+    while True:
+        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        if wake_r in ready:
+            while True:
+                try:
+                    if not os.read(wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+            reap()
+        if sock.fileno() not in ready:
+            continue
+        fds: list[int] = []
+        try:
+            data, ancdata, _flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * MAX_FDS))
+        except OSError:
+            data = b""
+        for level, kind, payload in ancdata if data else []:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                got = array.array("i")
+                got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
+                fds += list(got)
+        if not data:
+            # The daemon is gone (exit or kill -9): its ffmpeg must not outlive it.
+            for pid in children:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+            os._exit(0)
+        msg = json.loads(data)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            targets = [int(t) for t in msg["targets"]]
+            _child(msg["argv"], int(msg["nice"]), fds, targets, err_w, prctl)
+        os.close(err_w)
+        for fd in fds:
+            os.close(fd)
+        failure = b""
+        while chunk := os.read(err_r, 4096):  # EOF at the child's exec (close-on-exec)
+            failure += chunk
+        os.close(err_r)
+        if failure:
+            os.waitpid(pid, 0)
+            number, _, text = failure.decode(errors="replace").partition("\n")
+            reply = {"id": msg["id"], "errno": int(number), "message": text}
+        else:
+            children.add(pid)
+            reply = {"id": msg["id"], "pid": pid}
+        sock.send(json.dumps(reply).encode())
+        reap()  # a child may have exited before it was in `children`
+
+
+if __name__ == "__main__":
+    _helper_main(int(sys.argv[1]))

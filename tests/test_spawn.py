@@ -1,0 +1,143 @@
+"""The spawn helper (spooler/spawn.py): real processes, no mocks.
+
+What ffmpeg gets from it must match what subprocess with a preexec_fn gave: its own
+session, the nice value, exactly stdin/stdout/stderr plus the passed fds at their own
+numbers, an OSError when the binary is missing, and death with the daemon (kill -9) or
+with the helper.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spooler.spawn import SpawnedProcess, Spawner
+
+
+@pytest.fixture
+def spawner() -> Iterator[Spawner]:
+    made = Spawner()
+    yield made
+    made.close()
+
+
+def _drain(proc: SpawnedProcess) -> tuple[str, str]:
+    assert proc.stdout is not None and proc.stderr is not None
+    with proc.stdout, proc.stderr:
+        return proc.stdout.read(), proc.stderr.read()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_dead(pid: int, within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(pid), f"{pid} outlived its parent"
+
+
+def test_child_gets_its_session_nice_and_exactly_the_passed_fds(
+    tmp_path: Path, spawner: Spawner
+) -> None:
+    # Given a readable file whose fd is passed (sources are read as /proc/self/fd/N)
+    source = tmp_path / "source.txt"
+    source.write_text("frames\n")
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        script = (
+            f"cat /proc/self/fd/{fd}; "
+            "for f in /proc/self/fd/*; do echo fd ${f##*/}; done; "
+            "cut -d' ' -f6,19 /proc/self/stat; echo pid $$; echo err >&2"
+        )
+        # When the helper starts a shell with nice 7
+        proc = spawner.spawn(["/bin/sh", "-c", script], nice=7, pass_fds=(fd,))
+        assert proc is not None
+        out, err = _drain(proc)
+        code = proc.wait(timeout=10)
+    finally:
+        os.close(fd)
+    # Then it read the passed fd, has its own session, the nice value, and no other fd
+    # (the shell's glob opens one more: the directory it lists)
+    lines = out.splitlines()
+    assert lines[0] == "frames"
+    fds = {int(line.split()[1]) for line in lines if line.startswith("fd ")}
+    assert {0, 1, 2, fd} <= fds and len(fds - {0, 1, 2, fd}) <= 1
+    session, nice = (int(v) for v in lines[-2].split())
+    assert lines[-1] == f"pid {proc.pid}" and session == proc.pid
+    assert nice == 7
+    assert err == "err\n" and code == 0
+
+
+def test_exit_codes_and_a_missing_binary(spawner: Spawner) -> None:
+    proc = spawner.spawn(["/bin/sh", "-c", "exit 3"], nice=0, pass_fds=())
+    assert proc is not None and proc.wait(timeout=10) == 3
+    _drain(proc)
+    proc = spawner.spawn(["/bin/sh", "-c", "kill -TERM $$"], nice=0, pass_fds=())
+    assert proc is not None and proc.wait(timeout=10) == -signal.SIGTERM
+    _drain(proc)
+    with pytest.raises(FileNotFoundError):
+        spawner.spawn(["/nonexistent/ffmpeg"], nice=0, pass_fds=())
+    slow = spawner.spawn(["/bin/sleep", "5"], nice=0, pass_fds=())
+    assert slow is not None and slow.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        slow.wait(timeout=0.05)
+    os.killpg(slow.pid, signal.SIGKILL)  # its own group, as stop_process_group expects
+    assert slow.wait(timeout=10) == -signal.SIGKILL
+    _drain(slow)
+
+
+def test_children_die_with_a_killed_daemon(tmp_path: Path) -> None:
+    # Given a process (standing in for the daemon) that started a long child via the helper
+    code = textwrap.dedent(
+        """
+        import sys, time
+        from spooler.spawn import Spawner
+        proc = Spawner().spawn(["/bin/sleep", "60"], nice=0, pass_fds=())
+        print(proc.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        child = int(owner.stdout.readline())
+        assert _alive(child)
+        # When the owner is killed with SIGKILL (no cleanup of its own)
+        owner.kill()
+        owner.wait()
+        # Then its child dies too (the helper saw the socket close)
+        _wait_dead(child)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+
+
+def test_children_die_with_a_killed_helper_and_spawning_falls_back(spawner: Spawner) -> None:
+    proc = spawner.spawn(["/bin/sleep", "60"], nice=0, pass_fds=())
+    assert proc is not None and spawner._helper is not None
+    # When the helper itself is killed (say, by the OOM killer)
+    spawner._helper.kill()
+    spawner._helper.wait()
+    # Then its child gets the parent-death signal, is reported killed, and the next
+    # spawn says "use subprocess" instead of hanging
+    _wait_dead(proc.pid)
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    _drain(proc)
+    assert spawner.spawn(["/bin/true"], nice=0, pass_fds=()) is None
