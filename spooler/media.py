@@ -176,7 +176,7 @@ def scan_video(path: Path, *, name: str | None = None) -> VideoIndex:
     try:
         with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
             stream = container.streams.video[0]
-            nal_length = _nal_length_size(stream)
+            nal_length = nal_length_size(stream)
             packets = [
                 VideoPacket(
                     packet.pts, packet.dts if packet.dts is not None else packet.pts,
@@ -197,7 +197,7 @@ def scan_video(path: Path, *, name: str | None = None) -> VideoIndex:
         ) from exc
 
 
-def _nal_length_size(stream: Any) -> int:
+def nal_length_size(stream: Any) -> int:
     """The NAL length prefix size of an H.264 stream stored as avcC, else 0."""
     ctx = stream.codec_context
     if ctx.codec.canonical_name != "h264" or not ctx.extradata:

@@ -19,7 +19,8 @@ from typing import Any
 
 import av
 
-from spooler.h264 import NAL_IDR, AvcConfig, is_idr
+from spooler.h264 import NAL_IDR, is_idr
+from spooler.media import nal_length_size
 from spooler.mediainfo import FORMAT_WHITELIST, VideoIndex, VideoPacket
 
 # Bytes read from the start of each keyframe: x264's first keyframe carries ~1 KB of SEI
@@ -177,7 +178,7 @@ def remote_video_index(url: str, size: int, options: dict[str, str]) -> VideoInd
         entries = list(stream.index_entries)
         if len(entries) != len(durations) or len(offsets) != len(durations):
             return None  # edit lists that drop samples, or tables we do not follow
-        length_size = _length_size(stream)
+        length_size = nal_length_size(stream)
         packets = []
         for entry, duration, offset in zip(entries, durations, offsets, strict=True):
             keyframe = bool(entry.is_keyframe)
@@ -189,16 +190,6 @@ def remote_video_index(url: str, size: int, options: dict[str, str]) -> VideoInd
         origin = Fraction(container.start_time or 0, 1_000_000)
         lead = interleave_lead(list(_all_entries(container)))
         return VideoIndex(Fraction(stream.time_base), origin, tuple(packets), lead)
-
-
-def _length_size(stream: Any) -> int:
-    ctx = stream.codec_context
-    if ctx.codec.canonical_name != "h264" or not ctx.extradata:
-        return 0
-    try:
-        return AvcConfig.parse(bytes(ctx.extradata)).length_size
-    except ValueError:
-        return 0
 
 
 def _idr(fetch: Fetch, entry: Any, length_size: int) -> bool:

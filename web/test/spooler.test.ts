@@ -3,11 +3,10 @@
 // else python3 (it must have the spooler package installed).
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, promises as fs } from "node:fs";
+import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 
 import {
   cancelJob,
@@ -27,50 +26,7 @@ import {
   type JobFile,
   type StatusFile,
 } from "../src/spooler.js";
-
-const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-const repoDir = path.resolve(webDir, "..");
-
-function pythonBinary(): string {
-  if (process.env.SPOOLER_PYTHON) return process.env.SPOOLER_PYTHON;
-  const venv = path.join(repoDir, ".venv", "bin", "python");
-  return existsSync(venv) ? venv : "python3";
-}
-
-// Short periods, as tests/conftest.py uses, so the suite takes seconds.
-const FAST: Record<string, string> = {
-  SPOOLER_RESCAN_SECONDS: "0.5",
-  SPOOLER_HEARTBEAT_SECONDS: "0.5",
-  SPOOLER_LEASE_SECONDS: "3",
-  SPOOLER_SETTLE_SECONDS: "1",
-  SPOOLER_TICK_SECONDS: "0.05",
-  SPOOLER_STATUS_INTERVAL_SECONDS: "0.2",
-  SPOOLER_KILL_GRACE_SECONDS: "1",
-  SPOOLER_SHUTDOWN_GRACE_SECONDS: "2",
-  SPOOLER_LOG_FORMAT: "json",
-  SPOOLER_FFMPEG_NICE: "0",
-};
-
-function spoolerEnv(spoolDir: string, mediaDir: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (!key.startsWith("SPOOLER_")) env[key] = value;
-  }
-  return {
-    ...env,
-    ...FAST,
-    SPOOLER_SPOOL_DIR: spoolDir,
-    SPOOLER_MEDIA_ROOTS: JSON.stringify([mediaDir]),
-  };
-}
-
-async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+import { pythonBinary, spoolerEnv, waitUntil } from "./daemon.js";
 
 const tiny: JobFile = { kind: "testpattern", durationSeconds: 0.5, width: 32, height: 32 };
 
