@@ -50,12 +50,6 @@ class Source:
         return self.remote if self.remote is not None else self.read_path
 
     @property
-    def shown(self) -> str:
-        """The name messages and the preflight use: a remote name is always redacted (the
-        kind renames remote sources before planning, so `name` is already shown)."""
-        return self.remote.shown if self.remote is not None else self.name
-
-    @property
     def video_end(self) -> float:
         """Source time at which the last video frame stops being shown."""
         return self.index.duration if self.index else self.info.duration

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -316,14 +317,21 @@ def test_forbidden_urls_fail_as_source_forbidden(
         "s3__allowed_url_hosts": json.dumps(["127.0.0.1"]),
         "s3__http_hosts": json.dumps(["127.0.0.1"]),
     }
+    made = time.monotonic()
+    expired = presign(signer, 1)  # expired by the time its job runs (below)
     make_daemon(s3__chunk_bytes=16384, **host)
-    # A tampered presigned URL (s3rver checks it): refused when opened
+    # A tampered presigned URL (s3rver checks its credential and expiry): refused when opened
     url = presign(signer, 300)
     tampered = url.replace("X-Amz-Credential=S3RVER", "X-Amz-Credential=AKIAFORGED")
     assert tampered != url
     spool.submit("tampered", export_job(tampered, tampered, "reencode"))
     status = failed(spool, "tampered", "source_forbidden")
     assert "AKIAFORGED" not in json.dumps(status) and status["attempt"] == 1
+    # An expired one: the same
+    time.sleep(max(0.0, made + 2.2 - time.monotonic()))
+    spool.submit("expired", export_job(expired, expired, "reencode"))
+    status = failed(spool, "expired", "source_forbidden")
+    assert "X-Amz" not in json.dumps(status)
     # A URL that expires while the job reads it: the job's error is the storage's 403,
     # not ffmpeg_failed (the gateway recorded it)
     with expiring_server(cams["cam1"], good_requests=4) as port:
