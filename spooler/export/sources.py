@@ -255,8 +255,11 @@ def _video_index(read: MediaLocation, size: int, name: str) -> VideoIndex:
         options = {"protocol_whitelist": REMOTE_PROTOCOLS}
         try:
             index = remote_video_index(read.url, size, options)
-        except (av.FFmpegError, OSError, ValueError, IndexError, KeyError):
-            # A malformed moov: the scan below gives the demuxer's own verdict.
+        except Exception:
+            # The index is a shortcut: whatever stops it (a malformed moov, a read the
+            # gateway cut short: http.client.IncompleteRead, struct.error, ...), the scan
+            # below gives the demuxer's own verdict, and a read error the gateway recorded
+            # then explains the failure (kind.py).
             index = None
         if index is not None:
             return index

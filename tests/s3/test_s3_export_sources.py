@@ -26,8 +26,6 @@ from s3_support import CuttingProxy, answering
 from support import Spool
 from test_s3_signatures import presign, s3rver, signer  # noqa: F401 (fixtures)
 
-from spooler.config import S3Settings
-
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -180,32 +178,52 @@ def test_a_range_export_fetches_a_small_part_of_the_object(
     assert 2.9 < status["outputs"][0]["durationSeconds"] < 3.1
 
 
-def test_presigned_url_leaves_no_signature_anywhere(
+@pytest.fixture(scope="module")
+def logo(ffmpeg: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("logo") / "logo.png"
+    subprocess.run(
+        [ffmpeg, "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=red:size=32x16",
+         "-frames:v", "1", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def test_presigned_urls_leave_no_signature_anywhere(
     spool: Spool,
     make_daemon: Any,
     s3: S3Client,
-    s3_endpoint: str,
-    s3_settings: S3Settings,
     bucket: str,
     cams: dict[str, Path],
+    logo: Path,
 ) -> None:
-    # Given presigned URLs to two objects (moto does not check them; s3rver does, below)
+    # Given presigned URLs to two angles, an external audio file and a watermark image
+    # (moto does not check them; s3rver does, below)
     upload(s3, bucket, cams)
-    urls = [
-        s3.generate_presigned_url("get_object", {"Bucket": bucket, "Key": f"{n}.mp4"}, 600)
-        for n in ("cam1", "cam2")
-    ]
-    signatures = [url.split("X-Amz-Signature=")[1].split("&")[0] for url in urls]
+    s3.upload_file(str(logo), bucket, "logo.png")
+    keys = {"cam1": "cam1.mp4", "cam2": "cam2.mp4", "logo": "logo.png"}
+    urls = {
+        name: s3.generate_presigned_url("get_object", {"Bucket": bucket, "Key": key}, 600)
+        for name, key in keys.items()
+    }
+    signatures = [url.split("X-Amz-Signature=")[1].split("&")[0] for url in urls.values()]
     daemon = make_daemon(
         s3__allowed_url_hosts=json.dumps(["127.0.0.1"]),
         s3__http_hosts=json.dumps(["127.0.0.1"]),
     )
-    # When a job with an external-audio source and a watermark... reads them by URL
-    spool.submit("signed", export_job(urls[0], urls[1], "reencode"))
+    # When a job reads all of them by URL
+    job = export_job(
+        urls["cam1"],
+        urls["cam2"],
+        "reencode",
+        audio={"mode": "external", "source": urls["cam2"], "offset": 0.0},
+        watermark={"image": urls["logo"], "position": "top-left", "scale": 0.2},
+    )
+    spool.submit("signed", job)
     status = succeeded(spool, "signed")
     # Then the status, preflight and log name them without their query
     shown = {e["source"] for e in status["preflight"]["remoteSources"]}
-    assert shown == {urlsplit(u)._replace(query="").geturl() for u in urls}
+    assert shown == {urlsplit(u)._replace(query="").geturl() for u in urls.values()}
     # and no file the daemon wrote, nor its log, nor ffmpeg's argv holds a signature
     folder = spool.layout.job_dir("signed")
     for path in [*folder.iterdir(), daemon.log_path]:
@@ -214,7 +232,9 @@ def test_presigned_url_leaves_no_signature_anywhere(
             for signature in signatures:
                 assert signature.encode() not in text, path
             assert b"X-Amz-Signature" not in text and b"X-Amz-Credential" not in text, path
-    assert ffmpeg_lines(spool, "signed"), "job.log records ffmpeg's command lines"
+    lines = ffmpeg_lines(spool, "signed")
+    assert lines and all("X-Amz" not in line and bucket not in line for line in lines)
+    assert any("-f png_pipe -protocol_whitelist http,tcp" in line for line in lines), lines
 
 
 def test_refusals_outside_the_allow_lists_and_redirects(
@@ -338,7 +358,9 @@ def test_forbidden_urls_fail_as_source_forbidden(
         name = f"http://127.0.0.1:{port}/cam1.mp4?X-Amz-Signature=feedface"
         spool.submit("expiring", export_job(name, name, "reencode"))
         status = failed(spool, "expiring", "source_forbidden")
-    assert "feedface" not in json.dumps(status)
+    assert "feedface" not in json.dumps(status) and status["attempt"] == 1
+    log = (spool.layout.job_dir("expiring") / "job.log").read_text()
+    assert "explained by a remote source" in log and "feedface" not in log
 
 
 def test_a_connection_cut_mid_read_is_retried(
