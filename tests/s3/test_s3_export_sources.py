@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -288,19 +289,22 @@ def test_remote_sources_are_refused_by_default_and_boto3_stays_unloaded(
 
 
 @contextmanager
-def expiring_server(path: Path, good_requests: int) -> Iterator[int]:
-    """Serves `path` by range (with an ETag) for `good_requests` requests, then answers
-    403 to every request: a presigned URL that expires while the job reads it."""
+def expiring_server(path: Path, good_requests: int | None = None) -> Iterator[ExpiringUrl]:
+    """Serves `path` by range (with an ETag) until it expires, then answers 403 to every
+    request: a presigned URL that expires while the job reads it. It expires after
+    `good_requests` requests, or when the test calls `expire()`."""
     data = path.read_bytes()
     served = [0]
     lock = threading.Lock()
+    expired = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             with lock:
                 served[0] += 1
-                ok = served[0] <= good_requests
-            if not ok:
+                if good_requests is not None and served[0] > good_requests:
+                    expired.set()
+            if expired.is_set():
                 self.send_response(403)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -320,10 +324,19 @@ def expiring_server(path: Path, good_requests: int) -> Iterator[int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield int(server.server_address[1])
+        yield ExpiringUrl(int(server.server_address[1]), expired)
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class ExpiringUrl:
+    port: int
+    expired: threading.Event
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}?X-Amz-Signature=feedface"
 
 
 def test_forbidden_urls_fail_as_source_forbidden(
@@ -354,12 +367,36 @@ def test_forbidden_urls_fail_as_source_forbidden(
     assert "X-Amz" not in json.dumps(status)
     # A URL that expires while the job reads it: the job's error is the storage's 403,
     # not ffmpeg_failed (the gateway recorded it)
-    with expiring_server(cams["cam1"], good_requests=4) as port:
-        name = f"http://127.0.0.1:{port}/cam1.mp4?X-Amz-Signature=feedface"
+    with expiring_server(cams["cam1"], good_requests=4) as server:
+        name = server.url("cam1.mp4")
         spool.submit("expiring", export_job(name, name, "reencode"))
         status = failed(spool, "expiring", "source_forbidden")
     assert "feedface" not in json.dumps(status) and status["attempt"] == 1
     log = (spool.layout.job_dir("expiring") / "job.log").read_text()
+    assert "explained by a remote source" in log and "feedface" not in log
+
+
+def test_a_url_expiring_while_ffmpeg_reads_fails_as_source_forbidden(
+    spool: Spool, make_daemon: Any, long_cam: Path
+) -> None:
+    # Given a URL that expires once the job has been planned (its preflight is written)
+    make_daemon(
+        s3__allowed_url_hosts=json.dumps(["127.0.0.1"]),
+        s3__http_hosts=json.dumps(["127.0.0.1"]),
+        s3__chunk_bytes="16384",
+        s3__attempts="1",
+    )
+    with expiring_server(long_cam) as server:
+        name = server.url("long.mp4")
+        job = {**export_job(name, name, "reencode"), "end": 120.0}
+        spool.submit("mid-job", job)
+        spool.wait_for("mid-job", lambda s: bool(s.get("preflight")), timeout=60)
+        server.expired.set()
+        # When ffmpeg reads on, then the job fails once with the storage's 403 (not
+        # ffmpeg_failed), and job.log says which failure it explains
+        status = failed(spool, "mid-job", "source_forbidden")
+    assert status["attempt"] == 1 and "feedface" not in json.dumps(status)
+    log = (spool.layout.job_dir("mid-job") / "job.log").read_text()
     assert "explained by a remote source" in log and "feedface" not in log
 
 
