@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import os
 import stat
 from pathlib import Path
@@ -270,7 +271,12 @@ def _inspect_image(name: str, roots: list[Path], remote: JobRemotes | None) -> S
     """The watermark: opened like any source, then checked as a PNG (watermark.py)."""
     if is_remote(name):
         media, size = _open_remote(name, remote)
-        head = http_fetch(media.url)(0, 24) if size >= 24 else b""
+        try:
+            head = http_fetch(media.url)(0, 24) if size >= 24 else b""
+        except (OSError, http.client.HTTPException) as exc:  # the gateway's error explains it
+            raise JobError(
+                ErrorCode.SOURCE_UNREADABLE, f"{name!r} cannot be read", {"source": name}
+            ) from exc
         info = check_image(media, size, head, name)
         return Source(name, Path(name), info, None, None, remote=media)
     path, fd = open_source(name, roots)
