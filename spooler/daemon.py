@@ -43,6 +43,7 @@ from spooler.pool import JobPool
 from spooler.report import Reporter, StatusSink
 from spooler.retention import Retention
 from spooler.runner import AttemptEnv
+from spooler.s3.remotes import RemoteSources
 from spooler.spool import ensure_layout
 from spooler.storage import OutputStore, output_store
 from spooler.webhooks import WebhookSink
@@ -82,6 +83,8 @@ class Daemon:
         self.webhooks = WebhookSink(settings, self.layout)
         self.reporter = Reporter(self.layout, (*sinks, self.webhooks))
         self.outputs: OutputStore = output_store(settings, self.layout)
+        # Remote sources (docs/s3.md): nothing is started until a job names an allowed one.
+        self.remote_sources = RemoteSources()
         self.retention = Retention(settings, self.table, before_delete=self.webhooks.before_remove)
         # Where jobs come from (the inbox, or a BullMQ queue: docs/fleet.md).
         self.intake: Intake = make_intake(
@@ -124,6 +127,7 @@ class Daemon:
             reporter=self.reporter,
             outputs=self.outputs,
             owns=self.intake.owns,
+            remote_sources=self.remote_sources,
         )
 
     # -- main loop ---------------------------------------------------------------------------
@@ -290,6 +294,7 @@ class Daemon:
             self.uploads.stop()
         remove_heartbeat(self.layout, self.me)
         self.webhooks.stop()  # pending deliveries stay in outbox/ for the next start
+        self.remote_sources.shutdown()  # no job runs any more: nothing reads through it
         self.log.info("daemon_stopped")
 
     def _take(self, clocks: Clocks) -> None:

@@ -26,6 +26,7 @@ from spooler.status import OutputInfo
 
 if TYPE_CHECKING:  # the runner's result type; the module that runs ffmpeg stays unloaded
     from spooler.ffmpeg import FfmpegResult
+    from spooler.s3.remotes import RemoteSources
 
 # metadata is echoed into every status write and every webhook: kept small and shallow.
 METADATA_MAX_DEPTH = 8
@@ -129,6 +130,8 @@ class JobContext(Protocol):
     job_dir: Path
     settings: Settings
     ffmpeg: str
+    # The daemon's door to remote sources (docs/s3.md): allow-lists, the loopback gateway.
+    remote_sources: RemoteSources
 
     def declare_steps(self, steps: list[Step]) -> None:
         """Announce the plan so progress is weighted across steps."""

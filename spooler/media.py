@@ -23,11 +23,12 @@ from spooler.mediainfo import OPEN_OPTIONS as OPEN_OPTIONS
 from spooler.mediainfo import PROTOCOLS as PROTOCOLS
 from spooler.mediainfo import AudioSpan as AudioSpan
 from spooler.mediainfo import MediaInfo as MediaInfo
+from spooler.mediainfo import MediaLocation, open_options, reader_url
 from spooler.mediainfo import VideoIndex as VideoIndex
 from spooler.mediainfo import VideoPacket as VideoPacket
 
 
-def probe(path: Path, *, decode: bool = False, name: str | None = None) -> MediaInfo:
+def probe(path: MediaLocation, *, decode: bool = False, name: str | None = None) -> MediaInfo:
     """Read container and stream facts; raise JobError(source_unreadable) if it cannot.
 
     `decode=True` also decodes the first video frame: it proves the stream decodes and
@@ -37,7 +38,7 @@ def probe(path: Path, *, decode: bool = False, name: str | None = None) -> Media
     """
     shown = name or path.name
     try:
-        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
+        with av.open(reader_url(path), options=open_options(path)) as container:
             info = _describe(container)
             if decode and info.has_video:
                 frame = next(container.decode(video=0), None)
@@ -171,10 +172,10 @@ def verify_media(
     return info
 
 
-def scan_video(path: Path, *, name: str | None = None) -> VideoIndex:
+def scan_video(path: MediaLocation, *, name: str | None = None) -> VideoIndex:
     """Demux (without decoding) every packet of the first video stream."""
     try:
-        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
+        with av.open(reader_url(path), options=open_options(path)) as container:
             stream = container.streams.video[0]
             nal_length = nal_length_size(stream)
             packets = [
@@ -233,13 +234,13 @@ def _interleave_lead(container: Any, video: Any, window: float = 30.0) -> float:
 AUDIO_TAIL_SECONDS = 10.0
 
 
-def scan_audio(path: Path, *, name: str | None = None) -> AudioSpan | None:
+def scan_audio(path: MediaLocation, *, name: str | None = None) -> AudioSpan | None:
     """The first audio stream's own span (None without audio). The container's duration is
     the longest stream's, so a track that stops before the video needs its own end: the
     packets of its last AUDIO_TAIL_SECONDS (one seek from where the stream, else the file,
     says it ends), or of the whole stream when that finds nothing."""
     try:
-        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
+        with av.open(reader_url(path), options=open_options(path)) as container:
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]

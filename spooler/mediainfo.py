@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 # Only plain files: never let a name like "concat:a|b" or "http://..." reach a protocol.
@@ -21,6 +22,47 @@ PROTOCOLS = "file"
 DEMUXERS = ("mov", "matroska", "mpegts", "mxf", "avi", "wav", "w64", "flac", "mp3", "aiff", "ogg")
 FORMAT_WHITELIST = ",".join(DEMUXERS)
 OPEN_OPTIONS = {"protocol_whitelist": PROTOCOLS, "format_whitelist": FORMAT_WHITELIST}
+# A remote source is read through the daemon's loopback gateway (spooler/s3/gateway.py):
+# plain http over tcp to 127.0.0.1, nothing else (no tls, no file).
+REMOTE_PROTOCOLS = "http,tcp"
+
+
+@dataclass(frozen=True)
+class RemoteMedia:
+    """A remote source as its readers see it: the gateway's loopback URL (an opaque token,
+    no secret) and the name that may be shown (never a URL's query or signature)."""
+
+    url: str
+    shown: str
+
+    @property
+    def name(self) -> str:
+        return self.shown
+
+    def __str__(self) -> str:
+        return self.url
+
+
+# Where a reader opens a source: a local file (in practice /proc/self/fd/N) or a remote one.
+MediaLocation = Path | RemoteMedia
+
+
+def reader_url(location: MediaLocation) -> str:
+    """What libavformat opens: `file:<path>` (never a bare string that could name a
+    protocol), or the gateway's http URL."""
+    return location.url if isinstance(location, RemoteMedia) else f"file:{location}"
+
+
+def reader_protocols(location: MediaLocation) -> str:
+    """The protocol whitelist of that reader: `file`, or `http,tcp` for the gateway."""
+    return REMOTE_PROTOCOLS if isinstance(location, RemoteMedia) else PROTOCOLS
+
+
+def open_options(location: MediaLocation) -> dict[str, str]:
+    """PyAV's open options for a source: its protocols and the demuxer allow-list."""
+    if isinstance(location, RemoteMedia):
+        return {"protocol_whitelist": REMOTE_PROTOCOLS, "format_whitelist": FORMAT_WHITELIST}
+    return OPEN_OPTIONS
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from spooler.layout import SpoolLayout
 from spooler.policy import compute_backoff
 from spooler.progress import ProgressTracker
 from spooler.report import Reporter
+from spooler.s3.remotes import RemoteSources
 from spooler.status import (
     ErrorInfo,
     JobStatus,
@@ -79,6 +80,7 @@ class AttemptEnv:
     reporter: Reporter
     outputs: OutputStore
     owns: Callable[[str], bool]
+    remote_sources: RemoteSources = field(default_factory=RemoteSources)
 
 
 class RunContext:
@@ -89,6 +91,7 @@ class RunContext:
         self.job_dir = env.layout.job_dir(handle.job_id)
         self.settings = env.settings
         self.ffmpeg = ffmpeg
+        self.remote_sources = env.remote_sources
         self._handle = handle
         self._env = env
         self._log = log

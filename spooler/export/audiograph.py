@@ -142,7 +142,7 @@ def _bed_track(
     name, offset, gain = track
     src_start = start + offset
     source = sources[name]
-    concat = ConcatList(source.read_path, Fraction(source.info.start_time), Fraction(0))
+    concat = ConcatList(source.location, Fraction(source.info.start_time), Fraction(0))
     lead = Fraction(source.index.interleave_lead if source.index else 1.0)
     base = concat.add(src_start - 1, src_start + end - start + lead + POSTROLL)
     k = graph.add_list(concat, list_path)

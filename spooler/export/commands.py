@@ -7,7 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from spooler.mediainfo import FORMAT_WHITELIST, PROTOCOLS
+from spooler.mediainfo import FORMAT_WHITELIST, MediaLocation, reader_protocols, reader_url
 
 MUXERS = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
 MIME = {
@@ -58,7 +58,7 @@ class CopySegment:
 
     label: str
     angle: str
-    path: Path
+    path: MediaLocation  # the source's reader (a local file, or the gateway's URL)
     head_dts: int
     stop_dts: int | None  # None: to the end of the stream
     shift: Fraction  # output time = source time + shift
@@ -92,7 +92,7 @@ class AudioCopy:
     cut once at packet boundaries (an AAC packet is 21 ms: at most 11 ms off), no encode.
     """
 
-    path: Path
+    path: MediaLocation
     start: Fraction  # source time
     end: Fraction
 
@@ -122,7 +122,7 @@ class Plan:
     commands: list[Command]
     copy_segments: list[VideoPart] = field(default_factory=list)  # what the remux writes
     copy_audio: Path | AudioCopy | None = None  # where the remux takes audio packets from
-    template: Path | None = None  # the source whose stream the remuxed track copies
+    template: MediaLocation | None = None  # the source whose stream the remuxed track copies
     remux_weight: float = 0.0  # the in-process copy's share of the progress bar
     intermediates: list[Path] = field(default_factory=list)  # removed once verified
     snaps: list[Snap] = field(default_factory=list)
@@ -142,9 +142,10 @@ def fmt(t: Fraction | float) -> str:
 
 
 def input_args(
-    path: Path, start: Fraction | None = None, duration: Fraction | None = None
+    path: MediaLocation, start: Fraction | None = None, duration: Fraction | None = None
 ) -> list[str]:
-    """A plain file input: only the file protocol, never a bare user string."""
+    """An input: a plain file with only the file protocol (never a bare user string), or
+    the gateway's URL with only http,tcp."""
     args: list[str] = []
     if start is not None and start > 0:
         args += ["-ss", fmt(start)]
@@ -153,11 +154,11 @@ def input_args(
     return [
         *args,
         "-protocol_whitelist",
-        PROTOCOLS,
+        reader_protocols(path),
         "-format_whitelist",
         FORMAT_WHITELIST,
         "-i",
-        f"file:{path}",
+        reader_url(path),
     ]
 
 

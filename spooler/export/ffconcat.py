@@ -18,7 +18,13 @@ from fractions import Fraction
 from pathlib import Path
 
 from spooler.errors import ErrorCode, JobError
-from spooler.mediainfo import FORMAT_WHITELIST, PROTOCOLS
+from spooler.mediainfo import (
+    FORMAT_WHITELIST,
+    PROTOCOLS,
+    MediaLocation,
+    reader_protocols,
+    reader_url,
+)
 
 MICRO = 1_000_000
 
@@ -37,7 +43,7 @@ def quote(text: str) -> str:
 class ConcatList:
     """The stretches of one file, in the order they will be read."""
 
-    path: Path
+    path: MediaLocation  # a local file, or a remote source's gateway URL
     origin: Fraction  # the file's start time: source time 0
     gap: Fraction  # longer than the file's longest GOP
     lines: list[str] = field(default_factory=list)
@@ -50,11 +56,12 @@ class ConcatList:
         duration_us = out_us - in_us + math.ceil(self.gap * MICRO)
         start_us = self.elapsed_us
         self.lines += [
-            f"file {quote('file:' + str(self.path))}",
+            f"file {quote(reader_url(self.path))}",
             # Per file, overriding what the file inherits from the list's own input (which
             # must allow the concat demuxer): a nested ffconcat script or playlist is refused.
+            # A remote source's entry alone may use http,tcp (to the loopback gateway).
             f"option format_whitelist {FORMAT_WHITELIST}",
-            f"option protocol_whitelist {PROTOCOLS}",
+            f"option protocol_whitelist {reader_protocols(self.path)}",
             f"inpoint {_us_text(in_us)}",
             f"outpoint {_us_text(out_us)}",
             f"duration {_us_text(duration_us)}",

@@ -81,7 +81,7 @@ def piece_inputs(
             gop = source.index.keyframe_max_gap() if source.index else None
             longest = Fraction(gop if gop is not None else source.video_end)
             lists[span.angle] = ConcatList(
-                source.read_path, Fraction(source.info.start_time), longest + 1
+                source.location, Fraction(source.info.start_time), longest + 1
             )
         src_start = span.start + Fraction(angle.sync_offset)
         m = margin(source)

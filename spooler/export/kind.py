@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from spooler.config import Settings
+from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import Command, EncodedPart, Plan, PlanPaths
 from spooler.export.deliverables import rendition_temps, temp_paths
 from spooler.export.models import ExportJob, limit_errors
 from spooler.export.plan import plan_export
 from spooler.export.probed import Source
 from spooler.export.remux import remux
-from spooler.export.sources import close_sources, inspect_sources
+from spooler.export.sources import close_sources, inspect_sources, shown_sources
 from spooler.export.stills import make_thumbnails
 from spooler.export.textmark import no_font
 from spooler.export.timeline import job_pieces
@@ -28,9 +29,22 @@ from spooler.fonts import resolve_font
 from spooler.ingest.fromproxy import from_proxies
 from spooler.jobkind import JobContext, JobSpec, Step
 from spooler.s3.locations import parse_destination
+from spooler.s3.remotes import JobRemotes
 from spooler.status import OutputInfo
 
 LOGGED_FILE_LIMIT = 20_000
+# Failures that a remote source's read error explains better (a 403 mid-job makes ffmpeg
+# fail or stall, PyAV report unreadable media): the gateway's error replaces them.
+EXPLAINED_BY_THE_SOURCE = frozenset(
+    {
+        ErrorCode.FFMPEG_FAILED,
+        ErrorCode.SOURCE_UNREADABLE,
+        ErrorCode.UNSUPPORTED_MEDIA,
+        ErrorCode.STALLED,
+        ErrorCode.VERIFY_FAILED,
+    }
+)
+REMOTE_READ = "by range through the daemon's loopback gateway; nothing is staged on disk"
 
 
 class ExportKind:
@@ -45,13 +59,26 @@ class ExportKind:
             parse_destination(spec.output.destination, ctx.settings.s3)
         # Sources named as proxies are exported from their originals (docs/ingest.md).
         spec, proxies = from_proxies(spec, ctx.settings)
+        # Remote sources are planned under shown names (no URL query: no signature).
+        spec, remote_names = shown_sources(spec)
+        remote = JobRemotes(ctx.remote_sources, ctx.settings.s3, remote_names)
         used = {p.angle for p in job_pieces(spec)}
-        # Each source is opened once here and read through /proc/self/fd/N from then on.
-        sources = inspect_sources(spec, ctx.settings.media_roots, used)
         try:
-            self._run(spec, ctx, sources, proxies)
+            # Each source is opened once here and read through /proc/self/fd/N (remote: its
+            # gateway URL) from then on.
+            sources = inspect_sources(spec, ctx.settings.media_roots, used, remote)
+            try:
+                self._run(spec, ctx, sources, proxies, remote)
+            finally:
+                close_sources(sources)
+        except JobError as exc:
+            cause = remote.error()
+            if cause is not None and exc.code in EXPLAINED_BY_THE_SOURCE:
+                ctx.log_line(f"# {exc.code.value} explained by a remote source: {cause.message}")
+                raise cause from exc
+            raise
         finally:
-            close_sources(sources)
+            remote.close()
 
     def _run(
         self,
@@ -59,6 +86,7 @@ class ExportKind:
         ctx: JobContext,
         sources: dict[str, Source],
         proxies: list[dict[str, Any]] | None = None,
+        remote: JobRemotes | None = None,
     ) -> None:
         file_name = spec.output.safe_file_name
         extra = temp_paths(spec, ctx.temp_path)  # renditions, poster, storyboard
@@ -77,7 +105,13 @@ class ExportKind:
         # The font of a text watermark: found here (I/O), so that planning stays pure.
         settings = with_font(spec, ctx.settings)
         plan = plan_export(spec, sources, settings, paths)
-        ctx.set_preflight({**plan.preflight, **({"fromProxies": proxies} if proxies else {})})
+        preflight = {**plan.preflight, **({"fromProxies": proxies} if proxies else {})}
+        if remote is not None and remote.opened:
+            preflight["remoteSources"] = [
+                {"source": shown, "read": REMOTE_READ, "sizeBytes": opened.size}
+                for shown, opened in remote.opened.items()
+            ]
+        ctx.set_preflight(preflight)
         if spec.mode == "smart" and plan.mode != "smart":
             ctx.warn("smart_unavailable", plan.reason)
         ctx.declare_outputs([file_name, *extra])
@@ -95,6 +129,14 @@ class ExportKind:
             )
         fds = tuple(sorted(s.fd for s in sources.values() if s.fd is not None))
         self._execute(plan, spec, paths, ctx, fds)
+        if remote is not None and remote.opened:
+            # What the export fetched from the storage (probe and index included).
+            fetched = remote.fetched()
+            preflight["remoteSources"] = [
+                {**entry, "bytesFetched": fetched.get(entry["source"], 0)}
+                for entry in preflight["remoteSources"]
+            ]
+            ctx.set_preflight(preflight)
         # The main output is checked like every other output (verify.verify_output).
         info = verify_output(
             paths.output, plan, size=None, want_audio=plan.want_audio, name=file_name

@@ -34,7 +34,7 @@ from spooler.export.deliverables import (
     output_count,
 )
 from spooler.export.output import OutputSpec
-from spooler.export.rules import TIME_EPSILON, check_source_syntax, fail
+from spooler.export.rules import MAX_URL_CHARS, TIME_EPSILON, check_source_name, fail
 from spooler.jobkind import JobSpec, SpecModel
 
 _ANGLE_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -42,14 +42,25 @@ MAX_TRANSITION_SECONDS = 60
 
 
 def _source_path(value: str) -> str:
-    problem = check_source_syntax(value)
+    problem = check_source_name(value)
     if problem:
         raise PydanticCustomError("source_path", problem)
     return value
 
 
-# A media-root-relative path, checked the same way wherever a job names a file.
-SourcePath = Annotated[str, Field(max_length=1024), AfterValidator(_source_path)]
+# A media-root-relative path, or a remote source (s3://bucket/key, an https URL), checked
+# the same way wherever a job names a file. Remote names are checked for their shape here
+# and against the operator's allow-lists (s3: settings) when the job runs (docs/s3.md).
+SourcePath = Annotated[
+    str,
+    Field(
+        max_length=MAX_URL_CHARS,
+        description="A path relative to a media root (at most 1024 characters), or a remote "
+        "source: s3://bucket/key or an https:// (presigned) URL, allowed by the operator's "
+        "s3 settings (docs/s3.md).",
+    ),
+    AfterValidator(_source_path),
+]
 
 
 # Export from proxies (docs/ingest.md): explicit per source, never guessed from the path.
@@ -63,7 +74,9 @@ SOURCE_KIND_HELP = (
 
 class Angle(SpecModel):
     id: str = Field(pattern=_ANGLE_ID, description="Referenced by segments, switches and audio.")
-    source: SourcePath = Field(description="Path relative to a media root.")
+    source: SourcePath = Field(
+        description="Path relative to a media root, or an allowed remote source (docs/s3.md)."
+    )
     source_kind: SourceKind = Field("original", description=SOURCE_KIND_HELP)
     sync_offset: float = Field(
         0.0, ge=-86_400, le=86_400, description="Source time shown at timeline 0 (seconds)."
@@ -193,7 +206,9 @@ class Watermark(SpecModel):
 
     Exactly one of `image` and `text` (checked by ExportJob, with JSON paths)."""
 
-    image: SourcePath | None = Field(None, description="Path of a PNG relative to a media root.")
+    image: SourcePath | None = Field(
+        None, description="Path of a PNG relative to a media root, or an allowed remote source."
+    )
     text: WatermarkText | None = Field(
         None,
         description="One line of text (1-200 printable characters), drawn literally in the "

@@ -13,7 +13,7 @@ from pathlib import Path
 from spooler.errors import ErrorCode, JobError
 from spooler.export.models import ExportJob, ExternalAudio, FollowAudio, NoAudio
 from spooler.export.timeline import Piece
-from spooler.mediainfo import AudioSpan, MediaInfo, VideoIndex
+from spooler.mediainfo import AudioSpan, MediaInfo, MediaLocation, RemoteMedia, VideoIndex
 
 # How far a source's audio may miss a use of it, at either end (documented in
 # docs/export.md): AAC audio often ends a frame or two (20-46 ms) before the video. Within
@@ -27,19 +27,27 @@ PAD_EPSILON = 0.0005
 class Source:
     """A resolved, probed source file."""
 
-    name: str  # as written in the job (relative to a media root)
-    path: Path  # absolute, symlinks resolved, inside a media root
+    name: str  # as written in the job (relative to a media root), or a remote name as shown
+    path: Path  # absolute, symlinks resolved, inside a media root (remote: the shown name)
     info: MediaInfo
     index: VideoIndex | None  # video packets, for sources used as angles
     fd: int | None = None  # the file opened once at validation (see open_source)
     audio: AudioSpan | None = None  # its audio stream's own span, for sources used for audio
+    remote: RemoteMedia | None = None  # a remote source: read through the loopback gateway
 
     @property
     def read_path(self) -> Path:
-        """The path every reader opens: /proc/self/fd/N (the very file that was checked,
-        whatever is renamed or swapped later; ffmpeg gets N through pass_fds), or `path`
-        for a source that was not opened (pure tests)."""
+        """The path a reader of a local source opens: /proc/self/fd/N (the very file that
+        was checked, whatever is renamed or swapped later; ffmpeg gets N through pass_fds),
+        or `path` for a source that was not opened (pure tests)."""
         return Path(f"/proc/self/fd/{self.fd}") if self.fd is not None else self.path
+
+    @property
+    def location(self) -> MediaLocation:
+        """What every reader opens (mediainfo.reader_url and reader_protocols turn it into
+        ffmpeg's input and its protocol whitelist): the gateway's URL for a remote source,
+        else read_path."""
+        return self.remote if self.remote is not None else self.read_path
 
     @property
     def video_end(self) -> float:

@@ -214,7 +214,7 @@ def plan_reencode(
         graph.chains.append(f"[vcat]{retime},format=yuv420p[vout]")
     else:
         assert job.watermark is not None and job.watermark.image is not None
-        k = graph.add_input(watermark.image_input(sources[job.watermark.image].read_path))
+        k = graph.add_input(watermark.image_input(sources[job.watermark.image].location))
         graph.chains.append(f"[vcat]{retime}[vbase]")
         graph.chains += watermark.overlay_chains(
             spot, job.watermark.opacity, k, "[vbase]", "[vmarked]", total

@@ -20,9 +20,16 @@ from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import MUXERS, AudioCopy, EncodedPart, VideoPart
 from spooler.h264 import AvcConfig
 from spooler.media import OPEN_OPTIONS
+from spooler.mediainfo import MediaLocation, open_options, reader_url
 
 _OPEN = OPEN_OPTIONS  # only plain files, only the allowed demuxers
 CANCEL_CHECK_PACKETS = 500
+
+
+def _open_source(location: MediaLocation) -> Any:
+    """A source (or our audio file) for reading: a local file with the file protocol only,
+    a remote one through the loopback gateway (http,tcp only); the demuxer allow-list."""
+    return av.open(reader_url(location), options=open_options(location))
 
 
 class _PieceReader:
@@ -61,7 +68,7 @@ def _video_packets(
     Timestamps are integers in the track's time base (compatible angles share it; another
     one is rescaled), so the hot loop does no fraction arithmetic.
     """
-    containers: dict[Path, Any] = {}
+    containers: dict[MediaLocation, Any] = {}
     pieces = _PieceReader()
     last_dts: int | None = None
     order = 0
@@ -88,7 +95,7 @@ def _video_packets(
                 log(f"# encoded {segment.count} video packets for {segment.label}")
                 continue
             if segment.path not in containers:
-                containers[segment.path] = av.open(f"file:{segment.path}", options=_OPEN)
+                containers[segment.path] = _open_source(segment.path)
             container = containers[segment.path]
             stream = container.streams.video[0]
             assert stream.time_base is not None
@@ -200,7 +207,7 @@ def remux(
     check_cancelled: Callable[[], None],
     log: Callable[[str], None],
     on_progress: Callable[[float], None] = lambda seconds: None,
-    template_path: Path | None = None,
+    template_path: MediaLocation | None = None,
 ) -> None:
     """Write `output`: the segments' video packets back to back, plus the audio packets.
     The video track copies the stream of `template_path` (default: the first segment's
@@ -210,7 +217,7 @@ def remux(
         with av.open(
             f"file:{output}", mode="w", format=MUXERS[container_name], options=options
         ) as out:
-            with av.open(f"file:{template_path or segments[0].path}", options=_OPEN) as template:
+            with _open_source(template_path or segments[0].path) as template:
                 source_stream = template.streams.video[0]
                 video_out = out.add_stream_from_template(source_stream)
                 assert source_stream.time_base is not None
@@ -224,8 +231,8 @@ def remux(
                 _video_packets(segments, video_out, out_tb, log)
             ]
             cut = audio if isinstance(audio, AudioCopy) else None
-            audio_path = cut.path if cut is not None else audio
-            audio_in = av.open(f"file:{audio_path}", options=_OPEN) if audio_path else None
+            audio_path = audio.path if isinstance(audio, AudioCopy) else audio
+            audio_in = _open_source(audio_path) if audio_path else None
             try:
                 if audio_in is not None:
                     audio_out = out.add_stream_from_template(audio_in.streams.audio[0])

@@ -248,7 +248,7 @@ def plan_smart(
                 CopySegment(
                     item.label,
                     item.angle,
-                    source.read_path,
+                    source.location,
                     packets[item.part.head_packet].dts,
                     packets[item.part.stop_packet].dts
                     if item.part.stop_packet < len(packets)
@@ -300,7 +300,7 @@ def plan_smart(
         remux_weight=float(duration) * REMUX_WEIGHT,
         copy_segments=video_parts,
         copy_audio=audio,
-        template=reference.read_path,
+        template=reference.location,
         intermediates=list(dict.fromkeys(file for file, _ in group_of.values())),
         preflight={
             **preflight,

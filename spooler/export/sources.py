@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -19,7 +21,18 @@ from spooler.export.probed import Source
 from spooler.export.rules import check_source_syntax
 from spooler.export.watermark import IMAGE_DEMUXER
 from spooler.media import probe, scan_audio, scan_video
-from spooler.mediainfo import PROTOCOLS, MediaInfo
+from spooler.mediainfo import (
+    REMOTE_PROTOCOLS,
+    MediaInfo,
+    MediaLocation,
+    RemoteMedia,
+    VideoIndex,
+    reader_protocols,
+    reader_url,
+)
+from spooler.s3.locations import is_remote
+from spooler.s3.remoteindex import http_fetch, remote_video_index
+from spooler.s3.remotes import JobRemotes, not_enabled, shown_name
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
@@ -114,6 +127,39 @@ def close_sources(sources: dict[str, Source]) -> None:
                 os.close(source.fd)
 
 
+def shown_sources(job: ExportJob) -> tuple[ExportJob, dict[str, str]]:
+    """The job with each remote source renamed as it may be shown (a URL without its
+    query, where a presigned URL keeps its signature), and the map back to the names in
+    the job. Planning, messages, warnings and the preflight only ever see shown names; only
+    JobRemotes.open uses the real one. Two URLs that differ only in their query get
+    distinct shown names."""
+    names: dict[str, str] = {}
+    taken: dict[str, str] = {}  # real name -> shown name
+
+    def shown(name: str) -> str:
+        if not is_remote(name):
+            return name
+        if name in taken:
+            return taken[name]
+        base = candidate = shown_name(name)
+        number = 2
+        while candidate in names:
+            candidate, number = f"{base} ({number})", number + 1
+        names[candidate], taken[name] = name, candidate
+        return candidate
+
+    update: dict[str, Any] = {
+        "angles": [a.model_copy(update={"source": shown(a.source)}) for a in job.angles]
+    }
+    if isinstance(job.audio, ExternalAudio):
+        update["audio"] = job.audio.model_copy(update={"source": shown(job.audio.source)})
+    if job.watermark is not None and job.watermark.image is not None:
+        update["watermark"] = job.watermark.model_copy(update={"image": shown(job.watermark.image)})
+    if not names:
+        return job, {}
+    return job.model_copy(update=update), names
+
+
 def audio_sources(job: ExportJob) -> set[str]:
     """Sources whose audio the job needs (an angle used for video may lack audio)."""
     if isinstance(job.audio, ExternalAudio):
@@ -125,8 +171,14 @@ def audio_sources(job: ExportJob) -> set[str]:
     return {job.angle(angle).source} if angle else set()
 
 
-def inspect_sources(job: ExportJob, roots: list[Path], used_angles: set[str]) -> dict[str, Source]:
-    """Resolve and probe every source the job uses, keyed by its name in the job."""
+def inspect_sources(
+    job: ExportJob, roots: list[Path], used_angles: set[str], remote: JobRemotes | None = None
+) -> dict[str, Source]:
+    """Resolve and probe every source the job uses, keyed by its name in the job.
+
+    A remote name (s3://, https://) is opened through `remote` (the daemon's gateway, after
+    its allow-lists); without it every remote name is refused (source_not_allowed). The
+    caller closes `remote`'s sources (JobRemotes.close) as it closes the local ones."""
     needed_video = {job.angle(a).source for a in used_angles}
     needed_audio = audio_sources(job)
     if isinstance(job.audio, FollowAudio):
@@ -134,20 +186,43 @@ def inspect_sources(job: ExportJob, roots: list[Path], used_angles: set[str]) ->
     out: dict[str, Source] = {}
     try:
         for name in sorted(needed_video | needed_audio):
-            out[name] = _inspect(job, name, roots, name in needed_video, name in needed_audio)
+            out[name] = _inspect(
+                job, name, roots, name in needed_video, name in needed_audio, remote
+            )
         if job.watermark is not None and job.watermark.image is not None:
-            out[job.watermark.image] = _inspect_image(job.watermark.image, roots)
+            out[job.watermark.image] = _inspect_image(job.watermark.image, roots, remote)
     except BaseException:
         close_sources(out)
         raise
     return out
 
 
-def _inspect(job: ExportJob, name: str, roots: list[Path], video: bool, audio: bool) -> Source:
-    """Open, probe and (for angles) index one source; its descriptor is closed on failure."""
-    path, fd = open_source(name, roots)
+def _open_remote(name: str, remote: JobRemotes | None) -> tuple[RemoteMedia, int]:
+    if remote is None:
+        raise not_enabled(name)
+    return remote.open(name)
+
+
+def _inspect(
+    job: ExportJob,
+    name: str,
+    roots: list[Path],
+    video: bool,
+    audio: bool,
+    remote: JobRemotes | None,
+) -> Source:
+    """Open, probe and (for angles) index one source; its descriptor is closed on failure.
+    A remote source is read through the gateway: probed by range, its index from the MP4's
+    moov read by range (else a scan of its packets)."""
+    read: MediaLocation
+    fd: int | None = None
+    if is_remote(name):
+        read, size = _open_remote(name, remote)
+        path = Path(name)
+    else:
+        path, fd = open_source(name, roots)
+        read, size = Path(f"/proc/self/fd/{fd}"), 0
     try:
-        read = Path(f"/proc/self/fd/{fd}")
         info = probe(read, decode=video, name=name)
         if video and not info.has_video:
             raise JobError(
@@ -159,7 +234,7 @@ def _inspect(job: ExportJob, name: str, roots: list[Path], video: bool, audio: b
                 f"{name!r} has no audio stream",
                 {"source": name, "audio": job.audio.mode},
             )
-        index = scan_video(read, name=name) if video else None
+        index = _video_index(read, size, name) if video else None
         # The audio stream's own span: a file lasts as its longest stream (issue 11).
         span = scan_audio(read, name=name) if audio else None
         if index is not None and not index.packets:
@@ -167,13 +242,43 @@ def _inspect(job: ExportJob, name: str, roots: list[Path], video: bool, audio: b
                 ErrorCode.UNSUPPORTED_MEDIA, f"{name!r} has no video packets", {"source": name}
             )
     except BaseException:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
         raise
-    return Source(name, path, info, index, fd, span)
+    remote_media = read if isinstance(read, RemoteMedia) else None
+    return Source(name, path, info, index, fd, span, remote=remote_media)
 
 
-def _inspect_image(name: str, roots: list[Path]) -> Source:
+def _video_index(read: MediaLocation, size: int, name: str) -> VideoIndex:
+    """Every video packet: for a remote MP4 from its sample tables, read by range (no
+    full download); otherwise, or when they cannot be used, by demuxing every packet."""
+    if isinstance(read, RemoteMedia):
+        options = {"protocol_whitelist": REMOTE_PROTOCOLS}
+        try:
+            index = remote_video_index(read.url, size, options)
+        except Exception:
+            # The index is a shortcut: whatever stops it (a malformed moov, a read the
+            # gateway cut short: http.client.IncompleteRead, struct.error, ...), the scan
+            # below gives the demuxer's own verdict, and a read error the gateway recorded
+            # then explains the failure (kind.py).
+            index = None
+        if index is not None:
+            return index
+    return scan_video(read, name=name)
+
+
+def _inspect_image(name: str, roots: list[Path], remote: JobRemotes | None) -> Source:
     """The watermark: opened like any source, then checked as a PNG (watermark.py)."""
+    if is_remote(name):
+        media, size = _open_remote(name, remote)
+        try:
+            head = http_fetch(media.url)(0, 24) if size >= 24 else b""
+        except (OSError, http.client.HTTPException) as exc:  # the gateway's error explains it
+            raise JobError(
+                ErrorCode.SOURCE_UNREADABLE, f"{name!r} cannot be read", {"source": name}
+            ) from exc
+        info = check_image(media, size, head, name)
+        return Source(name, Path(name), info, None, None, remote=media)
     path, fd = open_source(name, roots)
     try:
         info = probe_image(fd, name)
@@ -185,6 +290,12 @@ def _inspect_image(name: str, roots: list[Path]) -> Source:
 
 def probe_image(fd: int, name: str) -> MediaInfo:
     """Check the opened file is a PNG we will overlay; its size. Raises source_unreadable."""
+    return check_image(Path(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size, os.pread(fd, 24, 0), name)
+
+
+def check_image(location: MediaLocation, size: int, head: bytes, name: str) -> MediaInfo:
+    """Check that the source (of `size` bytes, starting with `head`) is a PNG we will
+    overlay; its size. Raises source_unreadable."""
 
     def refuse(why: str) -> JobError:
         return JobError(
@@ -193,19 +304,17 @@ def probe_image(fd: int, name: str) -> MediaInfo:
             {"source": name, "allowedFormats": ["png"]},
         )
 
-    size = os.fstat(fd).st_size
     if size > MAX_IMAGE_BYTES:
         raise refuse(f"{size} bytes is over the limit of {MAX_IMAGE_BYTES}")
-    head = os.pread(fd, 24, 0)
     if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
         raise refuse("it is not a PNG image")
     # The size from the header, checked before anything is decoded (no decompression bomb).
     width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
         raise refuse(f"{width}x{height} is not within 1-{MAX_IMAGE_SIDE} pixels per side")
-    options = {"protocol_whitelist": PROTOCOLS, "format_whitelist": IMAGE_DEMUXER}
+    options = {"protocol_whitelist": reader_protocols(location), "format_whitelist": IMAGE_DEMUXER}
     try:
-        with av.open(f"file:/proc/self/fd/{fd}", format=IMAGE_DEMUXER, options=options) as c:
+        with av.open(reader_url(location), format=IMAGE_DEMUXER, options=options) as c:
             frame = next(c.decode(video=0), None)
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
         raise refuse(f"it does not decode ({type(exc).__name__})") from exc

@@ -203,7 +203,7 @@ def plan_copy(
             CopySegment(
                 piece.label,
                 piece.angle,
-                source.read_path,
+                source.location,
                 packets[head].dts,
                 packets[stop].dts if stop < len(packets) else None,
                 shift=cuts[j].time - origin - head_time,
@@ -287,7 +287,7 @@ def plan_audio(
         # the copy would end early and fail verification (issue 11).
         if span is None or span.end >= float(end + offset) - PAD_EPSILON:
             needs.append(Need("audio", master, name, offset, start, end, audio=True))
-            return AudioCopy(sources[name].read_path, start + offset, end + offset), [], needs
+            return AudioCopy(sources[name].location, start + offset, end + offset), [], needs
     if isinstance(job.audio, NoAudio):
         return None, [], needs
     graph = Graph()

@@ -20,26 +20,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 from spooler.export.models import ExportJob, Watermark
 from spooler.export.timeline import frame_index
-from spooler.mediainfo import PROTOCOLS
+from spooler.mediainfo import MediaLocation, reader_protocols, reader_url
 
 IMAGE_DEMUXER = "png_pipe"
 
 
-def image_input(path: Path) -> list[str]:
-    """Input arguments for the watermark: the PNG demuxer only, the file protocol only."""
+def image_input(path: MediaLocation) -> list[str]:
+    """Input arguments for the watermark: the PNG demuxer only, the file protocol only (a
+    remote image: http,tcp to the loopback gateway only)."""
     return [
         "-f",
         IMAGE_DEMUXER,
         "-protocol_whitelist",
-        PROTOCOLS,
+        reader_protocols(path),
         "-format_whitelist",
         IMAGE_DEMUXER,
         "-i",
-        f"file:{path}",
+        reader_url(path),
     ]
 
 

@@ -20,10 +20,13 @@ Why a gateway rather than handing ffmpeg a presigned URL:
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import socket
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -34,6 +37,11 @@ from spooler.s3.upstream import Upstream
 GATEWAY_PROTOCOLS = "http,tcp"
 # Small socket buffers keep read-ahead (bytes fetched but never used) near one chunk.
 SEND_BUFFER_BYTES = 64 * 1024
+# Recently fetched chunks, shared by every reader of a source (a job opens one 5-7 times:
+# probe, index, audio end, each command, the remux's video and audio readers, which walk
+# the same interleaved bytes side by side). Bounded, per daemon.
+CACHE_BYTES = 32 * 1024 * 1024
+FETCH_WAIT_SECONDS = 120.0  # longer than one chunk's retries take
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -53,6 +61,64 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     else:
         start, end = int(first), min(int(last), size - 1) if last else size - 1
     return (start, end) if start <= end and start < size else None
+
+
+class ChunkCache:
+    """Chunks of opened sources (token, chunk number) -> bytes, least recently used out
+    first, at most `limit` bytes. A token is one pinned version of an object, so a cached
+    chunk is always the bytes the job's ETag names."""
+
+    def __init__(self, limit: int = CACHE_BYTES) -> None:
+        self.limit = limit
+        self._chunks: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, int], threading.Event] = {}
+
+    def get_or_fetch(self, key: tuple[str, int], fetch: Callable[[], bytes]) -> bytes:
+        """The cached chunk, else `fetch()` it once: readers walking the same bytes side
+        by side (an angle's video and its audio) wait for one fetch instead of making two.
+        If that fetch fails, each waiting reader fetches for itself (and meets the error)."""
+        with self._lock:
+            data = self._chunks.get(key)
+            if data is not None:
+                self._chunks.move_to_end(key)
+                return data
+            pending = self._pending.get(key)
+            if pending is None:
+                self._pending[key] = threading.Event()
+        if pending is not None:
+            pending.wait(FETCH_WAIT_SECONDS)
+            return self.get(key) or fetch()
+        try:
+            data = fetch()
+            self.put(key, data)
+            return data
+        finally:
+            with self._lock:
+                self._pending.pop(key).set()
+
+    def get(self, key: tuple[str, int]) -> bytes | None:
+        with self._lock:
+            data = self._chunks.get(key)
+            if data is not None:
+                self._chunks.move_to_end(key)
+            return data
+
+    def put(self, key: tuple[str, int], data: bytes) -> None:
+        with self._lock:
+            old = self._chunks.pop(key, None)
+            self._bytes -= len(old) if old is not None else 0
+            self._chunks[key] = data
+            self._bytes += len(data)
+            while self._bytes > self.limit and self._chunks:
+                _, dropped = self._chunks.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def drop(self, token: str) -> None:
+        with self._lock:
+            for key in [k for k in self._chunks if k[0] == token]:
+                self._bytes -= len(self._chunks.pop(key))
 
 
 @dataclass
@@ -79,8 +145,9 @@ class GatewaySource:
 class SourceGateway:
     """One per daemon; sources are opened per job and closed when the job ends."""
 
-    def __init__(self, chunk_bytes: int = 256 * 1024) -> None:
+    def __init__(self, chunk_bytes: int = 256 * 1024, cache_bytes: int = CACHE_BYTES) -> None:
         self.chunk_bytes = chunk_bytes
+        self.cache = ChunkCache(cache_bytes)
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         gateway = self
@@ -119,6 +186,7 @@ class SourceGateway:
     def close(self, source: GatewaySource) -> None:
         with self._lock:
             self._entries.pop(source.token, None)
+        self.cache.drop(source.token)
 
     def shutdown(self) -> None:
         self._server.shutdown()
@@ -147,7 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(body=True)
 
     def _serve(self, *, body: bool) -> None:
-        entry = self.owner._entry(self.path.lstrip("/"))
+        token = self.path.lstrip("/")
+        entry = self.owner._entry(token)
         if entry is None:
             self._empty(404)
             return
@@ -164,29 +233,47 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end}/{entry.size}")
         self.end_headers()
         if body:
-            self._stream(entry, start, end)
+            self._stream(token, entry, start, end)
 
-    def _stream(self, entry: _Entry, start: int, end: int) -> None:
+    def _stream(self, token: str, entry: _Entry, start: int, end: int) -> None:
         """Fetch and send one chunk at a time: a reader that seeks away (closes) stops the
-        fetching, so at most a chunk plus the socket buffer is read ahead."""
-        position = start
+        fetching, so at most a chunk plus the socket buffer is read ahead. Chunks are
+        aligned (chunk n is bytes [n * chunk, (n + 1) * chunk)) and cached, so readers of
+        the same bytes share one fetch; a read smaller than a chunk that stops before the
+        end of the object, and whose chunk is not cached, fetches just its bytes."""
+        size, position = self.owner.chunk_bytes, start
         while position <= end:
-            last = min(end, position + self.owner.chunk_bytes - 1)
+            number = position // size
+            first = number * size
+            last = min(entry.size - 1, first + size - 1)
+            data = self.owner.cache.get((token, number))
             try:
-                data = entry.upstream.read(position, last, entry.etag)
+                if data is None and end - position + 1 < size and end < entry.size - 1:
+                    # A small bounded read (the index's keyframe prefixes): just its bytes.
+                    data, first = self._fetch(entry, position, end), position
+                elif data is None:
+                    data = self.owner.cache.get_or_fetch(
+                        (token, number), functools.partial(self._fetch, entry, first, last)
+                    )
             except JobError as exc:
                 with entry.lock:
                     entry.error = entry.error or exc
                 self.close_connection = True  # a short body: the reader sees an error
                 return
-            with entry.lock:
-                entry.fetched += len(data)
+            piece = data[position - first : end - first + 1]
             try:
-                self.wfile.write(data)
+                self.wfile.write(piece)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
                 return
-            position = last + 1
+            position += len(piece)
+
+    @staticmethod
+    def _fetch(entry: _Entry, start: int, end: int) -> bytes:
+        data = entry.upstream.read(start, end, entry.etag)
+        with entry.lock:
+            entry.fetched += len(data)
+        return data
 
     def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)

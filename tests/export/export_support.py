@@ -16,6 +16,7 @@ from typing import Any
 from spooler.config import Settings
 from spooler.ffmpeg import FfmpegResult, Limits, run_ffmpeg
 from spooler.jobkind import Step
+from spooler.s3.remotes import RemoteSources
 from spooler.status import OutputInfo
 
 
@@ -35,6 +36,7 @@ class FakeContext:
     progress: list[float] = field(default_factory=list)
     reported: list[tuple[str, float]] = field(default_factory=list)  # in-process steps
     log: io.StringIO = field(default_factory=io.StringIO)
+    remote_sources: RemoteSources = field(default_factory=RemoteSources)
 
     def declare_outputs(self, names: list[str]) -> None:
         self.planned_outputs = names

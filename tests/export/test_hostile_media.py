@@ -215,7 +215,7 @@ def test_a_link_to_a_name_with_a_newline_is_refused(
         ("concat:cam1.mp4|cam1.mp4", "angles[1].source"),
         ("subfile:,,start,0,end,0,,:cam1.mp4", "angles[1].source"),
         ("file:/etc/passwd", "angles[1].source"),
-        ("http://127.0.0.1:1/x.mp4", "angles[1].source"),
+        ("http://user@127.0.0.1:1/x.mp4", "angles[1].source"),
         ("../outside/canary.txt", "angles[1].source"),
         ("/etc/passwd", "angles[1].source"),
     ],
@@ -227,6 +227,19 @@ def test_hostile_names_are_rejected_by_validation(
     assert error is not None and error.code is ErrorCode.INVALID_JOB
     assert error.details["errors"][0]["path"] == path
     assert error.details["errors"][0]["code"] == "source_path"
+    assert ctx.commands == []
+
+
+@pytest.mark.parametrize(
+    "name", ["http://127.0.0.1:1/x.mp4", "https://example.com/x.mp4?sig=1", "s3://media/x.mp4"]
+)
+def test_remote_names_are_refused_before_any_read_by_default(
+    site: Site, tmp_path: Path, ffmpeg: str, name: str
+) -> None:
+    # A remote source has a valid shape, but the shipped settings allow no remote source
+    ctx, error = run(site, tmp_path / "job", ffmpeg, export_job(name))
+    assert error is not None and error.code is ErrorCode.SOURCE_NOT_ALLOWED
+    assert "s3.allowed_url_hosts" in error.message and "sig=1" not in error.message
     assert ctx.commands == []
 
 
@@ -341,8 +354,8 @@ def test_a_swap_after_validation_does_not_change_what_ffmpeg_reads(
     # Given a job whose source is swapped for a link to the canary right after probing
     original = sources_module.inspect_sources
 
-    def inspect_then_swap(job: ExportJob, roots: list[Path], used: set[str]) -> Any:
-        found = original(job, roots, used)
+    def inspect_then_swap(job: ExportJob, roots: list[Path], used: set[str], *more: Any) -> Any:
+        found = original(job, roots, used, *more)
         victim = site.root / "cam1.mp4"
         victim.rename(site.root / "moved.mp4")
         victim.symlink_to(site.canary)

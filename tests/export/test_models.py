@@ -120,10 +120,22 @@ def test_switches_form_parses() -> None:
             id="protocol-source",
         ),
         pytest.param(
-            edited(angles__0__source="https://x/a.mp4"),
+            edited(angles__0__source="https://user@x/a.mp4"),
             "source_path",
             "angles[0].source",
-            id="url-source",
+            id="url-with-user-info",
+        ),
+        pytest.param(
+            edited(angles__0__source="s3://Bad_Bucket/a.mp4"),
+            "source_path",
+            "angles[0].source",
+            id="s3-bad-bucket",
+        ),
+        pytest.param(
+            edited(angles__0__source="ftp://x/a.mp4"),
+            "source_path",
+            "angles[0].source",
+            id="other-protocol",
         ),
         pytest.param(
             edited(angles__0__source="a\\b.mp4"),

@@ -34,8 +34,8 @@ export const jobSchema: Record<string, unknown> = {
           "type": "string"
         },
         "source": {
-          "description": "Path relative to a media root.",
-          "maxLength": 1024,
+          "description": "Path relative to a media root, or an allowed remote source (docs/s3.md).",
+          "maxLength": 4096,
           "title": "Source",
           "type": "string"
         },
@@ -487,7 +487,8 @@ export const jobSchema: Record<string, unknown> = {
           "type": "number"
         },
         "source": {
-          "maxLength": 1024,
+          "description": "A path relative to a media root (at most 1024 characters), or a remote source: s3://bucket/key or an https:// (presigned) URL, allowed by the operator's s3 settings (docs/s3.md).",
+          "maxLength": 4096,
           "title": "Source",
           "type": "string"
         },
@@ -931,7 +932,7 @@ export const jobSchema: Record<string, unknown> = {
         },
         "source": {
           "description": "Path relative to a media root.",
-          "maxLength": 1024,
+          "maxLength": 4096,
           "title": "Source",
           "type": "string"
         },
@@ -1244,7 +1245,7 @@ export const jobSchema: Record<string, unknown> = {
         },
         "source": {
           "description": "Path relative to a media root.",
-          "maxLength": 1024,
+          "maxLength": 4096,
           "title": "Source",
           "type": "string"
         }
@@ -1599,7 +1600,8 @@ export const jobSchema: Record<string, unknown> = {
         "image": {
           "anyOf": [
             {
-              "maxLength": 1024,
+              "description": "A path relative to a media root (at most 1024 characters), or a remote source: s3://bucket/key or an https:// (presigned) URL, allowed by the operator's s3 settings (docs/s3.md).",
+              "maxLength": 4096,
               "type": "string"
             },
             {
@@ -1607,7 +1609,7 @@ export const jobSchema: Record<string, unknown> = {
             }
           ],
           "default": null,
-          "description": "Path of a PNG relative to a media root.",
+          "description": "Path of a PNG relative to a media root, or an allowed remote source.",
           "title": "Image"
         },
         "margin": {

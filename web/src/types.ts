@@ -217,7 +217,7 @@ export interface Angle {
    */
   id: string;
   /**
-   * Path relative to a media root.
+   * Path relative to a media root, or an allowed remote source (docs/s3.md).
    */
   source: string;
   /**
@@ -272,6 +272,9 @@ export interface ExternalAudio {
    * Source time at timeline 0.
    */
   offset?: number;
+  /**
+   * A path relative to a media root (at most 1024 characters), or a remote source: s3://bucket/key or an https:// (presigned) URL, allowed by the operator's s3 settings (docs/s3.md).
+   */
   source: string;
   /**
    * original: `source` is a media file under a media root. proxy: `source` is a proxy's path under the derived-media root (as its manifest names it); the export reads the original that the proxy's manifest names, and the preflight says so.
@@ -471,7 +474,7 @@ export interface Watermark {
    */
   end?: number | null;
   /**
-   * Path of a PNG relative to a media root.
+   * Path of a PNG relative to a media root, or an allowed remote source.
    */
   image?: string | null;
   /**
