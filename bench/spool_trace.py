@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -281,7 +280,10 @@ def analyse(events: list[list[Any]], ids: list[str]) -> dict[str, Any]:
             for k in sorted(totals, key=lambda k: -totals[k])
         },
         "ms_per_job": {
-            k: {"median": round(statistics.median(v) * 1e3, 2), "mean": round(statistics.fmean(v) * 1e3, 2)}
+            k: {
+                "median": round(statistics.median(v) * 1e3, 2),
+                "mean": round(statistics.fmean(v) * 1e3, 2),
+            }
             for k, v in phases.items()
         },
         "counts_per_job": {k: round(statistics.fmean(v), 2) for k, v in counts.items()},
@@ -291,13 +293,10 @@ def analyse(events: list[list[Any]], ids: list[str]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--daemon":
-        run_daemon(Path(sys.argv[2]))
-        return 0
+def one_run(root: Path, jobs: int, extra: dict[str, str]) -> dict[str, Any]:
+    """One daemon, one burst of `jobs`, traced; then the same commands in a shell loop."""
     from spool_bench import (
         FINAL_STATES,
-        RESULTS_DIR,
         TRIVIAL_JOB,
         Daemon,
         argv_from_job_log,
@@ -309,82 +308,146 @@ def main(argv: list[str] | None = None) -> int:
         run_one,
     )
 
+    root.mkdir(parents=True)
+    trace = root / "trace.json"
+    spool = root / "spool"
+    result: dict[str, Any] = {"load_before": load_average()}
+
+    class TracedDaemon(Daemon):
+        def start(self, ready_timeout: float = 60.0) -> None:
+            import spool_bench
+
+            original = spool_bench.spooler_command
+            spool_bench.spooler_command = lambda: [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--daemon",
+                str(trace),
+            ]
+            try:
+                super().start(ready_timeout)
+            finally:
+                spool_bench.spooler_command = original
+
+    daemon = TracedDaemon(spool, {"SPOOLER_MAX_JOBS": "1", **extra})
+    try:
+        daemon.start()
+        run_one(spool, "warmup")
+        cpu0, split0 = cpu_seconds(daemon.pid), cpu_by_thread(daemon.pid)
+        ids = [f"burst-{i:05d}" for i in range(jobs)]
+        payload = json.dumps(TRIVIAL_JOB).encode()
+        for job_id in ids:
+            (spool / "inbox" / f".tmp-{job_id}").write_bytes(payload)
+        t0 = time.time()
+        for job_id in ids:
+            os.rename(spool / "inbox" / f".tmp-{job_id}", spool / "inbox" / f"{job_id}.json")
+        pending = list(ids)
+        while pending:
+            status = read_json(spool / "jobs" / pending[0] / "status.json")
+            if status is not None and status.get("state") in FINAL_STATES:
+                pending.pop(0)
+            else:
+                time.sleep(0.02)
+        cpu1, split1 = cpu_seconds(daemon.pid), cpu_by_thread(daemon.pid)
+    finally:
+        daemon.stop()
+    statuses = [read_json(spool / "jobs" / j / "status.json") or {} for j in ids]
+    bad = [s.get("state") for s in statuses if s.get("state") != "succeeded"]
+    if bad:
+        raise RuntimeError(f"jobs did not succeed: {bad[:5]}")
+    t_end = max(parse_ts(s["finishedAt"]) for s in statuses)
+    argvs = [argv_from_job_log(spool / "jobs" / j / "job.log") for j in ids]
+    loop_times0 = os.times()
+    loop = bench_shell_loop(root, argvs)
+    loop_times1 = os.times()
+    loop_cpu = (loop_times1.children_user + loop_times1.children_system) - (
+        loop_times0.children_user + loop_times0.children_system
+    )
+    n = jobs
+    result |= {
+        "daemon_env": extra,
+        "daemon_wall_s": round(t_end - t0, 3),
+        "loop_wall_s": loop["loop_seconds"],
+        "wall_ratio": round((t_end - t0) / loop["loop_seconds"], 3),
+        "extra_wall_ms_per_job": round(((t_end - t0) - loop["loop_seconds"]) / n * 1e3, 1),
+        "daemon_cpu_ms_per_job": round((cpu1 - cpu0) / n * 1e3, 2),
+        "loop_cpu_ms_per_job (bash + ffmpeg)": round(loop_cpu / n * 1e3, 2),
+        "daemon_cpu_ms_per_job_by_part": {
+            k: round((v - split0.get(k, 0.0)) / n * 1e3, 2)
+            for k, v in split1.items()
+            if v - split0.get(k, 0.0) > 0
+        },
+        "load_after": load_average(),
+    }
+    result["trace"] = analyse(json.loads(trace.read_text()), ids)
+    return result
+
+
+SUMMARY_KEYS = ("wall_ratio", "extra_wall_ms_per_job", "daemon_cpu_ms_per_job")
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the runs of one design: the headline figures and each phase."""
+    out: dict[str, Any] = {k: round(statistics.median(r[k] for r in runs), 3) for k in SUMMARY_KEYS}
+    out["load"] = [r["load_before"] for r in runs]
+    phases = runs[0]["trace"]["ms_per_job"]
+    out["phase_mean_ms"] = {
+        p: round(statistics.median(r["trace"]["ms_per_job"][p]["mean"] for r in runs), 2)
+        for p in phases
+        if all(p in r["trace"]["ms_per_job"] for r in runs)
+    }
+    out["counts_per_job"] = runs[0]["trace"]["counts_per_job"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--daemon":
+        run_daemon(Path(sys.argv[2]))
+        return 0
+    from spool_bench import RESULTS_DIR
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the daemon")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another design: the spooler package found in DIR (PYTHONPATH), e.g. an "
+        "earlier commit's `git archive <rev> spooler | tar -x -C DIR`; runs alternate",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each design")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "spool_trace.json")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="spool-trace-"))
-    trace = root / "trace.json"
-    result: dict[str, Any] = {"jobs": args.jobs, "load_before": load_average()}
     extra = dict(e.split("=", 1) for e in args.env)
+    designs = {"this tree": extra} | {
+        name: extra | {"PYTHONPATH": str(Path(path).resolve())}
+        for name, path in (c.split("=", 1) for c in args.compare)
+    }
+    root = Path(tempfile.mkdtemp(prefix="spool-trace-"))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in designs}
     try:
-        spool = root / "spool"
-
-        class TracedDaemon(Daemon):
-            def start(self, ready_timeout: float = 60.0) -> None:
-                import spool_bench
-
-                original = spool_bench.spooler_command
-                spool_bench.spooler_command = lambda: [
-                    sys.executable, str(Path(__file__).resolve()), "--daemon", str(trace)
-                ]
-                try:
-                    super().start(ready_timeout)
-                finally:
-                    spool_bench.spooler_command = original
-
-        daemon = TracedDaemon(spool, {"SPOOLER_MAX_JOBS": "1", **extra})
-        try:
-            daemon.start()
-            run_one(spool, "warmup")
-            cpu0, split0 = cpu_seconds(daemon.pid), cpu_by_thread(daemon.pid)
-            ids = [f"burst-{i:05d}" for i in range(args.jobs)]
-            payload = json.dumps(TRIVIAL_JOB).encode()
-            for job_id in ids:
-                (spool / "inbox" / f".tmp-{job_id}").write_bytes(payload)
-            t0 = time.time()
-            for job_id in ids:
-                os.rename(spool / "inbox" / f".tmp-{job_id}", spool / "inbox" / f"{job_id}.json")
-            pending = list(ids)
-            while pending:
-                status = read_json(spool / "jobs" / pending[0] / "status.json")
-                if status is not None and status.get("state") in FINAL_STATES:
-                    pending.pop(0)
-                else:
-                    time.sleep(0.02)
-            cpu1, split1 = cpu_seconds(daemon.pid), cpu_by_thread(daemon.pid)
-        finally:
-            daemon.stop()
-        statuses = [read_json(spool / "jobs" / j / "status.json") or {} for j in ids]
-        bad = [s.get("state") for s in statuses if s.get("state") != "succeeded"]
-        if bad:
-            raise RuntimeError(f"jobs did not succeed: {bad[:5]}")
-        t_end = max(parse_ts(s["finishedAt"]) for s in statuses)
-        argvs = [argv_from_job_log(spool / "jobs" / j / "job.log") for j in ids]
-        loop = bench_shell_loop(root, argvs)
-        n = args.jobs
-        result |= {
-            "daemon_env": extra,
-            "daemon_wall_s": round(t_end - t0, 3),
-            "loop_wall_s": loop["loop_seconds"],
-            "wall_ratio": round((t_end - t0) / loop["loop_seconds"], 3),
-            "extra_wall_ms_per_job": round(((t_end - t0) - loop["loop_seconds"]) / n * 1e3, 1),
-            "daemon_cpu_ms_per_job (ffmpeg excluded)": round((cpu1 - cpu0) / n * 1e3, 2),
-            "daemon_cpu_ms_per_job_by_part": {
-                k: round((v - split0.get(k, 0.0)) / n * 1e3, 2) for k, v in split1.items()
-                if v - split0.get(k, 0.0) > 0
-            },
-            "load_after": load_average(),
-        }
-        result["trace"] = analyse(json.loads(trace.read_text()), ids)
+        for round_no in range(args.rounds):
+            order = list(designs)
+            if round_no % 2:
+                order.reverse()  # alternate who goes first
+            for name in order:
+                label = f"{round_no}-{name.replace(' ', '_')}"
+                runs[name].append(one_run(root / label, args.jobs, designs[name]))
     finally:
         if args.keep:
             print(f"kept {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(result, indent=2))
+    result = {
+        "jobs": args.jobs,
+        "rounds": args.rounds,
+        "summary": {name: summarize(r) for name, r in runs.items()},
+        "runs": runs,
+    }
+    print(json.dumps(result["summary"], indent=2))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     return 0

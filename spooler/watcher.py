@@ -2,9 +2,10 @@
 which rescans. A periodic rescan (in the daemon) is the source of truth.
 
 Traps handled here: an atomic writer's rename arrives as a *moved* event (so no event that
-can bring something in is filtered out: only those that cannot, `QUIET_EVENTS`); an exception in a handler kills watchdog's dispatcher thread
-silently (`healthy()` notices a dead observer so the daemon restarts it and rescans);
-inotify cannot see writes from other hosts over NFS/SMB (use watch_mode "polling").
+can bring something in is filtered out: only those that cannot, `QUIET_EVENTS`); an
+exception in a handler kills watchdog's dispatcher thread silently (`healthy()` notices a
+dead observer so the daemon restarts it and rescans); inotify cannot see writes from other
+hosts over NFS/SMB (use watch_mode "polling").
 """
 
 from __future__ import annotations

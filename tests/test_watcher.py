@@ -23,7 +23,9 @@ def woke(wake: threading.Event, action: Callable[[], object], within: float) -> 
 
 
 @pytest.fixture(params=["inotify", "polling"])
-def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, threading.Event]]:
+def watched(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Path, threading.Event]]:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     wake = threading.Event()
