@@ -51,12 +51,12 @@ from spool_bench import (
 # (phase, function names any of which in a stack puts the sample there), first match wins,
 # searched from the innermost frame outwards. py-spy names frames "Class.method (file:line)".
 PHASES: list[tuple[str, tuple[str, ...]]] = [
-    ("ffmpeg spawn (fork+exec)", ("Popen.__init__",)),
-    ("ffmpeg running (waiting for its exit)", ("_ExitWatch.wait",)),
+    ("ffmpeg spawn (fork+exec)", ("Popen.__init__", "Spawner.spawn")),
+    ("publish (fsync, journal, rename)", ("RunContext.publish",)),
+    ("status writes", ("Reporter.write",)),  # progress too, written while ffmpeg runs
+    ("ffmpeg running (waiting for its exit)", ("_ExitWatch.wait", "_Pipes.read")),
     ("ffmpeg pipes and reader threads", ("Thread.join", "run_ffmpeg")),
     ("output verification (PyAV)", ("verify_media",)),
-    ("publish (fsync + rename)", ("LocalOutputStore.make_durable", "LocalOutputStore.commit")),
-    ("status writes", ("Reporter.write",)),
     ("claim + establish", ("InboxIntake.take",)),
     ("reap, slots, start", ("Daemon.step",)),
     ("idle wait", ("Event.wait",)),

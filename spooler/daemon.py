@@ -181,7 +181,8 @@ class Daemon:
         now = clocks.monotonic
         woke = self.wake.is_set()
         self.wake.clear()
-        self.pool.reap(clocks, stopping=bool(self._stop_requests))
+        if self.pool.reap(clocks, stopping=bool(self._stop_requests)):
+            woke = True  # a slot is free: take from the intake in this turn
         if self._reload_requested:
             self._reload_requested = False
             self._guarded(self._reload, clocks)

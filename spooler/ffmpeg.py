@@ -3,6 +3,7 @@ and stop it (one SIGTERM to the group, a grace period, SIGKILL, always reaped)."
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
 import ctypes
@@ -11,7 +12,6 @@ import select
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,20 +173,15 @@ def run_ffmpeg(
     log.flush()
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
     state = _Progress(last_advance=time.monotonic())
-    lock = threading.Lock()
 
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            with lock:
-                tail.append(line)
-                log.write(line + "\n")
-                log.flush()
+    def on_stderr(lines: list[str]) -> None:
+        for line in lines:
+            tail.append(line)
+            log.write(line + "\n")
+        log.flush()
 
-    def read_progress() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+    def on_stdout(lines: list[str]) -> None:
+        for line in lines:
             parsed = parse_progress_line(line)
             if parsed is None:
                 continue
@@ -201,12 +196,11 @@ def run_ffmpeg(
                 with contextlib.suppress(ValueError):
                     state.speed = float(value[:-1])
 
-    readers = [
-        threading.Thread(target=read_stderr, daemon=True),
-        threading.Thread(target=read_progress, daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
+    # Both pipes are read here, in the job's own thread (no reader threads: starting and
+    # joining two threads per ffmpeg, and each line's hand-over, cost milliseconds a job
+    # on a busy machine), and their end of file is the first sign that ffmpeg exited.
+    assert proc.stdout is not None and proc.stderr is not None
+    pipes = _Pipes({proc.stdout.fileno(): on_stdout, proc.stderr.fileno(): on_stderr})
     reason: JobError | None = None
     exit_watch = _ExitWatch(proc)
     try:
@@ -227,27 +221,72 @@ def run_ffmpeg(
                 log.write(f"# stopping ffmpeg: {reason.message}\n")
                 stop_process_group(proc, limits.kill_grace_seconds)
                 break
-            exit_watch.wait(poll_seconds)
+            if pipes.open:
+                pipes.read(poll_seconds)
+            else:
+                exit_watch.wait(poll_seconds)
     except BaseException:
         stop_process_group(proc, limits.kill_grace_seconds)
         raise
     finally:
         if proc.poll() is None:
             stop_process_group(proc, limits.kill_grace_seconds)
-        for reader in readers:
-            reader.join(timeout=5)
+        pipes.drain(timeout=5.0)  # what ffmpeg wrote before it exited
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
         exit_watch.close()
     if reason is not None:
         raise reason
-    with lock:
-        lines = list(tail)
+    lines = list(tail)
     code = proc.wait()  # already exited: the code at once
     if code != 0:
         raise _classify_failure(code, lines)
     return FfmpegResult(code, lines, state.media_time)
+
+
+class _Pipes:
+    """ffmpeg's stdout and stderr, read without blocking and handed over in whole lines."""
+
+    def __init__(self, handlers: dict[int, Callable[[list[str]], None]]) -> None:
+        self._handlers = handlers
+        self._partial = {fd: "" for fd in handlers}
+        self._decoders = {
+            fd: codecs.getincrementaldecoder("utf-8")(errors="replace") for fd in handlers
+        }
+        self._poll = select.poll()
+        for fd in handlers:
+            self._poll.register(fd, select.POLLIN)
+
+    @property
+    def open(self) -> bool:
+        return bool(self._handlers)
+
+    def read(self, timeout: float) -> None:
+        """Wait up to `timeout` for output; hand over the complete lines that came."""
+        for fd, _events in self._poll.poll(timeout * 1000):
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            final = not chunk
+            text = self._partial[fd] + self._decoders[fd].decode(chunk, final=final)
+            *lines, self._partial[fd] = text.split("\n")
+            if final and self._partial[fd]:
+                lines.append(self._partial[fd])
+            handler = self._handlers[fd]
+            if final:
+                self._poll.unregister(fd)
+                del self._handlers[fd]
+            if lines:
+                handler(lines)
+
+    def drain(self, timeout: float) -> None:
+        """Read to the end of both pipes, for at most `timeout` (a process that kept a copy
+        of them open must not hold the job forever)."""
+        deadline = time.monotonic() + timeout
+        while self._handlers and (left := deadline - time.monotonic()) > 0:
+            self.read(left)
 
 
 def _start(argv: list[str], nice: int, pass_fds: tuple[int, ...]) -> Process:

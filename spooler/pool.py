@@ -70,14 +70,17 @@ class JobPool:
         self.done.put(handle)
         self.wake.set()
 
-    def reap(self, clocks: Clocks, *, stopping: bool) -> None:
+    def reap(self, clocks: Clocks, *, stopping: bool) -> bool:
         """Take back finished attempts: a retry waits (or is released when stopping), a
-        final job is remembered, a job another worker took over is forgotten."""
+        final job is remembered, a job another worker took over is forgotten. True if a
+        slot was freed: the caller's turn goes on to fill it (no second turn for that)."""
+        reaped = False
         while True:
             try:
                 handle = self.done.get_nowait()
             except queue.Empty:
-                return
+                return reaped
+            reaped = True
             if handle.thread is not None:
                 handle.thread.join()
             self.table.running.pop(handle.job_id, None)
@@ -95,7 +98,6 @@ class JobPool:
                     self.table.waiting[handle.job_id] = handle
             else:
                 self.table.remember_final(handle.status)
-            self.wake.set()
 
     def start_waiting(self, clocks: Clocks) -> None:
         """Retries and jobs taken over, highest priority first, as slots allow."""

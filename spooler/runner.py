@@ -99,6 +99,7 @@ class RunContext:
         self._tracker = ProgressTracker()
         self._tracker.started_at = time.monotonic()
         self._last_write = 0.0
+        self._last_written: tuple[str, float] | None = None  # (step, progress)
         self._current_step: str | None = None
 
     # -- status helpers -------------------------------------------------------------------
@@ -127,7 +128,9 @@ class RunContext:
             now = time.monotonic()
             if now - self._last_write < self.settings.status_interval_seconds and fraction < 1.0:
                 return
-            self._last_write = now
+            if (step, overall) == self._last_written and fraction >= 1.0:
+                return  # the end of a step, already written (ffmpeg's last progress line)
+            self._last_write, self._last_written = now, (step, overall)
             update = progress_update(
                 self._handle.status,
                 now=utcnow(),
@@ -144,7 +147,10 @@ class RunContext:
         self._tracker.declare({s.name: s.weight for s in steps})
 
     def declare_outputs(self, names: list[str]) -> None:
-        self._annotate(planned_outputs=names)
+        # Written with the next status write (progress, the first publish's journal, or the
+        # final status), not on its own: protocol.md asks for it before the first publish.
+        with self._lock:
+            self._handle.status = annotate(self._handle.status, now=utcnow(), planned_outputs=names)
 
     def run_ffmpeg(
         self,

@@ -34,6 +34,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import IO, Any
 
 MAX_FDS = 64
@@ -76,6 +78,7 @@ class Spawner:
         self._helper: subprocess.Popen[bytes] | None = None
         self._next_id = 0
         self._broken = False
+        self._reading = False  # a thread is reading the helper's messages
 
     def _start(self) -> socket.socket | None:
         if self._sock is not None or self._broken:
@@ -97,46 +100,79 @@ class Spawner:
         finally:
             theirs.close()
         self._sock = ours
-        threading.Thread(target=self._read, name="spawn-helper", daemon=True).start()
         return ours
 
-    def _read(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                data = self._sock.recv(MAX_MESSAGE)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            msg = json.loads(data)
-            with self._exited:
+    def _wait_for(self, ready: Callable[[], bool], timeout: float | None) -> None:
+        """Wait until `ready()` (checked under `_exited`), the helper is gone, or `timeout`.
+
+        No reader thread: a waiting thread reads the helper's messages itself while no
+        other thread does (the others wait on the condition), so a reply or an exit
+        reaches the thread that wants it without a hand-over through a third thread (each
+        hand-over cost a scheduling delay, milliseconds a job on a busy machine)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._exited:
+            while not ready() and not self._broken:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if self._reading:
+                    if left == 0.0:
+                        return
+                    self._exited.wait(left)
+                    continue
+                self._reading = True
+                self._exited.release()
+                try:
+                    data = self._receive(left)
+                finally:
+                    self._exited.acquire()
+                    self._reading = False
+                    self._exited.notify_all()  # another waiter may read now
+                if data is None:
+                    if left == 0.0:
+                        return
+                    continue
+                if not data:
+                    # The helper died: its children got SIGKILL (parent-death signal).
+                    # Report them killed, and start ffmpeg the plain way from now on.
+                    self._broken = True
+                    return
+                msg = json.loads(data)
                 if "exit" in msg:
                     self._codes[int(msg["exit"])] = int(msg["code"])
                 else:
                     self._replies[int(msg["id"])] = msg
-                self._exited.notify_all()
-        # The helper died: its children got SIGKILL (parent-death signal). Report them
-        # killed, and start ffmpeg the plain way from now on.
-        with self._exited:
-            self._broken = True
-            self._exited.notify_all()
+
+    def _receive(self, timeout: float | None) -> bytes | None:
+        """One message from the helper; None if none came within `timeout`; b"" at its
+        end (or when the socket was closed under us)."""
+        sock = self._sock
+        if sock is None:
+            return b""
+        try:
+            waiting = select.poll()
+            waiting.register(sock.fileno(), select.POLLIN)
+            if not waiting.poll(None if timeout is None else timeout * 1000):
+                return None
+            return sock.recv(MAX_MESSAGE)
+        except (OSError, ValueError):
+            return b""
 
     def close(self) -> None:
         """Stop the helper (it kills what it started) and wait for it."""
         with self._lock:
             self._broken = True
             if self._sock is not None:
-                # shutdown, not just close: our reader thread still holds the socket.
+                # shutdown, not just close: a waiting thread may be reading the socket.
                 with contextlib.suppress(OSError):
                     self._sock.shutdown(socket.SHUT_RDWR)
                 self._sock.close()
             if self._helper is not None:
                 self._helper.wait()
+        with self._exited:
+            self._exited.notify_all()
 
     def exit_code(self, pid: int, timeout: float | None) -> int | None:
+        self._wait_for(lambda: pid in self._codes, timeout)
         with self._exited:
-            self._exited.wait_for(lambda: pid in self._codes or self._broken, timeout)
             if pid in self._codes:
                 return self._codes.pop(pid)
             return -signal.SIGKILL if self._broken else None
@@ -172,8 +208,8 @@ class Spawner:
             finally:
                 for fd in (devnull, out_w, err_w):
                     os.close(fd)
+        self._wait_for(lambda: request_id in self._replies, None)
         with self._exited:
-            self._exited.wait_for(lambda: request_id in self._replies or self._broken)
             reply = self._replies.pop(request_id, None)
         if reply is None or "pid" not in reply:
             os.close(out_r)

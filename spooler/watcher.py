@@ -1,10 +1,11 @@
-"""Inbox watching with watchdog, as hints only: every event just wakes the daemon loop,
+"""Inbox watching with watchdog, as hints only: an event just wakes the daemon loop,
 which rescans. A periodic rescan (in the daemon) is the source of truth.
 
-Traps handled here: an atomic writer's rename arrives as a *moved* event (we do not filter
-by event type at all); an exception in a handler kills watchdog's dispatcher thread
-silently (`healthy()` notices a dead observer so the daemon restarts it and rescans);
-inotify cannot see writes from other hosts over NFS/SMB (use watch_mode "polling").
+Traps handled here: an atomic writer's rename arrives as a *moved* event (so no event that
+can bring something in is filtered out: only those that cannot, `QUIET_EVENTS`); an
+exception in a handler kills watchdog's dispatcher thread silently (`healthy()` notices a
+dead observer so the daemon restarts it and rescans); inotify cannot see writes from other
+hosts over NFS/SMB (use watch_mode "polling").
 """
 
 from __future__ import annotations
@@ -36,6 +37,20 @@ def _no_move_pairing_delay() -> None:
     InotifyMoveEventGrouper.delay = 0.0
 
 
+# Events that cannot mean new work, so they do not wake the loop: a file opened or closed
+# unwritten (the loop's own readiness probes and priority reads: each woke the loop for
+# another pass, which probed again, for as long as a burst of files was settling), a file
+# deleted or moved out (every claim moves one out), and the inbox folder's own "modified"
+# (it comes with one of the file events above or below).
+QUIET_EVENTS = frozenset({"opened", "closed_no_write", "deleted"})
+
+
+def wakes(event: FileSystemEvent) -> bool:
+    if event.event_type in QUIET_EVENTS:
+        return False
+    return not (event.is_directory and event.event_type == "modified")
+
+
 class _WakeHandler(FileSystemEventHandler):
     def __init__(self, wake: threading.Event) -> None:
         self._wake = wake
@@ -51,7 +66,8 @@ class _WakeHandler(FileSystemEventHandler):
             self._crash_after = None  # only the first observer crashes
             os.environ.pop("SPOOLER_FAULT_OBSERVER_CRASH_AFTER", None)
             raise RuntimeError("injected observer fault")
-        self._wake.set()
+        if wakes(event):
+            self._wake.set()
 
 
 class InboxWatcher:

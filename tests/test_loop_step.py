@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +20,8 @@ from support import tiny_job
 from spooler.clock import Clocks
 from spooler.config import Settings
 from spooler.daemon import Daemon
+from spooler.fsutil import leases_work, open_for_writing_elsewhere
+from spooler.intake.inbox import InboxIntake
 from spooler.loader import load_job
 from spooler.runner import JobHandle
 from spooler.spool import ensure_layout, read_status
@@ -150,6 +155,45 @@ def test_an_inbox_file_is_claimed_only_once_it_has_settled(daemon: Daemon) -> No
     assert not inbox_file.exists()
     status = read_status(daemon.layout, "fresh")
     assert status is not None and status.state is State.CANCELLED
+
+
+def test_a_file_found_ready_earlier_is_not_claimed_while_a_writer_has_it_open(
+    tmp_path: Path,
+) -> None:
+    """Readiness is remembered between passes (no probe of every waiting file on every
+    pass), but a file found complete before it settled is asked again right before its
+    claim: a writer that opened it again in between keeps it in the inbox."""
+    settings = Settings(
+        spool_dir=tmp_path / "spool", media_roots=[tmp_path / "media"], max_jobs=1,
+        settle_seconds=60.0, inbox_check="auto",
+    )  # fmt: skip
+    made = Daemon(settings, me=WorkerIdentity.current("leasetest"))
+    ensure_layout(made.layout)
+    intake = made.intake
+    assert isinstance(intake, InboxIntake)
+    if not leases_work(made.layout.inbox):
+        pytest.skip("no read leases on this file system")
+    intake.use_leases = True
+    for job_id, priority in (("first", 5), ("second", 1)):
+        made.layout.inbox_job(job_id).write_text(json.dumps(tiny_job(priority=priority)))
+    second = made.layout.inbox_job("second")
+    with structlog.testing.capture_logs():
+        taken = intake.take(clocks(0))  # both complete (lease + parse); one slot: "first"
+        assert [h.job_id for h in taken] == ["first"]
+        assert intake._seen["second.json"].ready
+        writer = subprocess.Popen(
+            [sys.executable, "-c", f"f = open({str(second)!r}, 'a'); import time; time.sleep(30)"]
+        )  # opened for writing again, nothing written yet: the file looks the same
+        try:
+            deadline = time.monotonic() + 5
+            while open_for_writing_elsewhere(second) is not True and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert intake.take(clocks(1)) == []
+            assert second.exists()
+        finally:
+            writer.kill()
+            writer.wait()
+        assert [h.job_id for h in intake.take(clocks(2))] == ["second"]
 
 
 def test_memory_of_inbox_entries_is_pruned_when_they_go(daemon: Daemon) -> None:

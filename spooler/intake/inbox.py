@@ -77,6 +77,11 @@ STRAYS_PER_PASS = 100
 class _Seen:
     signature: tuple[int, int, int]
     since: float  # monotonic time the signature was first seen
+    # Found complete with this signature: not probed again on every pass (a burst of
+    # files settling was probed, lease and parse, on each until its settle time); only the
+    # lease is asked again right before the claim (_still_closed).
+    ready: bool = False
+    ready_at: float = 0.0  # the pass (its monotonic time) that found it ready
 
 
 class InboxIntake:
@@ -225,6 +230,8 @@ class InboxIntake:
                 self.wake.set()
                 break
             with self._isolated(candidate.job_id):
+                if not self._still_closed(jobs[candidate.job_id], clocks.monotonic):
+                    continue
                 handle = self._claim(jobs[candidate.job_id], clocks, start=True)
                 if handle is not None:
                     taken.append(handle)
@@ -261,7 +268,9 @@ class InboxIntake:
 
     def _ready(self, item: InboxFile, now: float) -> bool:
         seen = self._track(item, now)
-        return inbox_file_ready(
+        if seen.ready:
+            return True
+        seen.ready = inbox_file_ready(
             regular=item.is_regular,
             unchanged_for=now - seen.since,
             settle_seconds=self.settings.settle_seconds,
@@ -270,6 +279,23 @@ class InboxIntake:
             ),
             parses=lambda: self._parses(item),
         )
+        seen.ready_at = now
+        return seen.ready
+
+    def _still_closed(self, item: InboxFile, now: float) -> bool:
+        """A file found ready on an earlier pass, about to be claimed: if that was before it
+        settled, the lease must still say that no writer has it open."""
+        seen = self._seen.get(item.entry.name)
+        if seen is None or not seen.ready:
+            return False
+        if seen.ready_at == now or now - seen.since >= self.settings.settle_seconds:
+            return True  # found ready in this very pass, or settled
+        if not item.is_regular:
+            return True
+        if open_for_writing_elsewhere(item.path) is False:
+            return True
+        seen.ready = False
+        return False
 
     def _track(self, item: InboxFile, now: float) -> _Seen:
         """Remember since when the file has looked the same (size, mtime, inode)."""
