@@ -1,10 +1,11 @@
 """The reencode plan: ONE ffmpeg pass whose filter graph cuts, normalises and joins.
 
-Each piece of the edit gets its own branch (graph.py: one ffconcat input per angle):
-  trim -> setpts (piece time 0 = its first output frame) -> fps (each output frame shows
-  the last source frame whose time rounds to it or earlier: the nearest, or the previous
-  one held where a variable-rate source misses frames) -> tpad/trim (exactly N frames)
-  -> scale + pad|crop -> setsar
+Each piece of the edit gets its own branch (graph.py: one ffconcat input per angle, each
+frame routed to its own piece's branch only):
+  the piece's N frames (readchain.py: each output frame shows the last source frame whose
+  time rounds to it or earlier: the nearest, or the previous one held where a
+  variable-rate source misses frames; an exact trim where that is one source frame per
+  output frame, else fps + tpad/trim) -> scale + pad|crop -> setsar
 and the branches are concatenated, then stamped with exact constant-rate timestamps.
 
 Up to the final [vout]/[aout] labels, four stages may join in, each in its own module:

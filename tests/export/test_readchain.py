@@ -3,6 +3,7 @@ output frames, fps elsewhere; each read's frames routed to its own branch only."
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -11,6 +12,8 @@ from export_support import FakeContext, decode_errors
 from mediagen import Clip, make_clip, read_frames
 from test_export_ffmpeg import ANGLES, FAST, assert_av_sync, expected_frames, seg
 
+from spooler.export.ffconcat import ConcatList
+from spooler.export.graph import route
 from spooler.export.readchain import exact_window
 from spooler.mediainfo import VideoIndex, VideoPacket
 
@@ -116,3 +119,24 @@ def test_variable_rate_reads_keep_fps_beside_exact_ones(
     # And only the cam1 reads skipped fps
     assert ctx.preflight is not None and ctx.preflight["output"]["exactReads"] == 5
     assert "fps=fps=30/1" in " ".join(ctx.commands[0])
+
+
+def test_the_routing_expression_stays_parseable_past_a_hundred_pieces(ffmpeg: str) -> None:
+    # Given an angle list of 150 entries (ffmpeg's expression parser refuses a flat sum of
+    # 100 terms or more)
+    listing = ConcatList(Path("/m/a.mp4"), Fraction(0), Fraction(1))
+    for _ in range(150):
+        listing.add(Fraction(0), Fraction(1, 5))
+    expression = route("select", listing, 150)
+    assert expression.startswith("select='(") and expression.endswith("':n=150")
+    # When ffmpeg routes 10 frames a second through it, one output per entry
+    pads = "".join(f"[o{k}]" for k in range(150))
+    graph = f"{expression}{pads};{pads}concat=n=150"
+    result = subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+         "-i", "testsrc2=s=32x24:r=10:d=180", "-filter_complex", graph, "-f", "framemd5", "-"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    # Then every frame comes out, each through one branch
+    assert result.returncode == 0, result.stderr
+    assert sum(line.startswith("0,") for line in result.stdout.splitlines()) == 1800
