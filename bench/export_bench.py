@@ -276,7 +276,27 @@ DESIGNS: dict[str, tuple[list[str], list[str]]] = {
     "dec1fct1": (["-threads", "1"], ["-filter_complex_threads", "1"]),
     "buf16": ([], ["-filter_buffered_frames", "16"]),
     "nofps": ([], []),  # see NOFPS  # ffmpeg 8+: cap the graph's queues
+    # The graph before issue 18's change, in parts (plan_design): `split` routes every frame
+    # to every branch of its angle; `fps` sends every read through fps/tpad; `before` both.
+    "split": ([], []),
+    "fps": ([], []),
+    "before": ([], []),
 }
+
+
+def plan_design(design: str) -> None:
+    """Designs that change the plan itself, for a comparison in the same run (this runs in
+    the measurement's own subprocess)."""
+    from spooler.export import graph, readchain
+
+    if design in ("split", "before"):
+
+        def split(select: str, concat: object, count: int) -> str:
+            return f"{'split' if select == 'select' else 'asplit'}={count}"
+
+        setattr(graph, "route", split)  # noqa: B010
+    if design in ("fps", "before"):
+        setattr(readchain, "exact_window", lambda *args: None)  # noqa: B010
 
 
 # A graph edit, not an option: each branch without its fps and tpad filters (an experiment:
@@ -380,6 +400,8 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         )  # fmt: skip
         extra = {"frames": count_frames(work / "floor.mp4")}
     elif what.startswith("scale-"):
+        what, _, design = what.partition(":")
+        plan_design(design)
         _, cuts, angles = what.split("-")
         settings = Settings(media_roots=[CACHE], spool_dir=work)
         ctx = BenchContext(work, settings, ffmpeg)
@@ -392,6 +414,7 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
     else:
         what, _, design = what.partition(":")
         os.environ["SPOOLER_BENCH_DESIGN"] = design
+        plan_design(design)
         settings = Settings(media_roots=[CACHE], spool_dir=work)
         ctx = BenchContext(work, settings, ffmpeg)
         ExportKind().run(ExportJob.model_validate(job(variant, what, preset)), ctx)
@@ -495,22 +518,27 @@ def run_measure(what: str, variant: Variant, preset: str, cold: bool = False) ->
     return result
 
 
-def scaling(variant: Variant, preset: str) -> None:
+def scaling(variant: Variant, preset: str, designs: list[str], points: str) -> None:
     load = os.getloadavg()[0]
     print(f"\n{variant.seconds} s {variant.width}x{variant.height}, reencode, load {load:.1f}\n")
-    print("| cuts | angles | wall | CPU | ffmpeg peak RSS | python peak RSS |")
-    print("|---|---|---|---|---|---|")
+    print("| cuts | angles | design | wall | CPU | ffmpeg peak RSS | python peak RSS | load |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = {}
-    for cuts, angles in ((10, 3), (100, 3), (1000, 3), (100, 2), (100, 4), (100, 8)):
-        try:
-            r = run_measure(f"scale-{cuts}-{angles}", variant, preset)
-        except SystemExit as exc:  # the first point where something runs out
-            print(f"| {cuts} | {angles} | failed: {str(exc)[-300:]!r} |")
-            continue
-        rows[f"{cuts}x{angles}"] = r
-        cells = [f"{r['seconds']:.1f} s", f"{r['cpu_seconds']:.1f} s",
-                 f"{r['child_peak_mb']:.0f} MB", f"{r['python_peak_mb']:.0f} MB"]  # fmt: skip
-        print(f"| {cuts} | {angles} | " + " | ".join(cells) + " |", flush=True)
+    chosen = [tuple(int(n) for n in p.split("x")) for p in points.split(",")]
+    for cuts, angles in chosen:
+        for design in ["", *designs]:  # alternated: the same load for each design
+            name = f"{cuts}x{angles}" + (f":{design}" if design else "")
+            try:
+                r = run_measure(f"scale-{cuts}-{angles}:{design}", variant, preset)
+            except SystemExit as exc:  # the first point where something runs out
+                print(f"| {cuts} | {angles} | {design} | failed: {str(exc)[-300:]!r} |")
+                continue
+            r["load"] = os.getloadavg()[0]
+            rows[name] = r
+            cells = [design or "plan", f"{r['seconds']:.1f} s", f"{r['cpu_seconds']:.1f} s",
+                     f"{r['child_peak_mb']:.0f} MB", f"{r['python_peak_mb']:.0f} MB",
+                     f"{r['load']:.1f}"]  # fmt: skip
+            print(f"| {cuts} | {angles} | " + " | ".join(cells) + " |", flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"scaling_{variant.name}_{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps({"variant": variant.__dict__, "load": load, "rows": rows}, indent=2))
@@ -555,6 +583,11 @@ def main() -> None:
         help="reencode with 10/100/1000 cuts (3 angles) and 2/4/8 angles (100 cuts) on the "
         "same timeline: wall, CPU and peak memory",
     )
+    parser.add_argument(
+        "--points",
+        default="10x3,100x3,1000x3,100x2,100x4,100x8",
+        help="--scaling: the (cuts)x(angles) points to run",
+    )
     parser.add_argument("--generate-only", action="store_true", help="make the sources, stop")
     args = parser.parse_args()
     variant = QUICK if args.quick else VARIANTS[args.variant or "full"]
@@ -565,7 +598,7 @@ def main() -> None:
     if args.generate_only:
         return
     if args.scaling:
-        scaling(variant, args.preset)
+        scaling(variant, args.preset, [d for d in args.designs.split(",") if d], args.points)
         return
     run_measure("cat", variant, args.preset)  # warm the page cache first: both sides fair
     load = os.getloadavg()[0]

@@ -48,6 +48,7 @@ class ConcatList:
     gap: Fraction  # longer than the file's longest GOP
     lines: list[str] = field(default_factory=list)
     elapsed_us: int = 0  # where the next entry starts on the list's own timeline
+    starts_us: list[int] = field(default_factory=list)  # where each entry starts on it
 
     def add(self, source_in: Fraction, source_out: Fraction) -> Fraction:
         """Add source [in, out); returns `base`: graph time = source time - base."""
@@ -55,6 +56,7 @@ class ConcatList:
         out_us = math.ceil((source_out + self.origin) * MICRO)
         duration_us = out_us - in_us + math.ceil(self.gap * MICRO)
         start_us = self.elapsed_us
+        self.starts_us.append(start_us)
         self.lines += [
             f"file {quote(reader_url(self.path))}",
             # Per file, overriding what the file inherits from the list's own input (which
@@ -68,6 +70,16 @@ class ConcatList:
         ]
         self.elapsed_us += duration_us
         return Fraction(in_us - start_us, MICRO) - self.origin
+
+    def boundaries(self) -> list[Fraction]:
+        """List times that part each entry's frames from the next one's (one per join).
+
+        Entry k's frames end at its outpoint; entry k+1's start at most a GOP before its
+        inpoint, so a `gap` of the longest GOP + 1 s (graph.py) leaves a second with no
+        frame between them: each boundary sits half a second into it.
+        """
+        half = Fraction(1, 2)
+        return [Fraction(start, MICRO) - self.gap + half for start in self.starts_us[1:]]
 
     def __post_init__(self) -> None:
         # One directive per line, the path a single quoted token: no line break can hide a

@@ -6,7 +6,7 @@ chains). Pure: graph text and list files from probed sources, nothing is run or 
 
 Each angle is ONE input, an ffconcat list of just its stretches (ffconcat.py): one decoder
 per angle whatever the number of cuts, and only what is shown gets decoded (plus a GOP
-before and a little after each stretch), split into one branch per stretch.
+before and a little after each stretch), each stretch's frames routed to its own branch.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from spooler.export.commands import PlanPaths
+from spooler.export.commands import PlanPaths, fmt
 from spooler.export.ffconcat import ConcatList, concat_input
 from spooler.export.models import ExportJob
 from spooler.export.probed import Source
@@ -64,7 +64,7 @@ def piece_inputs(
     video: bool,
     audio: bool,
 ) -> tuple[list[str], list[str], list[Fraction]]:
-    """One ffconcat input per angle holding its spans; split to one branch per span.
+    """One ffconcat input per angle holding its spans; one branch per span (`route`).
 
     Returns each span's video and audio pad labels and its base (graph time = source
     time - base). Each stretch starts `margin` early and ends past the span by the file's
@@ -95,13 +95,37 @@ def piece_inputs(
         vpads = [f"[i{k}v{j}]" for j in range(count)] if video else []
         apads = [f"[i{k}a{j}]" for j in range(count)] if audio else []
         if video:
-            graph.chains.append(f"[{k}:v:0]split={count}{''.join(vpads)}")
+            graph.chains.append(f"[{k}:v:0]{route('select', concat, count)}{''.join(vpads)}")
         if audio:
-            graph.chains.append(f"[{k}:a:0]asplit={count}{''.join(apads)}")
+            graph.chains.append(f"[{k}:a:0]{route('aselect', concat, count)}{''.join(apads)}")
         pads[angle_id] = (vpads, apads)
     vlabels = [pads[span.angle][0].pop(0) for span in spans] if video else []
     alabels = [pads[span.angle][1].pop(0) for span in spans] if audio else []
     return vlabels, alabels, bases
+
+
+def route(select: str, concat: ConcatList, count: int) -> str:
+    """Each frame of the list to the one branch of its entry (issue 18).
+
+    `split` gave every decoded frame to every branch of the angle, whose trims dropped all
+    but their own: a thousand cuts cost a thousand visits per frame. `select` with one
+    output per entry sends each frame to its own branch only (the output is 1 + the
+    number of boundaries at or before its time), and like split it keeps running when a
+    branch's trim has closed its output. The `segment` filter would do the same without
+    an expression, but it ends the whole input when any output it still feeds is closed.
+    """
+    if count == 1:
+        return "null" if select == "select" else "anull"
+    terms = ["1", *(f"gte(t,{fmt(b)})" for b in concat.boundaries())]
+    return f"{select}='{_sum(terms)}':n={count}"
+
+
+def _sum(terms: list[str]) -> str:
+    """A balanced sum: ffmpeg's expression parser refuses a chain of 100 or more terms."""
+    if len(terms) == 1:
+        return terms[0]
+    half = len(terms) // 2
+    return f"({_sum(terms[:half])}+{_sum(terms[half:])})"
 
 
 def command_args(graph: Graph, paths: PlanPaths) -> tuple[list[str], dict[Path, str]]:

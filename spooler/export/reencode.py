@@ -1,10 +1,11 @@
 """The reencode plan: ONE ffmpeg pass whose filter graph cuts, normalises and joins.
 
-Each piece of the edit gets its own branch (graph.py: one ffconcat input per angle):
-  trim -> setpts (piece time 0 = its first output frame) -> fps (each output frame shows
-  the last source frame whose time rounds to it or earlier: the nearest, or the previous
-  one held where a variable-rate source misses frames) -> tpad/trim (exactly N frames)
-  -> scale + pad|crop -> setsar
+Each piece of the edit gets its own branch (graph.py: one ffconcat input per angle, each
+frame routed to its own piece's branch only):
+  the piece's N frames (readchain.py: each output frame shows the last source frame whose
+  time rounds to it or earlier: the nearest, or the previous one held where a
+  variable-rate source misses frames; an exact trim where that is one source frame per
+  output frame, else fps + tpad/trim) -> scale + pad|crop -> setsar
 and the branches are concatenated, then stamped with exact constant-rate timestamps.
 
 Up to the final [vout]/[aout] labels, four stages may join in, each in its own module:
@@ -23,8 +24,8 @@ from typing import Any
 
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
-from spooler.export import audiograph, textmark, transitions, watermark
-from spooler.export.commands import MIME, MUXERS, Command, Plan, PlanPaths, fmt, rate_text
+from spooler.export import audiograph, readchain, textmark, transitions, watermark
+from spooler.export.commands import MIME, MUXERS, Command, Plan, PlanPaths, rate_text
 from spooler.export.encoders import audio_encoder, video_encoder
 from spooler.export.graph import Graph, Span, command_args, piece_inputs
 from spooler.export.models import ExportJob, FollowAudio, NoAudio
@@ -124,6 +125,11 @@ def plan_reencode(
     # every seek; three of them took ffmpeg from 410 to 452 MB at the same CPU.
     graph.inputs = [["-thread_type", "slice", *args] for args in graph.inputs]
     video_labels: list[str] = []
+    # Reads that go straight to the concat may skip fps (readchain.py); those a transition
+    # blends keep it: xfade wants the constant-rate link fps makes.
+    direct = {p.reads[0] for p in layout.parts if layout.plain or transitions.is_plain(p)}
+    frame_pts: dict[str, list[int]] = {}
+    exact = 0
     for i, (piece, span) in enumerate(zip(reads, spans, strict=True)):
         angle = job.angle(piece.angle)
         source = sources[angle.source]
@@ -138,18 +144,20 @@ def plan_reencode(
             )
         )
         src_start = span.start + Fraction(angle.sync_offset)
-        seek = max(Fraction(0), src_start - margin(source))
-        src_end = src_start + span.end - span.start + margin(source)
-        chain = [
-            f"trim=start={fmt(seek - bases[i])}:end={fmt(src_end - bases[i])}",
-            f"setpts=PTS-{fmt(src_start - bases[i])}/TB",
-            f"fps=fps={rate_text(fps)}:start_time=0:round=near",
-            # A source a hair short still fills its last frames; more would hide a real
-            # shortfall, which verification then reports as a short output.
-            "tpad=stop=2:stop_mode=clone",
-            f"trim=end_frame={piece.frames}",
-            _normalise(source, width, height, fit),
-        ]
+        window = None
+        if i in direct and source.index is not None:
+            if angle.source not in frame_pts:
+                frame_pts[angle.source] = sorted(p.pts for p in source.index.packets)
+            pts = frame_pts[angle.source]
+            window = readchain.exact_window(pts, source.index, src_start, piece.frames, fps)
+        if window is not None:
+            chain = readchain.exact_chain(window, bases[i], fps)
+        else:
+            seek = max(Fraction(0), src_start - margin(source))
+            src_end = src_start + span.end - span.start + margin(source)
+            chain = readchain.resampled_chain(seek, src_start, src_end, piece.frames, bases[i], fps)
+        exact += window is not None
+        chain.append(_normalise(source, width, height, fit))
         graph.chains.append(f"{vin[i]}{','.join(chain)}[v{i}]")
         video_labels.append(f"[v{i}]")
     video_labels = transitions.compose_video(
@@ -274,6 +282,7 @@ def plan_reencode(
                     "frames": [spot.first, spot.stop],
                 },
                 "inputs": len(graph.inputs),
+                "exactReads": exact,
             },
             "renditions": [
                 {"name": b.output.name, "width": b.output.width, "height": b.output.height}

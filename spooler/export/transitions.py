@@ -163,6 +163,11 @@ def layout(job: ExportJob, frames: list[FramePiece], fps: Fraction) -> Layout:
     return Layout(reads, parts, windows)
 
 
+def is_plain(part: Part) -> bool:
+    """A part that is one read as it is: compose_video passes its label to the concat."""
+    return part.window is None and not part.fades and part.lead == part.first
+
+
 def _trim(part: Part, origin: int) -> str:
     """Keep frames [part.first, part.stop) of a branch whose first frame is `origin`."""
     if part.first == origin and (part.window is None or part.stop == part.window.stop):

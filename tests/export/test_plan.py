@@ -194,7 +194,10 @@ def test_reencode_is_one_ffmpeg_pass_with_one_whitelisted_input_per_angle() -> N
     assert plan.preflight["output"]["frames"] == 900
     graph = args[args.index("-filter_complex") + 1]
     assert "trim=end_frame=300" in graph and "concat=n=3:v=1:a=0" in graph
-    assert "split=2" in graph and "setpts=PTS-" in graph
+    # Each cam1 frame goes to its own piece's branch only: the second piece's from half a
+    # second past the first piece's outpoint (10.266667 s on the list's timeline)
+    assert "[0:v:0]select='(1+gte(t,10.766667))':n=2[i0v0][i0v1];" in graph
+    assert "[1:v:0]null[i1v0];" in graph and "setpts=PTS-" in graph
     assert args[-1] == "file:/jobs/j/.out.mp4"
 
 
@@ -203,6 +206,8 @@ def test_ffconcat_quotes_file_names() -> None:
     base = listing.add(Fraction(5), Fraction(7))
     assert base == 5
     assert listing.add(Fraction(1), Fraction(2)) == Fraction(1) - Fraction(5) == -4
+    # The first entry's frames end at 2 s, the second's start after 5 - 3 s (one GOP early)
+    assert listing.boundaries() == [Fraction(5, 2)]
     assert listing.text().splitlines()[1] == "file 'file:/m/it'\\''s, [odd]:.mp4'"
 
 
@@ -232,7 +237,7 @@ def test_many_pieces_keep_one_input_per_angle_and_the_graph_goes_to_a_file(
     command = plan.commands[0]
     assert command.args.count("-i") == 4  # three angles + the audio bed
     assert "-/filter_complex" in command.args and PATHS.graph in command.files
-    assert "split=94" in command.files[PATHS.graph]
+    assert ":n=94[i0v0]" in command.files[PATHS.graph]  # select: 94 pieces on cam1
     assert command.files[PATHS.lists[0]].count("inpoint") == 94
 
 
