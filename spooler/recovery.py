@@ -69,6 +69,9 @@ class Establish(Protocol):
 CLAIM_ATTEMPTS = 3
 # Remote roll forwards (uploads to finish) running at once; more wait for a later pass.
 REMOTE_WORKERS = 2
+# Tries of a remote roll forward that fails for another reason than the storage's passing
+# trouble (transient errors are tried again as long as it takes).
+REMOTE_ATTEMPTS = 3
 
 
 @dataclass
@@ -352,23 +355,30 @@ class Recovery:
                 adopted += [handle] if handle is not None else []
                 continue
             error = work.error
-            transient = isinstance(error, JobError) and error.transient
-            if not transient:
-                # Not the storage's passing trouble (a destination no longer allowed, an
-                # edited status): the job is taken over as not published.
-                self.log.error("remote_roll_forward_failed", job_id=job_id, error=str(error))
-                del self._remote[job_id]
-                if owner_of(self.layout, job_id) == self.me.id:
-                    handle = self._guarded_conclude(job_id, work, RolledForward(False), clocks)
-                    adopted += [handle] if handle is not None else []
-                continue
-            if work.thread is not None:  # it just failed: try again after a backoff
+            if work.thread is not None:  # it just failed
                 work.failures += 1
                 work.thread = None
+                transient = isinstance(error, JobError) and error.transient
+                if not transient and work.failures >= REMOTE_ATTEMPTS:
+                    # Not the storage's passing trouble (a destination no longer allowed,
+                    # an edited status), again and again: taken over as not published.
+                    failure = f"{type(error).__name__}: {error}"
+                    self.log.error("remote_roll_forward_failed", job_id=job_id, error=failure)
+                    del self._remote[job_id]
+                    if owner_of(self.layout, job_id) == self.me.id:
+                        handle = self._guarded_conclude(job_id, work, RolledForward(False), clocks)
+                        adopted += [handle] if handle is not None else []
+                    continue
+                # A storage that does not answer is waited for as long as it takes: the
+                # journal (and so the open upload) is kept until it is finished or aborted.
                 delay = compute_backoff(work.failures, self.settings.retry)
                 work.not_before = clocks.monotonic + delay
                 self.log.warning(
-                    "remote_roll_forward_retry", job_id=job_id, error=str(error), in_seconds=delay
+                    "remote_roll_forward_retry",
+                    job_id=job_id,
+                    code=error.code.value if isinstance(error, JobError) else None,
+                    error=f"{type(error).__name__}: {error}",
+                    in_seconds=round(delay, 2),
                 )
                 continue
             if clocks.monotonic < work.not_before:

@@ -98,10 +98,17 @@ class S3Uploads:
         return str(self._call(obj, call))
 
     def upload(
-        self, obj: S3Object, upload_id: str, temp: Path, check: Callable[[], None] | None = None
+        self,
+        obj: S3Object,
+        upload_id: str,
+        temp: Path,
+        check: Callable[[], None] | None = None,
+        *,
+        keep_if_transient: bool = False,
     ) -> Uploaded:
         """Send every part, then complete (the publish step). Aborts the upload on any
-        failure, cancel (`check` raises) included, and re-raises."""
+        failure, cancel (`check` raises) included, and re-raises; with `keep_if_transient`
+        (recovery, whose journal names it) a storage failure leaves it open to try again."""
         try:
             size = os.stat(temp).st_size
             ranges = part_ranges(size, self.settings.part_bytes)
@@ -109,8 +116,9 @@ class S3Uploads:
             if check is not None:
                 check()  # the last moment a cancel stops the publish
             return self._complete(obj, upload_id, parts, size)
-        except BaseException:
-            self.abort(obj, upload_id)
+        except BaseException as exc:
+            if not (keep_if_transient and isinstance(exc, JobError) and exc.transient):
+                self.abort(obj, upload_id)
             raise
 
     def _send_parts(
@@ -215,13 +223,16 @@ class S3Uploads:
             )
 
     def is_open(self, obj: S3Object, upload_id: str) -> bool:
-        try:
-            self.client.list_parts(Bucket=obj.bucket, Key=obj.key, UploadId=upload_id)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
-                return False
-            raise
-        return True
+        def call() -> bool:
+            try:
+                self.client.list_parts(Bucket=obj.bucket, Key=obj.key, UploadId=upload_id)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                    return False
+                raise
+            return True
+
+        return bool(self._call(obj, call))
 
     def stored(self, obj: S3Object) -> Stored | None:
         """Size, ETag and SHA-256 of the object; None when there is none."""
@@ -377,7 +388,7 @@ class RoutedOutputs:
         if not (regular and complete):
             self.uploads.abort(obj, upload_id)
             return None
-        uploaded = self.uploads.upload(obj, upload_id, path)
+        uploaded = self.uploads.upload(obj, upload_id, path, keep_if_transient=True)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return uploaded

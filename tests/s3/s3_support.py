@@ -22,7 +22,8 @@ class CuttingProxy:
     """Forwards 127.0.0.1:<port> to `target`; the first `cuts` connections that carry more
     than `after_bytes` are cut there (a network fault): bytes from the server (a download),
     or with `uploads`, bytes to the server (an upload). `upload_rate` (bytes per second,
-    per connection) makes uploads slow; `uploaded` counts the bytes sent to the server."""
+    per connection) makes uploads slow; `uploaded` counts the bytes sent to the server.
+    While `refusing`, every connection is closed at once (the server unreachable)."""
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class CuttingProxy:
         self.uploads, self.upload_rate = uploads, upload_rate
         self.cut = 0
         self.uploaded = 0
+        self.refusing = False
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
@@ -48,6 +50,9 @@ class CuttingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             server = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 doomed = self.cuts_left > 0

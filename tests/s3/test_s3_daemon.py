@@ -210,3 +210,30 @@ def test_daemon_killed_during_the_recovery_upload(
     make_daemon(**env)
     status = spool.wait_final("twice", timeout=60)
     _assert_published_once(spool, s3, bucket, "twice", status)
+
+
+def test_recovery_upload_retried_while_the_server_is_unreachable(
+    spool: Spool, make_daemon: Any, shoot: Path, s3: S3Client, s3_endpoint: str, bucket: str
+) -> None:
+    # Given a daemon killed with the upload open, and the server unreachable for the next
+    env = _s3_env(s3_endpoint, bucket)
+    size = _killed_with_the_upload_open(spool, make_daemon, shoot, env, bucket, "later")
+    proxy = CuttingProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    proxy.refusing = True
+    try:
+        daemon = make_daemon(
+            **{**env, "s3__endpoint_url": f"http://127.0.0.1:{proxy.port}", "s3__attempts": "2"}
+        )
+        # When its recovery fails for want of the server (after the per-request retries)
+        retry = daemon.wait_event("remote_roll_forward_retry", timeout=60)
+        assert retry["job_id"] == "later" and "storage_failed" in json.dumps(retry)
+        # Then the job is left as it was: running, the upload journalled and open
+        assert spool.status("later")["state"] == "running"  # type: ignore[index]
+        assert _uploads(s3, bucket) == ["exports/later/demo-export.mp4"]
+        # and once the server answers again, a later try finishes it
+        proxy.refusing = False
+        status = spool.wait_final("later", timeout=60)
+    finally:
+        proxy.close()
+    _assert_published_once(spool, s3, bucket, "later", status)
+    assert proxy.uploaded >= size
