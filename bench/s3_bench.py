@@ -109,24 +109,26 @@ def loadavg() -> str:
 def bench_range(
     args: argparse.Namespace, ffmpeg: str, client: S3Client, work: Path
 ) -> dict[str, float]:
-    gateway = SourceGateway()
-    try:
-        long = source(ffmpeg, args.seconds)
-        client.upload_file(str(long), "bench", "long.mp4")
-        opened = gateway.open(S3Upstream(client, S3Object("bench", "long.mp4"), 4))
-        index = remote_video_index(opened.url, opened.size, {"protocol_whitelist": "http,tcp"})
-        assert index is not None and index.packets
-        index_bytes = gateway.fetched(opened)
-        middle = args.seconds // 2
-        ffmpeg_run(ffmpeg, ["-ss", str(middle), "-i", opened.url, "-t", "30", "-c", "copy",
-                            str(work / "range.mp4")], GATEWAY_PROTOCOLS)  # fmt: skip
-        return {
-            "range_fetched_ratio": gateway.fetched(opened) / opened.size,
-            "range_index_ratio": index_bytes / opened.size,
-            "range_copy_ratio": (gateway.fetched(opened) - index_bytes) / opened.size,
-        }
-    finally:
-        gateway.shutdown()
+    results: dict[str, float] = {}
+    long = source(ffmpeg, args.seconds)
+    client.upload_file(str(long), "bench", "long.mp4")
+    for kib in (int(k) for k in args.chunk_kib.split(",")):
+        gateway = SourceGateway(chunk_bytes=kib * 1024)
+        try:
+            opened = gateway.open(S3Upstream(client, S3Object("bench", "long.mp4"), 4))
+            index = remote_video_index(opened.url, opened.size, {"protocol_whitelist": "http,tcp"})
+            assert index is not None and index.packets
+            index_bytes = gateway.fetched(opened)
+            middle = args.seconds // 2
+            ffmpeg_run(ffmpeg, ["-ss", str(middle), "-i", opened.url, "-t", "30", "-c", "copy",
+                                str(work / "range.mp4")], GATEWAY_PROTOCOLS)  # fmt: skip
+            fetched = gateway.fetched(opened)
+        finally:
+            gateway.shutdown()
+        results[f"range_fetched_ratio_chunk_{kib}k"] = fetched / opened.size
+        results[f"range_index_ratio_chunk_{kib}k"] = index_bytes / opened.size
+        results[f"range_copy_ratio_chunk_{kib}k"] = (fetched - index_bytes) / opened.size
+    return results
 
 
 def bench_full(

@@ -34,6 +34,12 @@ from spooler.s3.upstream import Upstream
 GATEWAY_PROTOCOLS = "http,tcp"
 # Small socket buffers keep read-ahead (bytes fetched but never used) near one chunk.
 SEND_BUFFER_BYTES = 64 * 1024
+# Each response starts with small chunks (a probe, or a seek, reads little before the reader
+# moves on: little is fetched in vain); then each chunk is as large as what the response has
+# sent so far, up to `chunk_bytes`, so a long sequential read costs few requests (each
+# signed, each a round trip). bench/s3_bench.py: a 10 Mbit/s re-encode through fixed 256 KiB
+# chunks took 1.83x the local wall, through 4 MiB ones 1.02x.
+FIRST_CHUNK_BYTES = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -79,7 +85,7 @@ class GatewaySource:
 class SourceGateway:
     """One per daemon; sources are opened per job and closed when the job ends."""
 
-    def __init__(self, chunk_bytes: int = 256 * 1024) -> None:
+    def __init__(self, chunk_bytes: int = 4 * 1024 * 1024) -> None:
         self.chunk_bytes = chunk_bytes
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
@@ -167,11 +173,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(entry, start, end)
 
     def _stream(self, entry: _Entry, start: int, end: int) -> None:
-        """Fetch and send one chunk at a time: a reader that seeks away (closes) stops the
-        fetching, so at most a chunk plus the socket buffer is read ahead."""
+        """Fetch and send one chunk at a time, growing: a reader that seeks away (closes)
+        stops the fetching, so at most a chunk plus the socket buffer is read ahead."""
         position = start
         while position <= end:
-            last = min(end, position + self.owner.chunk_bytes - 1)
+            # As much as this response has already sent: read-ahead grows with the read.
+            chunk = min(max(FIRST_CHUNK_BYTES, position - start), self.owner.chunk_bytes)
+            last = min(end, position + chunk - 1)
             try:
                 data = entry.upstream.read(position, last, entry.etag)
             except JobError as exc:
