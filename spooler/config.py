@@ -115,10 +115,11 @@ class S3Settings(_Section):
         "(a local S3-compatible server only).",
     )
     chunk_bytes: int = Field(
-        256 * 1024,
+        4 * 1024 * 1024,
         ge=16 * 1024,
         le=64 * 1024 * 1024,
-        description="Size of each signed range request the source gateway makes.",
+        description="Largest signed range request the source gateway makes (each response "
+        "starts at 256 KiB and doubles up to it).",
     )
     part_bytes: int = Field(
         8 * 1024 * 1024,

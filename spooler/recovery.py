@@ -5,13 +5,22 @@ What a found status becomes is decided by the pure `spooler.takeover.take_over`;
 module finds the candidates, takes the owner token over (an atomic rename: exactly one
 contender wins), rolls an interrupted publish forward through the storage seam, and writes
 the result through the report seam. One bad item never stops the pass.
+
+A roll forward that talks to remote storage (an S3 upload to finish: a 1 GB output takes
+a while) runs in a thread of its own, never in the loop's pass: heartbeats, cancels and
+claims go on meanwhile, and our fresh heartbeat keeps the lease on the job. The status is
+not touched until it ends, so its journal still names the upload: kill -9 during it is
+recovered like any other crash (the upload finished or aborted again, never orphaned).
+The loop collects the result on a later pass and concludes the takeover there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +41,7 @@ from spooler.fsutil import (
 from spooler.jobtable import JobTable, folder_identity
 from spooler.layout import is_valid_job_id
 from spooler.loader import LoadedJob, read_job
-from spooler.policy import PASS_BUDGET
+from spooler.policy import PASS_BUDGET, compute_backoff
 from spooler.report import Reporter
 from spooler.runner import JobHandle, error_info
 from spooler.spool import (
@@ -45,7 +54,7 @@ from spooler.spool import (
     take_ownership,
 )
 from spooler.status import ErrorInfo, JobStatus, State, new_status, transition
-from spooler.storage import OutputStore
+from spooler.storage import OutputStore, RolledForward
 from spooler.takeover import take_over
 from spooler.worker import WORKER_ID_PATTERN, WorkerIdentity, is_worker_alive, read_heartbeats
 
@@ -58,6 +67,25 @@ class Establish(Protocol):
 
 # Tries to establish a claim before it is moved aside to rejected/.
 CLAIM_ATTEMPTS = 3
+# Remote roll forwards (uploads to finish) running at once; more wait for a later pass.
+REMOTE_WORKERS = 2
+# Tries of a remote roll forward that fails for another reason than the storage's passing
+# trouble (transient errors are tried again as long as it takes).
+REMOTE_ATTEMPTS = 3
+
+
+@dataclass
+class RemoteRollForward:
+    """A roll forward running off the loop thread, and what it came to."""
+
+    status: JobStatus  # as found, still on disk while this runs
+    previous_owner: str
+    failures: int = 0
+    not_before: float = 0.0  # monotonic: when a failed one is tried again
+    done: threading.Event = field(default_factory=threading.Event)
+    result: RolledForward | None = None
+    error: Exception | None = None
+    thread: threading.Thread | None = None
 
 
 class Recovery:
@@ -83,6 +111,7 @@ class Recovery:
         self._next_full_scan = 0.0
         self._foreign_active: set[str] = set()  # other workers' active jobs, last seen
         self._backlog: list[str] = []  # job folders a pass ran out of time for
+        self._remote: dict[str, RemoteRollForward] = {}  # by job id; touched by the loop only
 
     def _alive(self, worker_id: str, beats: dict[str, Any], server_now: float) -> bool:
         if worker_id == RELEASED:
@@ -105,7 +134,8 @@ class Recovery:
         the other workers' active jobs seen last time are looked at again.
         """
         beats = read_heartbeats(self.layout)
-        adopted = self._recover_claims(beats, clocks)
+        adopted = self._collect_remote(clocks)
+        adopted += self._recover_claims(beats, clocks)
         try:
             jobs_mtime = os.stat(self.layout.jobs).st_mtime_ns
         except FileNotFoundError:
@@ -129,7 +159,7 @@ class Recovery:
                 # over passes, so heartbeats and cancels never wait behind it.
                 self._backlog = candidates[index:]
                 break
-            if self.table.is_active(job_id):
+            if self.table.is_active(job_id) or job_id in self._remote:
                 continue
             try:
                 found = self._recover_job(job_id, beats, clocks)
@@ -163,7 +193,13 @@ class Recovery:
         owner = owner_of(self.layout, job_id)
         if owner is None or self._alive(owner, beats, clocks.server):
             return True
+        remote = self.outputs.remote_roll_forward(status)
+        if remote and len(self._remote) >= REMOTE_WORKERS:
+            return True  # looked at again next pass (or taken by another daemon)
         if not take_ownership(self.layout, job_id, owner, self.me.id):
+            return False
+        if remote:
+            self._start_remote(job_id, RemoteRollForward(status, owner))
             return False
         return self._adopt(job_id, status, owner, clocks) or False
 
@@ -284,11 +320,110 @@ class Recovery:
             )
         self._claim_failures.pop(path.name, None)
 
+    # -- remote roll forwards, off the loop -------------------------------------------------
+    def _start_remote(self, job_id: str, work: RemoteRollForward) -> None:
+        def body() -> None:
+            try:
+                work.result = self.outputs.roll_forward(job_id, work.status)
+            except Exception as exc:  # handed to the loop, which decides
+                work.error = exc
+            finally:
+                work.done.set()
+
+        work.done.clear()
+        work.result = work.error = None
+        # A daemon thread: at exit it dies with the process, like kill -9, and the journal
+        # on disk has the next daemon finish the upload (never two of us at once after our
+        # heartbeat is gone).
+        work.thread = threading.Thread(target=body, name=f"roll-forward-{job_id}", daemon=True)
+        self._remote[job_id] = work
+        self.log.info("remote_roll_forward_started", job_id=job_id, attempt=work.failures + 1)
+        work.thread.start()
+
+    def _collect_remote(self, clocks: Clocks) -> list[JobHandle]:
+        """Conclude the takeovers whose remote roll forward ended; try failed ones again
+        with backoff (a transient storage failure: the journal is still on disk)."""
+        adopted: list[JobHandle] = []
+        for job_id, work in list(self._remote.items()):
+            if not work.done.is_set():
+                continue
+            if work.error is None and work.result is not None:
+                del self._remote[job_id]
+                if owner_of(self.layout, job_id) != self.me.id:
+                    continue  # fenced: another worker took it over while we were presumed dead
+                handle = self._guarded_conclude(job_id, work, work.result, clocks)
+                adopted += [handle] if handle is not None else []
+                continue
+            error = work.error
+            if work.thread is not None:  # it just failed
+                work.failures += 1
+                work.thread = None
+                transient = isinstance(error, JobError) and error.transient
+                if not transient and work.failures >= REMOTE_ATTEMPTS:
+                    # Not the storage's passing trouble (a destination no longer allowed,
+                    # an edited status), again and again: taken over as not published.
+                    failure = f"{type(error).__name__}: {error}"
+                    self.log.error("remote_roll_forward_failed", job_id=job_id, error=failure)
+                    del self._remote[job_id]
+                    if owner_of(self.layout, job_id) == self.me.id:
+                        handle = self._guarded_conclude(job_id, work, RolledForward(False), clocks)
+                        adopted += [handle] if handle is not None else []
+                    continue
+                # A storage that does not answer is waited for as long as it takes: the
+                # journal (and so the open upload) is kept until it is finished or aborted.
+                delay = compute_backoff(work.failures, self.settings.retry)
+                work.not_before = clocks.monotonic + delay
+                self.log.warning(
+                    "remote_roll_forward_retry",
+                    job_id=job_id,
+                    code=error.code.value if isinstance(error, JobError) else None,
+                    error=f"{type(error).__name__}: {error}",
+                    in_seconds=round(delay, 2),
+                )
+                continue
+            if clocks.monotonic < work.not_before:
+                continue
+            try:
+                status = read_status(self.layout, job_id)
+            except (ValueError, OSError):
+                status = None
+            if status is None or status.is_final or owner_of(self.layout, job_id) != self.me.id:
+                del self._remote[job_id]  # deleted, or no longer ours: nothing to conclude
+                continue
+            work.status = status
+            self._start_remote(job_id, work)
+        return adopted
+
+    def _guarded_conclude(
+        self, job_id: str, work: RemoteRollForward, rolled: RolledForward, clocks: Clocks
+    ) -> JobHandle | None:
+        try:
+            return self._conclude(job_id, work.status, work.previous_owner, rolled, clocks)
+        except Exception:  # one bad job folder must not stop the pass
+            self.log.exception("job_recovery_failed", job_id=printable_name(job_id))
+            return None
+
     # -- adoption -------------------------------------------------------------------------------
     def _adopt(
         self, job_id: str, status: JobStatus, previous_owner: str, clocks: Clocks
     ) -> JobHandle | None:
-        published = self.outputs.roll_forward(job_id, status)
+        rolled = self.outputs.roll_forward(job_id, status)
+        return self._conclude(job_id, status, previous_owner, rolled, clocks)
+
+    def _conclude(
+        self,
+        job_id: str,
+        status: JobStatus,
+        previous_owner: str,
+        rolled: RolledForward,
+        clocks: Clocks,
+    ) -> JobHandle | None:
+        """What the status becomes once its publish was rolled forward (take_over)."""
+        found = status
+        if rolled.outputs is not None and status.state is State.RUNNING:
+            # The output entries with what the storage reported (an upload's etag, checksum).
+            status = status.model_copy(update={"outputs": rolled.outputs})
+        published = rolled.published
         remove_temp_files(self.layout.job_dir(job_id))
         loaded: LoadedJob | None = None
         load_error: ErrorInfo | None = None
@@ -305,7 +440,7 @@ class Recovery:
             now=clocks.wall,
         )
         self.outputs.remove(job_id, result.withdraw)
-        self.reporter.write(status, result.status)
+        self.reporter.write(found, result.status)
         self.log.info(
             "job_recovered",
             job_id=job_id,

@@ -12,7 +12,9 @@ The crash rules every storage keeps (docs/protocol.md, "Publishing"):
 3. the publish itself is one atomic step per output (a rename here, the multipart
    completion on S3);
 4. after a crash, recovery rolls a journalled publish forward (`roll_forward`) and, once
-   every planned output is in place, finishes the job instead of running it again.
+   every planned output is in place, finishes the job instead of running it again. A roll
+   forward that talks to remote storage (an upload to finish: a 1 GB output takes a while)
+   runs off the daemon's loop thread (`remote_roll_forward` says which: recovery.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +31,16 @@ from spooler.config import Settings
 from spooler.fsutil import TEMP_PREFIX, fsync_dir, fsync_file, open_log_for_append
 from spooler.layout import SpoolLayout
 from spooler.status import JobStatus, OutputInfo
+
+
+@dataclass(frozen=True)
+class RolledForward:
+    """What recovery learned from a roll forward."""
+
+    published: bool  # every planned output is in place with its listed size
+    # The status's output entries, completed with what the storage reported (the etag and
+    # checksum of an upload recovery finished); None: unchanged.
+    outputs: list[OutputInfo] | None = None
 
 
 class OutputStore(Protocol):
@@ -46,9 +59,14 @@ class OutputStore(Protocol):
         publish (cancel). Returns fields the output's status entry gains (uri, etag, ...)."""
         ...
 
-    def roll_forward(self, job_id: str, status: JobStatus) -> bool:
-        """Step 4: finish a journalled publish; True when every planned output is in place
-        with its listed size."""
+    def roll_forward(self, job_id: str, status: JobStatus) -> RolledForward:
+        """Step 4: finish a journalled publish; published when every planned output is in
+        place with its listed size."""
+        ...
+
+    def remote_roll_forward(self, status: JobStatus) -> bool:
+        """Would `roll_forward` talk to remote storage (network calls, an upload to
+        finish)? Then recovery runs it off the loop thread."""
         ...
 
     def remove(self, job_id: str, names: list[str]) -> None:
@@ -87,7 +105,7 @@ class JobFolderOutputs:
         fsync_dir(job_dir)
         return {}
 
-    def roll_forward(self, job_id: str, status: JobStatus) -> bool:
+    def roll_forward(self, job_id: str, status: JobStatus) -> RolledForward:
         job_dir = self.layout.job_dir(job_id)
         pending = status.pending_publish
         # The temporary name must be one of ours (never a user's file renamed over an output).
@@ -101,11 +119,16 @@ class JobFolderOutputs:
                 log.write(f"# published {pending.path} (rename finished by recovery)\n")
         listed = {output.path: output for output in status.outputs}
         if not status.planned_outputs or set(status.planned_outputs) - set(listed):
-            return False
-        return all(
-            _is_regular(job_dir / name, size=listed[name].size_bytes)
-            for name in status.planned_outputs
+            return RolledForward(False)
+        return RolledForward(
+            all(
+                _is_regular(job_dir / name, size=listed[name].size_bytes)
+                for name in status.planned_outputs
+            )
         )
+
+    def remote_roll_forward(self, status: JobStatus) -> bool:
+        return False  # renames and stats: quick, done in the loop
 
     def remove(self, job_id: str, names: list[str]) -> None:
         job_dir = self.layout.job_dir(job_id)

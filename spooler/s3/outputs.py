@@ -6,12 +6,16 @@ The publish rule (docs/s3.md), the S3 form of storage.py's crash rules:
    temp, path, uri, uploadId) durably, before the first part;
 3. the parts go up with their SHA-256s (the server checks each); CompleteMultipartUpload is
    the publish step: the object appears whole, once, or not at all; the composite checksum
-   S3 reports must equal the one computed from the local file;
-4. after kill -9, recovery finds the journalled UploadId: the verified temporary file is
-   still in the job folder, so the upload is finished (parts sent again, completed); without
-   it the upload is aborted. A failure, a cancel or a lost lease aborts the upload at once.
-   No orphaned multipart upload is left; the bucket's AbortIncompleteMultipartUpload
-   lifecycle rule is the safety net for a host that never comes back.
+   S3 reports (in the completion's answer, else by a HeadObject) must equal the one computed
+   from the local file, else the object is deleted and the attempt fails (verify_failed);
+4. after kill -9, recovery finds the journalled UploadId (off the daemon's loop thread:
+   spooler/recovery.py): if the job can finish (every planned output listed) and the
+   verified temporary file is still in the job folder, the upload is finished (parts sent
+   again, completed, checked as in 3; the entry gains its etag and checksum); otherwise it
+   is aborted and the job runs again. A failure, a cancel or a lost lease aborts the upload
+   at once. No orphaned multipart upload is left; the bucket's
+   AbortIncompleteMultipartUpload lifecycle rule is the safety net for a host that never
+   comes back.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from spooler.errors import ErrorCode, JobError
 from spooler.fsutil import TEMP_PREFIX
 from spooler.s3.locations import S3Object, parse_s3
 from spooler.s3.upstream import retrying
-from spooler.status import JobStatus, OutputInfo
-from spooler.storage import JobFolderOutputs
+from spooler.status import JobStatus, OutputInfo, PendingPublish
+from spooler.storage import JobFolderOutputs, RolledForward
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -49,6 +53,20 @@ class Uploaded:
     etag: str
     checksum: str  # composite: base64 sha256 of the parts' sha256s, "-<parts>"
     size: int
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An object as HeadObject (ChecksumMode ENABLED) reports it."""
+
+    size: int
+    etag: str
+    checksum: str | None  # None: stored without a SHA-256
+
+
+def same_checksum(a: str, b: str) -> bool:
+    """Composite checksums compared without the "-<parts>" some servers leave out (pure)."""
+    return a.split("-")[0] == b.split("-")[0]
 
 
 def composite_sha256(part_digests: list[bytes]) -> str:
@@ -80,10 +98,17 @@ class S3Uploads:
         return str(self._call(obj, call))
 
     def upload(
-        self, obj: S3Object, upload_id: str, temp: Path, check: Callable[[], None] | None = None
+        self,
+        obj: S3Object,
+        upload_id: str,
+        temp: Path,
+        check: Callable[[], None] | None = None,
+        *,
+        keep_if_transient: bool = False,
     ) -> Uploaded:
         """Send every part, then complete (the publish step). Aborts the upload on any
-        failure, cancel (`check` raises) included, and re-raises."""
+        failure, cancel (`check` raises) included, and re-raises; with `keep_if_transient`
+        (recovery, whose journal names it) a storage failure leaves it open to try again."""
         try:
             size = os.stat(temp).st_size
             ranges = part_ranges(size, self.settings.part_bytes)
@@ -91,8 +116,9 @@ class S3Uploads:
             if check is not None:
                 check()  # the last moment a cancel stops the publish
             return self._complete(obj, upload_id, parts, size)
-        except BaseException:
-            self.abort(obj, upload_id)
+        except BaseException as exc:
+            if not (keep_if_transient and isinstance(exc, JobError) and exc.transient):
+                self.abort(obj, upload_id)
             raise
 
     def _send_parts(
@@ -171,7 +197,14 @@ class S3Uploads:
         done = self._call(obj, call)
         expected = composite_sha256([digest for _, _, digest in parts])
         reported = done.get("ChecksumSHA256")
-        if reported and reported.split("-")[0] != expected.split("-")[0]:
+        if not reported:  # some servers leave it out of the answer: ask for it
+            stored = self.stored(obj)
+            reported = stored.checksum if stored is not None else None
+        # A server that keeps no SHA-256 reports none: nothing to compare (each part was
+        # sent with its own).
+        if reported and not same_checksum(reported, expected):
+            # Published but not what was verified: withdrawn, never left at the final key.
+            self.delete(obj)
             raise JobError(
                 ErrorCode.VERIFY_FAILED,
                 f"{obj.uri}: the stored checksum differs from the local file's",
@@ -190,20 +223,35 @@ class S3Uploads:
             )
 
     def is_open(self, obj: S3Object, upload_id: str) -> bool:
-        try:
-            self.client.list_parts(Bucket=obj.bucket, Key=obj.key, UploadId=upload_id)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
-                return False
-            raise
-        return True
+        def call() -> bool:
+            try:
+                self.client.list_parts(Bucket=obj.bucket, Key=obj.key, UploadId=upload_id)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                    return False
+                raise
+            return True
 
-    def size_of(self, obj: S3Object) -> int | None:
-        try:
-            head = self.client.head_object(Bucket=obj.bucket, Key=obj.key)
-        except ClientError:
+        return bool(self._call(obj, call))
+
+    def stored(self, obj: S3Object) -> Stored | None:
+        """Size, ETag and SHA-256 of the object; None when there is none."""
+
+        def call() -> Any:
+            try:
+                return self.client.head_object(
+                    Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED"
+                )
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if int(status) == 404:
+                    return None
+                raise
+
+        head = self._call(obj, call)
+        if head is None:
             return None
-        return int(head["ContentLength"])
+        return Stored(int(head["ContentLength"]), str(head["ETag"]), head.get("ChecksumSHA256"))
 
     def delete(self, obj: S3Object) -> None:
         with contextlib.suppress(ClientError):
@@ -270,45 +318,80 @@ class RoutedOutputs:
             temp.unlink()
         return {"uri": obj.uri, "etag": uploaded.etag, "checksum": uploaded.checksum}
 
-    def roll_forward(self, job_id: str, status: JobStatus) -> bool:
+    def remote_roll_forward(self, status: JobStatus) -> bool:
+        pending = status.pending_publish
+        remote_pending = pending is not None and pending.uri is not None
+        return remote_pending or any(output.uri for output in status.outputs)
+
+    def roll_forward(self, job_id: str, status: JobStatus) -> RolledForward:
+        """Finish (or abort) the journalled upload, then look at every planned output:
+        local ones by the job folder's rules, remote ones by a HeadObject (size; the
+        checksum when both sides have one). Network calls: recovery runs this off the
+        loop thread (`remote_roll_forward`)."""
         pending = status.pending_publish
         listed = {output.path: output for output in status.outputs}
+        planned = status.planned_outputs
+        complete = bool(planned) and not set(planned) - set(listed)
+        learned: dict[str, dict[str, Any]] = {}
         if pending is not None and pending.uri is not None and pending.upload_id is not None:
-            self._finish(job_id, pending.temp, pending.uri, pending.upload_id)
-        if not status.planned_outputs or set(status.planned_outputs) - set(listed):
-            return False
-        local = [name for name in status.planned_outputs if listed[name].uri is None]
-        remote = [listed[name] for name in status.planned_outputs if listed[name].uri]
+            uploaded = self._finish(job_id, pending, complete=complete)
+            if uploaded is not None and pending.path in listed:
+                fields = {"uri": pending.uri, "etag": uploaded.etag}
+                learned[pending.path] = {**fields, "checksum": uploaded.checksum}
+        if not complete:
+            return RolledForward(False)
         in_place = all(
-            self.uploads.size_of(self._object(str(o.uri))) == o.size_bytes for o in remote
+            self._in_place(listed[name], learned) for name in planned if listed[name].uri
         )
-        if not local:
-            return in_place
-        only_local = status.model_copy(
-            update={
-                "planned_outputs": local,
-                "outputs": [listed[n] for n in local],
-                "pending_publish": None if pending and pending.uri else pending,
-            }
-        )
-        return in_place and self.local.roll_forward(job_id, only_local)
+        outputs = [o.model_copy(update=learned.get(o.path, {})) for o in status.outputs]
+        local = [name for name in planned if listed[name].uri is None]
+        if local and in_place:
+            only_local = status.model_copy(
+                update={
+                    "planned_outputs": local,
+                    "outputs": [listed[n] for n in local],
+                    "pending_publish": None if pending and pending.uri else pending,
+                }
+            )
+            in_place = self.local.roll_forward(job_id, only_local).published
+        return RolledForward(in_place, outputs if learned else None)
 
-    def _finish(self, job_id: str, temp: str, uri: str, upload_id: str) -> None:
-        """Complete a journalled upload from its verified temporary file, or abort it."""
-        obj = self._object(uri)
+    def _in_place(self, output: OutputInfo, learned: dict[str, dict[str, Any]]) -> bool:
+        """Is this remote output stored with its listed size (and checksum, when both sides
+        know one)? Fills `learned` with the etag and checksum the entry lacks."""
+        stored = self.uploads.stored(self._object(str(output.uri)))
+        if stored is None or stored.size != output.size_bytes:
+            return False
+        known = learned.get(output.path, {}).get("checksum") or output.checksum
+        if known and stored.checksum and not same_checksum(known, stored.checksum):
+            return False  # replaced by another writer since it was published
+        if output.path not in learned and (output.etag is None or output.checksum is None):
+            # Published before the crash, the status written without its answer: read back.
+            learned[output.path] = {
+                "etag": stored.etag,
+                "checksum": output.checksum or stored.checksum,
+            }
+        return True
+
+    def _finish(self, job_id: str, pending: PendingPublish, *, complete: bool) -> Uploaded | None:
+        """Complete a journalled upload from its verified temporary file when the job can
+        finish; abort it when it cannot (the job runs again and starts a new one)."""
+        assert pending.uri is not None and pending.upload_id is not None
+        obj, upload_id = self._object(pending.uri), pending.upload_id
         if not self.uploads.is_open(obj, upload_id):
-            return  # completed (the object is checked by size) or already aborted
-        path = self.local.layout.job_dir(job_id) / temp
+            return None  # completed (the object is checked next) or already aborted
+        path = self.local.layout.job_dir(job_id) / pending.temp
         try:
-            regular = temp.startswith(TEMP_PREFIX) and stat.S_ISREG(os.lstat(path).st_mode)
+            regular = pending.temp.startswith(TEMP_PREFIX) and stat.S_ISREG(os.lstat(path).st_mode)
         except OSError:
             regular = False
-        if not regular:
+        if not (regular and complete):
             self.uploads.abort(obj, upload_id)
-            return
-        self.uploads.upload(obj, upload_id, path)
+            return None
+        uploaded = self.uploads.upload(obj, upload_id, path, keep_if_transient=True)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        return uploaded
 
     def abort_open(self, job_id: str) -> None:
         """Abort this job's uploads still in flight (a failed or cancelled attempt)."""

@@ -4,17 +4,23 @@
 already holds that index in its `moov`: the demuxer's index entries (stsz, stco/co64, stsc,
 stss: each sample's position, size and keyframe flag, and its decode time), plus the
 composition offsets (ctts) and sample durations (stts) parsed here. Only three things are
-read: the moov, the first bytes of the file the demuxer probes, and a small prefix of each
-keyframe (whether it holds an IDR slice). The result equals scan_video's (tests compare).
-Fragmented MP4s and other containers fall back to the scan (return None).
+read: the moov (once: the demuxer reads it from memory, through `RangeFile`), the bytes the
+demuxer probes after it, and the NAL headers at the start of each keyframe (whether it
+holds an IDR slice: a few dozen bytes, more only when SEI or parameter sets come first).
+The result equals scan_video's (tests compare). Fragmented MP4s and other containers fall
+back to the scan (return None).
 """
 
 from __future__ import annotations
 
+import bisect
+import io
 import struct
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from itertools import compress
 from typing import Any
 
 import av
@@ -23,9 +29,11 @@ from spooler.h264 import NAL_IDR, is_idr
 from spooler.media import nal_length_size
 from spooler.mediainfo import FORMAT_WHITELIST, VideoIndex, VideoPacket
 
-# Bytes read from the start of each keyframe: x264's first keyframe carries ~1 KB of SEI
-# before its slice; a prefix that ends before any slice header is read whole.
-KEYFRAME_PREFIX = 2048
+# Bytes read at a NAL unit's start to learn its type: its length field and header, with room
+# for a few small units (an access unit delimiter, parameter sets) after it. A longer unit
+# (x264's ~1 KB SEI in the first keyframe) is stepped over: the next read is at its end.
+NAL_WINDOW = 64
+KEYFRAME_READERS = 8
 LEAD_WINDOW = 30.0  # seconds, as media._interleave_lead
 
 Fetch = Callable[[int, int], bytes]  # (offset, length) -> bytes
@@ -143,6 +151,71 @@ def interleave_lead(entries: list[tuple[int, bool, float]], window: float = LEAD
 # --- the shell ----------------------------------------------------------------------
 
 
+class RangeFile(io.RawIOBase):
+    """A read-only, seekable view of the object for the demuxer: bytes already fetched (the
+    moov and the box headers read to find it) come from memory, the rest is fetched by
+    range, exactly as asked (no read-ahead). So the moov is downloaded once."""
+
+    def __init__(self, fetch: Fetch, size: int) -> None:
+        super().__init__()
+        self._fetch, self.size, self._pos = fetch, size, 0
+        self._starts: list[int] = []  # sorted, non-overlapping kept segments
+        self._chunks: list[bytes] = []
+
+    def fetch(self, offset: int, length: int) -> bytes:
+        """Fetch (or serve) bytes and keep them for the demuxer's reads."""
+        data = self._read_at(offset, length)
+        self._keep(offset, data)
+        return data
+
+    def _keep(self, offset: int, data: bytes) -> None:
+        at = bisect.bisect_left(self._starts, offset)
+        if data and not (at < len(self._starts) and self._starts[at] == offset):
+            self._starts.insert(at, offset)
+            self._chunks.insert(at, data)
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        parts, end = [], min(self.size, offset + length)
+        while offset < end:
+            at = bisect.bisect_right(self._starts, offset) - 1
+            if at >= 0 and offset < self._starts[at] + len(self._chunks[at]):
+                start, chunk = self._starts[at], self._chunks[at]
+                piece = chunk[offset - start : end - start]
+            else:  # a gap: fetch up to the next kept segment
+                following = self._starts[at + 1] if at + 1 < len(self._starts) else end
+                piece = self._fetch(offset, min(end, following) - offset)
+                if not piece:
+                    break
+            parts.append(piece)
+            offset += len(piece)
+        return b"".join(parts)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self.size - self._pos if size < 0 else size
+        data = self._read_at(self._pos, wanted)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def read_moov(fetch: Fetch, size: int) -> bytes | None:
     """Walk the top-level boxes by range (16 bytes each) to the moov, then read it whole."""
     pos = 0
@@ -166,12 +239,16 @@ def remote_video_index(url: str, size: int, options: dict[str, str]) -> VideoInd
     """The packet index of the object behind gateway `url` (of `size` bytes), or None when
     it is not a plain MP4/MOV (the caller then scans)."""
     fetch = http_fetch(url)
-    moov = read_moov(fetch, size)
+    view = RangeFile(fetch, size)
+    moov = read_moov(view.fetch, size)
     tables = video_tables(moov) if moov is not None else None
     if tables is None:
         return None
     durations, offsets = tables
-    with av.open(url, options={**options, "format_whitelist": FORMAT_WHITELIST}) as container:
+    # The demuxer reads through `view`: the moov from memory. No protocol is opened at all;
+    # `options` (the gateway's protocol list) still bound anything else it might open.
+    opened = av.open(view, "r", options={**options, "format_whitelist": FORMAT_WHITELIST})
+    with opened as container:
         if container.format.name.split(",")[0] != "mov":
             return None
         stream = container.streams.video[0]
@@ -179,10 +256,18 @@ def remote_video_index(url: str, size: int, options: dict[str, str]) -> VideoInd
         if len(entries) != len(durations) or len(offsets) != len(durations):
             return None  # edit lists that drop samples, or tables we do not follow
         length_size = nal_length_size(stream)
+        keyframes = [(e.pos, e.size) for e in entries if e.is_keyframe] if length_size else []
+        # One small read per keyframe: a few in flight at once (each is a round trip).
+        with ThreadPoolExecutor(KEYFRAME_READERS) as pool:
+            idrs = set(
+                compress(
+                    keyframes, pool.map(lambda k: _idr(fetch, k[0], k[1], length_size), keyframes)
+                )
+            )
         packets = []
         for entry, duration, offset in zip(entries, durations, offsets, strict=True):
             keyframe = bool(entry.is_keyframe)
-            idr = keyframe and length_size > 0 and _idr(fetch, entry, length_size)
+            idr = keyframe and (entry.pos, entry.size) in idrs
             packets.append(
                 VideoPacket(entry.timestamp + offset, entry.timestamp, duration, keyframe, idr)
             )
@@ -192,12 +277,32 @@ def remote_video_index(url: str, size: int, options: dict[str, str]) -> VideoInd
         return VideoIndex(Fraction(stream.time_base), origin, tuple(packets), lead)
 
 
-def _idr(fetch: Fetch, entry: Any, length_size: int) -> bool:
-    prefix = fetch(entry.pos, min(entry.size, KEYFRAME_PREFIX))
-    types, settled = nal_types(prefix, length_size)
-    if settled or entry.size <= KEYFRAME_PREFIX:
-        return NAL_IDR in types
-    return is_idr(fetch(entry.pos, entry.size), length_size)
+def _idr(fetch: Fetch, pos: int, size: int, length_size: int) -> bool:
+    """Does the keyframe's first slice say IDR? Its NAL headers are walked by range: one
+    small read, more only to step over a long unit before the slice."""
+    offset = 0  # of the current NAL unit in the sample
+    while offset + length_size < size:
+        window = fetch(pos + offset, min(NAL_WINDOW, size - offset))
+        types, settled = nal_types(window, length_size)
+        if settled:
+            return types[-1] == NAL_IDR
+        walked = _walked(window, length_size)
+        if walked is None or walked == 0:
+            break  # an odd unit (length 0, or past the sample): read it whole, as before
+        offset += walked
+    return is_idr(fetch(pos, size), length_size)
+
+
+def _walked(window: bytes, length_size: int) -> int | None:
+    """Where the first unit not wholly read starts: the next read's offset (pure); None for
+    a zero length, which no walk can step over."""
+    pos = 0
+    while pos + length_size <= len(window):
+        size = int.from_bytes(window[pos : pos + length_size], "big")
+        if size == 0:
+            return None
+        pos += length_size + size
+    return pos
 
 
 def _all_entries(container: Any) -> Iterator[tuple[int, bool, float]]:

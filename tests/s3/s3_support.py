@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,14 +21,24 @@ CREDENTIALS = {
 class CuttingProxy:
     """Forwards 127.0.0.1:<port> to `target`; the first `cuts` connections that carry more
     than `after_bytes` are cut there (a network fault): bytes from the server (a download),
-    or with `uploads`, bytes to the server (an upload)."""
+    or with `uploads`, bytes to the server (an upload). `upload_rate` (bytes per second,
+    per connection) makes uploads slow; `uploaded` counts the bytes sent to the server.
+    While `refusing`, every connection is closed at once (the server unreachable)."""
 
     def __init__(
-        self, target_port: int, *, cuts: int, after_bytes: int, uploads: bool = False
+        self,
+        target_port: int,
+        *,
+        cuts: int = 0,
+        after_bytes: int = 0,
+        uploads: bool = False,
+        upload_rate: float | None = None,
     ) -> None:
         self.target_port, self.cuts_left, self.after_bytes = target_port, cuts, after_bytes
-        self.uploads = uploads
+        self.uploads, self.upload_rate = uploads, upload_rate
         self.cut = 0
+        self.uploaded = 0
+        self.refusing = False
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
@@ -39,18 +50,33 @@ class CuttingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             server = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 doomed = self.cuts_left > 0
             limit = self.after_bytes if doomed else None
             up, down = (limit, None) if self.uploads else (None, limit)
-            threading.Thread(target=self._pipe, args=(client, server, up), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, down), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(client, server, up, True), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pipe, args=(server, client, down, False), daemon=True
+            ).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+    def _pipe(
+        self, src: socket.socket, dst: socket.socket, limit: int | None, upward: bool
+    ) -> None:
         sent = 0
+        rate = self.upload_rate if upward else None
         try:
-            while data := src.recv(65536):
+            while data := src.recv(16384 if rate else 65536):
+                if rate:
+                    time.sleep(len(data) / rate)
+                if upward:
+                    with self._lock:
+                        self.uploaded += len(data)
                 if limit is not None and sent + len(data) > limit:
                     with self._lock:
                         if self.cuts_left > 0:

@@ -4,6 +4,7 @@ kill -9 (recovery completes or aborts it), no duplicate object."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -21,7 +22,13 @@ from spooler.config import S3Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.layout import SpoolLayout
 from spooler.s3.client import make_client
-from spooler.s3.outputs import RoutedOutputs, S3Uploads, composite_sha256, part_ranges
+from spooler.s3.outputs import (
+    RoutedOutputs,
+    S3Uploads,
+    composite_sha256,
+    part_ranges,
+    same_checksum,
+)
 from spooler.status import JobStatus, OutputInfo, PendingPublish, State
 from spooler.storage import JobFolderOutputs
 
@@ -81,9 +88,7 @@ def test_upload_publishes_once_with_checksum(
     body = s3.get_object(Bucket=bucket, Key=f"exports/{JOB}/out.mp4")["Body"].read()
     assert body == data
     assert gained["uri"] == info.uri and gained["etag"].endswith('-3"')
-    digests = [__import__("hashlib").sha256(data[o : o + n]).digest() for o, n in
-               part_ranges(len(data), PART)]  # fmt: skip
-    assert gained["checksum"] == composite_sha256(digests)
+    assert gained["checksum"] == composite_sha256(part_digests(data, PART))
     assert leftovers(s3, bucket) == [] and keys(s3, bucket) == [f"exports/{JOB}/out.mp4"]
     assert not temp.exists()
 
@@ -190,11 +195,79 @@ def test_kill_9_mid_upload_then_recovery(
         planned_outputs=["out.mp4"], pending_publish=PendingPublish.model_validate(journal),
     )  # fmt: skip
     # When recovery rolls the journalled publish forward
-    done = store(settings, tmp_path).roll_forward(JOB, status)
+    rolled = store(settings, tmp_path).roll_forward(JOB, status)
     # Then the upload is completed from the verified file, or aborted without it; never left
     assert leftovers(s3, bucket) == []
     if temp_survives:
-        assert done
+        assert rolled.published
         assert s3.get_object(Bucket=bucket, Key=f"exports/{JOB}/out.mp4")["Body"].read() == data
+        # and the entry gains the etag and the checksum the server reported for it, which is
+        # the one of the local file
+        assert rolled.outputs is not None
+        (entry,) = rolled.outputs
+        head = s3.head_object(Bucket=bucket, Key=f"exports/{JOB}/out.mp4", ChecksumMode="ENABLED")
+        assert entry.etag == head["ETag"] and entry.uri == uri
+        assert entry.checksum == composite_sha256(part_digests(data, PART))
+        assert same_checksum(entry.checksum, head["ChecksumSHA256"])
     else:
-        assert not done and keys(s3, bucket) == []
+        assert not rolled.published and keys(s3, bucket) == []
+
+
+def part_digests(data: bytes, part_bytes: int) -> list[bytes]:
+    return [hashlib.sha256(data[o : o + n]).digest() for o, n in part_ranges(len(data), part_bytes)]
+
+
+def test_recovery_reads_back_what_a_finished_upload_lacks(
+    s3_settings: S3Settings, s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    # Given an output whose upload completed just before the worker died: the status on
+    # disk still journals the upload and lists the entry without its etag and checksum
+    settings = s3_settings.model_copy(update={"part_bytes": PART})
+    outputs = store(settings, tmp_path)
+    temp = verified_temp(tmp_path, PART + 7)
+    data, info = temp.read_bytes(), info_for(bucket, temp)
+    upload_id = outputs.begin(JOB, temp, info)
+    outputs.commit(JOB, temp, "out.mp4")
+    pending = PendingPublish(temp=temp.name, path="out.mp4", uri=info.uri, upload_id=upload_id)
+    status = running_status(info, pending)
+    # When recovery rolls it forward
+    rolled = store(settings, tmp_path).roll_forward(JOB, status)
+    # Then it is published, and the entry gains the etag and checksum read back
+    assert rolled.published and rolled.outputs is not None
+    (entry,) = rolled.outputs
+    head = s3.head_object(Bucket=bucket, Key=info.uri.split("/", 3)[3])  # type: ignore[union-attr]
+    assert entry.etag == head["ETag"]
+    assert entry.checksum is not None
+    assert same_checksum(entry.checksum, composite_sha256(part_digests(data, PART)))
+    # and an object replaced since (another size) is not taken for the output
+    s3.put_object(Bucket=bucket, Key=f"exports/{JOB}/out.mp4", Body=b"other")
+    assert not store(settings, tmp_path).roll_forward(JOB, status).published
+
+
+def test_recovery_aborts_the_upload_of_a_job_that_must_run_again(
+    s3_settings: S3Settings, s3: S3Client, bucket: str, tmp_path: Path
+) -> None:
+    # Given a journalled upload whose temporary file survived, but a second planned output
+    # never made: the job will run again, so finishing this upload would be wasted
+    settings = s3_settings.model_copy(update={"part_bytes": PART})
+    outputs = store(settings, tmp_path)
+    temp = verified_temp(tmp_path, PART)
+    info = info_for(bucket, temp)
+    upload_id = outputs.begin(JOB, temp, info)
+    pending = PendingPublish(temp=temp.name, path="out.mp4", uri=info.uri, upload_id=upload_id)
+    status = running_status(info, pending, also_planned=["poster.jpg"])
+    # When recovery rolls it forward
+    rolled = store(settings, tmp_path).roll_forward(JOB, status)
+    # Then the upload is aborted, nothing is published
+    assert not rolled.published
+    assert leftovers(s3, bucket) == [] and keys(s3, bucket) == []
+
+
+def running_status(
+    info: OutputInfo, pending: PendingPublish, also_planned: list[str] | None = None
+) -> JobStatus:
+    now = datetime.now(UTC)
+    return JobStatus(
+        job_id=JOB, state=State.RUNNING, submitted_at=now, updated_at=now, outputs=[info],
+        planned_outputs=[info.path, *(also_planned or [])], pending_publish=pending,
+    )  # fmt: skip
