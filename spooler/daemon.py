@@ -26,7 +26,7 @@ from types import FrameType
 
 import structlog
 
-from spooler import __version__
+from spooler import __version__, spawn
 from spooler.capabilities import capabilities
 from spooler.clock import Clocks, ServerClock, read_clocks
 from spooler.config import Settings, load_settings, reload_plan
@@ -144,6 +144,7 @@ class Daemon:
             # Every job would fail: refuse to start, so systemd or compose show the cause.
             self.log.error("ffmpeg_missing", error=exc.message)
             return 2
+        spawn.warm_up()
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(signum, self._on_signal)

@@ -177,6 +177,10 @@ class Spawner:
                 return self._codes.pop(pid)
             return -signal.SIGKILL if self._broken else None
 
+    def warm_up(self) -> None:
+        with self._lock:
+            self._start()
+
     def spawn(
         self, argv: list[str], *, nice: int, pass_fds: tuple[int, ...]
     ) -> SpawnedProcess | None:
@@ -230,6 +234,14 @@ def spawn(argv: list[str], *, nice: int, pass_fds: tuple[int, ...]) -> SpawnedPr
     if os.environ.get("SPOOLER_SPAWN_HELPER", "1") == "0":
         return None
     return _SPAWNER.spawn(argv, nice=nice, pass_fds=pass_fds)
+
+
+def warm_up() -> None:
+    """Start the helper now, at the daemon's start, not at the first job's first ffmpeg:
+    its Python start-up (tens of milliseconds, more on a loaded machine) would otherwise
+    delay that job."""
+    if os.environ.get("SPOOLER_SPAWN_HELPER", "1") != "0":
+        _SPAWNER.warm_up()
 
 
 def shutdown() -> None:
