@@ -405,18 +405,8 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         # else: one ffconcat list of the segments in timeline order (the demuxer seeks to
         # the keyframe before each inpoint), the frames before an inpoint dropped by the
         # constant-rate output, no filter graph.
-        spec = job(variant, "reencode", preset)
-        offsets = {a["id"]: a["syncOffset"] for a in spec["angles"]}
-        names = {a["id"]: a["source"] for a in spec["angles"]}
-        lines = ["ffconcat version 1.0"]
-        for seg in spec["segments"]:
-            lines += [
-                f"file '{CACHE / names[seg['angle']]}'",
-                f"inpoint {seg['start'] + offsets[seg['angle']]:.6f}",
-                f"outpoint {seg['end'] + offsets[seg['angle']]:.6f}",
-            ]
         listing = work / "floor.ffconcat"
-        listing.write_text("\n".join(lines) + "\n")
+        listing.write_text(needed_frames_list(variant))
         subprocess.run(
             [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
              "-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v", "-map", "0:a",
@@ -474,6 +464,22 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         "load_at_end": os.getloadavg()[0],
         **extra,
     }
+
+
+def needed_frames_list(variant: Variant) -> str:
+    """An ffconcat list of the edit's segments in timeline order: decoding it decodes the
+    frames the edit needs, each segment from the keyframe before its inpoint."""
+    spec = job(variant, "reencode", "veryfast")
+    offsets = {a["id"]: a["syncOffset"] for a in spec["angles"]}
+    names = {a["id"]: a["source"] for a in spec["angles"]}
+    lines = ["ffconcat version 1.0"]
+    for seg in spec["segments"]:
+        lines += [
+            f"file '{CACHE / names[seg['angle']]}'",
+            f"inpoint {seg['start'] + offsets[seg['angle']]:.6f}",
+            f"outpoint {seg['end'] + offsets[seg['angle']]:.6f}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def scaling_job(variant: Variant, cuts: int, angles: int, preset: str) -> dict[str, Any]:
