@@ -453,6 +453,8 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     spawn.shutdown()  # ffmpeg's parent is the spawn helper: reap it to count their CPU
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    if what == "smart":  # after the usage: not part of the measured CPU
+        extra["decoded_frames"] = smart_decoded_frames(variant, preset)
     return {
         "seconds": elapsed,
         # CPU time is what another busy process on the machine cannot inflate.
@@ -480,6 +482,43 @@ def needed_frames_list(variant: Variant) -> str:
             f"outpoint {seg['end'] + offsets[seg['angle']]:.6f}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def smart_decoded_frames(variant: Variant, preset: str) -> dict[str, int]:
+    """What smart's decoders decode, from its plan's parts: the encoded frames, the warm-up
+    from the keyframe before each part (its input starts 2 frames early), and the frames
+    read past each part (2 frames of margin + graph.POSTROLL, with no interleave lead)."""
+    import bisect
+
+    from spooler.export.gop import split_piece
+    from spooler.export.graph import POSTROLL
+    from spooler.export.smart import smart_blockers
+    from spooler.export.sources import close_sources, inspect_sources
+    from spooler.export.timeline import frame_index, job_pieces, quantise
+
+    spec = ExportJob.model_validate(job(variant, "smart", preset))
+    used = list(dict.fromkeys(p.angle for p in job_pieces(spec)))
+    sources = inspect_sources(spec, [CACHE], set(used))
+    try:
+        _, frames = smart_blockers(spec, sources, used)
+        fps = Fraction(variant.fps)
+        counts = dict.fromkeys(("encoded", "warmup", "after", "parts"), 0)
+        for piece in quantise(job_pieces(spec), fps):
+            angle, angle_frames = spec.angle(piece.angle), frames[piece.angle]
+            index = sources[angle.source].index
+            assert index is not None
+            shift = frame_index(Fraction(angle.sync_offset) - index.time(angle_frames.first), fps)
+            for part in split_piece(angle_frames, piece.first + shift, piece.stop + shift, True):
+                if part.kind == "encode":
+                    heads = angle_frames.heads
+                    key = heads[max(0, bisect.bisect_right(heads, part.start - 2) - 1)]
+                    counts["encoded"] += part.frames
+                    counts["warmup"] += part.start - key
+                    counts["after"] += 2 + int(POSTROLL * fps)
+                    counts["parts"] += 1
+        return counts
+    finally:
+        close_sources(sources)
 
 
 def scaling_job(variant: Variant, cuts: int, angles: int, preset: str) -> dict[str, Any]:
@@ -731,7 +770,8 @@ def main() -> None:
         smart = results["smart"]
         print(
             f"smart path: {smart.get('path')}, {smart.get('encoded_frames')} of "
-            f"{smart.get('frames')} frames encoded"
+            f"{smart.get('frames')} frames encoded; frames decoded: {smart.get('decoded_frames')}"
+            f"; CPU by component: {smart.get('cpu_by_component')}"
         )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"export_{variant.name}_{time.strftime('%Y%m%dT%H%M%S')}.json"
