@@ -43,6 +43,7 @@ from export_bench import (  # noqa: E402
     needed_frames_list,
     source_path,
 )
+from threadcpu import ThreadCpu  # noqa: E402
 
 from spooler.config import Settings  # noqa: E402
 from spooler.export import ExportJob, ExportKind  # noqa: E402
@@ -183,12 +184,16 @@ def main() -> int:
     for _ in range(args.repeat):
         for name, run in (("together", together), ("separate", separate)):
             cpu, wall = _children_cpu(), time.perf_counter()
-            run(variant, args.preset, ffmpeg)
+            # ffmpeg's CPU by thread (x264's threads take the name of the thread that opens
+            # the encoder: fc0, the filter graph's, in ffmpeg 7+).
+            with ThreadCpu().running() as sampler:
+                run(variant, args.preset, ffmpeg)
             rows.append(
                 {
                     "case": name,
                     "wall": round(time.perf_counter() - wall, 2),
                     "cpu": round(_children_cpu() - cpu, 2),
+                    "cpu_by_thread_name": sampler.by_thread_name(),
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
