@@ -51,6 +51,7 @@ from spooler.config import Settings  # noqa: E402
 from spooler.export import ExportJob, ExportKind  # noqa: E402
 from spooler.ffmpeg import FfmpegResult, Limits, find_ffmpeg, run_ffmpeg  # noqa: E402
 from spooler.jobkind import Step  # noqa: E402
+from spooler.s3.remotes import RemoteSources  # noqa: E402
 from spooler.status import OutputInfo  # noqa: E402
 
 HUES = (0, 120, 240)
@@ -229,6 +230,7 @@ class BenchContext:
     preflight: dict[str, Any] = field(default_factory=dict)
     log: io.StringIO = field(default_factory=io.StringIO)
     spans: list[tuple[str, float, float]] = field(default_factory=list)  # step, start, end
+    remote_sources: RemoteSources = field(default_factory=RemoteSources)  # none used here
 
     def declare_steps(self, steps: list[Step]) -> None:
         pass
