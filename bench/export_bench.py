@@ -26,13 +26,14 @@ import argparse
 import io
 import itertools
 import json
+import math
 import os
 import re
 import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from spooler.config import Settings  # noqa: E402
 from spooler.export import ExportJob, ExportKind  # noqa: E402
 from spooler.ffmpeg import FfmpegResult, Limits, find_ffmpeg, run_ffmpeg  # noqa: E402
 from spooler.jobkind import Step  # noqa: E402
+from spooler.s3.remotes import RemoteSources  # noqa: E402
 from spooler.status import OutputInfo  # noqa: E402
 
 HUES = (0, 120, 240)
@@ -70,6 +72,13 @@ class Variant:
     # closed 2 s GOPs, like a camera's or a phone's (issue 18); the export at CRF 16 too.
     heavy: bool = False
     crf: int = 23
+    # Length of the generated sources when it differs from the timeline's (0: the same):
+    # `--minutes` cuts shorter timelines from the 5-minute heavy sources.
+    source_seconds: int = 0
+
+    @property
+    def source_length(self) -> int:
+        return self.source_seconds or self.seconds
 
 
 FULL = Variant("full", 600, 1920, 1080)
@@ -80,10 +89,18 @@ HEAVY_QUICK = Variant("heavyquick", 30, 1920, 1080, cuts=6, mbps=0, heavy=True, 
 VARIANTS = {v.name: v for v in (FULL, QUICK, HEAVY, HEAVY_QUICK)}
 
 
+def heavy_minutes(minutes: int) -> Variant:
+    """The issue's heavy shape on `minutes` of timeline: 6 cuts a minute (30 in 5 minutes),
+    cut from the 5-minute heavy sources (longer ones are generated when asked for)."""
+    seconds = 60 * minutes
+    return replace(HEAVY, seconds=seconds, cuts=6 * minutes, source_seconds=max(300, seconds))
+
+
 def source_path(variant: Variant, angle: int) -> Path:
     rate = "crf16" if variant.heavy else f"{variant.mbps}M"
     return CACHE / (
-        f"{variant.name}_{variant.width}x{variant.height}_{variant.seconds}s_{rate}_cam{angle}.mp4"
+        f"{variant.name}_{variant.width}x{variant.height}_{variant.source_length}s_{rate}_"
+        f"cam{angle}.mp4"
     )
 
 
@@ -108,7 +125,7 @@ def generate(ffmpeg: str, variant: Variant) -> list[Path]:
         paths.append(path)
         if path.exists():
             continue
-        seconds = variant.seconds + offset + 1
+        seconds = variant.source_length + offset + 1
         size = f"{variant.width}x{variant.height}"
         tmp = path.with_suffix(".part.mp4")
         # Heavy sources: a unique stretch of at most HEAVY_UNIT seconds (whole GOPs),
@@ -155,15 +172,17 @@ def generate(ffmpeg: str, variant: Variant) -> list[Path]:
             check=True,
         )
         if looped:
-            total = variant.seconds + offset + 1
-            # The video repeated by stream copy; the sound encoded afresh for the whole
-            # length (repeated AAC drifts: 64 ms short after five loops).
+            # The video repeated by stream copy, whole units only: a copy cut inside a GOP
+            # leaves its last B-frames out, a gap in the timestamps that makes the angle
+            # variable-rate (smart render then falls back to reencode). The sound encoded
+            # afresh for the same length (repeated AAC drifts: 64 ms short after 5 loops).
+            loops = math.ceil((variant.source_length + offset + 1) / HEAVY_UNIT)
             subprocess.run(
                 [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-                 "-stream_loop", str(int(total // HEAVY_UNIT)), "-i", str(unit),
+                 "-stream_loop", str(loops - 1), "-i", str(unit),
                  "-f", "lavfi", "-i",
-                 f"sine=frequency={440 * angle}:sample_rate=48000:duration={total}",
-                 "-map", "0:v", "-map", "1:a", "-t", str(total), "-c:v", "copy",
+                 f"sine=frequency={440 * angle}:sample_rate=48000:duration={loops * HEAVY_UNIT}",
+                 "-map", "0:v", "-map", "1:a", "-c:v", "copy",
                  "-c:a", "aac", "-b:a", "128k", "-f", "mp4", str(final)],
                 check=True,
             )  # fmt: skip
@@ -211,6 +230,7 @@ class BenchContext:
     preflight: dict[str, Any] = field(default_factory=dict)
     log: io.StringIO = field(default_factory=io.StringIO)
     spans: list[tuple[str, float, float]] = field(default_factory=list)  # step, start, end
+    remote_sources: RemoteSources = field(default_factory=RemoteSources)  # none used here
 
     def declare_steps(self, steps: list[Step]) -> None:
         pass
@@ -320,10 +340,17 @@ def with_design(args: list[str], design: str) -> list[str]:
 def measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
     """Run one measurement in THIS process (called in a fresh subprocess by main), with
     ffmpeg's CPU split by component (its named threads: threadcpu.py)."""
+    # Not the job's CPU: this interpreter's start-up and imports (a daemon pays them once,
+    # not per job) and the thread sampler's own work.
+    startup = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     with ThreadCpu().running() as sampler:
         result = _measure(what, variant, preset)
+    overhead = startup + sampler.own_cpu
+    result["cpu_seconds"] -= overhead
+    result["python_cpu_seconds"] -= overhead
     return {
         **result,
+        "bench_overhead_cpu_seconds": round(overhead, 3),
         "cpu_by_component": sampler.by_component(),
         "cpu_by_thread_name": sampler.by_thread_name(),
     }
@@ -380,18 +407,8 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         # else: one ffconcat list of the segments in timeline order (the demuxer seeks to
         # the keyframe before each inpoint), the frames before an inpoint dropped by the
         # constant-rate output, no filter graph.
-        spec = job(variant, "reencode", preset)
-        offsets = {a["id"]: a["syncOffset"] for a in spec["angles"]}
-        names = {a["id"]: a["source"] for a in spec["angles"]}
-        lines = ["ffconcat version 1.0"]
-        for seg in spec["segments"]:
-            lines += [
-                f"file '{CACHE / names[seg['angle']]}'",
-                f"inpoint {seg['start'] + offsets[seg['angle']]:.6f}",
-                f"outpoint {seg['end'] + offsets[seg['angle']]:.6f}",
-            ]
         listing = work / "floor.ffconcat"
-        listing.write_text("\n".join(lines) + "\n")
+        listing.write_text(needed_frames_list(variant))
         subprocess.run(
             [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
              "-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v", "-map", "0:a",
@@ -418,7 +435,15 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         settings = Settings(media_roots=[CACHE], spool_dir=work)
         ctx = BenchContext(work, settings, ffmpeg)
         ExportKind().run(ExportJob.model_validate(job(variant, what, preset)), ctx)
-        extra = {"path": ctx.preflight.get("path"), "snapped": len(ctx.warnings)}
+        extra = {
+            "path": ctx.preflight.get("path"),
+            "snapped": len(ctx.warnings),
+            # Wall time of each ffmpeg step (smart: the audio bed, each encoder process).
+            "steps": [[step, round(b - a, 3)] for step, a, b in ctx.spans],
+        }
+        if what == "smart" and extra["path"] != "smart":
+            # A fallback would be timed as smart: the figure would be the reencode's.
+            raise SystemExit(f"smart fell back to {extra['path']}: {ctx.preflight.get('reason')}")
         encodes = [(a, b) for step, a, b in ctx.spans if step.startswith("encode ")]
         if what == "smart" and encodes:
             output = ctx.preflight.get("output", {})
@@ -430,6 +455,8 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     spawn.shutdown()  # ffmpeg's parent is the spawn helper: reap it to count their CPU
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    if what == "smart":  # after the usage: not part of the measured CPU
+        extra["decoded_frames"] = smart_decoded_frames(variant, preset)
     return {
         "seconds": elapsed,
         # CPU time is what another busy process on the machine cannot inflate.
@@ -438,8 +465,62 @@ def _measure(what: str, variant: Variant, preset: str) -> dict[str, Any]:
         "python_cpu_seconds": usage[0].ru_utime + usage[0].ru_stime,
         "python_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "child_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "load_at_end": os.getloadavg()[0],
         **extra,
     }
+
+
+def needed_frames_list(variant: Variant) -> str:
+    """An ffconcat list of the edit's segments in timeline order: decoding it decodes the
+    frames the edit needs, each segment from the keyframe before its inpoint."""
+    spec = job(variant, "reencode", "veryfast")
+    offsets = {a["id"]: a["syncOffset"] for a in spec["angles"]}
+    names = {a["id"]: a["source"] for a in spec["angles"]}
+    lines = ["ffconcat version 1.0"]
+    for seg in spec["segments"]:
+        lines += [
+            f"file '{CACHE / names[seg['angle']]}'",
+            f"inpoint {seg['start'] + offsets[seg['angle']]:.6f}",
+            f"outpoint {seg['end'] + offsets[seg['angle']]:.6f}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def smart_decoded_frames(variant: Variant, preset: str) -> dict[str, int]:
+    """What smart's decoders decode, from its plan's parts: the encoded frames, the warm-up
+    from the keyframe before each part (its input starts 2 frames early), and the frames
+    read past each part (2 frames of margin + graph.POSTROLL, with no interleave lead)."""
+    import bisect
+
+    from spooler.export.gop import split_piece
+    from spooler.export.graph import POSTROLL
+    from spooler.export.smart import smart_blockers
+    from spooler.export.sources import close_sources, inspect_sources
+    from spooler.export.timeline import frame_index, job_pieces, quantise
+
+    spec = ExportJob.model_validate(job(variant, "smart", preset))
+    used = list(dict.fromkeys(p.angle for p in job_pieces(spec)))
+    sources = inspect_sources(spec, [CACHE], set(used))
+    try:
+        _, frames = smart_blockers(spec, sources, used)
+        fps = Fraction(variant.fps)
+        counts = dict.fromkeys(("encoded", "warmup", "after", "parts"), 0)
+        for piece in quantise(job_pieces(spec), fps):
+            angle, angle_frames = spec.angle(piece.angle), frames[piece.angle]
+            index = sources[angle.source].index
+            assert index is not None
+            shift = frame_index(Fraction(angle.sync_offset) - index.time(angle_frames.first), fps)
+            for part in split_piece(angle_frames, piece.first + shift, piece.stop + shift, True):
+                if part.kind == "encode":
+                    heads = angle_frames.heads
+                    key = heads[max(0, bisect.bisect_right(heads, part.start - 2) - 1)]
+                    counts["encoded"] += part.frames
+                    counts["warmup"] += part.start - key
+                    counts["after"] += 2 + int(POSTROLL * fps)
+                    counts["parts"] += 1
+        return counts
+    finally:
+        close_sources(sources)
 
 
 def scaling_job(variant: Variant, cuts: int, angles: int, preset: str) -> dict[str, Any]:
@@ -507,6 +588,7 @@ def run_measure(what: str, variant: Variant, preset: str, cold: bool = False) ->
             variant.name,
             "--preset",
             preset,
+            *(["--minutes", str(variant.seconds // 60)] if variant.source_seconds else []),
         ],
         capture_output=True,
         text=True,
@@ -578,6 +660,13 @@ def main() -> None:
         "heavyquick (30 s of the same, 6 cuts)",
     )
     parser.add_argument(
+        "--minutes",
+        type=int,
+        default=0,
+        help="the heavy variant on N minutes of timeline, 6 cuts a minute (issue 18's shape: "
+        "5 minutes, 30 cuts); from the 5-minute heavy sources when N <= 5",
+    )
+    parser.add_argument(
         "--scaling",
         action="store_true",
         help="reencode with 10/100/1000 cuts (3 angles) and 2/4/8 angles (100 cuts) on the "
@@ -591,6 +680,10 @@ def main() -> None:
     parser.add_argument("--generate-only", action="store_true", help="make the sources, stop")
     args = parser.parse_args()
     variant = QUICK if args.quick else VARIANTS[args.variant or "full"]
+    if args.minutes:
+        if args.quick or args.variant not in (None, "heavy"):
+            parser.error("--minutes goes with the heavy variant only")
+        variant = heavy_minutes(args.minutes)
     if args.measure:
         print(json.dumps(measure(args.measure, variant, args.preset)))
         return
@@ -679,7 +772,8 @@ def main() -> None:
         smart = results["smart"]
         print(
             f"smart path: {smart.get('path')}, {smart.get('encoded_frames')} of "
-            f"{smart.get('frames')} frames encoded"
+            f"{smart.get('frames')} frames encoded; frames decoded: {smart.get('decoded_frames')}"
+            f"; CPU by component: {smart.get('cpu_by_component')}"
         )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"export_{variant.name}_{time.strftime('%Y%m%dT%H%M%S')}.json"

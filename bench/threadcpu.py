@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,7 @@ class ThreadCpu:
         self.last: dict[tuple[int, int], tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self.own_cpu = 0.0
 
     def _sample(self) -> None:
         for pid in _descendants(os.getpid()):
@@ -86,6 +88,9 @@ class ThreadCpu:
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             self._sample()
+        # The sampler's own CPU (listing /proc five times a second): the bench's, not the
+        # measured job's; callers subtract it from their process's CPU time.
+        self.own_cpu = time.thread_time()
 
     def by_component(self) -> dict[str, float]:
         totals: dict[str, float] = defaultdict(float)

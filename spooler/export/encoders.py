@@ -21,6 +21,17 @@ def encoder_threads(threads: int) -> list[str]:
     return ["-threads", str(threads)] if threads else []
 
 
+def shared_threads(configured: int, encoders: int, cores: int) -> int:
+    """Threads for each of `encoders` video encoders in one ffmpeg (renditions): the
+    operator's setting if any; ffmpeg's own choice (0) for a lone encoder; else an equal
+    share of the cores. Each x264 left to itself takes 1.5x the cores in frame threads:
+    with a 1080p and a 720p encoder on 2 cores that cost ~8 % more CPU for the same job
+    (3 and 13 % in two same-run pairs; issue 18, bench/renditions_bench.py --threads)."""
+    if configured or encoders <= 1:
+        return configured
+    return max(1, cores // encoders)
+
+
 def audio_encoder(job: ExportJob | Rendition) -> list[str]:
     out = job.output if isinstance(job, ExportJob) else job
     bitrate = f"{out.audio_bitrate_kbps}k"

@@ -18,6 +18,7 @@ audiograph.py (the audio track, cut in samples; ambient mix; loudness) and rendi
 from __future__ import annotations
 
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.export import audiograph, readchain, textmark, transitions, watermark
 from spooler.export.commands import MIME, MUXERS, Command, Plan, PlanPaths, rate_text
-from spooler.export.encoders import audio_encoder, video_encoder
+from spooler.export.encoders import audio_encoder, shared_threads, video_encoder
 from spooler.export.graph import Graph, Span, command_args, piece_inputs
 from spooler.export.models import ExportJob, FollowAudio, NoAudio
 from spooler.export.output import ExactSize, HeightSize, nominal_rate
@@ -234,14 +235,15 @@ def plan_reencode(
         job, graph.chains, "[vout]", audio_label, width, height, paths.renditions
     )
     args, files = command_args(graph, paths)
-    args += ["-map", vmain, *video_encoder(job, codec, fps, settings.ffmpeg_threads)]
+    encoders = 1 + sum(b.video is not None for b in branches)
+    threads = shared_threads(settings.ffmpeg_threads, encoders, len(os.sched_getaffinity(0)))
+    args += ["-map", vmain, *video_encoder(job, codec, fps, threads)]
     if audio_label:
         args += ["-map", audio_label, *audio_encoder(job)]
     args += ["-map_metadata", "-1", *_container_args(job, paths.output)]
     for branch in branches:  # each rendition: its own encoders and file, same command
         r = branch.rendition
         if branch.video:
-            threads = settings.ffmpeg_threads
             args += ["-map", branch.video, *video_encoder(r, r.video_codec, fps, threads)]
         if branch.audio:
             args += ["-map", branch.audio, *audio_encoder(r)]

@@ -293,8 +293,13 @@ def plan_smart(
         height=height,
         want_audio=audio is not None,
         mime_type=MIME[job.output.container],
+        # The audio bed (when it cannot be copied) runs beside the video encoders, not
+        # before them: the same CPU, less wall time.
         commands=[
-            *(replace(c, weight=c.expected_seconds * AUDIO_WEIGHT) for c in audio_commands),
+            *(
+                replace(c, weight=c.expected_seconds * AUDIO_WEIGHT, parallel=True)
+                for c in audio_commands
+            ),
             *commands,
         ],
         remux_weight=float(duration) * REMUX_WEIGHT,

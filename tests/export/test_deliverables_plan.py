@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,39 @@ def test_without_renditions_the_command_is_unchanged() -> None:
     args = plain.commands[0].args
     assert args.count("-map") == 2 and "[vout]split" not in args[args.index("-filter_complex") + 1]
     assert plain.extra_outputs == []
+    assert "-threads" not in args  # one encoder: ffmpeg's own thread count
+
+
+def _encoder_threads(args: list[str]) -> list[str | None]:
+    """The -threads value after each -c:v (None: none before the next output's -map)."""
+    found: list[str | None] = []
+    for i, arg in enumerate(args):
+        if arg == "-c:v":
+            rest = args[i : args.index("-map", i) if "-map" in args[i:] else len(args)]
+            found.append(rest[rest.index("-threads") + 1] if "-threads" in rest else None)
+    return found
+
+
+def test_video_renditions_share_the_cores_between_their_encoders() -> None:
+    # Given a job with two video renditions beside the main output: three x264 encoders
+    spec = job(
+        [("cam1", 0, 2)],
+        mode="reencode",
+        renditions=[
+            {"name": "720p", "size": {"mode": "height", "height": 720}},
+            {"name": "360p", "size": {"mode": "height", "height": 360}},
+            {"name": "audio", "audioOnly": True},
+        ],
+    )
+    cores = len(os.sched_getaffinity(0))
+    # When it is planned with ffmpeg's thread count left to ffmpeg (the default)
+    args = plan_export(spec, IPPP, SETTINGS, WITH_RENDITIONS).commands[0].args
+    # Then each encoder gets an equal share of the cores, not 1.5x the cores each
+    assert _encoder_threads(args) == [str(max(1, cores // 3))] * 3
+    # And an operator's ffmpeg_threads is kept as it is
+    pinned = SETTINGS.model_copy(update={"ffmpeg_threads": 4})
+    args = plan_export(spec, IPPP, pinned, WITH_RENDITIONS).commands[0].args
+    assert _encoder_threads(args) == ["4"] * 3
 
 
 def test_storyboard_tiles_and_vtt() -> None:

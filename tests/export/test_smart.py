@@ -21,7 +21,11 @@ from mediagen import Clip, audio_onsets, make_clip, read_frames
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.export import ExportJob, ExportKind
+from spooler.export.commands import PlanPaths
 from spooler.export.gop import Frames, split_piece
+from spooler.export.kind import _batches
+from spooler.export.plan import plan_export
+from spooler.export.sources import close_sources, inspect_sources
 from spooler.media import VideoIndex, VideoPacket, stream_ends
 
 FPS = 30
@@ -157,6 +161,28 @@ def test_auto_picks_smart_when_copy_would_move_a_cut(
     assert list(weights) == ["audio", "encode 1/2", "encode 2/2", "copy"]
     encoding = weights["encode 1/2"] + weights["encode 2/2"]
     assert encoding > 0.6 * sum(weights.values())
+
+
+def test_an_encoded_audio_bed_runs_beside_the_video_encoders(
+    smart_root: Path, tmp_path: Path
+) -> None:
+    # Given a smart job whose audio must be encoded (it follows the cut)
+    spec = ExportJob.model_validate(
+        {**_job([("sred", 0, 45), ("syellow", 45, 100)]), "audio": {"mode": "follow"}}
+    )
+    settings = Settings(media_roots=[smart_root], spool_dir=tmp_path / "spool")
+    sources = inspect_sources(spec, [smart_root], {"sred", "syellow"})
+    try:
+        # When it is planned
+        lists = tuple(tmp_path / f"{i}.ffconcat" for i in range(3 * (len(spec.angles) + 2)))
+        paths = PlanPaths(tmp_path / "o.mp4", tmp_path / "a.mp4", tmp_path / "g.txt", lists, ())
+        plan = plan_export(spec, sources, settings, paths)
+    finally:
+        close_sources(sources)
+    # Then the audio command is one batch with the encoders (run at once), not before them
+    assert plan.mode == "smart"
+    batches = [[c.step for c in batch] for batch in _batches(plan.commands)]
+    assert batches == [["audio", "encode 1/2", "encode 2/2"]]
 
 
 def test_a_range_exports_exactly_its_frames(
