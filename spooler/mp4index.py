@@ -256,6 +256,8 @@ def mp4_video_index(
         entries = list(stream.index_entries)
         if len(entries) != len(durations) or len(offsets) != len(durations):
             return None  # edit lists that drop samples, or tables we do not follow
+        if any(e.pos + e.size > size for e in entries):
+            return None  # a cut-short file: the scan finds the packets really there
         length_size = nal_length_size(stream)
         keyframes = [(e.pos, e.size) for e in entries if e.is_keyframe] if length_size else []
         # One small read per keyframe: over the network a few in flight at once.
