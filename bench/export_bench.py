@@ -489,11 +489,11 @@ def needed_frames_list(variant: Variant) -> str:
 def smart_decoded_frames(variant: Variant, preset: str) -> dict[str, int]:
     """What smart's decoders decode, from its plan's parts: the encoded frames, the warm-up
     from the keyframe before each part (its input starts 2 frames early), and the frames
-    read past each part (2 frames of margin + graph.POSTROLL, with no interleave lead)."""
+    read past each part (its 2 frames of margin; the interleave lead, if any, not counted:
+    smart's parts read no POSTROLL, graph.piece_inputs)."""
     import bisect
 
     from spooler.export.gop import split_piece
-    from spooler.export.graph import POSTROLL
     from spooler.export.smart import smart_blockers
     from spooler.export.sources import close_sources, inspect_sources
     from spooler.export.timeline import frame_index, job_pieces, quantise
@@ -516,7 +516,7 @@ def smart_decoded_frames(variant: Variant, preset: str) -> dict[str, int]:
                     key = heads[max(0, bisect.bisect_right(heads, part.start - 2) - 1)]
                     counts["encoded"] += part.frames
                     counts["warmup"] += part.start - key
-                    counts["after"] += 2 + int(POSTROLL * fps)
+                    counts["after"] += 2
                     counts["parts"] += 1
         return counts
     finally:

@@ -192,6 +192,13 @@ class VideoIndex:
         out.append(len(self.packets))
         return out
 
+    def decode_lag(self) -> Fraction:
+        """How far (s) a packet's decode time can run past its presentation time: 0 unless
+        the file stores negative composition offsets. A reader that stops at the first
+        packet past a time reads this much further to have every frame shown before it."""
+        lag = max((p.dts - p.pts for p in self.packets), default=0)
+        return max(0, lag) * self.time_base
+
     def keyframe_interval(self) -> float | None:
         keys = [p.pts for p in self.packets if p.keyframe]
         if len(keys) < 2:

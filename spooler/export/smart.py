@@ -392,6 +392,7 @@ def _encode_command(
         lambda source: 2 / Fraction(source.info.fps or fps),
         video=True,
         audio=False,
+        postroll=False,  # trimmed to the part's exact frames: read no further than they need
     )
     graph.inputs = [["-threads", str(threads), *args] for args in graph.inputs]  # decoders
     labels = []

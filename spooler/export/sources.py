@@ -22,6 +22,7 @@ from spooler.export.rules import check_source_syntax
 from spooler.export.watermark import IMAGE_DEMUXER
 from spooler.media import probe, scan_audio, scan_video
 from spooler.mediainfo import (
+    PROTOCOLS,
     REMOTE_PROTOCOLS,
     MediaInfo,
     MediaLocation,
@@ -30,6 +31,7 @@ from spooler.mediainfo import (
     reader_protocols,
     reader_url,
 )
+from spooler.mp4index import fd_fetch, mp4_video_index
 from spooler.s3.locations import is_remote
 from spooler.s3.remoteindex import http_fetch, remote_video_index
 from spooler.s3.remotes import JobRemotes, not_enabled, shown_name
@@ -234,7 +236,7 @@ def _inspect(
                 f"{name!r} has no audio stream",
                 {"source": name, "audio": job.audio.mode},
             )
-        index = _video_index(read, size, name) if video else None
+        index = _video_index(read, size, name, fd) if video else None
         # The audio stream's own span: a file lasts as its longest stream (issue 11).
         span = scan_audio(read, name=name) if audio else None
         if index is not None and not index.packets:
@@ -249,21 +251,28 @@ def _inspect(
     return Source(name, path, info, index, fd, span, remote=remote_media)
 
 
-def _video_index(read: MediaLocation, size: int, name: str) -> VideoIndex:
-    """Every video packet: for a remote MP4 from its sample tables, read by range (no
-    full download); otherwise, or when they cannot be used, by demuxing every packet."""
-    if isinstance(read, RemoteMedia):
-        options = {"protocol_whitelist": REMOTE_PROTOCOLS}
-        try:
-            index = remote_video_index(read.url, size, options)
-        except Exception:
-            # The index is a shortcut: whatever stops it (a malformed moov, a read the
-            # gateway cut short: http.client.IncompleteRead, struct.error, ...), the scan
-            # below gives the demuxer's own verdict, and a read error the gateway recorded
-            # then explains the failure (kind.py).
+def _video_index(read: MediaLocation, size: int, name: str, fd: int | None) -> VideoIndex:
+    """Every video packet: for an MP4/MOV from its sample tables (a remote one read by
+    range, no full download; a local one through its descriptor: the moov and a few bytes
+    a keyframe, not every packet, issue 18); otherwise, or when they cannot be used, by
+    demuxing every packet."""
+    try:
+        if isinstance(read, RemoteMedia):
+            index = remote_video_index(read.url, size, {"protocol_whitelist": REMOTE_PROTOCOLS})
+        elif fd is not None:
+            index = mp4_video_index(
+                fd_fetch(fd), os.fstat(fd).st_size, {"protocol_whitelist": PROTOCOLS}, readers=1
+            )
+        else:
             index = None
-        if index is not None:
-            return index
+    except Exception:
+        # The index is a shortcut: whatever stops it (a malformed moov, a read the
+        # gateway cut short: http.client.IncompleteRead, struct.error, ...), the scan
+        # below gives the demuxer's own verdict, and a read error the gateway recorded
+        # then explains the failure (kind.py).
+        index = None
+    if index is not None:
+        return index
     return scan_video(read, name=name)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,51 @@ def test_reencode_is_one_ffmpeg_pass_with_one_whitelisted_input_per_angle() -> N
     assert "[0:v:0]select='(1+gte(t,10.766667))':n=2[i0v0][i0v1];" in graph
     assert "[1:v:0]null[i1v0];" in graph and "setpts=PTS-" in graph
     assert args[-1] == "file:/jobs/j/.out.mp4"
+
+
+def _outpoints(postroll: bool, sources: dict[str, Source]) -> list[Fraction]:
+    """The outpoints of a video-only read of two spans of cam1 (timeline 20..21 s, 40..41 s)."""
+    spec = job([("cam1", 20, 41)])  # only its angles matter here
+    spans = [graph.Span("cam1", Fraction(s), Fraction(s + 1), f"s{s}") for s in (20, 40)]
+    g = graph.Graph()
+    graph.piece_inputs(
+        spec, sources, g, spans, list(PATHS.lists), lambda _: Fraction(2, 30),
+        video=True, audio=False, postroll=postroll,
+    )  # fmt: skip
+    text = g.files[PATHS.lists[0]]
+    return [Fraction(line.split()[1]) for line in text.splitlines() if line.startswith("outpoint")]
+
+
+def test_a_video_only_read_stops_at_its_margin_plus_the_interleave_lead() -> None:
+    # Given cam1 whose audio runs 0.1 s ahead of its video in the file
+    lead = {"cam1.mp4": replace(SOURCES["cam1.mp4"], index=replace(
+        SOURCES["cam1.mp4"].index, interleave_lead=0.1))}  # fmt: skip
+    # When smart's parts read it (postroll=False) and when a read keeps the postroll
+    exact, padded = _outpoints(False, lead), _outpoints(True, lead)
+    # Then each entry ends 2 frames + the lead past its span (no decode lag: x264's DTS is
+    # never after its PTS), on the microsecond above; the postroll's 0.2 s earlier
+    ends = [Fraction(math.ceil((end + Fraction(2, 30) + Fraction(1, 10)) * 10**6), 10**6)
+            for end in (21, 41)]  # fmt: skip
+    assert exact == ends
+    assert [p - e for p, e in zip(padded, exact, strict=True)] == [graph.POSTROLL] * 2
+
+
+def test_a_decode_lag_extends_a_video_only_read() -> None:
+    # Given a file whose packets decode up to 2 frames after they are shown (negative
+    # composition offsets: a stream copy of such a file keeps them)
+    index = SOURCES["cam1.mp4"].index
+    assert index is not None and index.decode_lag() == 0  # x264's: DTS two frames behind
+    lagging = replace(index, packets=tuple(
+        replace(p, dts=p.dts + 3) for p in index.packets))  # fmt: skip
+    assert lagging.decode_lag() == Fraction(2, 30)
+    late = {"cam1.mp4": replace(SOURCES["cam1.mp4"], index=lagging)}
+
+    # Then a video-only read reaches that much further, so no frame it shows is cut off
+    def ends(past: Fraction) -> list[Fraction]:
+        return [Fraction(math.ceil((end + past) * 10**6), 10**6) for end in (21, 41)]
+
+    assert _outpoints(False, SOURCES) == ends(Fraction(2, 30))
+    assert _outpoints(False, late) == ends(Fraction(2, 30) + Fraction(2, 30))
 
 
 def test_ffconcat_quotes_file_names() -> None:

@@ -11,16 +11,16 @@ import pytest
 
 from spooler.config import S3Settings
 from spooler.media import scan_video
-from spooler.s3.gateway import GATEWAY_PROTOCOLS, SourceGateway
-from spooler.s3.locations import S3Object
-from spooler.s3.remoteindex import (
+from spooler.mp4index import (
     RangeFile,
     _walked,
     boxes,
     interleave_lead,
     nal_types,
-    remote_video_index,
 )
+from spooler.s3.gateway import GATEWAY_PROTOCOLS, SourceGateway
+from spooler.s3.locations import S3Object
+from spooler.s3.remoteindex import remote_video_index
 from spooler.s3.upstream import S3Upstream
 
 if TYPE_CHECKING:
