@@ -389,28 +389,35 @@ def bench_claim(root: Path, jobs: int, max_jobs: int, gap: float = 0.0) -> dict[
 
 
 # -- 2. spool overhead ----------------------------------------------------------------------
+def burst(spool: Path, ids: list[str]) -> float:
+    """Submit trivial jobs `ids` as one burst (written first, renamed into the inbox in a
+    tight loop) and wait until each is final; the wall clock at the first rename."""
+    inbox = spool / "inbox"
+    payload = json.dumps(TRIVIAL_JOB).encode()
+    for job_id in ids:
+        (inbox / f".tmp-{job_id}").write_bytes(payload)
+    t0 = time.time()
+    for job_id in ids:
+        os.rename(inbox / f".tmp-{job_id}", inbox / f"{job_id}.json")
+    pending = list(ids)
+    deadline = time.monotonic() + 60 + len(ids) * 5.0
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} burst jobs unfinished")
+        status = read_json(spool / "jobs" / pending[0] / "status.json")
+        if status is not None and status.get("state") in FINAL_STATES:
+            pending.pop(0)
+            continue
+        time.sleep(0.02)
+    return t0
+
+
 def bench_overhead(root: Path, jobs: int, max_jobs: int) -> dict[str, Any]:
     spool = root / f"overhead-{max_jobs}"
     ids = [f"burst-{i:05d}" for i in range(jobs)]
     with running_daemon(spool, SPOOLER_MAX_JOBS=str(max_jobs)):
         run_one(spool, "warmup")
-        inbox = spool / "inbox"
-        payload = json.dumps(TRIVIAL_JOB).encode()
-        for job_id in ids:  # write first, rename in a tight loop: one burst
-            (inbox / f".tmp-{job_id}").write_bytes(payload)
-        t0 = time.time()
-        for job_id in ids:
-            os.rename(inbox / f".tmp-{job_id}", inbox / f"{job_id}.json")
-        pending = list(ids)
-        deadline = time.monotonic() + 60 + jobs * 5.0
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(pending)} burst jobs unfinished")
-            status = read_json(spool / "jobs" / pending[0] / "status.json")
-            if status is not None and status.get("state") in FINAL_STATES:
-                pending.pop(0)
-                continue
-            time.sleep(0.02)
+        t0 = burst(spool, ids)
         t_seen = time.time()
     statuses = [read_json(spool / "jobs" / j / "status.json") or {} for j in ids]
     bad = [s.get("jobId") for s in statuses if s.get("state") != "succeeded"]

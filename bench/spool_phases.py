@@ -35,11 +35,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from spool_bench import (
-    FINAL_STATES,
     RESULTS_DIR,
-    TRIVIAL_JOB,
     argv_from_job_log,
     bench_shell_loop,
+    burst,
     cpu_seconds,
     load_average,
     parse_ts,
@@ -110,26 +109,9 @@ def parse_raw(path: Path, rate: int) -> dict[str, Any]:
     }
 
 
-def burst(spool: Path, jobs: int) -> tuple[float, list[str]]:
+def burst_of(spool: Path, jobs: int) -> tuple[float, list[str]]:
     ids = [f"burst-{i:05d}" for i in range(jobs)]
-    inbox = spool / "inbox"
-    payload = json.dumps(TRIVIAL_JOB).encode()
-    for job_id in ids:
-        (inbox / f".tmp-{job_id}").write_bytes(payload)
-    t0 = time.time()
-    for job_id in ids:
-        os.rename(inbox / f".tmp-{job_id}", inbox / f"{job_id}.json")
-    pending = list(ids)
-    deadline = time.monotonic() + 60 + jobs * 5.0
-    while pending:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending)} jobs unfinished")
-        status = read_json(spool / "jobs" / pending[0] / "status.json")
-        if status is not None and status.get("state") in FINAL_STATES:
-            pending.pop(0)
-            continue
-        time.sleep(0.02)
-    return t0, ids
+    return burst(spool, ids), ids
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -192,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1.0)  # attached
-            t0, ids = burst(spool, args.jobs)
+            t0, ids = burst_of(spool, args.jobs)
             cpu1, child1 = cpu_seconds(daemon.pid), children_cpu(daemon.pid)
             if recorder:
                 recorder.send_signal(2)

@@ -209,7 +209,11 @@ def nal_length_size(stream: Any) -> int:
         return 0
 
 
-def _interleave_lead(container: Any, video: Any, window: float = 30.0) -> float:
+# How far into a file its interleaving is measured.
+LEAD_WINDOW = 30.0
+
+
+def _interleave_lead(container: Any, video: Any, window: float = LEAD_WINDOW) -> float:
     """The largest lead, in the first `window` seconds of the file, of any packet's time
     over the time of the video packets that come after it in file order."""
     container.seek(0, backward=True, any_frame=True)
@@ -221,6 +225,12 @@ def _interleave_lead(container: Any, video: Any, window: float = 30.0) -> float:
         if at > window:
             break
         order.append((packet.stream.index == video.index, at))
+    return lead_in_order(order)
+
+
+def lead_in_order(order: list[tuple[bool, float]]) -> float:
+    """The lead of packets listed in file order as (is video, dts seconds) (pure; shared
+    with the index read from an MP4's tables, mp4index.py)."""
     lead, later_video = 0.0, float("inf")
     for is_video, at in reversed(order):
         if is_video:

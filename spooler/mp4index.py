@@ -24,13 +24,13 @@ import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from itertools import compress
+from itertools import compress, takewhile
 from typing import Any
 
 import av
 
 from spooler.h264 import NAL_IDR, is_idr
-from spooler.media import nal_length_size
+from spooler.media import LEAD_WINDOW, lead_in_order, nal_length_size
 from spooler.mediainfo import FORMAT_WHITELIST, VideoIndex, VideoPacket
 
 # Bytes read at a NAL unit's start to learn its type: its length field and header, with room
@@ -38,7 +38,6 @@ from spooler.mediainfo import FORMAT_WHITELIST, VideoIndex, VideoPacket
 # (x264's ~1 KB SEI in the first keyframe) is stepped over: the next read is at its end.
 NAL_WINDOW = 64
 KEYFRAME_READERS = 8
-LEAD_WINDOW = 30.0  # seconds, as media._interleave_lead
 
 Fetch = Callable[[int, int], bytes]  # (offset, length) -> bytes
 
@@ -133,18 +132,8 @@ def nal_types(prefix: bytes, length_size: int) -> tuple[list[int], bool]:
 
 def interleave_lead(entries: list[tuple[int, bool, float]], window: float = LEAD_WINDOW) -> float:
     """media._interleave_lead from index entries: (file position, is video, dts seconds)."""
-    order: list[tuple[bool, float]] = []
-    for _, is_video, at in sorted(entries):  # file order
-        if at > window:
-            break
-        order.append((is_video, at))
-    lead, later_video = 0.0, float("inf")
-    for is_video, at in reversed(order):
-        if is_video:
-            later_video = min(later_video, at)
-        elif later_video != float("inf"):
-            lead = max(lead, at - later_video)
-    return lead
+    in_file_order = [(is_video, at) for _, is_video, at in sorted(entries)]
+    return lead_in_order(list(takewhile(lambda item: item[1] <= window, in_file_order)))
 
 
 # --- the shell ----------------------------------------------------------------------

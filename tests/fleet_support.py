@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support import FAST_SETTINGS, DaemonProcess
+from support import FAST_SETTINGS, DaemonProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -31,12 +31,6 @@ FLEET_SETTINGS: dict[str, str] = {
     "SPOOLER_BULLMQ__STALLED_INTERVAL_MS": "500",
     "SPOOLER_BULLMQ__CANCEL_POLL_SECONDS": "0.5",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

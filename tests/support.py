@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -30,6 +31,30 @@ FAST_SETTINGS: dict[str, str] = {
     "SPOOLER_LOG_LEVEL": "debug",
     "SPOOLER_FFMPEG_NICE": "0",
 }
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes], name: str, timeout: float = 30.0
+) -> None:
+    """Wait until `proc` (a server the test started) accepts connections on `port`; kill
+    it and fail if it exits or takes longer than `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"{name} did not start") from None
+            time.sleep(0.1)
 
 
 def tiny_job(duration: float = 0.2, **extra: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
-from support import FAST_SETTINGS
+from support import FAST_SETTINGS, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -94,12 +93,6 @@ def built_app() -> str:
     return result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _clip(path: Path, seconds: int, frequency: int) -> None:
     subprocess.run(
         [
@@ -130,7 +123,7 @@ def stack(tmp_path: Path, built_app: str) -> Iterator[dict[str, str]]:
     }
     logs = tmp_path / "logs"
     logs.mkdir()
-    port = _free_port()
+    port = free_port()
     with (logs / "daemon.log").open("wb") as dlog, (logs / "next.log").open("wb") as nlog:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "spooler", "run"],

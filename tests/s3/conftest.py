@@ -7,10 +7,8 @@ from the server (403) or a redirect use small loopback servers of their own (s3_
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from s3_support import CREDENTIALS
+from support import free_port, wait_listening
 
 from spooler.config import S3Settings
 from spooler.ffmpeg import find_ffmpeg
@@ -25,12 +24,6 @@ from spooler.s3.client import make_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -47,16 +40,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
+    wait_listening(port, proc, "moto_server")
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)

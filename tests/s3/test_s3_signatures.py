@@ -9,7 +9,6 @@ computation is checked against AWS's published example (web/test/s3.test.ts)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -19,7 +18,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from conftest import free_port
+from support import free_port, wait_listening
 
 from spooler.config import S3Settings
 from spooler.errors import ErrorCode, JobError
@@ -46,16 +45,7 @@ def s3rver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("s3rver did not start") from None
-            time.sleep(0.2)
+    wait_listening(port, proc, "s3rver")
     yield endpoint
     proc.terminate()
     proc.wait(timeout=10)
