@@ -265,6 +265,9 @@ class BenchContext:
     def temp_path(self, name: str) -> Path:
         return self.job_dir / f".tmp-{name}"
 
+    def encoded(self) -> None:
+        pass
+
     def publish(self, temp: Path, name: str, info: OutputInfo) -> None:
         temp.rename(self.job_dir / name)
 

@@ -8,11 +8,16 @@ functions are wrapped with timers before it starts: each call of the functions i
 recorded (thread, start, end, a tag such as "durable"), and the time ffmpeg lived (the spawn
 helper's reply with its pid, and its exit message). A burst of trivial testpattern jobs
 (max_jobs 1, as spool_bench's overhead bench) goes through it; the trace is then cut into
-the critical path of each job, from the end of the previous job's final status write to the
-end of this one's:
+the phases of each job; its period runs from the end of the previous job's final status
+write to the end of its own:
 
-    pick-up (woken loop -> claim), claim + establish, load, thread start, running write,
-    spawn, ffmpeg alive, after exit (readers, progress writes), verify, publish, final write
+    pick-up (the previous job's slot freed -> claim), claim + establish, load, thread start,
+    running write, spawn, ffmpeg alive, after exit (readers, progress writes), verify,
+    publish, final write
+
+A job's slot is freed when it has encoded (JobContext.encoded, right after its ffmpeg): its
+verify, publish and final write overlap the next job's pick-up to ffmpeg, so the critical
+path of a burst is pick-up, claim, thread start, spawn and ffmpeg alive.
 
 A wrapper costs ~2 us a call; py-spy (spool_phases.py) costs far more and stretches short
 phases. Counts per job: status writes (durable or not), fsyncs, heartbeats, inbox scans.
@@ -63,6 +68,7 @@ HOOKS: list[tuple[str, str]] = [
     ("spooler.runner", "run_ffmpeg"),
     ("spooler.runner", "RunContext.publish"),
     ("spooler.runner", "RunContext.declare_outputs"),
+    ("spooler.runner", "RunContext.encoded"),
     ("spooler.report", "Reporter.write"),
     ("spooler.report", "Reporter.announce"),
     ("spooler.spawn", "Spawner.spawn"),
@@ -117,7 +123,8 @@ def install_hooks() -> None:
         for part in parents:
             owner = getattr(owner, part)
         label = path if module_name != "spooler.spool" else f"{path} (claim)"
-        setattr(owner, attr, _wrap(label, getattr(owner, attr)))
+        if hasattr(owner, attr):  # a design compared with (--compare) may lack it
+            setattr(owner, attr, _wrap(label, getattr(owner, attr)))
     import spooler.spawn
 
     spooler.spawn._SPAWNER._codes = _TimedCodes()
@@ -182,6 +189,9 @@ def analyse(events: list[list[Any]], ids: list[str]) -> dict[str, Any]:
     phases: dict[str, list[float]] = collections.defaultdict(list)
     counts: dict[str, list[float]] = collections.defaultdict(list)
     prev_end: float | None = None
+    # When the previous job's slot was freed: its encoded() call (its last ffmpeg ended;
+    # checks and publish go on beside the next job), else its final status write.
+    prev_free: float | None = None
     for index, job_id in enumerate(ids):
         evs = sorted(by_job.get(job_id, []), key=lambda e: e[2])
         if not evs:
@@ -201,9 +211,11 @@ def analyse(events: list[list[Any]], ids: list[str]) -> dict[str, Any]:
         )
         verify = next(e for e in evs if e[0] == "verify_media")
         publish = next(e for e in evs if e[0] == "RunContext.publish")
-        if prev_end is not None:
-            in_loop = [e for e in main if prev_end <= e[2] and e[3] <= claim[2]]
-            phases["1 pick-up: previous job's end -> claim starts"].append(claim[2] - prev_end)
+        if prev_free is not None:
+            in_loop = [e for e in main if prev_free <= e[2] and e[3] <= claim[2]]
+            phases["1 pick-up: previous job's slot freed -> claim starts"].append(
+                claim[2] - prev_free
+            )
             phases["  of which take()'s inbox pass before the claim"].append(
                 sum(e[3] - e[2] for e in in_loop if e[0] in ("scan_inbox", "InboxIntake._look_at"))
             )
@@ -261,6 +273,10 @@ def analyse(events: list[list[Any]], ids: list[str]) -> dict[str, Any]:
         if prev_end is not None:
             phases["= job period (previous end -> this end)"].append(final_write[3] - prev_end)
         prev_end = final_write[3]
+        freed = next((e for e in evs if e[0] == "RunContext.encoded"), None)
+        prev_free = freed[2] if freed is not None else final_write[3]
+        if freed is not None:
+            phases["  slot held: thread start -> encoded()"].append(freed[2] - thread_start)
         del index
     n = len(ids)
     span = (main[-1][3] - main[0][2]) if main else 0.0

@@ -128,6 +128,7 @@ class Daemon:
             outputs=self.outputs,
             owns=self.intake.owns,
             remote_sources=self.remote_sources,
+            slot_freed=self.wake.set,
         )
 
     # -- main loop ---------------------------------------------------------------------------

@@ -165,6 +165,12 @@ class JobContext(Protocol):
         """A hidden path in the job folder, removed if the job does not succeed."""
         ...
 
+    def encoded(self) -> None:
+        """Every ffmpeg of this attempt has ended: what is left (checking and publishing the
+        outputs) no longer holds one of the `max_jobs` slots, so the next job's ffmpeg starts
+        beside it. Optional: a kind that never says so holds its slot to its end. No
+        `run_ffmpeg` may follow."""
+
     def publish(self, temp: Path, name: str, info: OutputInfo) -> None:
         """Rename a verified temporary file to its final name and list it in the status."""
 

@@ -46,7 +46,11 @@ class JobTable:
     final: dict[str, FinalJob] = field(default_factory=dict)
 
     def free_slots(self) -> int:
-        return self.max_jobs - len(self.running)
+        """Slots for jobs to start: `max_jobs` encode at once. A job that has encoded
+        (checks and publishes its outputs) holds no slot, but at most `max_jobs` of those
+        run beside the encodes, so a slow storage makes the queue wait, not pile up."""
+        encoding = sum(1 for handle in self.running.values() if not handle.encoded.is_set())
+        return min(self.max_jobs - encoding, 2 * self.max_jobs - len(self.running))
 
     def is_active(self, job_id: str) -> bool:
         return job_id in self.running or job_id in self.waiting

@@ -61,6 +61,7 @@ class JobPool:
             daemon=True,
         )
         handle.thread = thread
+        handle.encoded.clear()
         self.table.running[handle.job_id] = handle
         self.started_count += 1
         thread.start()
@@ -94,6 +95,7 @@ class JobPool:
                     self.intake.release(handle.job_id)
                 else:
                     handle.cancel.clear()
+                    handle.encoded.clear()
                     handle.ffmpeg_pids.clear()
                     self.table.waiting[handle.job_id] = handle
             else:

@@ -66,6 +66,9 @@ class JobHandle:
     saved: bool = True
     # Held while `status` changes and is written: the job's thread and the loop both write.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set by the job's thread once its last ffmpeg has ended (JobContext.encoded): checking
+    # and publishing the outputs do not hold a slot.
+    encoded: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class AttemptEnv:
     outputs: OutputStore
     owns: Callable[[str], bool]
     remote_sources: RemoteSources = field(default_factory=RemoteSources)
+    # Wakes the loop: a job's slot is free once it has encoded (JobContext.encoded).
+    slot_freed: Callable[[], None] = lambda: None
 
 
 class RunContext:
@@ -160,6 +165,8 @@ class RunContext:
         expected_seconds: float,
         pass_fds: tuple[int, ...] = (),
     ) -> FfmpegResult:
+        if self._handle.encoded.is_set():
+            raise RuntimeError("run_ffmpeg after encoded(): the job no longer holds a slot")
         self.check_cancelled()
         limits = Limits(
             deadline=self._handle.deadline,
@@ -192,6 +199,11 @@ class RunContext:
     def report_progress(self, step: str, fraction: float) -> None:
         self._report(step, fraction, None)
 
+    def encoded(self) -> None:
+        if not self._handle.encoded.is_set():
+            self._handle.encoded.set()
+            self._env.slot_freed()
+
     def temp_path(self, name: str) -> Path:
         return self.job_dir / f"{TEMP_PREFIX}{secrets.token_hex(3)}-{name}"
 
@@ -213,6 +225,7 @@ class RunContext:
             ),
         )
         _crash_point("SPOOLER_FAULT_EXIT_BEFORE_RENAME")
+        _pause_point("SPOOLER_FAULT_PUBLISH_PAUSE")
         gained = self._env.outputs.commit(self.job_id, temp, name, self.check_cancelled)
         published = info.model_copy(update=gained)
         with self._lock:  # written with the next change: recovery tolerates a stale journal
@@ -315,6 +328,12 @@ def _crash_point(variable: str) -> None:
     """Fault injection for the crash tests: die here as kill -9 would, if asked to."""
     if os.environ.get(variable):
         os._exit(137)
+
+
+def _pause_point(variable: str) -> None:
+    """Fault injection for the tests: a slow storage, `variable` seconds long."""
+    if seconds := os.environ.get(variable):
+        time.sleep(float(seconds))
 
 
 def _attempt(handle: JobHandle, env: AttemptEnv, job_log: IO[str], log: Any) -> JobStatus | None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,25 @@ def test_cancel_while_queued_never_starts(spool: Spool, make_daemon) -> None:
     assert spool.status("busy")["state"] == "running"
     spool.layout.job_cancel("busy").touch()
     spool.wait_final("busy", timeout=5)
+
+
+def test_a_publishing_job_frees_its_slot_for_the_next_encode(spool: Spool, make_daemon) -> None:
+    # Given one slot and a storage that takes 2 s to publish each output
+    make_daemon(SPOOLER_MAX_JOBS="1", extra_env={"SPOOLER_FAULT_PUBLISH_PAUSE": "2"})
+    ids = ["first", "second", "third"]
+    for job_id in ids:
+        spool.submit(job_id, tiny_job(0.2, width=16, height=16))
+    final = _wait_all_final(spool, ids, timeout=30)
+    assert {s["state"] for s in final.values()} == {"succeeded"}
+    first, second, third = (final[i] for i in ids)
+
+    def at(status: dict, key: str) -> datetime:
+        return datetime.fromisoformat(status[key].replace("Z", "+00:00"))
+
+    # Then the second job ran while the first was publishing (its slot was free) ...
+    assert at(first, "startedAt") < at(second, "startedAt") < at(first, "finishedAt")
+    # ... and the third waited: at most max_jobs jobs publish beside the encodes
+    assert at(third, "startedAt") >= at(first, "finishedAt")
 
 
 def test_delete_marker_removes_a_finished_job_and_cancels_an_active_one(

@@ -22,10 +22,12 @@ from spooler.config import Settings
 from spooler.daemon import Daemon
 from spooler.fsutil import leases_work, open_for_writing_elsewhere
 from spooler.intake.inbox import InboxIntake
+from spooler.jobtable import JobTable
+from spooler.layout import SpoolLayout
 from spooler.loader import load_job
 from spooler.runner import JobHandle
 from spooler.spool import ensure_layout, read_status
-from spooler.status import State
+from spooler.status import State, new_status
 from spooler.worker import WorkerIdentity
 
 DEAD = "deadhost-999999-abcdef"
@@ -270,3 +272,32 @@ def test_junk_in_claims_is_quarantined_over_several_passes(daemon: Daemon) -> No
     assert os.listdir(daemon.layout.claims) == []
     moved = [n for n in os.listdir(daemon.layout.rejected) if n.endswith(".error.json")]
     assert len(moved) == 3000
+
+
+def test_a_job_that_has_encoded_frees_its_slot_but_publishers_are_bounded(
+    tmp_path: Path,
+) -> None:
+    # Given a table of two slots
+    table = JobTable(SpoolLayout(tmp_path), max_jobs=2)
+    loaded = load_job(json.dumps(tiny_job()).encode(), Settings(spool_dir=tmp_path))
+    status = new_status("job", State.QUEUED, now=T0, submitted_at=T0, worker=None, max_attempts=1)
+    handles = [
+        JobHandle(f"job-{i}", loaded.spec, loaded.kind, status, deadline=0.0) for i in range(4)
+    ]
+    for handle in handles[:2]:
+        table.running[handle.job_id] = handle
+    assert table.free_slots() == 0  # both encode
+    # When one has encoded (it checks and publishes its outputs), its slot is free
+    handles[0].encoded.set()
+    assert table.free_slots() == 1
+    table.running[handles[2].job_id] = handles[2]
+    handles[1].encoded.set()
+    handles[2].encoded.set()
+    # Then three publish, one encodes: one more may start (2 encoding, 2 publishing) ...
+    table.running[handles[3].job_id] = handles[3]
+    assert table.free_slots() == 0
+    # ... and with four publishing at once no slot is free even though none encodes
+    handles[3].encoded.set()
+    assert table.free_slots() == 0
+    del table.running[handles[0].job_id]
+    assert table.free_slots() == 1

@@ -144,6 +144,7 @@ class ExportKind:
         # Every output verified before the first is published.
         ready = verify_renditions(plan)
         ready += make_thumbnails(spec, ctx, paths.output, info, extra, fds)
+        ctx.encoded()  # the last ffmpeg has ended: publishing holds no slot
         for temp in (paths.audio, *paths.lists, *plan.intermediates, *_graph_files(paths)):
             temp.unlink(missing_ok=True)  # intermediates; the daemon only cleans up failures
         main = OutputInfo(

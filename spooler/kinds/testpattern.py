@@ -62,6 +62,7 @@ class TestPatternKind:
             str(tmp),
         ]  # fmt: skip
         ctx.run_ffmpeg(args, step="render", expected_seconds=spec.duration_seconds)
+        ctx.encoded()
         probe = verify_media(
             tmp,
             expected_seconds=spec.duration_seconds,

@@ -37,6 +37,7 @@ class FakeContext:
     reported: list[tuple[str, float]] = field(default_factory=list)  # in-process steps
     log: io.StringIO = field(default_factory=io.StringIO)
     remote_sources: RemoteSources = field(default_factory=RemoteSources)
+    encoded_after: int | None = None  # ffmpeg commands run when the kind said encoded()
 
     def declare_outputs(self, names: list[str]) -> None:
         self.planned_outputs = names
@@ -52,6 +53,7 @@ class FakeContext:
         expected_seconds: float,
         pass_fds: tuple[int, ...] = (),
     ) -> FfmpegResult:
+        assert self.encoded_after is None, "run_ffmpeg after encoded()"
         self.commands.append(args)
         limits = Limits(deadline=None, stall_seconds=60, kill_grace_seconds=3, nice=0)
         return run_ffmpeg(
@@ -67,6 +69,9 @@ class FakeContext:
 
     def temp_path(self, name: str) -> Path:
         return self.job_dir / f".tmp-{name}"
+
+    def encoded(self) -> None:
+        self.encoded_after = len(self.commands)  # no ffmpeg may follow
 
     def publish(self, temp: Path, name: str, info: OutputInfo) -> None:
         temp.rename(self.job_dir / name)
