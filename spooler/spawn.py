@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import fcntl
 import json
 import os
 import select
@@ -38,8 +37,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-MAX_FDS = 64
-MAX_MESSAGE = 256 * 1024  # an argv stays < 128 KiB (graph.GRAPH_INLINE_LIMIT)
+from spooler import spawn_helper
+from spooler.spawn_helper import MAX_MESSAGE
 
 
 class SpawnedProcess:
@@ -88,7 +87,7 @@ class Spawner:
             # No preexec_fn: a vfork, cheap. Its own session: a Ctrl-C of the daemon's
             # terminal must not kill the helper (the daemon drains its jobs first).
             self._helper = subprocess.Popen(
-                [sys.executable, "-I", "-S", __file__, str(theirs.fileno())],
+                [sys.executable, "-I", "-S", spawn_helper.__file__, str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,
@@ -248,123 +247,3 @@ def shutdown() -> None:
     """Stop the process-wide helper and reap it: afterwards RUSAGE_CHILDREN counts the
     ffmpeg it ran (benchmarks measure CPU and peak memory that way)."""
     _SPAWNER.close()
-
-
-# -- the helper (run as a script; stdlib only) ------------------------------------------------
-_PR_SET_PDEATHSIG = 1
-
-
-def _child(
-    argv: list[str], nice: int, fds: list[int], targets: list[int], err_w: int, prctl: Any
-) -> None:
-    """In the forked child: exec `argv`, or report errno on `err_w` and exit. Never returns."""
-    helper = os.getppid()
-    err = err_w
-    try:
-        os.setsid()
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != helper:
-            os._exit(127)  # the helper died before the signal was armed
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
-        if nice:
-            os.nice(nice)
-        # Move everything we keep above every number in use, then onto the targets.
-        low = max([*targets, *fds, err_w]) + 1
-        err = fcntl.fcntl(err_w, fcntl.F_DUPFD_CLOEXEC, low)
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low) for fd in fds]
-        for fd, target in zip(moved, targets, strict=True):
-            os.dup2(fd, target)  # inheritable
-        for fd in range(max(targets) + 1):
-            if fd not in targets:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        os.closerange(max(targets) + 1, err)
-        os.closerange(err + 1, MAX_FD_NUMBER)
-        os.execv(argv[0], argv)  # noqa: S606 (an argv list, never a shell)
-    except OSError as exc:
-        os.write(err, f"{exc.errno or 0}\n{exc.strerror or exc}".encode())
-    finally:
-        os._exit(127)
-
-
-MAX_FD_NUMBER = 1 << 20
-
-
-def _helper_main(sock_fd: int) -> None:
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=sock_fd)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    children: set[int] = set()
-
-    def reap() -> None:
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            children.discard(pid)
-            sock.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
-
-    while True:
-        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
-        if wake_r in ready:
-            while True:
-                try:
-                    if not os.read(wake_r, 512):
-                        break
-                except BlockingIOError:
-                    break
-            reap()
-        if sock.fileno() not in ready:
-            continue
-        fds: list[int] = []
-        try:
-            data, ancdata, _flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * MAX_FDS))
-        except OSError:
-            data = b""
-        for level, kind, payload in ancdata if data else []:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                got = array.array("i")
-                got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
-                fds += list(got)
-        if not data:
-            # The daemon is gone (exit or kill -9): its ffmpeg must not outlive it.
-            for pid in children:
-                with contextlib.suppress(OSError):
-                    os.killpg(pid, signal.SIGKILL)
-            os._exit(0)
-        msg = json.loads(data)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            targets = [int(t) for t in msg["targets"]]
-            _child(msg["argv"], int(msg["nice"]), fds, targets, err_w, prctl)
-        os.close(err_w)
-        for fd in fds:
-            os.close(fd)
-        failure = b""
-        while chunk := os.read(err_r, 4096):  # EOF at the child's exec (close-on-exec)
-            failure += chunk
-        os.close(err_r)
-        if failure:
-            os.waitpid(pid, 0)
-            number, _, text = failure.decode(errors="replace").partition("\n")
-            reply = {"id": msg["id"], "errno": int(number), "message": text}
-        else:
-            children.add(pid)
-            reply = {"id": msg["id"], "pid": pid}
-        sock.send(json.dumps(reply).encode())
-        reap()  # a child may have exited before it was in `children`
-
-
-if __name__ == "__main__":
-    _helper_main(int(sys.argv[1]))
