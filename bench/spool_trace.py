@@ -16,8 +16,10 @@ write to the end of its own:
     publish, final write
 
 A job's slot is freed when it has encoded (JobContext.encoded, right after its ffmpeg): its
-verify, publish and final write overlap the next job's pick-up to ffmpeg, so the critical
-path of a burst is pick-up, claim, thread start, spawn and ffmpeg alive.
+verify, publish and final write overlap the next job. A daemon alone on its spool claims the
+next job ahead while the slot's ffmpeg runs (docs/protocol.md §3), so for such a job pick-up
+and claim are off the critical path too, which is then: slot freed -> job thread runs, the
+running write, spawn, ffmpeg alive.
 
 A wrapper costs ~2 us a call; py-spy (spool_phases.py) costs far more and stretches short
 phases. Counts per job: status writes (durable or not), fsyncs, heartbeats, inbox scans.
@@ -57,6 +59,7 @@ HOOKS: list[tuple[str, str]] = [
     ("spooler.pool", "JobPool.start"),
     ("spooler.pool", "JobPool._job_done"),
     ("spooler.intake.inbox", "InboxIntake.take"),
+    ("spooler.intake.inbox", "InboxIntake._claimable"),
     ("spooler.intake.inbox", "scan_inbox"),
     ("spooler.intake.inbox", "InboxIntake._look_at"),
     ("spooler.intake.inbox", "InboxIntake._claim"),
@@ -211,7 +214,9 @@ def analyse(events: list[list[Any]], ids: list[str]) -> dict[str, Any]:
         )
         verify = next(e for e in evs if e[0] == "verify_media")
         publish = next(e for e in evs if e[0] == "RunContext.publish")
-        if prev_free is not None:
+        ahead = prev_free is not None and claim[3] <= prev_free
+        counts["claimed ahead of the slot (share of jobs)"].append(1.0 if ahead else 0.0)
+        if prev_free is not None and not ahead:
             in_loop = [e for e in main if prev_free <= e[2] and e[3] <= claim[2]]
             phases["1 pick-up: previous job's slot freed -> claim starts"].append(
                 claim[2] - prev_free
@@ -233,7 +238,13 @@ def analyse(events: list[list[Any]], ids: list[str]) -> dict[str, Any]:
         phases["  of which establish (staging, status, renames, fsyncs)"].append(
             sum(e[3] - e[2] for e in establish)
         )
-        phases["3 claim end -> job thread runs"].append(thread_start - claim[3])
+        if ahead:
+            assert prev_free is not None
+            phases["3 claimed ahead: previous job's slot freed -> job thread runs"].append(
+                thread_start - prev_free
+            )
+        else:
+            phases["3 claim end -> job thread runs"].append(thread_start - claim[3])
         phases["  of which JobPool.start (thread start)"].append(start[3] - start[2])
         phases["4 job thread start -> spawn (log, running write, plan)"].append(
             spawn[2] - thread_start

@@ -277,6 +277,14 @@ class Settings(BaseSettings):
         description="Job sources must resolve inside one of these.",
     )
     max_jobs: int = Field(default_factory=_default_max_jobs, ge=1, le=64)
+    claim_ahead_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="Alone on the spool, claim one job ahead once every slot's encode is "
+        "expected to end within this many seconds, so it starts the moment a slot frees; "
+        "0: claim only for a free slot.",
+    )
     ffmpeg_path: str | None = Field(None, description="None: PATH, then the imageio-ffmpeg wheel.")
     ffmpeg_threads: int = Field(0, ge=0, le=64, description="0 lets ffmpeg decide.")
     ffmpeg_nice: int = Field(10, ge=0, le=19)

@@ -42,7 +42,7 @@ from spooler.notify import SystemdNotifier
 from spooler.pool import JobPool
 from spooler.report import Reporter, StatusSink
 from spooler.retention import Retention
-from spooler.runner import AttemptEnv
+from spooler.runner import AttemptEnv, SlotSignals
 from spooler.s3.remotes import RemoteSources
 from spooler.spool import ensure_layout
 from spooler.storage import OutputStore, output_store
@@ -92,6 +92,7 @@ class Daemon:
         )
         # Proxy on upload (docs/ingest.md): None unless upload folders are configured.
         self.uploads = UploadWatcher.from_settings(settings, self.layout, self.wake)
+        self.slot_signals = SlotSignals(self.wake.set, lambda: bool(self.table.waiting))
         self.pool = JobPool(self.table, self.intake, self.reporter, self._env, self.wake)
         self.server_clock = ServerClock()
         self.timers = _Timers()
@@ -128,7 +129,7 @@ class Daemon:
             outputs=self.outputs,
             owns=self.intake.owns,
             remote_sources=self.remote_sources,
-            slot_freed=self.wake.set,
+            slots=self.slot_signals,
         )
 
     # -- main loop ---------------------------------------------------------------------------
@@ -201,10 +202,12 @@ class Daemon:
             self._guarded(self.pool.flush_unsaved, clocks)
         if not stopping:
             self._guarded(self.pool.start_waiting, clocks)  # retries first: waited longest
-            if woke or now >= self.timers.scan:
-                self._guarded(self._take, clocks)
+            rescan = now >= self.timers.scan
+            if woke or rescan:
+                self._guarded(self._take if rescan else self._take_woken, clocks)
                 if self.uploads is not None:
                     self._guarded(self.uploads.scan, clocks)
+            if rescan:
                 self.timers.scan = now + self.settings.rescan_seconds
             if now >= self.timers.recovery:
                 self._guarded(self._recover, clocks)
@@ -300,9 +303,13 @@ class Daemon:
         self.remote_sources.shutdown()  # no job runs any more: nothing reads through it
         self.log.info("daemon_stopped")
 
-    def _take(self, clocks: Clocks) -> None:
-        for handle in self.intake.take(clocks):
+    def _take(self, clocks: Clocks, *, rescan: bool = True) -> None:
+        for handle in self.intake.take(clocks, rescan=rescan):
             self.pool.queue_or_start(handle, clocks)
+
+    def _take_woken(self, clocks: Clocks) -> None:
+        """Woken before the rescan is due: the intake may skip its pass (InboxIntake.take)."""
+        self._take(clocks, rescan=False)
 
     def _recover(self, clocks: Clocks) -> None:
         for handle in self.intake.housekeeping(clocks):

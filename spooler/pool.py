@@ -96,6 +96,7 @@ class JobPool:
                 else:
                     handle.cancel.clear()
                     handle.encoded.clear()
+                    handle.encode_ends_by = None
                     handle.ffmpeg_pids.clear()
                     self.table.waiting[handle.job_id] = handle
             else:

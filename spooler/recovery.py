@@ -110,6 +110,9 @@ class Recovery:
         self._jobs_mtime = 0
         self._next_full_scan = 0.0
         self._foreign_active: set[str] = set()  # other workers' active jobs, last seen
+        # No other live worker on the spool, by the last pass's heartbeats (False until the
+        # first pass): only then does the inbox claim a job ahead of a free slot.
+        self.alone = False
         self._backlog: list[str] = []  # job folders a pass ran out of time for
         self._remote: dict[str, RemoteRollForward] = {}  # by job id; touched by the loop only
 
@@ -134,6 +137,9 @@ class Recovery:
         the other workers' active jobs seen last time are looked at again.
         """
         beats = read_heartbeats(self.layout)
+        self.alone = not any(
+            self._alive(worker, beats, clocks.server) for worker in beats if worker != self.me.id
+        )
         adopted = self._collect_remote(clocks)
         adopted += self._recover_claims(beats, clocks)
         try:

@@ -52,8 +52,9 @@ def wakes(event: FileSystemEvent) -> bool:
 
 
 class _WakeHandler(FileSystemEventHandler):
-    def __init__(self, wake: threading.Event) -> None:
+    def __init__(self, wake: threading.Event, changed: threading.Event) -> None:
         self._wake = wake
+        self._changed = changed
         # Fault injection for tests: crash the dispatcher after N events, as a buggy
         # handler would. Real watchdog threads die silently on handler exceptions.
         crash_after = os.environ.get("SPOOLER_FAULT_OBSERVER_CRASH_AFTER")
@@ -67,6 +68,7 @@ class _WakeHandler(FileSystemEventHandler):
             os.environ.pop("SPOOLER_FAULT_OBSERVER_CRASH_AFTER", None)
             raise RuntimeError("injected observer fault")
         if wakes(event):
+            self._changed.set()
             self._wake.set()
 
 
@@ -77,6 +79,9 @@ class InboxWatcher:
         self._inbox = inbox
         self._mode = mode
         self._wake = wake
+        # Set with each wake-up of ours: the loop is woken by job threads too, and only an
+        # inbox event (or the periodic rescan) calls for a pass over the inbox.
+        self.changed = threading.Event()
         self._poll_seconds = poll_seconds
         self._observer: Any = None
         self.kind: str = "none"
@@ -99,7 +104,8 @@ class InboxWatcher:
         self.kind = "polling"
 
     def _begin(self, observer: Any) -> Any:
-        observer.schedule(_WakeHandler(self._wake), str(self._inbox), recursive=False)
+        handler = _WakeHandler(self._wake, self.changed)
+        observer.schedule(handler, str(self._inbox), recursive=False)
         observer.start()
         return observer
 

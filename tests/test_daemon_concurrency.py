@@ -84,10 +84,17 @@ def test_kill_9_while_jobs_run_then_restart_loses_nothing(spool: Spool, make_dae
     assert {s["state"] for s in final.values()} == {"succeeded"}
     recovered = [e["job_id"] for e in second.events() if e.get("event") == "job_recovered"]
     assert recovered, "the restarted daemon must recover the interrupted jobs"
+    ahead = []
     for job_id in recovered:
-        history = final[job_id]["history"]
-        assert [h["reason"] for h in history if h["reason"]] == ["worker_lost"]
-        assert final[job_id]["attempt"] == 2
+        reasons = [h["reason"] for h in final[job_id]["history"] if h["reason"]]
+        if reasons == ["taken_over"]:  # claimed ahead of a slot, never started: attempt 1
+            ahead.append(job_id)
+            assert final[job_id]["attempt"] == 1
+        else:  # killed while it ran: attempt 2
+            assert reasons == ["worker_lost"]
+            assert final[job_id]["attempt"] == 2
+    assert len(ahead) <= 1, "a daemon claims at most one job ahead of its slots"
+    assert len(ahead) < len(recovered)
     for status in final.values():
         assert sum(1 for h in status["history"] if h["state"] == "succeeded") == 1
         assert len(status["outputs"]) == 1
@@ -183,6 +190,55 @@ def test_a_publishing_job_frees_its_slot_for_the_next_encode(spool: Spool, make_
     assert at(first, "startedAt") < at(second, "startedAt") < at(first, "finishedAt")
     # ... and the third waited: at most max_jobs jobs publish beside the encodes
     assert at(third, "startedAt") >= at(first, "finishedAt")
+
+
+def test_alone_a_daemon_claims_one_job_ahead_as_its_encode_nears_its_end(
+    spool: Spool, make_daemon
+) -> None:
+    # Given a daemon alone on the spool, one slot, busy with an 8 s encode
+    daemon = make_daemon(SPOOLER_MAX_JOBS="1")
+    spool.submit("busy", tiny_job(8, realtime=True))
+    spool.wait_state("busy", "running")
+    # When two more jobs arrive
+    spool.submit("next", tiny_job(0.2, width=16, height=16))
+    spool.submit("later", tiny_job(0.2, width=16, height=16))
+    # Then neither is claimed while the encode has more than claim_ahead_seconds (2) to go
+    time.sleep(2.0)
+    assert spool.status("next") is None and spool.status("later") is None
+    # ... one is claimed ahead before the busy job ends, and waits, queued, for the slot
+    claimed = spool.wait_for("next", lambda s: True, timeout=10)
+    assert claimed["state"] == "queued"
+    assert spool.status("busy")["state"] == "running"
+    assert spool.status("later") is None  # one ahead at most
+    final = _wait_all_final(spool, ["busy", "next", "later"], timeout=30)
+    assert {s["state"] for s in final.values()} == {"succeeded"}
+    assert final["next"]["attempt"] == 1
+    claims = [e for e in daemon.events() if e.get("event") == "job_claimed"]
+    # ("later" may be claimed ahead of "next"'s short encode in turn)
+    assert [(e["job_id"], e.get("ahead", False)) for e in claims[:2]] == [
+        ("busy", False),
+        ("next", True),
+    ]
+    assert [e["job_id"] for e in claims[2:]] == ["later"]
+
+
+def test_with_a_live_peer_no_job_is_claimed_ahead(spool: Spool, make_daemon) -> None:
+    # Given two daemons, one slot each, both busy with a 3 s encode
+    daemons = [make_daemon(SPOOLER_MAX_JOBS="1") for _ in range(2)]
+    for job_id in ("busy-1", "busy-2"):
+        spool.submit(job_id, tiny_job(3, realtime=True))
+    spool.wait_state("busy-1", "running")
+    spool.wait_state("busy-2", "running")
+    # When more jobs arrive while both encodes near their end
+    ids = [f"short-{i}" for i in range(4)]
+    for job_id in ids:
+        spool.submit(job_id, tiny_job(0.2, width=16, height=16))
+    final = _wait_all_final(spool, ["busy-1", "busy-2", *ids], timeout=30)
+    assert {s["state"] for s in final.values()} == {"succeeded"}
+    # Then none was claimed ahead of a free slot: an idle peer may always take it
+    claims = [e for d in daemons for e in d.events() if e.get("event") == "job_claimed"]
+    assert len(claims) == 6
+    assert not [e for e in claims if e.get("ahead")]
 
 
 def test_delete_marker_removes_a_finished_job_and_cancels_an_active_one(

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from spooler.intake.inbox import InboxIntake
 from spooler.jobtable import JobTable
 from spooler.layout import SpoolLayout
 from spooler.loader import load_job
-from spooler.runner import JobHandle
+from spooler.runner import JobHandle, SlotSignals
 from spooler.spool import ensure_layout, read_status
 from spooler.status import State, new_status
 from spooler.worker import WorkerIdentity
@@ -301,3 +302,25 @@ def test_a_job_that_has_encoded_frees_its_slot_but_publishers_are_bounded(
     assert table.free_slots() == 0
     del table.running[handles[0].job_id]
     assert table.free_slots() == 1
+
+
+def test_a_job_that_has_encoded_lets_the_next_start_go_first() -> None:
+    woken: list[int] = []
+    # With no job waiting for the slot, it goes on at once (and wakes the loop)
+    SlotSignals(lambda: woken.append(1), waiting=lambda: False).slot_freed()
+    assert woken == [1]
+    # With one waiting and no ffmpeg started, it waits YIELD_SECONDS, no longer
+    signals = SlotSignals(lambda: woken.append(2), waiting=lambda: True)
+    began = time.monotonic()
+    signals.slot_freed()
+    assert time.monotonic() - began >= SlotSignals.YIELD_SECONDS
+    # ... and it goes on as soon as the next ffmpeg has started
+    signals.YIELD_SECONDS = 60.0
+    freed = threading.Thread(target=signals.slot_freed)
+    freed.start()
+    time.sleep(0.05)
+    assert freed.is_alive()  # still letting the next start go first
+    signals.ffmpeg_started()
+    freed.join(timeout=5)
+    assert not freed.is_alive()
+    assert woken == [1, 2, 2, 2]

@@ -48,7 +48,7 @@ class _TreeWatcher(InboxWatcher):
     def _begin(self, observer: Any) -> Any:
         from spooler.watcher import _WakeHandler
 
-        observer.schedule(_WakeHandler(self._wake), str(self._inbox), recursive=True)
+        observer.schedule(_WakeHandler(self._wake, self.changed), str(self._inbox), recursive=True)
         observer.start()
         return observer
 

@@ -138,7 +138,7 @@ class BullmqIntake:
         return {"queue": conf.queue, "prefix": conf.prefix}
 
     # -- the seam ------------------------------------------------------------------------------
-    def take(self, clocks: Clocks) -> list[JobHandle]:
+    def take(self, clocks: Clocks, *, rescan: bool = True) -> list[JobHandle]:
         taken: list[JobHandle] = []
         while len(taken) < self.table.free_slots():
             try:

@@ -165,11 +165,18 @@ class InboxIntake:
         """Claims and jobs dead workers left (spooler.recovery), to queue again."""
         return self.recovery.run(clocks)
 
-    def take(self, clocks: Clocks) -> list[JobHandle]:
+    def take(self, clocks: Clocks, *, rescan: bool = True) -> list[JobHandle]:
         """One pass over the inbox: as many jobs claimed as there are free slots, highest
         effective priority first; markers handled; then, with what is left of the pass's
         time budget, strays moved aside (a client dumping thousands of odd files slows
-        only their own removal, never the claim)."""
+        only their own removal, never the claim).
+
+        No pass when the loop was woken by a job's thread (a slot freed, an ffmpeg
+        started, a job ended) with nothing to claim and no inbox event since the last
+        pass (`rescan` False): a pass reads every inbox entry."""
+        if not (rescan or self.watcher.changed.is_set() or self._claimable(clocks) > 0):
+            return []
+        self.watcher.changed.clear()  # an event from now on calls for another pass
         now = clocks.monotonic
         budget_ends = time.monotonic() + PASS_BUDGET * self.settings.heartbeat_seconds
         items = scan_inbox(self.layout)
@@ -185,10 +192,10 @@ class InboxIntake:
         candidates: list[Candidate] = []
         # Without a free slot, jobs stay in the inbox for another daemon: no need to look
         # at them (a long queue would otherwise be re-read on every event).
-        look_at_jobs = self.table.free_slots() > 0
+        look_at_jobs = self._claimable(clocks) > 0
         for item in jobs.values():
             if time.monotonic() >= budget_ends:
-                self.wake.set()  # come back at once for the rest
+                self._come_back()  # come back at once for the rest
                 break
             with self._isolated(item.entry.name):
                 self._look_at(item, clocks, look_at_jobs, cancel_requested, candidates)
@@ -199,7 +206,7 @@ class InboxIntake:
         taken = self._claim_candidates(candidates, jobs, clocks, budget_ends)
         for moved, item in enumerate(strays):
             if moved >= STRAYS_PER_PASS or time.monotonic() >= budget_ends:
-                self.wake.set()
+                self._come_back()
                 break
             with self._isolated(item.entry.name):
                 if self._ready(item, now):
@@ -214,7 +221,7 @@ class InboxIntake:
         budget_ends: float,
     ) -> list[JobHandle]:
         taken: list[JobHandle] = []
-        free = self.table.free_slots()
+        free = self._claimable(clocks)
         if free <= 0 or not candidates:
             return taken
         if len(candidates) > free:
@@ -227,15 +234,47 @@ class InboxIntake:
             if len(taken) >= free:
                 break
             if time.monotonic() >= budget_ends:
-                self.wake.set()
+                self._come_back()
                 break
             with self._isolated(candidate.job_id):
                 if not self._still_closed(jobs[candidate.job_id], clocks.monotonic):
                     continue
-                handle = self._claim(jobs[candidate.job_id], clocks, start=True)
+                ahead = self.table.free_slots() <= len(taken)  # no slot free for it yet
+                handle = self._claim(jobs[candidate.job_id], clocks, start=True, ahead=ahead)
                 if handle is not None:
                     taken.append(handle)
         return taken
+
+    def _come_back(self) -> None:
+        """The pass ran out of its time budget: another one at once for the rest."""
+        self.watcher.changed.set()
+        self.wake.set()
+
+    def _claimable(self, clocks: Clocks) -> int:
+        """Jobs to claim in this pass: one per free slot. With none free, one job ahead
+        (it waits, claimed, and starts the moment a slot frees: no inbox pass, claim or
+        load between one encode and the next) when all of these hold:
+        - no other live worker shares the spool (an idle peer would run it at once);
+        - nothing of ours waits already (a retry, or the job claimed ahead before);
+        - the slots are full of encodes (not of jobs publishing: their end is unknown),
+          each with its ffmpeg started and expected to end within `claim_ahead_seconds`
+          (a higher-priority job arriving meanwhile waits that long at most behind the
+          one claimed ahead)."""
+        free = self.table.free_slots()
+        if free > 0:
+            return free
+        window = self.settings.claim_ahead_seconds
+        if window <= 0 or not self.recovery.alone or self.table.waiting:
+            return 0
+        encoding = [h for h in self.table.running.values() if not h.encoded.is_set()]
+        if not encoding or len(encoding) < self.table.max_jobs:
+            return 0
+        now = time.monotonic()  # the clock the job threads' estimates are on
+        for handle in encoding:
+            ends_by = handle.encode_ends_by
+            if not handle.ffmpeg_pids or ends_by is None or ends_by - now > window:
+                return 0
+        return 1
 
     @contextlib.contextmanager
     def _isolated(self, name: str) -> Any:
@@ -345,14 +384,19 @@ class InboxIntake:
         )
 
     # -- the claim ------------------------------------------------------------------------
-    def _claim(self, item: InboxFile, clocks: Clocks, *, start: bool) -> JobHandle | None:
+    def _claim(
+        self, item: InboxFile, clocks: Clocks, *, start: bool, ahead: bool = False
+    ) -> JobHandle | None:
         job_id = item.entry.job_id
         assert job_id is not None
         claim_file = claim(self.layout, job_id, self.me.id)
         if claim_file is None:
             return None  # another daemon won the rename
         self.claimed_count += 1
-        self.log.info("job_claimed", job_id=job_id)
+        if ahead:
+            self.log.info("job_claimed", job_id=job_id, ahead=True)
+        else:
+            self.log.info("job_claimed", job_id=job_id)
         self._seen.pop(item.entry.name, None)
         return self.establish(
             job_id, claim_file, ns_to_datetime(item.ctime_ns), clocks.wall, start=start
