@@ -301,6 +301,9 @@ class Daemon:
         remove_heartbeat(self.layout, self.me)
         self.webhooks.stop()  # pending deliveries stay in outbox/ for the next start
         self.remote_sources.shutdown()  # no job runs any more: nothing reads through it
+        # The spawn helper ends and is reaped: the daemon's own CPU accounting (its
+        # RUSAGE_CHILDREN, what a supervisor or a bench reads) then includes every ffmpeg.
+        spawn.shutdown()
         self.log.info("daemon_stopped")
 
     def _take(self, clocks: Clocks, *, rescan: bool = True) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import secrets
 import threading
@@ -215,7 +216,8 @@ class RunContext:
             kill_grace_seconds=self.settings.kill_grace_seconds,
             nice=self.settings.ffmpeg_nice,
         )
-        self._handle.encode_ends_by = time.monotonic() + expected_seconds
+        now = time.monotonic()
+        self._handle.encode_ends_by = now + self._remaining_seconds(step, expected_seconds, now)
 
         def started(pid: int) -> None:
             self._handle.ffmpeg_pids.append(pid)
@@ -245,6 +247,19 @@ class RunContext:
 
     def report_progress(self, step: str, fraction: float) -> None:
         self._report(step, fraction, None)
+
+    def _remaining_seconds(self, step: str, expected_seconds: float, now: float) -> float:
+        """About how long this job has still to run as an ffmpeg starts (the inbox claims
+        ahead by it): the ETA once progress is known, else this command's media seconds at
+        1x scaled by its share of the declared steps still to run (an export's first short
+        command does not make its whole job look short)."""
+        eta = self._tracker.eta(now)
+        if eta is not None:
+            return eta
+        weights, done = self._tracker.weights, self._tracker.done
+        left = sum(w for name, w in weights.items() if done.get(name, 0.0) < 1.0)
+        share = weights.get(step, 0.0) / left if left > 0 else 0.0
+        return expected_seconds / share if share > 0 else math.inf
 
     def encoded(self) -> None:
         if not self._handle.encoded.is_set():
