@@ -4,8 +4,9 @@ Why: ffmpeg must get a parent-death signal and a lower priority, set in the chil
 exec. With subprocess that needs `preexec_fn`, which makes Python fork() the whole daemon
 (~90 MB, several threads) and run Python in the child: ~11 ms of CPU and 10-45 ms of wall
 time per ffmpeg on this project's VM, against ~1 ms for the vfork that subprocess uses
-without it (bench/spool_phases.py). So the daemon starts one tiny helper (this file run as
-a script: stdlib only, single-threaded, ~10 MB) and asks it to fork each ffmpeg.
+without it (bench/spool_phases.py). So the daemon starts one tiny helper (spawn_helper.py
+run as a script: a few stdlib modules, single-threaded, ~10 MB) and asks it to fork each
+ffmpeg.
 
 Guarantees kept:
 - ffmpeg in its own session (a cancel signals its group), niced, with the daemon's pipes as

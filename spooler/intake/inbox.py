@@ -143,6 +143,7 @@ class InboxIntake:
             return False
         self.log.warning("watcher_dead_restarting", restarts=self.watcher.restarts + 1)
         self.watcher.restart()
+        self.watcher.changed.set()  # events were missed meanwhile: a full pass now
         return True
 
     def describe(self) -> dict[str, str]:
