@@ -32,7 +32,8 @@ from spooler.export.graph import Graph, Span, command_args, piece_inputs
 from spooler.export.models import ExportJob, FollowAudio, NoAudio
 from spooler.export.output import ExactSize, HeightSize, nominal_rate
 from spooler.export.probed import Need, Source, check_needs
-from spooler.export.renditions import muxer_args, split_outputs
+from spooler.export.renditions import Branch, muxer_args, split_outputs
+from spooler.export.teeout import one_audio_encode, stream_options, tee_slave
 from spooler.export.timeline import FramePiece, Piece
 
 
@@ -89,6 +90,63 @@ def _container_args(job: ExportJob, path: Path) -> list[str]:
     if job.output.faststart and job.output.container in ("mp4", "mov"):
         args += ["-movflags", "+faststart"]
     return [*args, "-f", MUXERS[job.output.container], f"file:{path}"]
+
+
+def _separate_outputs(
+    job: ExportJob,
+    codec: str,
+    fps: Fraction,
+    threads: int,
+    vmain: str,
+    audio_label: str | None,
+    branches: list[Branch],
+    paths: PlanPaths,
+) -> list[str]:
+    """The main output and each rendition as outputs of their own: their own encoders."""
+    args = ["-map", vmain, *video_encoder(job, codec, fps, threads)]
+    if audio_label:
+        args += ["-map", audio_label, *audio_encoder(job)]
+    args += ["-map_metadata", "-1", *_container_args(job, paths.output)]
+    for branch in branches:  # each rendition: its own encoders and file, same command
+        r = branch.rendition
+        if branch.video:
+            args += ["-map", branch.video, *video_encoder(r, r.video_codec, fps, threads)]
+        if branch.audio:
+            args += ["-map", branch.audio, *audio_encoder(r)]
+        args += muxer_args(r, branch.output.temp)
+    return args
+
+
+def _tee_output(
+    job: ExportJob,
+    codec: str,
+    fps: Fraction,
+    threads: int,
+    vmain: str,
+    audio_label: str,
+    branches: list[Branch],
+    paths: PlanPaths,
+) -> list[str]:
+    """Every output as a slave of one `tee` output (teeout.py): each video encoded once,
+    the sound encoded once for all of them."""
+    video = video_encoder(job, codec, fps, threads)
+    args = ["-map", vmain, *stream_options(video, "v", 0)]
+    faststart = job.output.faststart and job.output.container in ("mp4", "mov")
+    slaves = [tee_slave(job.output.container, paths.output, "v:0,a", faststart=faststart)]
+    index = 0
+    for branch in branches:
+        r = branch.rendition
+        select = "a"
+        if branch.video:
+            index += 1
+            video = video_encoder(r, r.video_codec, fps, threads)
+            args += ["-map", branch.video, *stream_options(video, "v", index)]
+            select = f"v:{index},a"
+        slaves.append(tee_slave(r.container_value, branch.output.temp, select, faststart=True))
+    # Global headers: each slave muxer needs the parameter sets in the stream's extradata
+    # (a tee output does not ask the encoders for them as an mp4 output does).
+    args += ["-map", audio_label, *audio_encoder(job), "-flags", "+global_header"]
+    return [*args, "-map_metadata", "-1", "-f", "tee", "|".join(slaves)]
 
 
 def plan_reencode(
@@ -231,23 +289,25 @@ def plan_reencode(
         graph.chains.append("[vmarked]format=yuv420p[vout]")
     check_needs(needs, sources, fps)
     duration = Fraction(total) / fps
+    one_audio = one_audio_encode(job, audio_label is not None)
     vmain, audio_label, branches = split_outputs(
-        job, graph.chains, "[vout]", audio_label, width, height, paths.renditions
+        job,
+        graph.chains,
+        "[vout]",
+        audio_label,
+        width,
+        height,
+        paths.renditions,
+        split_audio=not one_audio,
     )
     args, files = command_args(graph, paths)
     encoders = 1 + sum(b.video is not None for b in branches)
     threads = shared_threads(settings.ffmpeg_threads, encoders, len(os.sched_getaffinity(0)))
-    args += ["-map", vmain, *video_encoder(job, codec, fps, threads)]
-    if audio_label:
-        args += ["-map", audio_label, *audio_encoder(job)]
-    args += ["-map_metadata", "-1", *_container_args(job, paths.output)]
-    for branch in branches:  # each rendition: its own encoders and file, same command
-        r = branch.rendition
-        if branch.video:
-            args += ["-map", branch.video, *video_encoder(r, r.video_codec, fps, threads)]
-        if branch.audio:
-            args += ["-map", branch.audio, *audio_encoder(r)]
-        args += muxer_args(r, branch.output.temp)
+    if one_audio:
+        assert audio_label is not None
+        args += _tee_output(job, codec, fps, threads, vmain, audio_label, branches, paths)
+    else:
+        args += _separate_outputs(job, codec, fps, threads, vmain, audio_label, branches, paths)
     return Plan(
         mode="reencode",
         reason=reason,

@@ -68,9 +68,13 @@ def split_outputs(
     width: int,
     height: int,
     paths: tuple[Path, ...],
+    *,
+    split_audio: bool = True,
 ) -> tuple[str, str | None, list[Branch]]:
     """Append the split/asplit and scale chains; return the main output's video and audio
-    labels and one Branch per rendition (in job order). Without renditions: unchanged."""
+    labels and one Branch per rendition (in job order). Without renditions: unchanged.
+    `split_audio` False: the sound is encoded once for every output (teeout.py), so it is
+    not split; each Branch's `audio` is then the one audio label."""
     if not job.renditions:
         return video, audio, []
     names = [name for path, name in output_names(job) if path[0] == "renditions"]
@@ -80,9 +84,11 @@ def split_outputs(
         chains.append(f"{video}split={len(vpads)}{''.join(vpads)}")
         video = vpads[0]
     apads = [f"[ar{i}]" for i in range(len(job.renditions) + 1)]
-    if audio is not None:
+    if audio is not None and split_audio:
         chains.append(f"{audio}asplit={len(apads)}{''.join(apads)}")
         audio = apads[0]
+    elif audio is not None:
+        apads = [audio] * len(apads)
     branches: list[Branch] = []
     vnext = 1
     for index, rendition in enumerate(job.renditions):

@@ -692,6 +692,19 @@ class Checker:
                 self.fail(f"unexpected ffconcat line {body[i]!r}")
             i += 1
 
+    def check_tee(self, spec: str, outputs: set[str]) -> None:
+        """A tee output's slaves as ffmpeg reads them (av_get_token, then `[options]`
+        and a file name): every one a temporary path, written with the options we use."""
+        i = 0
+        while i <= len(spec):
+            slave, i = _token(spec, i, "|")
+            i += 1
+            options, _, target = slave.partition("]")
+            if not options.startswith("[") or not _TEE_OPTIONS.match(options[1:]):
+                self.fail(f"tee slave {slave!r} has unexpected options")
+            if target not in outputs:
+                self.fail(f"tee slave writes {target!r}, not a temporary path")
+
     def check_args(
         self, args: list[str], files: set[Path], inputs: frozenset[Path] = frozenset()
     ) -> None:
@@ -700,7 +713,7 @@ class Checker:
             f"file:{p}" for p in (PATHS.output, PATHS.audio, *PATHS.renditions, *PIECE_FILES)
         }
         outputs |= {f"file:{p}" for p in IMAGE_TEMPS.values()}
-        if args[-1] not in outputs:
+        if args[-1] not in outputs and args[-3:-1] != ["-f", "tee"]:
             self.fail(f"output {args[-1]!r} is not a temporary path")
         allowed_at: set[int] = {len(args) - 1}
         for i, arg in enumerate(args):
@@ -708,6 +721,9 @@ class Checker:
                 allowed_at.add(i)  # an output: `-f <muxer> file:<temporary path>`
                 if arg not in outputs:
                     self.fail(f"output {arg!r} is not a temporary path")
+            if i >= 2 and args[i - 2] == "-f" and args[i - 1] == "tee":
+                allowed_at.add(i)  # one output for several files: each a temporary path
+                self.check_tee(arg, outputs)
             if arg == "-i":
                 allowed_at.add(i + 1)
                 target = args[i + 1]
@@ -748,6 +764,7 @@ class Checker:
 
 
 _OUTPUT_MUXERS = {"mp4", "mov", "matroska", "webm", "ipod", "mjpeg", "webp"}
+_TEE_OPTIONS = re.compile(r"^f=(mp4|mov|ipod)(:movflags=\+faststart)?:select='[va0-9:,]+'$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -109,6 +109,50 @@ def test_renditions_are_encoded_in_one_pass(run_job: Job) -> None:
     assert ctx.preflight is not None and len(ctx.preflight["renditions"]) == 3
 
 
+def _audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(container.streams.audio[0]) if p.size]
+
+
+def test_mp4_renditions_share_one_sound_encode_even_under_an_odd_folder_name(
+    tmp_path: Path, media_root: Path, ffmpeg: str
+) -> None:
+    # Given MP4-family renditions asking for the main output's sound, in a job folder whose
+    # name holds every character the tee muxer's slave list treats as special
+    job_dir = tmp_path / "o'dd |[job] dir: \\ x"
+    job_dir.mkdir()
+    job = {
+        "angles": ANGLES,
+        "segments": CUTS,
+        "mode": "reencode",
+        "output": {"preset": "ultrafast"},
+        "renditions": [
+            {"name": "small", "size": {"mode": "height", "height": 60}, "preset": "ultrafast"},
+            {"name": "audio", "audioOnly": True},
+        ],
+    }
+    ctx = FakeContext(job_dir, Settings(media_roots=[media_root], spool_dir=tmp_path / "s"), ffmpeg)
+    # When it runs
+    ExportKind().run(ExportJob.model_validate(job), ctx)
+    # Then one command with one audio encoder wrote the three files, in the job folder
+    assert len(ctx.commands) == 1 and ctx.commands[0].count("-c:a") == 1
+    assert ctx.commands[0][-3:-1] == ["-f", "tee"]
+    assert sorted(p.name for p in job_dir.iterdir()) == sorted(ctx.planned_outputs)
+    main, small, audio = (job_dir / o.path for o in ctx.published)
+    # ... each whole and clean, the sound the very same packets in all three
+    for path, video in ((main, True), (small, True), (audio, False)):
+        ends = stream_ends(path)
+        assert ends.audio_end == pytest.approx(3.0, abs=FRAME)
+        assert (ends.video_end is not None) == video
+        assert decode_errors(ctx.ffmpeg, path) == ""
+    assert _audio_packets(main) == _audio_packets(small) == _audio_packets(audio) != []
+    # ... and the rendition shows the same frames as the main output, cut where it is
+    expected = [(c, n) for c, n, _ in read_frames(main)]
+    assert [(c, n) for c, n, _ in read_frames(small)] == expected
+    with av.open(str(small)) as container:
+        assert container.streams.video[0].codec_context.height == 60
+
+
 def _sprite_and_cues(job_dir: Path, vtt_name: str) -> tuple[tuple[int, int], list[Any]]:
     text = (job_dir / vtt_name).read_text()
     assert text.startswith("WEBVTT\n")

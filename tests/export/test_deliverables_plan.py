@@ -19,38 +19,63 @@ TEMPS = tuple(Path(f"/jobs/j/.r{i}") for i in range(3))
 WITH_RENDITIONS = PlanPaths(PATHS.output, PATHS.audio, PATHS.graph, PATHS.lists, TEMPS)
 
 
+RENDITIONS = [
+    {"name": "720p", "size": {"mode": "height", "height": 720}},
+    {"name": "square", "size": {"mode": "exact", "width": 640, "height": 640, "fit": "crop"}},
+    {"name": "audio", "audioOnly": True},
+]
+
+
 def test_renditions_split_the_finished_frame_in_one_command() -> None:
     # Given an edit that auto would copy (every cut clean), with three renditions
-    spec = job(
-        [("cam1", 0, 2), ("cam2", 2, 4)],
-        renditions=[
-            {"name": "720p", "size": {"mode": "height", "height": 720}},
-            {"name": "square", "size": {"mode": "exact", "width": 640, "height": 640,
-                                        "fit": "crop"}},
-            {"name": "audio", "audioOnly": True},
-        ],
-    )  # fmt: skip
+    spec = job([("cam1", 0, 2), ("cam2", 2, 4)], renditions=RENDITIONS)
     # When it is planned
     plan = plan_export(spec, IPPP, SETTINGS, WITH_RENDITIONS)
-    # Then it is ONE reencode command whose graph splits [vout] and [aout]
+    # Then it is ONE reencode command whose graph splits [vout], not the sound ...
     assert plan.mode == "reencode" and "renditions" in plan.reason
     (command,) = plan.commands
     graph = command.args[command.args.index("-filter_complex") + 1]
     assert "[vout]split=3[vr0][vr1][vr2]" in graph
-    assert "[aout]asplit=4[ar0][ar1][ar2][ar3]" in graph
+    assert "asplit" not in graph
     assert "[vr1]scale=1280:720,setsar=1[vs0]" in graph
     assert "crop=640:640" in graph
-    outputs = [
-        b for a, b in zip(command.args, command.args[1:], strict=False) if a in ("mp4", "ipod")
-    ]
-    assert outputs == [f"file:{p}" for p in (PATHS.output, *TEMPS)]
-    assert command.args[-3:] == ["-f", "ipod", f"file:{TEMPS[2]}"]
+    # ... encoded once for all four files, the slaves of one tee output (teeout.py), each
+    # video encoder's options naming its stream
+    assert command.args.count("-c:a") == 1
+    assert [a for a in command.args if a.startswith("-c:v")] == ["-c:v:0", "-c:v:1", "-c:v:2"]
+    assert command.args[-3:-1] == ["-f", "tee"]
+    slaves = command.args[-1].split("|")
+    assert slaves == [
+        f"[f=mp4:movflags=+faststart:select=\\'{select}\\']file\\:{path}"
+        for select, path in (
+            ("v:0,a", PATHS.output),
+            ("v:1,a", TEMPS[0]),
+            ("v:2,a", TEMPS[1]),
+        )
+    ] + [f"[f=ipod:movflags=+faststart:select=\\'a\\']file\\:{TEMPS[2]}"]
     facts = [(o.name, o.width, o.height, o.audio, o.mime_type) for o in plan.extra_outputs]
     assert facts == [
         ("export-720p.mp4", 1280, 720, True, "video/mp4"),
         ("export-square.mp4", 640, 640, True, "video/mp4"),
         ("export-audio.m4a", None, None, True, "audio/mp4"),
     ]
+
+
+def test_renditions_asking_for_other_sound_get_their_own_outputs_and_encoders() -> None:
+    # Given the same renditions, the audio-only one at another bitrate
+    other = [*RENDITIONS[:2], {**RENDITIONS[2], "audioBitrateKbps": 96}]
+    spec = job([("cam1", 0, 2), ("cam2", 2, 4)], renditions=other)
+    # When it is planned
+    (command,) = plan_export(spec, IPPP, SETTINGS, WITH_RENDITIONS).commands
+    # Then the sound is split and encoded per output, each output a file of its own
+    graph = command.args[command.args.index("-filter_complex") + 1]
+    assert "[aout]asplit=4[ar0][ar1][ar2][ar3]" in graph
+    assert command.args.count("-c:a") == 4 and "tee" not in command.args
+    outputs = [
+        b for a, b in zip(command.args, command.args[1:], strict=False) if a in ("mp4", "ipod")
+    ]
+    assert outputs == [f"file:{p}" for p in (PATHS.output, *TEMPS)]
+    assert command.args[-3:] == ["-f", "ipod", f"file:{TEMPS[2]}"]
 
 
 def test_without_renditions_the_command_is_unchanged() -> None:
@@ -62,12 +87,14 @@ def test_without_renditions_the_command_is_unchanged() -> None:
 
 
 def _encoder_threads(args: list[str]) -> list[str | None]:
-    """The -threads value after each -c:v (None: none before the next output's -map)."""
+    """The -threads value after each -c:v (None: none before the next output's -map); in a
+    tee output, -c:v:N and -threads:v:N."""
     found: list[str | None] = []
     for i, arg in enumerate(args):
-        if arg == "-c:v":
+        if arg.startswith("-c:v"):
             rest = args[i : args.index("-map", i) if "-map" in args[i:] else len(args)]
-            found.append(rest[rest.index("-threads") + 1] if "-threads" in rest else None)
+            threads = [r for r in rest if r.split(":", 1)[0] == "-threads"]
+            found.append(rest[rest.index(threads[0]) + 1] if threads else None)
     return found
 
 

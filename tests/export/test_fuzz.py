@@ -24,6 +24,7 @@ from fuzz_jobs import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spooler.export import teeout
 from spooler.export.models import ExportJob
 from spooler.export.plan import plan_export
 from spooler.export.textmark import escape
@@ -81,7 +82,7 @@ def test_the_checker_sees_a_rendition_or_still_written_elsewhere() -> None:
         "segments": [{"angle": "a", "start": 0, "end": 9}],
         "mode": "reencode",
         "renditions": [{"name": "small", "size": {"mode": "height", "height": 360}},
-                       {"name": "audio", "audioOnly": True}],
+                       {"name": "audio", "audioOnly": True, "audioBitrateKbps": 96}],
         "poster": {"format": "webp"},
         "storyboard": {"interval": 2},
     }  # fmt: skip
@@ -108,6 +109,36 @@ def test_the_checker_sees_a_rendition_or_still_written_elsewhere() -> None:
     thumbs.command.args[-1] = "file:/tmp/poster.webp"
     checker.check_args(thumbs.command.args, set(), frozenset({PATHS.output}))
     assert checker.problems
+
+
+def test_the_checker_reads_a_tee_outputs_slaves() -> None:
+    # Given renditions that share the main output's sound: one tee output, no violation
+    job = {
+        "angles": [{"id": "a", "source": "cam1.mp4"}],
+        "segments": [{"angle": "a", "start": 0, "end": 9}],
+        "mode": "reencode",
+        "renditions": [{"name": "small", "size": {"mode": "height", "height": 360}},
+                       {"name": "audio", "audioOnly": True}],
+    }  # fmt: skip
+    assert check_job(json.dumps(job).encode()).violations == []
+    spec = ExportJob.model_validate(job)
+    sources = fabricated_sources(spec, 1)
+    plan = plan_export(spec, sources, SETTINGS, PATHS)
+    args = plan.commands[0].args
+    assert args[-3:-1] == ["-f", "tee"]
+    tee = args[-1]
+    # When a slave writes elsewhere, or with other options (a muxer, onfail): caught
+    for tampered in (
+        tee.replace(teeout.tee_escape(f"file:{PATHS.renditions[0]}"), "file\\:/tmp/x.mp4"),
+        tee.replace("[f=ipod", "[f=null"),
+        tee.replace("[f=mp4:", "[onfail=ignore:f=mp4:", 1),
+        tee + "|[f=mp4:select=\\'a\\']file\\:/tmp/y.mp4",
+    ):
+        assert tampered != tee
+        args[-1] = tampered
+        assert Checker(sources).check(plan), tampered
+    args[-1] = tee
+    assert not Checker(sources).check(plan)
 
 
 def test_the_checker_sees_a_tampered_drawtext() -> None:
