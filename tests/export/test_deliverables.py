@@ -31,6 +31,18 @@ CUTS = [
     {"angle": "cam1", "start": 0.0, "end": 1.5},
     {"angle": "cam2", "start": 1.5, "end": 3.0},
 ]
+SMALL = {"name": "small", "size": {"mode": "height", "height": 60}, "preset": "ultrafast"}
+
+
+def with_renditions(*renditions: dict[str, Any]) -> dict[str, Any]:
+    """The two-angle edit, re-encoded fast, with these renditions."""
+    return {
+        "angles": ANGLES,
+        "segments": CUTS,
+        "mode": "reencode",
+        "output": {"preset": "ultrafast"},
+        "renditions": list(renditions),
+    }
 
 
 @pytest.fixture
@@ -53,23 +65,17 @@ def run_job(tmp_path: Path, media_root: Path, ffmpeg: str) -> Job:
 
 def test_renditions_are_encoded_in_one_pass(run_job: Job) -> None:
     # Given a two-angle edit with a smaller h264, a cropped square vp9 and an audio-only m4a
-    job = {
-        "angles": ANGLES,
-        "segments": CUTS,
-        "mode": "reencode",
-        "output": {"preset": "ultrafast"},
-        "renditions": [
-            {"name": "small", "size": {"mode": "height", "height": 60}, "preset": "ultrafast"},
-            {
-                "name": "square",
-                "container": "webm",
-                "videoCodec": "vp9",
-                "preset": "8",
-                "size": {"mode": "exact", "width": 64, "height": 64, "fit": "crop"},
-            },
-            {"name": "audio", "audioOnly": True, "audioBitrateKbps": 96},
-        ],
-    }
+    job = with_renditions(
+        SMALL,
+        {
+            "name": "square",
+            "container": "webm",
+            "videoCodec": "vp9",
+            "preset": "8",
+            "size": {"mode": "exact", "width": 64, "height": 64, "fit": "crop"},
+        },
+        {"name": "audio", "audioOnly": True, "audioBitrateKbps": 96},
+    )
     # When it runs
     ctx = run_job(job)
     # Then ONE ffmpeg command wrote all four files, each listed with its facts
@@ -121,16 +127,7 @@ def test_mp4_renditions_share_one_sound_encode_even_under_an_odd_folder_name(
     # name holds every character the tee muxer's slave list treats as special
     job_dir = tmp_path / "o'dd |[job] dir: \\ x"
     job_dir.mkdir()
-    job = {
-        "angles": ANGLES,
-        "segments": CUTS,
-        "mode": "reencode",
-        "output": {"preset": "ultrafast"},
-        "renditions": [
-            {"name": "small", "size": {"mode": "height", "height": 60}, "preset": "ultrafast"},
-            {"name": "audio", "audioOnly": True},
-        ],
-    }
+    job = with_renditions(SMALL, {"name": "audio", "audioOnly": True})
     ctx = FakeContext(job_dir, Settings(media_roots=[media_root], spool_dir=tmp_path / "s"), ffmpeg)
     # When it runs
     ExportKind().run(ExportJob.model_validate(job), ctx)

@@ -75,17 +75,27 @@ def test_the_checker_sees_a_bad_plan() -> None:
     assert Checker(sources).check(plan)
 
 
-def test_the_checker_sees_a_rendition_or_still_written_elsewhere() -> None:
-    # Given a valid job with two renditions, a poster and a storyboard: no violation
-    job = {
+def _one_angle_job(*renditions: dict[str, object], **more: object) -> dict[str, object]:
+    return {
         "angles": [{"id": "a", "source": "cam1.mp4"}],
         "segments": [{"angle": "a", "start": 0, "end": 9}],
         "mode": "reencode",
-        "renditions": [{"name": "small", "size": {"mode": "height", "height": 360}},
-                       {"name": "audio", "audioOnly": True, "audioBitrateKbps": 96}],
-        "poster": {"format": "webp"},
-        "storyboard": {"interval": 2},
-    }  # fmt: skip
+        "renditions": list(renditions),
+        **more,
+    }
+
+
+SMALL = {"name": "small", "size": {"mode": "height", "height": 360}}
+
+
+def test_the_checker_sees_a_rendition_or_still_written_elsewhere() -> None:
+    # Given a valid job with two renditions, a poster and a storyboard: no violation
+    job = _one_angle_job(
+        SMALL,
+        {"name": "audio", "audioOnly": True, "audioBitrateKbps": 96},
+        poster={"format": "webp"},
+        storyboard={"interval": 2},
+    )
     raw = json.dumps(job).encode()
     assert check_job(raw).violations == []
     spec = ExportJob.model_validate(job)
@@ -113,13 +123,7 @@ def test_the_checker_sees_a_rendition_or_still_written_elsewhere() -> None:
 
 def test_the_checker_reads_a_tee_outputs_slaves() -> None:
     # Given renditions that share the main output's sound: one tee output, no violation
-    job = {
-        "angles": [{"id": "a", "source": "cam1.mp4"}],
-        "segments": [{"angle": "a", "start": 0, "end": 9}],
-        "mode": "reencode",
-        "renditions": [{"name": "small", "size": {"mode": "height", "height": 360}},
-                       {"name": "audio", "audioOnly": True}],
-    }  # fmt: skip
+    job = _one_angle_job(SMALL, {"name": "audio", "audioOnly": True})
     assert check_job(json.dumps(job).encode()).violations == []
     spec = ExportJob.model_validate(job)
     sources = fabricated_sources(spec, 1)
