@@ -38,11 +38,13 @@ sys.path.insert(0, str(ROOT.parent))
 
 from spooler.config import S3Settings  # noqa: E402
 from spooler.ffmpeg import find_ffmpeg  # noqa: E402
+from spooler.mediainfo import REMOTE_PROTOCOLS  # noqa: E402
+from spooler.mp4index import mp4_video_index  # noqa: E402
 from spooler.s3.client import make_client  # noqa: E402
-from spooler.s3.gateway import GATEWAY_PROTOCOLS, SourceGateway  # noqa: E402
+from spooler.s3.gateway import SourceGateway  # noqa: E402
 from spooler.s3.locations import S3Object  # noqa: E402
 from spooler.s3.outputs import S3Uploads  # noqa: E402
-from spooler.s3.remoteindex import remote_video_index  # noqa: E402
+from spooler.s3.remoteindex import http_fetch  # noqa: E402
 from spooler.s3.upstream import S3Upstream  # noqa: E402
 
 if TYPE_CHECKING:
@@ -116,12 +118,14 @@ def bench_range(
         gateway = SourceGateway(chunk_bytes=kib * 1024)
         try:
             opened = gateway.open(S3Upstream(client, S3Object("bench", "long.mp4"), 4))
-            index = remote_video_index(opened.url, opened.size, {"protocol_whitelist": "http,tcp"})
+            index = mp4_video_index(
+                http_fetch(opened.url), opened.size, {"protocol_whitelist": REMOTE_PROTOCOLS}
+            )
             assert index is not None and index.packets
             index_bytes = gateway.fetched(opened)
             middle = args.seconds // 2
             ffmpeg_run(ffmpeg, ["-ss", str(middle), "-i", opened.url, "-t", "30", "-c", "copy",
-                                str(work / "range.mp4")], GATEWAY_PROTOCOLS)  # fmt: skip
+                                str(work / "range.mp4")], REMOTE_PROTOCOLS)  # fmt: skip
             fetched = gateway.fetched(opened)
         finally:
             gateway.shutdown()
@@ -150,7 +154,7 @@ def bench_full(
                 )
                 opened = gateway.open(S3Upstream(client, S3Object("bench", "short.mp4"), 4))
                 remote.append(ffmpeg_run(ffmpeg, ["-i", opened.url, *encode, str(work / "r.mp4")],
-                                         GATEWAY_PROTOCOLS))  # fmt: skip
+                                         REMOTE_PROTOCOLS))  # fmt: skip
                 gateway.close(opened)
         finally:
             gateway.shutdown()
@@ -200,7 +204,11 @@ def main() -> None:
     parser.add_argument("--full-bitrate", help="re-encoded source's bitrate (e.g. 10M)")
     parser.add_argument("--upload-mb", type=int, default=256, help="size of the uploaded file")
     parser.add_argument("--upload-repeat", type=int, default=1, help="upload pairs (median)")
-    parser.add_argument("--chunk-kib", default="256", help="gateway chunk sizes, comma-separated")
+    parser.add_argument(
+        "--chunk-kib",
+        default=str(S3Settings().chunk_bytes // 1024),
+        help="gateway chunk sizes, comma-separated (default: the daemon's s3.chunk_bytes)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="re-encode pairs per chunk size")
     parser.add_argument("--only", default="range,full,upload", help="sections to run")
     args = parser.parse_args()

@@ -92,8 +92,8 @@ class Daemon:
         )
         # Proxy on upload (docs/ingest.md): None unless upload folders are configured.
         self.uploads = UploadWatcher.from_settings(settings, self.layout, self.wake)
-        self.slot_signals = SlotSignals(self.wake.set, lambda: bool(self.table.waiting))
         self.pool = JobPool(self.table, self.intake, self.reporter, self._env, self.wake)
+        self.slot_signals = SlotSignals(self.wake.set, self.pool.slot_wanted.is_set)
         self.server_clock = ServerClock()
         self.timers = _Timers()
         self.started_at = read_clocks(self.server_clock).wall
@@ -203,10 +203,14 @@ class Daemon:
         if not stopping:
             self._guarded(self.pool.start_waiting, clocks)  # retries first: waited longest
             rescan = now >= self.timers.scan
-            if woke or rescan:
+            # While every slot encodes, every turn: an encode nearing its end may let the
+            # inbox claim ahead (nothing wakes the loop for that); the intake's pass is
+            # skipped when nothing calls for one (InboxIntake.take).
+            if woke or rescan or (self.table.running and self.table.free_slots() <= 0):
                 self._guarded(self._take if rescan else self._take_woken, clocks)
-                if self.uploads is not None:
-                    self._guarded(self.uploads.scan, clocks)
+            if self.uploads is not None and (rescan or self.uploads.changed()):
+                self._guarded(self.uploads.scan, clocks)
+            self.pool.note_waiting(clocks)
             if rescan:
                 self.timers.scan = now + self.settings.rescan_seconds
             if now >= self.timers.recovery:
@@ -311,7 +315,7 @@ class Daemon:
             self.pool.queue_or_start(handle, clocks)
 
     def _take_woken(self, clocks: Clocks) -> None:
-        """Woken before the rescan is due: the intake may skip its pass (InboxIntake.take)."""
+        """Before the rescan is due: the intake may skip its pass (InboxIntake.take)."""
         self._take(clocks, rescan=False)
 
     def _recover(self, clocks: Clocks) -> None:

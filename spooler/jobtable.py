@@ -47,8 +47,9 @@ class JobTable:
 
     def free_slots(self) -> int:
         """Slots for jobs to start: `max_jobs` encode at once. A job that has encoded
-        (checks and publishes its outputs) holds no slot, but at most `max_jobs` of those
-        run beside the encodes, so a slow storage makes the queue wait, not pile up."""
+        (checks and publishes its outputs) holds no slot, but at most 2 x `max_jobs` jobs
+        run in all, encoding or publishing, so a slow storage makes the queue wait, not
+        pile up."""
         encoding = sum(1 for handle in self.running.values() if not handle.encoded.is_set())
         return min(self.max_jobs - encoding, 2 * self.max_jobs - len(self.running))
 

@@ -60,9 +60,7 @@ def reader_protocols(location: MediaLocation) -> str:
 
 def open_options(location: MediaLocation) -> dict[str, str]:
     """PyAV's open options for a source: its protocols and the demuxer allow-list."""
-    if isinstance(location, RemoteMedia):
-        return {"protocol_whitelist": REMOTE_PROTOCOLS, "format_whitelist": FORMAT_WHITELIST}
-    return OPEN_OPTIONS
+    return {"protocol_whitelist": reader_protocols(location), "format_whitelist": FORMAT_WHITELIST}
 
 
 @dataclass(frozen=True)

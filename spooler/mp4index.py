@@ -38,6 +38,10 @@ from spooler.mediainfo import FORMAT_WHITELIST, VideoIndex, VideoPacket
 # (x264's ~1 KB SEI in the first keyframe) is stepped over: the next read is at its end.
 NAL_WINDOW = 64
 KEYFRAME_READERS = 8
+# A moov larger than this is not read (read_moov): ~40x that of a 10-hour 60 fps camera file.
+MAX_MOOV_BYTES = 64 * 1024 * 1024
+# Samples of a video track expanded into per-sample lists at most: 46 hours at 60 fps.
+MAX_SAMPLES = 10_000_000
 
 Fetch = Callable[[int, int], bytes]  # (offset, length) -> bytes
 
@@ -94,15 +98,18 @@ def video_tables(moov: bytes) -> tuple[list[int], list[int]] | None:
         stts = stbl and _child(moov, *stbl, "stts")
         if not stbl or not stts:
             return None
-        durations = [d for count, d in _pairs(moov, stts[0]) for _ in range(count)]
         ctts = _child(moov, *stbl, "ctts")
         signed = ctts is not None and moov[ctts[0]] == 1
-        offsets = (
-            [o for count, o in _pairs(moov, ctts[0], signed) for _ in range(count)]
-            if ctts
-            else [0] * len(durations)
-        )
-        return durations, offsets
+        runs = [_pairs(moov, stts[0]), _pairs(moov, ctts[0], signed) if ctts else []]
+        # The counts are the file's word: one 8-byte entry may claim 4 billion samples.
+        # A real track has a 4-byte stsz entry per sample, so more samples than a quarter
+        # of the moov's bytes (or than MAX_SAMPLES) is not a track we expand in memory.
+        limit = min(len(moov) // 4, MAX_SAMPLES)
+        if any(sum(count for count, _ in pairs) > limit for pairs in runs):
+            return None
+        durations = [d for count, d in runs[0] for _ in range(count)]
+        offsets = [o for count, o in runs[1] for _ in range(count)] if ctts else []
+        return durations, offsets if ctts else [0] * len(durations)
     return None
 
 
@@ -205,7 +212,10 @@ class RangeFile(io.RawIOBase):
 
 
 def read_moov(fetch: Fetch, size: int) -> bytes | None:
-    """Walk the top-level boxes by range (16 bytes each) to the moov, then read it whole."""
+    """Walk the top-level boxes by range (16 bytes each) to the moov, then read it whole.
+    None for a moov past the end of the file or over MAX_MOOV_BYTES: its size is the
+    file's word, and a crafted one must not pull a whole large source into the daemon's
+    memory (the caller scans instead)."""
     pos = 0
     while pos + 8 <= size:
         head = fetch(pos, min(16, size - pos))
@@ -218,6 +228,8 @@ def read_moov(fetch: Fetch, size: int) -> bytes | None:
         if box_size < header:
             return None
         if kind == b"moov":
+            if pos + box_size > size or box_size - header > MAX_MOOV_BYTES:
+                return None
             return fetch(pos + header, box_size - header)
         pos += box_size
     return None
@@ -249,13 +261,18 @@ def mp4_video_index(
             return None  # a cut-short file: the scan finds the packets really there
         length_size = nal_length_size(stream)
         keyframes = [(e.pos, e.size) for e in entries if e.is_keyframe] if length_size else []
-        # One small read per keyframe: over the network a few in flight at once.
-        with ThreadPoolExecutor(readers) as pool:
-            idrs = set(
-                compress(
-                    keyframes, pool.map(lambda k: _idr(fetch, k[0], k[1], length_size), keyframes)
-                )
-            )
+
+        def is_idr(keyframe: tuple[int, int]) -> bool:
+            return _idr(fetch, keyframe[0], keyframe[1], length_size)
+
+        # One small read per keyframe: over the network a few in flight at once; a local
+        # file's reads (readers 1) in this thread, without a pool.
+        if readers > 1:
+            with ThreadPoolExecutor(readers) as pool:
+                found = list(pool.map(is_idr, keyframes))
+        else:
+            found = [is_idr(k) for k in keyframes]
+        idrs = set(compress(keyframes, found))
         packets = []
         for entry, duration, offset in zip(entries, durations, offsets, strict=True):
             keyframe = bool(entry.is_keyframe)

@@ -1,6 +1,6 @@
 """The bounded pool: one thread per running job (each drives its own ffmpeg processes),
-at most `max_jobs` at once; queued jobs wait for a slot or their retry time; cancels and
-fencing are checked every loop turn.
+at most `max_jobs` encoding at once (JobTable.free_slots); queued jobs wait for a slot or
+their retry time; cancels and fencing are checked every loop turn.
 
 Only the loop thread calls these methods; a job's thread hands its handle back through
 `done` and wakes the loop.
@@ -40,6 +40,9 @@ class JobPool:
         self.env = env  # the settings of the moment: a reload applies to jobs started later
         self.wake = wake
         self.done: queue.Queue[JobHandle] = queue.Queue()
+        # Set by the loop while a job is due to start and waits for a slot: read by job
+        # threads (SlotSignals), which never touch the table itself.
+        self.slot_wanted = threading.Event()
         self.started_count = 0  # attempts started since the daemon started
         self.log = structlog.get_logger()
 
@@ -61,7 +64,10 @@ class JobPool:
             daemon=True,
         )
         handle.thread = thread
+        # This attempt's own run state (a retry's handle comes back from `reap`).
         handle.encoded.clear()
+        handle.encode_ends_by = None
+        handle.ffmpeg_pids.clear()
         self.table.running[handle.job_id] = handle
         self.started_count += 1
         thread.start()
@@ -95,12 +101,17 @@ class JobPool:
                     self.intake.release(handle.job_id)
                 else:
                     handle.cancel.clear()
-                    handle.encoded.clear()
-                    handle.encode_ends_by = None
-                    handle.ffmpeg_pids.clear()
                     self.table.waiting[handle.job_id] = handle
             else:
                 self.table.remember_final(handle.status)
+
+    def note_waiting(self, clocks: Clocks) -> None:
+        """Say whether a job is due to start and waits for a slot (slot_wanted)."""
+        due = any(h.not_before <= clocks.monotonic for h in self.table.waiting.values())
+        if due:
+            self.slot_wanted.set()
+        else:
+            self.slot_wanted.clear()
 
     def start_waiting(self, clocks: Clocks) -> None:
         """Retries and jobs taken over, highest priority first, as slots allow."""

@@ -200,7 +200,7 @@ class Recovery:
         if owner is None or self._alive(owner, beats, clocks.server):
             return True
         remote = self.outputs.remote_roll_forward(status)
-        if remote and len(self._remote) >= REMOTE_WORKERS:
+        if remote and self._remote_running() >= REMOTE_WORKERS:
             return True  # looked at again next pass (or taken by another daemon)
         if not take_ownership(self.layout, job_id, owner, self.me.id):
             return False
@@ -346,6 +346,10 @@ class Recovery:
         self.log.info("remote_roll_forward_started", job_id=job_id, attempt=work.failures + 1)
         work.thread.start()
 
+    def _remote_running(self) -> int:
+        """Roll forwards running now (one waiting for its retry holds no worker)."""
+        return sum(1 for work in self._remote.values() if not work.done.is_set())
+
     def _collect_remote(self, clocks: Clocks) -> list[JobHandle]:
         """Conclude the takeovers whose remote roll forward ended; try failed ones again
         with backoff (a transient storage failure: the journal is still on disk)."""
@@ -387,7 +391,7 @@ class Recovery:
                     in_seconds=round(delay, 2),
                 )
                 continue
-            if clocks.monotonic < work.not_before:
+            if clocks.monotonic < work.not_before or self._remote_running() >= REMOTE_WORKERS:
                 continue
             try:
                 status = read_status(self.layout, job_id)

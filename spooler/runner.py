@@ -92,7 +92,9 @@ class SlotSignals:
         self, wake: Callable[[], None] = lambda: None, waiting: Callable[[], bool] = lambda: False
     ) -> None:
         self._wake = wake
-        self._waiting = waiting  # a job waits for a slot (read from the job's thread)
+        # Whether a job is due and waits for a slot: JobPool.slot_wanted, an Event the loop
+        # keeps, so the job's thread never reads the loop's table.
+        self._waiting = waiting
         self._started = threading.Condition()
         self._starts = 0
 
@@ -243,6 +245,9 @@ class RunContext:
                 raise DaemonStopping() from None
             raise
         self._report(step, 1.0, None)
+        # No ffmpeg runs now: until the next one starts, this job's end is unknown (it may
+        # go on with in-process work, or publish), so nothing is claimed ahead of it.
+        self._handle.encode_ends_by = None
         return result
 
     def report_progress(self, step: str, fraction: float) -> None:

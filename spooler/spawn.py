@@ -157,7 +157,8 @@ class Spawner:
             return b""
 
     def close(self) -> None:
-        """Stop the helper (it kills what it started) and wait for it."""
+        """Stop the helper (it kills what it started) and wait for it. The next spawn
+        starts a new one (a second daemon run in the same process, a bench's next run)."""
         with self._lock:
             self._broken = True
             if self._sock is not None:
@@ -169,6 +170,8 @@ class Spawner:
                 self._helper.wait()
         with self._exited:
             self._exited.notify_all()
+        with self._lock:
+            self._sock, self._helper, self._broken = None, None, False
 
     def exit_code(self, pid: int, timeout: float | None) -> int | None:
         self._wait_for(lambda: pid in self._codes, timeout)

@@ -141,3 +141,18 @@ def test_children_die_with_a_killed_helper_and_spawning_falls_back(spawner: Spaw
     assert proc.wait(timeout=5) == -signal.SIGKILL
     _drain(proc)
     assert spawner.spawn(["/bin/true"], nice=0, pass_fds=()) is None
+
+
+def test_a_closed_spawner_starts_a_new_helper_on_the_next_spawn(spawner: Spawner) -> None:
+    first = spawner.spawn(["/bin/true"], nice=0, pass_fds=())
+    assert first is not None and first.wait(timeout=10) == 0
+    _drain(first)
+    helper = spawner._helper
+    # When it is closed (the daemon's shutdown: the helper is reaped)
+    spawner.close()
+    assert helper is not None and helper.returncode is not None
+    # Then the next spawn goes through a new helper, not the slow subprocess fallback
+    again = spawner.spawn(["/bin/true"], nice=0, pass_fds=())
+    assert again is not None and spawner._helper not in (None, helper)
+    assert again.wait(timeout=10) == 0
+    _drain(again)

@@ -34,7 +34,13 @@ from spooler.export.deliverables import (
     output_count,
 )
 from spooler.export.output import OutputSpec
-from spooler.export.rules import MAX_URL_CHARS, TIME_EPSILON, check_source_name, fail
+from spooler.export.rules import (
+    MAX_URL_CHARS,
+    TIME_EPSILON,
+    check_source_name,
+    check_source_syntax,
+    fail,
+)
 from spooler.jobkind import JobSpec, SpecModel
 
 _ANGLE_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -48,15 +54,34 @@ def _source_path(value: str) -> str:
     return value
 
 
-# A media-root-relative path, or a remote source (s3://bucket/key, an https URL), checked
-# the same way wherever a job names a file. Remote names are checked for their shape here
-# and against the operator's allow-lists (s3: settings) when the job runs (docs/s3.md).
+def _local_source_path(value: str) -> str:
+    problem = check_source_syntax(value)
+    if problem:
+        raise PydanticCustomError("source_path", problem)
+    return value
+
+
+# A media-root-relative path only, for jobs that read their sources from local media (the
+# ingest kinds: a proxy is written beside its original). A URL is refused here, at parse
+# time, so it never reaches an error message or a status file.
+LocalSourcePath = Annotated[
+    str,
+    Field(max_length=1024, description="A path relative to a media root."),
+    AfterValidator(_local_source_path),
+]
+
+
+# A media-root-relative path, or a remote source (s3://bucket/key, an https or http URL),
+# checked the same way wherever an export job names a file. Remote names are checked for
+# their shape here and against the operator's allow-lists (s3: settings) when the job runs
+# (docs/s3.md).
 SourcePath = Annotated[
     str,
     Field(
         max_length=MAX_URL_CHARS,
         description="A path relative to a media root (at most 1024 characters), or a remote "
-        "source: s3://bucket/key or an https:// (presigned) URL, allowed by the operator's "
+        "source: s3://bucket/key, an https:// (presigned) URL, or http:// for a host in "
+        "s3.http_hosts, allowed by the operator's "
         "s3 settings (docs/s3.md).",
     ),
     AfterValidator(_source_path),

@@ -22,8 +22,6 @@ from spooler.export.rules import check_source_syntax
 from spooler.export.watermark import IMAGE_DEMUXER
 from spooler.media import probe, scan_audio, scan_video
 from spooler.mediainfo import (
-    PROTOCOLS,
-    REMOTE_PROTOCOLS,
     MediaInfo,
     MediaLocation,
     RemoteMedia,
@@ -31,9 +29,9 @@ from spooler.mediainfo import (
     reader_protocols,
     reader_url,
 )
-from spooler.mp4index import fd_fetch, mp4_video_index
+from spooler.mp4index import KEYFRAME_READERS, fd_fetch, mp4_video_index
 from spooler.s3.locations import is_remote
-from spooler.s3.remoteindex import http_fetch, remote_video_index
+from spooler.s3.remoteindex import http_fetch
 from spooler.s3.remotes import JobRemotes, not_enabled, shown_name
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -256,13 +254,12 @@ def _video_index(read: MediaLocation, size: int, name: str, fd: int | None) -> V
     range, no full download; a local one through its descriptor: the moov and a few bytes
     a keyframe, not every packet, issue 18); otherwise, or when they cannot be used, by
     demuxing every packet."""
+    options = {"protocol_whitelist": reader_protocols(read)}
     try:
         if isinstance(read, RemoteMedia):
-            index = remote_video_index(read.url, size, {"protocol_whitelist": REMOTE_PROTOCOLS})
+            index = mp4_video_index(http_fetch(read.url), size, options, KEYFRAME_READERS)
         elif fd is not None:
-            index = mp4_video_index(
-                fd_fetch(fd), os.fstat(fd).st_size, {"protocol_whitelist": PROTOCOLS}, readers=1
-            )
+            index = mp4_video_index(fd_fetch(fd), os.fstat(fd).st_size, options, readers=1)
         else:
             index = None
     except Exception:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from spooler.export.models import SourcePath
+from spooler.export.models import LocalSourcePath
 from spooler.jobkind import JobSpec, SpecModel
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -27,7 +27,7 @@ class ProxyJob(JobSpec):
     """One source -> an H.264 proxy, its waveform and poster, and its manifest."""
 
     kind: Literal["proxy"]
-    source: SourcePath = Field(description="Path relative to a media root.")
+    source: LocalSourcePath = Field(description="Path relative to a media root.")
     height: Literal[720, 1080] | None = Field(
         None, description="Short side of the proxy picture; never upscaled. Default: config."
     )
@@ -46,7 +46,7 @@ class ProxyJob(JobSpec):
 
 class SyncInput(SpecModel):
     id: str = Field(pattern=_ID, description="The angle's id in the export job.")
-    source: SourcePath = Field(description="Path relative to a media root.")
+    source: LocalSourcePath = Field(description="Path relative to a media root.")
 
 
 class SyncJob(JobSpec):

@@ -80,10 +80,17 @@ class UploadWatcher:
         return cls(settings, layout, wake) if ingest.upload_dirs and ingest.derived_root else None
 
     # -- the daemon's hooks ---------------------------------------------------------------
+    def changed(self) -> bool:
+        """An event in an upload folder since the last pass (or no watcher yet): the loop
+        walks the folders then, or at its rescan; not on a job thread's wake-up."""
+        return not self._watchers or any(w.changed.is_set() for w in self._watchers)
+
     def scan(self, clocks: Clocks) -> list[str]:
         """One pass over every upload folder; the job ids submitted."""
         if not self._watchers:
             self._start_watchers()
+        for watcher in self._watchers:
+            watcher.changed.clear()  # an event from now on calls for another pass
         out: list[str] = []
         for folder in self.settings.ingest.upload_dirs:
             root = self._media_root_of(folder)

@@ -258,9 +258,10 @@ class InboxIntake:
         - no other live worker shares the spool (an idle peer would run it at once);
         - nothing of ours waits already (a retry, or the job claimed ahead before);
         - the slots are full of encodes (not of jobs publishing: their end is unknown),
-          each with its ffmpeg started and expected to end within `claim_ahead_seconds`
-          (a higher-priority job arriving meanwhile waits that long at most behind the
-          one claimed ahead)."""
+          each with its ffmpeg running and expected to end within `claim_ahead_seconds`
+          (an estimate overrun by more than that counts as unknown).
+        The job claimed ahead takes the next free slot: a higher-priority job arriving
+        after it waits behind it, for that job's whole run (docs/protocol.md §3)."""
         free = self.table.free_slots()
         if free > 0:
             return free
@@ -273,7 +274,7 @@ class InboxIntake:
         now = time.monotonic()  # the clock the job threads' estimates are on
         for handle in encoding:
             ends_by = handle.encode_ends_by
-            if not handle.ffmpeg_pids or ends_by is None or ends_by - now > window:
+            if not handle.ffmpeg_pids or ends_by is None or abs(ends_by - now) > window:
                 return 0
         return 1
 

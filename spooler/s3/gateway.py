@@ -33,8 +33,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from spooler.errors import JobError
 from spooler.s3.upstream import Upstream
 
-# What a reader through the gateway needs: http over tcp, nothing else (no tls, no file).
-GATEWAY_PROTOCOLS = "http,tcp"
 # Small socket buffers keep read-ahead (bytes fetched but never used) near one chunk.
 SEND_BUFFER_BYTES = 64 * 1024
 # Recently fetched chunks, shared by every reader of a source (a job opens one 5-7 times:

@@ -4,7 +4,9 @@ packets, and a scan still for what has no plain moov (MKV, fragmented MP4)."""
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,13 @@ from spooler.export import ExportJob
 from spooler.export.sources import close_sources, inspect_sources
 from spooler.media import scan_video
 from spooler.mediainfo import PROTOCOLS, VideoIndex
-from spooler.mp4index import fd_fetch, mp4_video_index
+from spooler.mp4index import (
+    MAX_MOOV_BYTES,
+    fd_fetch,
+    mp4_video_index,
+    read_moov,
+    video_tables,
+)
 
 CLIPS = {
     # x264 with 3 B-frames (b-pyramid): composition offsets, DTS behind PTS
@@ -90,3 +98,46 @@ def test_what_has_no_plain_moov_falls_back_to_the_scan(ffmpeg: str, tmp_path: Pa
         scanned = scan_video(path)
         assert len(scanned.packets) in (packets if isinstance(packets, range) else [packets])
         assert _inspected(tmp_path, path.name) == scanned
+
+
+def test_a_moov_claiming_more_than_the_file_or_the_cap_is_not_read() -> None:
+    # Given files whose top-level moov box says it is larger than the file, or than the cap
+    def boxes(moov_size: int, file_size: int) -> tuple[Callable[[int, int], bytes], list[int]]:
+        data = struct.pack(">I4s", 16, b"ftyp") + b"isom" * 2
+        data += struct.pack(">I4sQ", 1, b"moov", moov_size)
+        reads: list[int] = []
+
+        def fetch(offset: int, length: int) -> bytes:
+            reads.append(length)
+            return data[offset : offset + length].ljust(min(length, file_size - offset), b"\0")
+
+        return fetch, reads
+
+    for moov_size, file_size in ((1 << 40, 1 << 20), (MAX_MOOV_BYTES + 32, MAX_MOOV_BYTES * 2)):
+        fetch, reads = boxes(moov_size, file_size)
+        # Then no index is made from them (the caller scans), and the body is never fetched
+        assert read_moov(fetch, file_size) is None
+        assert max(reads) <= 16
+    # ... while one that fits is read whole
+    fetch, reads = boxes(64, 1 << 20)
+    assert read_moov(fetch, 1 << 20) == b"\0" * 48
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def test_sample_counts_a_track_cannot_have_are_not_expanded() -> None:
+    # Given a video track's moov whose one stts entry claims 4 billion samples (8 bytes)
+    handler = _box(b"hdlr", b"\0" * 8 + b"vide" + b"\0" * 12)
+
+    def moov(count: int) -> bytes:
+        stts = _box(b"stts", struct.pack(">III", 0, 1, count) + struct.pack(">I", 1001))
+        stsz = _box(b"stsz", b"\0" * 12 + b"\0\0\0\1" * 8)  # eight samples' sizes
+        stbl = _box(b"stbl", stts + stsz)
+        return _box(b"trak", _box(b"mdia", handler + _box(b"minf", stbl)))
+
+    # Then no per-sample table is built (the caller scans) ...
+    assert video_tables(moov(0xFFFFFFFF)) is None
+    # ... while counts the moov can hold are expanded as before
+    assert video_tables(moov(8)) == ([1001] * 8, [0] * 8)

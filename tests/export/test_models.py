@@ -61,6 +61,13 @@ def edited(**changes: Any) -> dict[str, Any]:
 DELETE = object()
 
 
+def _bad_source(source: str, case: str) -> Any:
+    """A parametrize case: the job with this first angle source fails as `source_path`."""
+    return pytest.param(
+        edited(angles__0__source=source), "source_path", "angles[0].source", id=case
+    )
+
+
 def test_good_job_parses_with_defaults() -> None:
     # Given a job file without "kind" (what the web app writes)
     spec = parse(GOOD)
@@ -92,58 +99,16 @@ def test_switches_form_parses() -> None:
         pytest.param(
             edited(angles__1__id="cam1"), "duplicate_angle", "angles[1].id", id="dup-angle"
         ),
-        pytest.param(
-            edited(angles__0__source="/etc/passwd"),
-            "source_path",
-            "angles[0].source",
-            id="absolute-source",
-        ),
-        pytest.param(
-            edited(angles__0__source="a/../../x.mp4"),
-            "source_path",
-            "angles[0].source",
-            id="dotdot-source",
-        ),
-        pytest.param(
-            edited(angles__0__source="-i.mp4"), "source_path", "angles[0].source", id="dash-source"
-        ),
-        pytest.param(
-            edited(angles__0__source="day/-x.mp4"),
-            "source_path",
-            "angles[0].source",
-            id="dash-component",
-        ),
-        pytest.param(
-            edited(angles__0__source="concat:a.mp4|b.mp4"),
-            "source_path",
-            "angles[0].source",
-            id="protocol-source",
-        ),
-        pytest.param(
-            edited(angles__0__source="https://user@x/a.mp4"),
-            "source_path",
-            "angles[0].source",
-            id="url-with-user-info",
-        ),
-        pytest.param(
-            edited(angles__0__source="s3://Bad_Bucket/a.mp4"),
-            "source_path",
-            "angles[0].source",
-            id="s3-bad-bucket",
-        ),
-        pytest.param(
-            edited(angles__0__source="ftp://x/a.mp4"),
-            "source_path",
-            "angles[0].source",
-            id="other-protocol",
-        ),
-        pytest.param(
-            edited(angles__0__source="a\\b.mp4"),
-            "source_path",
-            "angles[0].source",
-            id="backslash-source",
-        ),
-        pytest.param(edited(angles__0__source=""), "source_path", "angles[0].source", id="empty"),
+        _bad_source("/etc/passwd", "absolute-source"),
+        _bad_source("a/../../x.mp4", "dotdot-source"),
+        _bad_source("-i.mp4", "dash-source"),
+        _bad_source("day/-x.mp4", "dash-component"),
+        _bad_source("concat:a.mp4|b.mp4", "protocol-source"),
+        _bad_source("https://user@x/a.mp4", "url-with-user-info"),
+        _bad_source("s3://Bad_Bucket/a.mp4", "s3-bad-bucket"),
+        _bad_source("ftp://x/a.mp4", "other-protocol"),
+        _bad_source("a\\b.mp4", "backslash-source"),
+        _bad_source("", "empty"),
         pytest.param(
             edited(angles__0__syncOfset=1),
             "extra_forbidden",

@@ -3,17 +3,22 @@ rate and size of a proxy, sync maths on synthetic signals, and the layering rule
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
 
+from spooler.config import Settings
+from spooler.errors import ErrorCode, JobError
 from spooler.ingest import syncmath
 from spooler.ingest.proxyplan import decide_rate, nominal_rate, proxy_size
 from spooler.ingest.uploads import judge_name, upload_ready
 from spooler.ingest.waveform import peaks
+from spooler.loader import load_job
 from spooler.mediainfo import MediaInfo, VideoIndex, VideoPacket
 
 
@@ -146,3 +151,24 @@ def test_stale_temps_of_a_dead_attempt_are_removed(tmp_path) -> None:  # type: i
     os.utime(kept, (1000.0, 1000.0))
     remove_stale_temps(tmp_path, 1000.0 + STALE_SECONDS + 1)
     assert not old.exists() and fresh.exists() and kept.exists()
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"kind": "proxy", "source": "https://h.example/a.mp4?X-Amz-Signature=secret"},
+        {"kind": "sync", "angles": [{"id": "a", "source": "s3://bucket/secret.mp4"}]},
+    ],
+)
+def test_ingest_jobs_take_local_sources_only_and_never_echo_a_url(job: dict[str, Any]) -> None:
+    # Given a proxy or sync job naming a remote source (export jobs may; these read local
+    # media and write beside it)
+    raw = json.dumps(job).encode()
+    # When it is loaded, it is rejected at parse time as source_path ...
+    with pytest.raises(JobError) as caught:
+        load_job(raw, Settings())
+    assert caught.value.code == ErrorCode.INVALID_JOB
+    text = json.dumps(caught.value.details) + caught.value.message
+    assert "source_path" in text
+    # ... and the error repeats no part of the URL
+    assert "secret" not in text and "example" not in text

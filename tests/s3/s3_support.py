@@ -3,12 +3,15 @@ servers that redirect or refuse (what moto, which checks no signature, cannot sh
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from spooler.s3.outputs import part_ranges
 
 # The test server's keys, found by boto3's standard chain in the environment.
 CREDENTIALS = {
@@ -121,3 +124,8 @@ def answering(status: int, headers: dict[str, str]) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def part_digests(data: bytes, part_bytes: int) -> list[bytes]:
+    """The SHA-256 of each multipart part of `data`, as the upload cuts it."""
+    return [hashlib.sha256(data[o : o + n]).digest() for o, n in part_ranges(len(data), part_bytes)]

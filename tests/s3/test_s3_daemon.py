@@ -5,20 +5,20 @@ thread (heartbeats go on while it uploads), even when that daemon is killed in t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
-from s3_support import CREDENTIALS, CuttingProxy
+from s3_support import CREDENTIALS, CuttingProxy, part_digests
 from support import DaemonProcess, Spool
 
 from spooler.demo import demo_job, generate_media
 from spooler.ffmpeg import find_ffmpeg
-from spooler.s3.outputs import composite_sha256, part_ranges, same_checksum
+from spooler.s3.outputs import composite_sha256, same_checksum
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -98,9 +98,7 @@ def test_daemon_killed_with_the_upload_open_then_recovery(
 ) -> None:
     # Given a daemon that dies (as kill -9 would) right after journalling the UploadId
     env = _s3_env(s3_endpoint, bucket)
-    first = make_daemon(extra_env={"SPOOLER_FAULT_EXIT_BEFORE_RENAME": "1"}, **env)
-    spool.submit("killed", _job(spool, shoot, f"s3://{bucket}/exports/"))
-    assert first.proc.wait(timeout=120) == 137
+    _killed_with_the_upload_open(spool, make_daemon, shoot, env, bucket, "killed")
     journal = spool.status("killed")["pendingPublish"]  # type: ignore[index]
     assert journal["uploadId"] and journal["uri"].endswith("/killed/demo-export.mp4")
     assert _uploads(s3, bucket) == ["exports/killed/demo-export.mp4"]  # open, before recovery
@@ -130,7 +128,7 @@ def _slow_daemon(
     make_daemon: Any, env: dict[str, str], s3_endpoint: str, seconds: float, size: int
 ) -> tuple[DaemonProcess, CuttingProxy, str]:
     """A daemon whose link to the server uploads `size` bytes in about `seconds`."""
-    proxy = CuttingProxy(int(s3_endpoint.rsplit(":", 1)[1]), upload_rate=size / seconds)
+    proxy = CuttingProxy(int(urlsplit(s3_endpoint).port or 0), upload_rate=size / seconds)
     daemon = make_daemon(**{**env, "s3__endpoint_url": f"http://127.0.0.1:{proxy.port}"})
     worker = daemon.wait_event("daemon_started")["worker"]
     return daemon, proxy, worker
@@ -152,8 +150,7 @@ def _assert_published_once(
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert head["ContentLength"] == output["sizeBytes"] == len(body)
     assert output["etag"] == head["ETag"]
-    parts = [hashlib.sha256(body[o : o + n]).digest() for o, n in part_ranges(len(body), 8 << 20)]
-    assert output["checksum"] == composite_sha256(parts)
+    assert output["checksum"] == composite_sha256(part_digests(body, 8 << 20))
     assert same_checksum(output["checksum"], head["ChecksumSHA256"])
     assert spool.temp_leftovers() == []
     _no_secret_anywhere(spool, job_id)
@@ -218,7 +215,7 @@ def test_recovery_upload_retried_while_the_server_is_unreachable(
     # Given a daemon killed with the upload open, and the server unreachable for the next
     env = _s3_env(s3_endpoint, bucket)
     size = _killed_with_the_upload_open(spool, make_daemon, shoot, env, bucket, "later")
-    proxy = CuttingProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    proxy = CuttingProxy(int(urlsplit(s3_endpoint).port or 0))
     proxy.refusing = True
     try:
         daemon = make_daemon(

@@ -72,9 +72,11 @@ def s3_env(endpoint: str, bucket: str, **more: Any) -> dict[str, str]:
     return {**env, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in more.items()}}
 
 
-def upload(s3: S3Client, bucket: str, files: dict[str, Path]) -> None:
+def upload(s3: S3Client, bucket: str, files: dict[str, Path]) -> tuple[str, ...]:
+    """Put each file in the bucket as <name>.mp4; their s3:// names, in order."""
     for name, path in files.items():
         s3.upload_file(str(path), bucket, f"{name}.mp4")
+    return tuple(f"s3://{bucket}/{name}.mp4" for name in files)
 
 
 def local(spool: Spool, files: dict[str, Path]) -> None:
@@ -119,10 +121,9 @@ def test_reencode_copy_and_smart_from_s3_match_the_local_exports(
     cams: dict[str, Path],
 ) -> None:
     # Given the same two clips in the bucket and in the media root
-    upload(s3, bucket, cams)
+    remote = upload(s3, bucket, cams)
     local(spool, cams)
     make_daemon(**s3_env(s3_endpoint, bucket))
-    remote = (f"s3://{bucket}/cam1.mp4", f"s3://{bucket}/cam2.mp4")
     # When each mode runs once from S3 and once from the local files
     for mode in ("reencode", "copy", "smart"):
         spool.submit(f"{mode}-s3", export_job(*remote, mode))
@@ -416,11 +417,10 @@ def test_a_connection_cut_mid_read_is_retried(
     cams: dict[str, Path],
 ) -> None:
     # Given a proxy in front of the S3 server that cuts the first two long downloads
-    upload(s3, bucket, cams)
+    remote = upload(s3, bucket, cams)
     proxy = CuttingProxy(int(urlsplit(s3_endpoint).port or 0), cuts=2, after_bytes=20_000)
     try:
         make_daemon(**s3_env(f"http://127.0.0.1:{proxy.port}", bucket, s3__chunk_bytes=65536))
-        remote = (f"s3://{bucket}/cam1.mp4", f"s3://{bucket}/cam2.mp4")
         # When a job reads through it
         spool.submit("cut", export_job(*remote, "reencode"))
         # Then the cut reads were retried and the job succeeded

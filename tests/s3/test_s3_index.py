@@ -11,22 +11,24 @@ import pytest
 
 from spooler.config import S3Settings
 from spooler.media import scan_video
+from spooler.mediainfo import REMOTE_PROTOCOLS
 from spooler.mp4index import (
     RangeFile,
     _walked,
     boxes,
     interleave_lead,
+    mp4_video_index,
     nal_types,
 )
-from spooler.s3.gateway import GATEWAY_PROTOCOLS, SourceGateway
+from spooler.s3.gateway import SourceGateway
 from spooler.s3.locations import S3Object
-from spooler.s3.remoteindex import remote_video_index
+from spooler.s3.remoteindex import http_fetch
 from spooler.s3.upstream import S3Upstream
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-OPTIONS = {"protocol_whitelist": GATEWAY_PROTOCOLS}
+OPTIONS = {"protocol_whitelist": REMOTE_PROTOCOLS}
 
 
 @pytest.fixture
@@ -80,7 +82,7 @@ def test_index_equals_full_scan_for_a_fraction_of_the_bytes(
     s3.upload_file(str(local), bucket, "v.mp4")
     source = gateway.open(S3Upstream(s3, S3Object(bucket, "v.mp4"), s3_settings.attempts))
     # When its index is built from the moov read by range
-    index = remote_video_index(source.url, source.size, OPTIONS)
+    index = mp4_video_index(http_fetch(source.url), source.size, OPTIONS)
     # Then it is exactly what demuxing every packet of the local file finds
     assert index == scan_video(local)
     fetched = gateway.fetched(source)

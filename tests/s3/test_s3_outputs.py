@@ -4,7 +4,6 @@ kill -9 (recovery completes or aborts it), no duplicate object."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from s3_support import CuttingProxy
+from s3_support import CuttingProxy, part_digests
 
 from spooler.config import S3Settings
 from spooler.errors import ErrorCode, JobError
@@ -211,10 +210,6 @@ def test_kill_9_mid_upload_then_recovery(
         assert same_checksum(entry.checksum, head["ChecksumSHA256"])
     else:
         assert not rolled.published and keys(s3, bucket) == []
-
-
-def part_digests(data: bytes, part_bytes: int) -> list[bytes]:
-    return [hashlib.sha256(data[o : o + n]).digest() for o, n in part_ranges(len(data), part_bytes)]
 
 
 def test_recovery_reads_back_what_a_finished_upload_lacks(

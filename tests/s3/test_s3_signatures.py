@@ -22,7 +22,8 @@ from support import free_port, wait_listening
 
 from spooler.config import S3Settings
 from spooler.errors import ErrorCode, JobError
-from spooler.s3.gateway import GATEWAY_PROTOCOLS, SourceGateway
+from spooler.mediainfo import REMOTE_PROTOCOLS
+from spooler.s3.gateway import SourceGateway
 from spooler.s3.locations import parse_url
 from spooler.s3.upstream import UrlUpstream
 
@@ -82,7 +83,7 @@ def test_valid_url_reads_through_the_gateway(
     assert source.size == clip.stat().st_size
     out = tmp_path / "out.mp4"
     done = subprocess.run(
-        [ffmpeg, "-nostdin", "-v", "error", "-protocol_whitelist", GATEWAY_PROTOCOLS,
+        [ffmpeg, "-nostdin", "-v", "error", "-protocol_whitelist", REMOTE_PROTOCOLS,
          "-format_whitelist", "mov,mp4,m4a,3gp,3g2,mj2", "-i", source.url, "-c", "copy",
          str(out)],
         capture_output=True, text=True, timeout=60,
@@ -110,7 +111,7 @@ def test_url_expiring_mid_job_fails_once_as_forbidden(
     # When ffmpeg reads, then the read fails at once (no reconnect loop) as source_forbidden
     begin = time.monotonic()
     done = subprocess.run(
-        [ffmpeg, "-nostdin", "-v", "error", "-protocol_whitelist", GATEWAY_PROTOCOLS,
+        [ffmpeg, "-nostdin", "-v", "error", "-protocol_whitelist", REMOTE_PROTOCOLS,
          "-i", source.url, "-c", "copy", str(tmp_path / "x.mp4")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

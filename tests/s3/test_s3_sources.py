@@ -17,8 +17,9 @@ from s3_support import CuttingProxy, answering
 
 from spooler.config import S3Settings
 from spooler.errors import ErrorCode, JobError
+from spooler.mediainfo import REMOTE_PROTOCOLS
 from spooler.s3.client import make_client
-from spooler.s3.gateway import GATEWAY_PROTOCOLS, GatewaySource, SourceGateway
+from spooler.s3.gateway import GatewaySource, SourceGateway
 from spooler.s3.locations import S3Object, parse_url
 from spooler.s3.upstream import S3Upstream, UrlUpstream
 
@@ -41,7 +42,7 @@ def upload(s3: S3Client, bucket: str, path: Path, key: str) -> S3Object:
 
 
 def run_ffmpeg(ffmpeg: str, args: list[str]) -> subprocess.CompletedProcess[str]:
-    cmd = [ffmpeg, "-nostdin", "-v", "error", "-y", "-protocol_whitelist", GATEWAY_PROTOCOLS,
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-y", "-protocol_whitelist", REMOTE_PROTOCOLS,
            "-format_whitelist", FORMATS, *args]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
@@ -60,7 +61,7 @@ def test_reencode_and_probe_from_s3(
     source = gateway.open(S3Upstream(s3, obj, s3_settings.attempts))
     assert source.size == clip.stat().st_size
     # When PyAV probes it and ffmpeg re-encodes it
-    options = {"protocol_whitelist": GATEWAY_PROTOCOLS, "format_whitelist": FORMATS}
+    options = {"protocol_whitelist": REMOTE_PROTOCOLS, "format_whitelist": FORMATS}
     with av.open(source.url, options=options) as container:
         assert container.streams.video[0].codec_context.width == 320
     out = tmp_path / "out.mp4"

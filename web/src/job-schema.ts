@@ -487,7 +487,7 @@ export const jobSchema: Record<string, unknown> = {
           "type": "number"
         },
         "source": {
-          "description": "A path relative to a media root (at most 1024 characters), or a remote source: s3://bucket/key or an https:// (presigned) URL, allowed by the operator's s3 settings (docs/s3.md).",
+          "description": "A path relative to a media root (at most 1024 characters), or a remote source: s3://bucket/key, an https:// (presigned) URL, or http:// for a host in s3.http_hosts, allowed by the operator's s3 settings (docs/s3.md).",
           "maxLength": 4096,
           "title": "Source",
           "type": "string"
@@ -932,7 +932,7 @@ export const jobSchema: Record<string, unknown> = {
         },
         "source": {
           "description": "Path relative to a media root.",
-          "maxLength": 4096,
+          "maxLength": 1024,
           "title": "Source",
           "type": "string"
         },
@@ -1245,7 +1245,7 @@ export const jobSchema: Record<string, unknown> = {
         },
         "source": {
           "description": "Path relative to a media root.",
-          "maxLength": 4096,
+          "maxLength": 1024,
           "title": "Source",
           "type": "string"
         }
@@ -1600,7 +1600,7 @@ export const jobSchema: Record<string, unknown> = {
         "image": {
           "anyOf": [
             {
-              "description": "A path relative to a media root (at most 1024 characters), or a remote source: s3://bucket/key or an https:// (presigned) URL, allowed by the operator's s3 settings (docs/s3.md).",
+              "description": "A path relative to a media root (at most 1024 characters), or a remote source: s3://bucket/key, an https:// (presigned) URL, or http:// for a host in s3.http_hosts, allowed by the operator's s3 settings (docs/s3.md).",
               "maxLength": 4096,
               "type": "string"
             },

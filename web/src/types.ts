@@ -273,7 +273,7 @@ export interface ExternalAudio {
    */
   offset?: number;
   /**
-   * A path relative to a media root (at most 1024 characters), or a remote source: s3://bucket/key or an https:// (presigned) URL, allowed by the operator's s3 settings (docs/s3.md).
+   * A path relative to a media root (at most 1024 characters), or a remote source: s3://bucket/key, an https:// (presigned) URL, or http:// for a host in s3.http_hosts, allowed by the operator's s3 settings (docs/s3.md).
    */
   source: string;
   /**
