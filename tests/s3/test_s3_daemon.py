@@ -124,6 +124,30 @@ def _killed_with_the_upload_open(
     return (spool.layout.job_dir(job_id) / journal["temp"]).stat().st_size
 
 
+def _recovering_slowly(
+    spool: Spool,
+    make_daemon: Any,
+    shoot: Path,
+    s3_endpoint: str,
+    bucket: str,
+    job_id: str,
+    seconds: float,
+) -> tuple[DaemonProcess, int, CuttingProxy, str]:
+    """A daemon killed with `job_id`'s upload open, then a second one whose link uploads it
+    in about `seconds`, once its recovery upload has started: (that daemon, the output's
+    size, the link, its worker id)."""
+    env = _s3_env(s3_endpoint, bucket)
+    size = _killed_with_the_upload_open(spool, make_daemon, shoot, env, bucket, job_id)
+    second, proxy, worker = _slow_daemon(make_daemon, env, s3_endpoint, seconds, size)
+    try:
+        started = second.wait_event("remote_roll_forward_started", timeout=30)
+        assert started["job_id"] == job_id
+    except BaseException:
+        proxy.close()
+        raise
+    return second, size, proxy, worker
+
+
 def _slow_daemon(
     make_daemon: Any, env: dict[str, str], s3_endpoint: str, seconds: float, size: int
 ) -> tuple[DaemonProcess, CuttingProxy, str]:
@@ -159,14 +183,12 @@ def _assert_published_once(
 def test_recovery_upload_runs_off_the_loop(
     spool: Spool, make_daemon: Any, shoot: Path, s3: S3Client, s3_endpoint: str, bucket: str
 ) -> None:
-    # Given a daemon killed with the upload open, and a slow link for the next one
-    env = _s3_env(s3_endpoint, bucket)
-    size = _killed_with_the_upload_open(spool, make_daemon, shoot, env, bucket, "slow")
-    # When a daemon starts again and finishes the upload over that link (about 8 s)
-    second, proxy, worker = _slow_daemon(make_daemon, env, s3_endpoint, 8.0, size)
+    # Given a daemon killed with the upload open; when a daemon starts again and finishes
+    # the upload over a slow link (about 8 s)
+    _, size, proxy, worker = _recovering_slowly(
+        spool, make_daemon, shoot, s3_endpoint, bucket, "slow", 8.0
+    )
     try:
-        started = second.wait_event("remote_roll_forward_started", timeout=30)
-        assert started["job_id"] == "slow"
         began, stalest = time.monotonic(), 0.0
         beat = spool.layout.heartbeat_file(worker)
         while _uploads(s3, bucket) and time.monotonic() - began < 60:
@@ -187,11 +209,10 @@ def test_daemon_killed_during_the_recovery_upload(
     spool: Spool, make_daemon: Any, shoot: Path, s3: S3Client, s3_endpoint: str, bucket: str
 ) -> None:
     # Given a daemon killed with the upload open, and a second one finishing it slowly
-    env = _s3_env(s3_endpoint, bucket)
-    size = _killed_with_the_upload_open(spool, make_daemon, shoot, env, bucket, "twice")
-    second, proxy, _ = _slow_daemon(make_daemon, env, s3_endpoint, 10.0, size)
+    second, size, proxy, _ = _recovering_slowly(
+        spool, make_daemon, shoot, s3_endpoint, bucket, "twice", 10.0
+    )
     try:
-        second.wait_event("remote_roll_forward_started", timeout=30)
         deadline = time.monotonic() + 30
         while proxy.uploaded < size // 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -204,7 +225,7 @@ def test_daemon_killed_during_the_recovery_upload(
     assert spool.status("twice")["state"] == "running"  # type: ignore[index]
     assert _uploads(s3, bucket) == ["exports/twice/demo-export.mp4"]
     # and a third daemon finishes it: one object or none, no orphan, not run again
-    make_daemon(**env)
+    make_daemon(**_s3_env(s3_endpoint, bucket))
     status = spool.wait_final("twice", timeout=60)
     _assert_published_once(spool, s3, bucket, "twice", status)
 
