@@ -22,7 +22,7 @@ from spooler.progress import out_time_seconds, parse_progress_line
 from spooler.spawn import SpawnedProcess, spawn
 
 # A helper-forked ffmpeg (spawn.py: the fast path) or a subprocess one (the fallback).
-Process = subprocess.Popen[str] | SpawnedProcess
+Process = subprocess.Popen[bytes] | SpawnedProcess
 
 GLOBAL_ARGS = [
     "-hide_banner",
@@ -265,10 +265,7 @@ class _Pipes:
     def read(self, timeout: float) -> None:
         """Wait up to `timeout` for output; hand over the complete lines that came."""
         for fd, _events in self._poll.poll(timeout * 1000):
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
+            chunk = os.read(fd, 65536)  # readable: returns at once (b"" at the end)
             final = not chunk
             text = self._partial[fd] + self._decoders[fd].decode(chunk, final=final)
             *lines, self._partial[fd] = text.split("\n")
@@ -300,8 +297,6 @@ def _start(argv: list[str], nice: int, pass_fds: tuple[int, ...]) -> Process:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
         start_new_session=True,
         preexec_fn=_child_setup(nice),
         close_fds=True,

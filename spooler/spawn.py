@@ -45,10 +45,10 @@ from spooler.spawn_helper import MAX_MESSAGE
 class SpawnedProcess:
     """The part of subprocess.Popen that spooler.ffmpeg uses, for a helper-forked child."""
 
-    def __init__(self, pid: int, stdout: IO[str], stderr: IO[str], spawner: Spawner) -> None:
+    def __init__(self, pid: int, stdout: IO[bytes], stderr: IO[bytes], spawner: Spawner) -> None:
         self.pid = pid
-        self.stdout: IO[str] | None = stdout
-        self.stderr: IO[str] | None = stderr
+        self.stdout: IO[bytes] | None = stdout
+        self.stderr: IO[bytes] | None = stderr
         self.returncode: int | None = None
         self._spawner = spawner
 
@@ -224,8 +224,9 @@ class Spawner:
             if reply is None:
                 return None
             raise OSError(int(reply["errno"]), str(reply["message"]), argv[0])
-        stdout = os.fdopen(out_r, "r", encoding="utf-8", errors="replace")
-        stderr = os.fdopen(err_r, "r", encoding="utf-8", errors="replace")
+        # Raw pipes: spooler.ffmpeg reads their fds and decodes whole lines itself.
+        stdout = os.fdopen(out_r, "rb", buffering=0)
+        stderr = os.fdopen(err_r, "rb", buffering=0)
         return SpawnedProcess(int(reply["pid"]), stdout, stderr, self)
 
 

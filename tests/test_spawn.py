@@ -32,7 +32,7 @@ def spawner() -> Iterator[Spawner]:
 def _drain(proc: SpawnedProcess) -> tuple[str, str]:
     assert proc.stdout is not None and proc.stderr is not None
     with proc.stdout, proc.stderr:
-        return proc.stdout.read(), proc.stderr.read()
+        return proc.stdout.read().decode(), proc.stderr.read().decode()
 
 
 def _alive(pid: int) -> bool:
