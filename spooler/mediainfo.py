@@ -7,7 +7,7 @@ Also the demuxer and protocol whitelists, which every reader of a source applies
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,10 @@ class VideoPacket:
     duration: int
     keyframe: bool
     idr: bool = False  # H.264 only: the keyframe holds an IDR slice (decoding starts afresh)
+    # Where its sample lies in the file: known from an MP4's sample tables (mp4index), -1
+    # from a scan (a demuxer's packet position is not the sample's own in every container).
+    pos: int = field(default=-1, compare=False)
+    size: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

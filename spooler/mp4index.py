@@ -122,19 +122,20 @@ def _pairs(data: bytes, start: int, signed: bool = False) -> list[tuple[int, int
     ]
 
 
-def nal_types(prefix: bytes, length_size: int) -> tuple[list[int], bool]:
-    """The NAL unit types whose header lies in `prefix`, and whether a slice was among them
-    (then the prefix was enough to tell IDR or not)."""
-    types, pos = [], 0
+def nal_headers(prefix: bytes, length_size: int) -> tuple[list[int], bool]:
+    """The header bytes of the NAL units whose header lies in `prefix` (type: the low 5
+    bits, nal_ref_idc: the 2 above), and whether a slice was among them (the last): then
+    the prefix was enough to tell IDR or not, reference or not."""
+    headers, pos = [], 0
     while pos + length_size < len(prefix):
         size = int.from_bytes(prefix[pos : pos + length_size], "big")
         if size == 0:
             break
-        types.append(prefix[pos + length_size] & 0x1F)
-        if types[-1] in (1, NAL_IDR):
-            return types, True
+        headers.append(prefix[pos + length_size])
+        if headers[-1] & 0x1F in (1, NAL_IDR):
+            return headers, True
         pos += length_size + size
-    return types, False
+    return headers, False
 
 
 def interleave_lead(entries: list[tuple[int, bool, float]], window: float = LEAD_WINDOW) -> float:
@@ -278,7 +279,15 @@ def mp4_video_index(
             keyframe = bool(entry.is_keyframe)
             idr = keyframe and (entry.pos, entry.size) in idrs
             packets.append(
-                VideoPacket(entry.timestamp + offset, entry.timestamp, duration, keyframe, idr)
+                VideoPacket(
+                    entry.timestamp + offset,
+                    entry.timestamp,
+                    duration,
+                    keyframe,
+                    idr,
+                    pos=entry.pos,
+                    size=entry.size,
+                )
             )
         assert stream.time_base is not None
         origin = Fraction(container.start_time or 0, 1_000_000)
@@ -289,17 +298,40 @@ def mp4_video_index(
 def _idr(fetch: Fetch, pos: int, size: int, length_size: int) -> bool:
     """Does the keyframe's first slice say IDR? Its NAL headers are walked by range: one
     small read, more only to step over a long unit before the slice."""
+    header = _first_slice_header(fetch, pos, size, length_size)
+    if header is not None:
+        return header & 0x1F == NAL_IDR
+    return is_idr(fetch(pos, size), length_size)  # an odd unit: read the sample whole
+
+
+def _first_slice_header(fetch: Fetch, pos: int, size: int, length_size: int) -> int | None:
+    """The NAL header byte of the sample's first slice, walked by range: one small read,
+    more only to step over a long unit before the slice. None when a unit of length 0, or
+    one running past the sample, stops the walk."""
     offset = 0  # of the current NAL unit in the sample
     while offset + length_size < size:
         window = fetch(pos + offset, min(NAL_WINDOW, size - offset))
-        types, settled = nal_types(window, length_size)
+        headers, settled = nal_headers(window, length_size)
         if settled:
-            return types[-1] == NAL_IDR
+            return headers[-1]
         walked = _walked(window, length_size)
         if walked is None or walked == 0:
-            break  # an odd unit (length 0, or past the sample): read it whole, as before
+            return None
         offset += walked
-    return is_idr(fetch(pos, size), length_size)
+    return None
+
+
+def non_reference(fetch: Fetch, samples: list[tuple[int, int]], length_size: int) -> set[int]:
+    """The positions of the samples among `samples` ((position, size) pairs) whose first
+    slice has nal_ref_idc 0: a non-reference picture, which no other picture is predicted
+    from (H.264 7.4.1: every slice of a picture carries the same nal_ref_idc). A sample
+    whose slice cannot be found counts as a reference picture."""
+    found = set()
+    for pos, size in samples:
+        header = _first_slice_header(fetch, pos, size, length_size)
+        if header is not None and header & 0x60 == 0:
+            found.add(pos)
+    return found
 
 
 def _walked(window: bytes, length_size: int) -> int | None:

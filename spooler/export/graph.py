@@ -131,15 +131,15 @@ def route(select: str, concat: ConcatList, count: int) -> str:
     if count == 1:
         return "null" if select == "select" else "anull"
     terms = ["1", *(f"gte(t,{fmt(b)})" for b in concat.boundaries())]
-    return f"{select}='{_sum(terms)}':n={count}"
+    return f"{select}='{balanced_sum(terms)}':n={count}"
 
 
-def _sum(terms: list[str]) -> str:
+def balanced_sum(terms: list[str]) -> str:
     """A balanced sum: ffmpeg's expression parser refuses a chain of 100 or more terms."""
     if len(terms) == 1:
         return terms[0]
     half = len(terms) // 2
-    return f"({_sum(terms[:half])}+{_sum(terms[half:])})"
+    return f"({balanced_sum(terms[:half])}+{balanced_sum(terms[half:])})"
 
 
 def command_args(graph: Graph, paths: PlanPaths) -> tuple[list[str], dict[Path, str]]:

@@ -20,7 +20,12 @@ from spooler.export.models import ExportJob, limit_errors
 from spooler.export.plan import plan_export
 from spooler.export.probed import Source
 from spooler.export.remux import remux
-from spooler.export.sources import close_sources, inspect_sources, shown_sources
+from spooler.export.sources import (
+    close_sources,
+    inspect_sources,
+    non_reference_packets,
+    shown_sources,
+)
 from spooler.export.stills import make_thumbnails
 from spooler.export.textmark import no_font
 from spooler.export.timeline import job_pieces
@@ -104,7 +109,7 @@ class ExportKind:
         )
         # The font of a text watermark: found here (I/O), so that planning stays pure.
         settings = with_font(spec, ctx.settings)
-        plan = plan_export(spec, sources, settings, paths)
+        plan = plan_export(spec, sources, settings, paths, non_reference_packets)
         preflight = {**plan.preflight, **({"fromProxies": proxies} if proxies else {})}
         if remote is not None and remote.opened:
             preflight["remoteSources"] = [

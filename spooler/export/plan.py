@@ -27,7 +27,7 @@ from spooler.export.probed import (
     check_coverage,
 )
 from spooler.export.reencode import output_fps, plan_reencode
-from spooler.export.smart import plan_smart, smart_blockers
+from spooler.export.smart import NonReference, plan_smart, smart_blockers
 from spooler.export.streamcopy import copy_blockers, plan_copy, snap_cuts
 from spooler.export.timeline import job_pieces, quantise
 
@@ -54,9 +54,15 @@ def angle_report(job: ExportJob, sources: dict[str, Source], used: list[str]) ->
 
 
 def plan_export(
-    job: ExportJob, sources: dict[str, Source], settings: Settings, paths: PlanPaths
+    job: ExportJob,
+    sources: dict[str, Source],
+    settings: Settings,
+    paths: PlanPaths,
+    non_reference: NonReference | None = None,
 ) -> Plan:
-    """The whole plan for `job`, from probe results only: no process, no disk."""
+    """The whole plan for `job`, from probe results only: no process, no disk. The one read
+    it may ask for is `non_reference` (the shell's sources.non_reference_packets: a smart
+    render's warm-up packets that need not be decoded); None drops nothing."""
     pieces = job_pieces(job)
     if not pieces:
         raise JobError(ErrorCode.INVALID_JOB, "range: selects nothing of the timeline")
@@ -104,7 +110,9 @@ def plan_export(
     if job.mode in ("auto", "smart"):
         problems, angle_frames = smart_blockers(job, sources, used)
         if not problems:
-            return plan_smart(job, sources, settings, paths, angle_frames, reason, preflight)
+            return plan_smart(
+                job, sources, settings, paths, angle_frames, reason, preflight, non_reference
+            )
         reason += "; smart render is not possible (" + "; ".join(problems) + "): re-encoding"
     if codec == "copy":
         first = sources[job.angle(used[0]).source].info.video_codec

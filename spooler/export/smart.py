@@ -25,6 +25,7 @@ shared graph toolkit graph.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -45,7 +46,7 @@ from spooler.export.commands import (
 )
 from spooler.export.encoders import DEFAULT_PRESET, encoder_threads
 from spooler.export.gop import Frames, Part, split_piece
-from spooler.export.graph import Graph, Span, command_args, piece_inputs
+from spooler.export.graph import Graph, Span, balanced_sum, command_args, piece_inputs
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO, nominal_rate
 from spooler.export.probed import Need, Source, check_needs
@@ -61,6 +62,12 @@ X264_PROFILES = {
 }
 SMART_PIX_FMTS = frozenset({"yuv420p"})
 DEFAULT_CRF = 17  # encoded parts sit between copied camera footage: keep them close to it
+# Which of an angle's packets (decode indices) are non-reference pictures: the one read the
+# planner asks of the shell (sources.non_reference_packets); None in pure tests.
+NonReference = Callable[[Source, list[int]], frozenset[int]]
+# Packets an input's drop expression names at most: ffmpeg evaluates it for every packet the
+# input reads, so a longer list would cost more than the decoding it saves.
+MAX_DROPPED = 2000
 # Progress weights: wall seconds per second of media, roughly, on a small machine. Video
 # encoding dominates; the audio bed (decode + AAC) and the packet copy are 20-60x faster.
 AUDIO_WEIGHT = 1 / 20
@@ -152,6 +159,7 @@ def plan_smart(
     frames: dict[str, Frames],
     reason: str,
     preflight: dict[str, Any],
+    non_reference: NonReference | None = None,
 ) -> Plan:
     used = list(frames)
     reference = sources[job.angle(used[0]).source]
@@ -226,7 +234,17 @@ def plan_smart(
             lists=paths.lists[g * lists_per_group : (g + 1) * lists_per_group],
         )
         args, files = _encode_command(
-            job, sources, frames, group, group_paths, fps, sps, reference, settings, len(groups)
+            job,
+            sources,
+            frames,
+            group,
+            group_paths,
+            fps,
+            sps,
+            reference,
+            settings,
+            len(groups),
+            non_reference,
         )
         args += ["-f", "mp4", f"file:{piece_file}"]
         count = 0
@@ -363,6 +381,7 @@ def _encode_command(
     reference: Source,
     settings: Settings,
     workers: int,
+    non_reference: NonReference | None,
 ) -> tuple[list[str], dict[Path, str]]:
     """One ffmpeg run: the group's parts back to back, an IDR at each part's start."""
     # Several encoders run at once: each gets its share of the cores (each process's own
@@ -394,7 +413,11 @@ def _encode_command(
         audio=False,
         postroll=False,  # trimmed to the part's exact frames: read no further than they need
     )
-    graph.inputs = [["-threads", str(threads), *args] for args in graph.inputs]  # decoders
+    drops = _warm_up_drops(job, sources, frames, group, non_reference) if non_reference else []
+    graph.inputs = [  # the decoders
+        ["-threads", str(threads), *(drops[k] if k < len(drops) else []), *args]
+        for k, args in enumerate(graph.inputs)
+    ]
     labels = []
     for i, (begin, end) in enumerate(windows):
         # Exactly the part's source frames: each lies half a frame inside the window.
@@ -462,3 +485,54 @@ def _encode_command(
         "-1",
     ]
     return args, files
+
+
+def _warm_up_drops(
+    job: ExportJob,
+    sources: dict[str, Source],
+    frames: dict[str, Frames],
+    group: list[_Placed],
+    non_reference: NonReference,
+) -> list[list[str]]:
+    """Per input (the angles in order of first use, as graph.piece_inputs makes them): the
+    options that skip decoding its warm-up's non-reference pictures (issue 18).
+
+    Each part is decoded from the keyframe before it; the frames before the part's first
+    are decoded only as references for what follows. A non-reference picture (a B-frame,
+    mostly) is a reference for nothing, so its packet is dropped before the decoder
+    (`-bsf:v noise=drop=...`, by its position in the file): every frame a part shows
+    decodes to the same pixels (tests compare), and on B-frame footage about a third of
+    the warm-up is not decoded. A packet that any part of the input shows is never
+    dropped; a source whose packets' positions are unknown (scanned, remote) drops none."""
+    by_angle: dict[str, list[_Placed]] = {}
+    for item in group:
+        by_angle.setdefault(item.angle, []).append(item)
+    drops: list[list[str]] = []
+    for angle_id, items in by_angle.items():
+        source = sources[job.angle(angle_id).source]
+        index, angle_frames = source.index, frames[angle_id]
+        assert index is not None
+        decode_of = {
+            (p.pts - angle_frames.first) // angle_frames.step: i
+            for i, p in enumerate(index.packets)
+        }
+        # A part's read starts at most one keyframe gap (and its 2-frame margin) early.
+        gap = Fraction(index.keyframe_max_gap() or 0) / (angle_frames.step * index.time_base)
+        reach = int(gap) + 3
+        shown = {f for item in items for f in range(item.part.start, item.part.stop)}
+        candidates = sorted(
+            {
+                decode_of[f]
+                for item in items
+                for f in range(max(0, item.part.start - reach), item.part.start)
+                if f not in shown and f in decode_of
+            }
+        )
+        positions = sorted(index.packets[i].pos for i in non_reference(source, candidates))
+        if not positions or len(positions) > MAX_DROPPED or positions[0] < 0:
+            drops.append([])
+            continue
+        # The bsf list separates filters by commas: the expression's own are escaped.
+        terms = [f"eq(pos\\,{pos})" for pos in positions]
+        drops.append(["-bsf:v", f"noise=drop={balanced_sum(terms)}"])
+    return drops

@@ -20,6 +20,7 @@ from spooler.export.models import ExportJob, ExternalAudio, FollowAudio
 from spooler.export.probed import Source
 from spooler.export.rules import check_source_syntax
 from spooler.export.watermark import IMAGE_DEMUXER
+from spooler.h264 import AvcConfig
 from spooler.media import probe, scan_audio, scan_video
 from spooler.mediainfo import (
     MediaInfo,
@@ -29,7 +30,7 @@ from spooler.mediainfo import (
     reader_protocols,
     reader_url,
 )
-from spooler.mp4index import KEYFRAME_READERS, fd_fetch, mp4_video_index
+from spooler.mp4index import KEYFRAME_READERS, fd_fetch, mp4_video_index, non_reference
 from spooler.s3.locations import is_remote
 from spooler.s3.remoteindex import http_fetch
 from spooler.s3.remotes import JobRemotes, not_enabled, shown_name
@@ -271,6 +272,23 @@ def _video_index(read: MediaLocation, size: int, name: str, fd: int | None) -> V
     if index is not None:
         return index
     return scan_video(read, name=name)
+
+
+def non_reference_packets(source: Source, packets: list[int]) -> frozenset[int]:
+    """Which of `packets` (decode indices) are non-reference pictures, from a few bytes of
+    each sample of a local MP4/MOV, read through its descriptor (smart.py drops them from a
+    part's warm-up). None is known of a remote source, or of one whose index came from a
+    scan (no sample positions): every packet is then kept."""
+    index = source.index
+    if source.fd is None or source.remote is not None or index is None:
+        return frozenset()
+    try:
+        length_size = AvcConfig.parse(source.info.extradata or b"").length_size
+    except ValueError:
+        return frozenset()
+    at = {index.packets[i].pos: i for i in packets if index.packets[i].pos >= 0}
+    samples = [(pos, index.packets[i].size) for pos, i in at.items()]
+    return frozenset(at[pos] for pos in non_reference(fd_fetch(source.fd), samples, length_size))
 
 
 def _inspect_image(name: str, roots: list[Path], remote: JobRemotes | None) -> Source:

@@ -25,7 +25,7 @@ from spooler.export.commands import PlanPaths
 from spooler.export.gop import Frames, split_piece
 from spooler.export.kind import _batches
 from spooler.export.plan import plan_export
-from spooler.export.sources import close_sources, inspect_sources
+from spooler.export.sources import close_sources, inspect_sources, non_reference_packets
 from spooler.media import VideoIndex, VideoPacket, stream_ends
 
 FPS = 30
@@ -183,6 +183,55 @@ def test_an_encoded_audio_bed_runs_beside_the_video_encoders(
     assert plan.mode == "smart"
     batches = [[c.step for c in batch] for batch in _batches(plan.commands)]
     assert batches == [["audio", "encode 1/2", "encode 2/2"]]
+
+
+def _decoded_parts(
+    ffmpeg: str, args: list[str], files: dict[Path, str], fds: list[int]
+) -> list[str]:
+    """An encode command run up to its graph's output: the hash of every frame the
+    encoder would get (the decoders, trims and joins, no encoder)."""
+    for path, text in files.items():
+        path.write_text(text)
+    graph = args[: args.index("-map")]  # the inputs and the filter graph
+    done = subprocess.run(
+        [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", *graph, "-map", "[vout]",
+         "-f", "framemd5", "-"],
+        capture_output=True, text=True, check=True, pass_fds=fds,
+    )  # fmt: skip
+    return [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines() if line[0] != "#"]
+
+
+def test_warm_up_skips_non_reference_pictures_and_no_pixel_changes(
+    smart_root: Path, ffmpeg: str, tmp_path: Path
+) -> None:
+    # Given the edit planned with the shell's reader of non-reference pictures, and without
+    spec = ExportJob.model_validate(_job(EDIT))
+    settings = Settings(media_roots=[smart_root], spool_dir=tmp_path / "spool")
+    sources = inspect_sources(spec, [smart_root], set(OFFSETS) - {"sblue"})
+    try:
+        lists = tuple(tmp_path / f"{i}.ffconcat" for i in range(3 * (len(spec.angles) + 2)))
+        paths = PlanPaths(tmp_path / "o.mp4", tmp_path / "a.mp4", tmp_path / "g.txt", lists, ())
+        skipping = plan_export(spec, sources, settings, paths, non_reference_packets)
+        plain = plan_export(spec, sources, settings, paths)
+        fds = [s.fd for s in sources.values() if s.fd is not None]
+        # When each encode command's decoders and graph run, both ways
+        pairs = [
+            (
+                _decoded_parts(ffmpeg, a.args, a.files, fds),
+                _decoded_parts(ffmpeg, b.args, b.files, fds),
+            )
+            for a, b in zip(skipping.commands, plain.commands, strict=True)
+            if a.step.startswith("encode")
+        ]
+    finally:
+        close_sources(sources)
+    # Then warm-up packets were dropped (the sources have x264's B-pyramid: its lowest
+    # B-frames are non-reference pictures)...
+    drops = [a for c in skipping.commands for a in c.args if a.startswith("noise=drop=")]
+    assert drops and all("eq(pos\\," in d for d in drops)
+    assert not any(a.startswith("noise=") for c in plain.commands for a in c.args)
+    # ...and every frame the encoders get is the same, bit for bit
+    assert pairs and all(got == want and got for got, want in pairs)
 
 
 def test_a_range_exports_exactly_its_frames(

@@ -18,7 +18,7 @@ from spooler.mp4index import (
     boxes,
     interleave_lead,
     mp4_video_index,
-    nal_types,
+    nal_headers,
 )
 from spooler.s3.gateway import SourceGateway
 from spooler.s3.locations import S3Object
@@ -41,8 +41,8 @@ def gateway() -> Iterator[SourceGateway]:
 def test_pure_helpers() -> None:
     # SEI (6) then an IDR slice (5), 4-byte lengths; a prefix cut inside the SEI is unsettled
     sample = (3).to_bytes(4, "big") + b"\x06ab" + (2).to_bytes(4, "big") + b"\x65x"
-    assert nal_types(sample, 4) == ([6, 5], True)
-    assert nal_types(sample[:6], 4) == ([6], False)
+    assert nal_headers(sample, 4) == ([0x06, 0x65], True)
+    assert nal_headers(sample[:6], 4) == ([0x06], False)
     # audio at 0.5 s stored before video at 0.1 s: the audio leads by 0.4 s
     assert interleave_lead([(0, False, 0.5), (10, True, 0.1)]) == pytest.approx(0.4)
     # the walk over NAL headers: the next read starts after the units read whole (here the
