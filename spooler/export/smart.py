@@ -495,15 +495,16 @@ def _warm_up_drops(
     non_reference: NonReference,
 ) -> list[list[str]]:
     """Per input (the angles in order of first use, as graph.piece_inputs makes them): the
-    options that skip decoding its warm-up's non-reference pictures (issue 18).
+    options that skip decoding the non-reference pictures no part shows (issue 18).
 
-    Each part is decoded from the keyframe before it; the frames before the part's first
-    are decoded only as references for what follows. A non-reference picture (a B-frame,
-    mostly) is a reference for nothing, so its packet is dropped before the decoder
-    (`-bsf:v noise=drop=...`, by its position in the file): every frame a part shows
-    decodes to the same pixels (tests compare), and on B-frame footage about a third of
-    the warm-up is not decoded. A packet that any part of the input shows is never
-    dropped; a source whose packets' positions are unknown (scanned, remote) drops none."""
+    Each part is decoded from the keyframe before it, and a few frames past its last are
+    read too; the frames before the part's first are decoded only as references for what
+    follows. A non-reference picture (a B-frame, mostly) is a reference for nothing, so
+    such a packet is dropped before the decoder (`-bsf:v noise=drop=...`, by its position
+    in the file): every frame a part shows decodes to the same pixels (tests compare), and
+    on B-frame footage about a third of the warm-up is not decoded. A packet that any part
+    of the input shows is never dropped; a source whose packets' positions are unknown
+    (scanned, remote) drops none."""
     by_angle: dict[str, list[_Placed]] = {}
     for item in group:
         by_angle.setdefault(item.angle, []).append(item)
@@ -516,18 +517,20 @@ def _warm_up_drops(
             (p.pts - angle_frames.first) // angle_frames.step: i
             for i, p in enumerate(index.packets)
         }
-        # A part's read starts at most one keyframe gap (and its 2-frame margin) early.
+        # A part's read starts at most one keyframe gap (and its 2-frame margin) early, and
+        # ends a few frames past it (graph.piece_inputs): the candidates on either side.
         gap = Fraction(index.keyframe_max_gap() or 0) / (angle_frames.step * index.time_base)
         reach = int(gap) + 3
         shown = {f for item in items for f in range(item.part.start, item.part.stop)}
-        candidates = sorted(
-            {
-                decode_of[f]
-                for item in items
-                for f in range(max(0, item.part.start - reach), item.part.start)
-                if f not in shown and f in decode_of
-            }
-        )
+        read = {
+            f
+            for item in items
+            for f in (
+                *range(max(0, item.part.start - reach), item.part.start),
+                *range(item.part.stop, item.part.stop + reach),
+            )
+        }
+        candidates = sorted(decode_of[f] for f in read - shown if f in decode_of)
         positions = sorted(index.packets[i].pos for i in non_reference(source, candidates))
         if not positions or len(positions) > MAX_DROPPED or positions[0] < 0:
             drops.append([])

@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from spooler.mp4index import (
     MAX_MOOV_BYTES,
     fd_fetch,
     mp4_video_index,
+    non_reference,
     read_moov,
     video_tables,
 )
@@ -141,3 +143,57 @@ def test_sample_counts_a_track_cannot_have_are_not_expanded() -> None:
     assert video_tables(moov(0xFFFFFFFF)) is None
     # ... while counts the moov can hold are expanded as before
     assert video_tables(moov(8)) == ([1001] * 8, [0] * 8)
+
+
+def _unit(header: int, body: bytes = b"xx") -> bytes:
+    return (1 + len(body)).to_bytes(4, "big") + bytes([header]) + body
+
+
+def test_non_reference_samples_are_told_by_their_first_slice() -> None:
+    # Given samples: a delimiter then a non-reference B slice; a reference P slice; an IDR;
+    # a long SEI before a non-reference slice (a second read); a zero-length unit
+    data = b"".join(
+        [
+            _unit(0x09) + _unit(0x01),
+            _unit(0x41),
+            _unit(0x65),
+            _unit(0x06, b"s" * 200) + _unit(0x01),
+            (0).to_bytes(4, "big") + b"\x01",
+        ]
+    )
+    samples, at = [], 0
+    for size in (len(_unit(0x09)) * 2, 7, 7, len(_unit(0x06, b"s" * 200)) + 7, 5):
+        samples.append((at, size))
+        at += size
+
+    def fetch(offset: int, length: int) -> bytes:
+        return data[offset : offset + length]
+
+    # Then only the two non-reference pictures are found; what cannot be read is a reference
+    assert non_reference(fetch, samples, 4) == {samples[0][0], samples[3][0]}
+
+
+def test_sources_without_sample_positions_drop_nothing(tmp_path: Path, ffmpeg: str) -> None:
+    from spooler.export.sources import non_reference_packets
+
+    # Given a B-frame clip indexed from its tables, and the same source as a pure test sees it
+    make_clip(ffmpeg, CLIPS["bframes"], tmp_path).rename(tmp_path / "b.mp4")
+    spec = ExportJob.model_validate(
+        {
+            "angles": [{"id": "a", "source": "b.mp4"}],
+            "segments": [{"angle": "a", "start": 0, "end": 1}],
+        }
+    )
+    sources = inspect_sources(spec, [tmp_path], {"a"})
+    try:
+        source = sources["b.mp4"]
+        assert source.index is not None
+        every = list(range(len(source.index.packets)))
+        found = non_reference_packets(source, every)
+        unopened = non_reference_packets(replace(source, fd=None), every)
+    finally:
+        close_sources(sources)
+    # Then the opened file has non-reference pictures (x264's B-pyramid), never a keyframe;
+    # without a descriptor (a remote or pure source) none is claimed
+    assert found and not any(source.index.packets[i].keyframe for i in found)
+    assert unopened == frozenset()
