@@ -8,6 +8,8 @@ composition offsets (ctts) and sample durations (stts) parsed here. Only three t
 read: the moov (once: the demuxer reads it from memory, through `RangeFile`), the bytes the
 demuxer probes after it, and the NAL headers at the start of each keyframe (whether it
 holds an IDR slice: a few dozen bytes, more only when SEI or parameter sets come first).
+Smart render later reads the same headers of the packets around its parts
+(`non_reference`: which pictures no other picture is predicted from).
 The result equals scan_video's (tests compare). Fragmented MP4s and other containers give
 None: the caller scans.
 
@@ -38,6 +40,9 @@ from spooler.mediainfo import FORMAT_WHITELIST, VideoIndex, VideoPacket
 # (x264's ~1 KB SEI in the first keyframe) is stepped over: the next read is at its end.
 NAL_WINDOW = 64
 KEYFRAME_READERS = 8
+# Reads at most to find a sample's first slice when telling reference pictures (a delimiter,
+# SEI and parameter sets before it take one or two).
+NON_REFERENCE_READS = 4
 # A moov larger than this is not read (read_moov): ~40x that of a 10-hour 60 fps camera file.
 MAX_MOOV_BYTES = 64 * 1024 * 1024
 # Samples of a video track expanded into per-sample lists at most: 46 hours at 60 fps.
@@ -304,12 +309,16 @@ def _idr(fetch: Fetch, pos: int, size: int, length_size: int) -> bool:
     return is_idr(fetch(pos, size), length_size)  # an odd unit: read the sample whole
 
 
-def _first_slice_header(fetch: Fetch, pos: int, size: int, length_size: int) -> int | None:
+def _first_slice_header(
+    fetch: Fetch, pos: int, size: int, length_size: int, reads: int | None = None
+) -> int | None:
     """The NAL header byte of the sample's first slice, walked by range: one small read,
     more only to step over a long unit before the slice. None when a unit of length 0, or
-    one running past the sample, stops the walk."""
+    one running past the sample, stops the walk, or after `reads` reads (a crafted sample
+    of many tiny units would otherwise cost a read per 64 bytes)."""
     offset = 0  # of the current NAL unit in the sample
-    while offset + length_size < size:
+    while offset + length_size < size and reads != 0:
+        reads = None if reads is None else reads - 1
         window = fetch(pos + offset, min(NAL_WINDOW, size - offset))
         headers, settled = nal_headers(window, length_size)
         if settled:
@@ -325,10 +334,10 @@ def non_reference(fetch: Fetch, samples: list[tuple[int, int]], length_size: int
     """The positions of the samples among `samples` ((position, size) pairs) whose first
     slice has nal_ref_idc 0: a non-reference picture, which no other picture is predicted
     from (H.264 7.4.1: every slice of a picture carries the same nal_ref_idc). A sample
-    whose slice cannot be found counts as a reference picture."""
+    whose slice cannot be found in a few reads counts as a reference picture."""
     found = set()
     for pos, size in samples:
-        header = _first_slice_header(fetch, pos, size, length_size)
+        header = _first_slice_header(fetch, pos, size, length_size, reads=NON_REFERENCE_READS)
         if header is not None and header & 0x60 == 0:
             found.add(pos)
     return found

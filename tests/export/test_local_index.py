@@ -151,7 +151,8 @@ def _unit(header: int, body: bytes = b"xx") -> bytes:
 
 def test_non_reference_samples_are_told_by_their_first_slice() -> None:
     # Given samples: a delimiter then a non-reference B slice; a reference P slice; an IDR;
-    # a long SEI before a non-reference slice (a second read); a zero-length unit
+    # a long SEI before a non-reference slice (a second read); a zero-length unit; a
+    # non-reference slice after 100 tiny units (more reads than allowed)
     data = b"".join(
         [
             _unit(0x09) + _unit(0x01),
@@ -159,17 +160,19 @@ def test_non_reference_samples_are_told_by_their_first_slice() -> None:
             _unit(0x65),
             _unit(0x06, b"s" * 200) + _unit(0x01),
             (0).to_bytes(4, "big") + b"\x01",
+            _unit(0x09, b"") * 100 + _unit(0x01),
         ]
     )
     samples, at = [], 0
-    for size in (len(_unit(0x09)) * 2, 7, 7, len(_unit(0x06, b"s" * 200)) + 7, 5):
+    for size in (len(_unit(0x09)) * 2, 7, 7, len(_unit(0x06, b"s" * 200)) + 7, 5, 507):
         samples.append((at, size))
         at += size
 
     def fetch(offset: int, length: int) -> bytes:
         return data[offset : offset + length]
 
-    # Then only the two non-reference pictures are found; what cannot be read is a reference
+    # Then only the two non-reference pictures are found; what cannot be read in a few reads
+    # is a reference
     assert non_reference(fetch, samples, 4) == {samples[0][0], samples[3][0]}
 
 
