@@ -278,9 +278,12 @@ def non_reference_packets(source: Source, packets: list[int]) -> frozenset[int]:
     """Which of `packets` (decode indices) are non-reference pictures, from a few bytes of
     each sample of a local MP4/MOV, read through its descriptor (smart.py drops them from a
     part's warm-up). None is known of a remote source, or of one whose index came from a
-    scan (no sample positions): every packet is then kept."""
+    scan (no sample positions), or whose samples share a position (crafted tables: a drop
+    by position would take the others too): every packet is then kept."""
     index = source.index
     if source.fd is None or source.remote is not None or index is None:
+        return frozenset()
+    if len({p.pos for p in index.packets}) != len(index.packets):
         return frozenset()
     try:
         length_size = AvcConfig.parse(source.info.extradata or b"").length_size

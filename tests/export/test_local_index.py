@@ -176,7 +176,7 @@ def test_non_reference_samples_are_told_by_their_first_slice() -> None:
     assert non_reference(fetch, samples, 4) == {samples[0][0], samples[3][0]}
 
 
-def test_sources_without_sample_positions_drop_nothing(tmp_path: Path, ffmpeg: str) -> None:
+def test_sources_without_usable_sample_positions_drop_nothing(tmp_path: Path, ffmpeg: str) -> None:
     from spooler.export.sources import non_reference_packets
 
     # Given a B-frame clip indexed from its tables, and the same source as a pure test sees it
@@ -194,9 +194,14 @@ def test_sources_without_sample_positions_drop_nothing(tmp_path: Path, ffmpeg: s
         every = list(range(len(source.index.packets)))
         found = non_reference_packets(source, every)
         unopened = non_reference_packets(replace(source, fd=None), every)
+        packets = list(source.index.packets)
+        packets[1] = replace(packets[1], pos=packets[0].pos)
+        shared = replace(source, index=replace(source.index, packets=tuple(packets)))
+        crafted = non_reference_packets(shared, every)
     finally:
         close_sources(sources)
     # Then the opened file has non-reference pictures (x264's B-pyramid), never a keyframe;
-    # without a descriptor (a remote or pure source) none is claimed
+    # without a descriptor (a remote or pure source), or with two samples at one position
+    # (crafted tables), none is claimed
     assert found and not any(source.index.packets[i].keyframe for i in found)
-    assert unopened == frozenset()
+    assert unopened == frozenset() and crafted == frozenset()
