@@ -7,7 +7,9 @@ import codecs
 import collections
 import contextlib
 import ctypes
+import functools
 import os
+import re
 import select
 import shutil
 import signal
@@ -69,6 +71,22 @@ def ffmpeg_version(binary: str) -> str:
     )
     first = out.stdout.splitlines()[0] if out.stdout else ""
     return first.removeprefix("ffmpeg version ").split(" ")[0]
+
+
+# The first ffmpeg that takes a bitstream filter on an input (-bsf:v before -i): smart
+# render's dropped packets need it (export/smart.py).
+INPUT_BSF_MAJOR = 7
+
+
+@functools.cache
+def ffmpeg_major(binary: str) -> int | None:
+    """The major version `binary` reports ("7.1.1", "n9.0.2-17-g..."); None for a build
+    that names none (a git snapshot) or that does not run."""
+    try:
+        found = re.match(r"n?(\d+)\.", ffmpeg_version(binary))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return int(found.group(1)) if found else None
 
 
 @dataclass

@@ -234,6 +234,32 @@ def test_warm_up_skips_non_reference_pictures_and_no_pixel_changes(
     assert pairs and all(got == want and got for got, want in pairs)
 
 
+def test_an_ffmpeg_without_input_bitstream_filters_decodes_every_packet(
+    smart_root: Path, ffmpeg: str, tmp_path: Path
+) -> None:
+    # Given an ffmpeg that says it is 6.1 (before -bsf on an input), and the one we have
+    older = tmp_path / "ffmpeg-6"
+    older.write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = "-version" ]; then echo "ffmpeg version 6.1.1 Copyright"; exit 0; fi\n'
+        f'exec "{ffmpeg}" "$@"\n'
+    )
+    older.chmod(0o755)
+    job = ExportJob.model_validate(_job(EDIT))
+    runs = {}
+    for name, binary in (("older", str(older)), ("current", ffmpeg)):
+        work = tmp_path / name
+        work.mkdir()
+        ctx = FakeContext(
+            work, Settings(media_roots=[smart_root], spool_dir=tmp_path / "s"), binary
+        )
+        # When the same smart job runs with each
+        ExportKind().run(job, ctx)
+        runs[name] = [a for args in ctx.commands for a in args if a.startswith("noise=")]
+    # Then only the current one is asked to drop packets (the older would refuse the option)
+    assert runs["current"] and not runs["older"]
+
+
 def test_a_range_exports_exactly_its_frames(
     smart_root: Path, run_export: Callable[..., tuple[FakeContext, Path]]
 ) -> None:
