@@ -73,8 +73,7 @@ def ffmpeg_version(binary: str) -> str:
     return first.removeprefix("ffmpeg version ").split(" ")[0]
 
 
-# The first ffmpeg that takes a bitstream filter on an input (-bsf:v before -i): smart
-# render's dropped packets need it (export/smart.py).
+# The first ffmpeg that takes a bitstream filter on an input (-bsf:v before -i).
 INPUT_BSF_MAJOR = 7
 
 
@@ -87,6 +86,22 @@ def ffmpeg_major(binary: str) -> int | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return int(found.group(1)) if found else None
+
+
+@functools.cache
+def drops_input_packets(binary: str) -> bool:
+    """Can `binary` drop chosen packets of an input before decoding them (smart render's
+    warm-up, export/smart.py): ffmpeg 7 or later, built with the `noise` bitstream filter."""
+    major = ffmpeg_major(binary)
+    if major is None or major < INPUT_BSF_MAJOR:
+        return False
+    try:
+        listed = subprocess.run(
+            [binary, "-hide_banner", "-bsfs"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "noise" in listed.stdout.split()
 
 
 @dataclass

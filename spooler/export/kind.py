@@ -30,7 +30,7 @@ from spooler.export.stills import make_thumbnails
 from spooler.export.textmark import no_font
 from spooler.export.timeline import job_pieces
 from spooler.export.verify import shown_size, verify_output, verify_renditions
-from spooler.ffmpeg import INPUT_BSF_MAJOR, ffmpeg_major
+from spooler.ffmpeg import drops_input_packets
 from spooler.fonts import resolve_font
 from spooler.ingest.fromproxy import from_proxies
 from spooler.jobkind import JobContext, JobSpec, Step
@@ -112,10 +112,8 @@ class ExportKind:
         settings = with_font(spec, ctx.settings)
         # Smart render drops packets with an input bitstream filter: an older ffmpeg on
         # PATH decodes them all instead.
-        modern = (ffmpeg_major(ctx.ffmpeg) or 0) >= INPUT_BSF_MAJOR
-        plan = plan_export(
-            spec, sources, settings, paths, non_reference_packets if modern else None
-        )
+        drops = non_reference_packets if drops_input_packets(ctx.ffmpeg) else None
+        plan = plan_export(spec, sources, settings, paths, drops)
         preflight = {**plan.preflight, **({"fromProxies": proxies} if proxies else {})}
         if remote is not None and remote.opened:
             preflight["remoteSources"] = [

@@ -237,17 +237,24 @@ def test_warm_up_skips_non_reference_pictures_and_no_pixel_changes(
 def test_an_ffmpeg_without_input_bitstream_filters_decodes_every_packet(
     smart_root: Path, ffmpeg: str, tmp_path: Path
 ) -> None:
-    # Given an ffmpeg that says it is 6.1 (before -bsf on an input), and the one we have
-    older = tmp_path / "ffmpeg-6"
-    older.write_text(
-        "#!/bin/sh\n"
-        'if [ "$2" = "-version" ]; then echo "ffmpeg version 6.1.1 Copyright"; exit 0; fi\n'
-        f'exec "{ffmpeg}" "$@"\n'
-    )
-    older.chmod(0o755)
+    # Given an ffmpeg that says it is 6.1 (before -bsf on an input), one built without the
+    # noise bitstream filter, and the one we have
+    def wrapper(name: str, version: str, bsfs: str) -> str:
+        script = tmp_path / name
+        script.write_text(
+            "#!/bin/sh\n"
+            f'if [ "$2" = "-version" ]; then echo "ffmpeg version {version} C"; exit 0; fi\n'
+            f'if [ "$2" = "-bsfs" ]; then printf "Bitstream filters:\\n{bsfs}\\n"; exit 0; fi\n'
+            f'exec "{ffmpeg}" "$@"\n'
+        )
+        script.chmod(0o755)
+        return str(script)
+
+    older = wrapper("ffmpeg-6", "6.1.1", "noise\\nnull")
+    no_noise = wrapper("ffmpeg-9-no-noise", "n9.0.2-17-g2a571b6068", "null")
     job = ExportJob.model_validate(_job(EDIT))
     runs = {}
-    for name, binary in (("older", str(older)), ("current", ffmpeg)):
+    for name, binary in (("older", older), ("no noise", no_noise), ("current", ffmpeg)):
         work = tmp_path / name
         work.mkdir()
         ctx = FakeContext(
@@ -256,8 +263,8 @@ def test_an_ffmpeg_without_input_bitstream_filters_decodes_every_packet(
         # When the same smart job runs with each
         ExportKind().run(job, ctx)
         runs[name] = [a for args in ctx.commands for a in args if a.startswith("noise=")]
-    # Then only the current one is asked to drop packets (the older would refuse the option)
-    assert runs["current"] and not runs["older"]
+    # Then only the current one is asked to drop packets (the others would refuse it)
+    assert runs["current"] and not runs["older"] and not runs["no noise"]
 
 
 def test_a_range_exports_exactly_its_frames(
