@@ -24,6 +24,8 @@ shared graph toolkit graph.py).
 
 from __future__ import annotations
 
+import bisect
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -65,9 +67,12 @@ DEFAULT_CRF = 17  # encoded parts sit between copied camera footage: keep them c
 # Which of an angle's packets (decode indices) are non-reference pictures: the one read the
 # planner asks of the shell (sources.non_reference_packets); None in pure tests.
 NonReference = Callable[[Source, list[int]], frozenset[int]]
-# Packets an input's drop expression names at most: ffmpeg evaluates it for every packet the
-# input reads, so a longer list would cost more than the decoding it saves.
-MAX_DROPPED = 2000
+# Packets an input's drop expression names at most. ffmpeg evaluates it for every packet
+# the input reads (~30 ns a term: it pays for itself up to thousands of parts an input), and
+# it is one argument, which Linux caps at 128 KiB (~22 characters a term).
+MAX_DROPPED = 4000
+# Frames an encoded part's entry starts before its first (graph.piece_inputs' margin).
+READ_MARGIN_FRAMES = 2
 # Progress weights: wall seconds per second of media, roughly, on a small machine. Video
 # encoding dominates; the audio bed (decode + AAC) and the packet copy are 20-60x faster.
 AUDIO_WEIGHT = 1 / 20
@@ -408,7 +413,7 @@ def _encode_command(
         graph,
         spans,
         list(paths.lists),
-        lambda source: 2 / Fraction(source.info.fps or fps),
+        lambda source: READ_MARGIN_FRAMES / Fraction(source.info.fps or fps),
         video=True,
         audio=False,
         postroll=False,  # trimmed to the part's exact frames: read no further than they need
@@ -517,19 +522,19 @@ def _warm_up_drops(
             (p.pts - angle_frames.first) // angle_frames.step: i
             for i, p in enumerate(index.packets)
         }
-        # A part's read starts at most one keyframe gap (and its 2-frame margin) early, and
-        # ends a few frames past it (graph.piece_inputs): the candidates on either side.
-        gap = Fraction(index.keyframe_max_gap() or 0) / (angle_frames.step * index.time_base)
-        reach = int(gap) + 3
+        # What a part's entry reads (graph.piece_inputs): from the keyframe at or before its
+        # margin, to a few frames past its end (the margin, the file's interleave lead and
+        # decode lag, and the B-frames decoded after the last frame shown).
+        keys = sorted(f for f, i in decode_of.items() if index.packets[i].keyframe)
+        frame = angle_frames.step * index.time_base
+        past = Fraction(index.interleave_lead) + index.decode_lag()
+        after = READ_MARGIN_FRAMES + math.ceil(past / frame) + angle_frames.bframes + 1
+        read: set[int] = set()
+        for item in items:
+            at = bisect.bisect_right(keys, item.part.start - READ_MARGIN_FRAMES) - 1
+            read.update(range(keys[at] if at >= 0 else 0, item.part.start))
+            read.update(range(item.part.stop, item.part.stop + after))
         shown = {f for item in items for f in range(item.part.start, item.part.stop)}
-        read = {
-            f
-            for item in items
-            for f in (
-                *range(max(0, item.part.start - reach), item.part.start),
-                *range(item.part.stop, item.part.stop + reach),
-            )
-        }
         candidates = sorted(decode_of[f] for f in read - shown if f in decode_of)
         positions = sorted(index.packets[i].pos for i in non_reference(source, candidates))
         if not positions or len(positions) > MAX_DROPPED or positions[0] < 0:
