@@ -67,9 +67,10 @@ DEFAULT_CRF = 17  # encoded parts sit between copied camera footage: keep them c
 # Which of an angle's packets (decode indices) are non-reference pictures: the one read the
 # planner asks of the shell (sources.non_reference_packets); None in pure tests.
 NonReference = Callable[[Source, list[int]], frozenset[int]]
-# Packets an input's drop expression names at most. ffmpeg evaluates it for every packet
-# the input reads (~30 ns a term: it pays for itself up to thousands of parts an input), and
-# it is one argument, which Linux caps at 128 KiB (~22 characters a term).
+# Packets one command's drop expressions name at most, all inputs together. ffmpeg evaluates
+# an input's expression for every packet it reads (~30 ns a term: it pays for itself up to
+# thousands of parts an input); each is one argument, which Linux caps at 128 KiB (~22
+# characters a term), and all share the command line's 2 MiB.
 MAX_DROPPED = 4000
 # Frames an encoded part's entry starts before its first (graph.piece_inputs' margin).
 READ_MARGIN_FRAMES = 2
@@ -514,6 +515,7 @@ def _warm_up_drops(
     for item in group:
         by_angle.setdefault(item.angle, []).append(item)
     drops: list[list[str]] = []
+    budget = MAX_DROPPED
     for angle_id, items in by_angle.items():
         source = sources[job.angle(angle_id).source]
         index, angle_frames = source.index, frames[angle_id]
@@ -537,9 +539,10 @@ def _warm_up_drops(
         shown = {f for item in items for f in range(item.part.start, item.part.stop)}
         candidates = sorted(decode_of[f] for f in read - shown if f in decode_of)
         positions = sorted(index.packets[i].pos for i in non_reference(source, candidates))
-        if not positions or len(positions) > MAX_DROPPED or positions[0] < 0:
+        if not positions or len(positions) > budget or positions[0] < 0:
             drops.append([])
             continue
+        budget -= len(positions)
         # The bsf list separates filters by commas: the expression's own are escaped.
         terms = [f"eq(pos\\,{pos})" for pos in positions]
         drops.append(["-bsf:v", f"noise=drop={balanced_sum(terms)}"])

@@ -234,6 +234,31 @@ def test_warm_up_skips_non_reference_pictures_and_no_pixel_changes(
     assert pairs and all(got == want and got for got, want in pairs)
 
 
+def test_a_command_names_at_most_max_dropped_packets(
+    smart_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spooler.export import smart
+
+    # Given a budget of 12 dropped packets a command, and the edit planned with and without it
+    spec = ExportJob.model_validate(_job(EDIT))
+    settings = Settings(media_roots=[smart_root], spool_dir=tmp_path / "spool")
+    sources = inspect_sources(spec, [smart_root], set(OFFSETS) - {"sblue"})
+    try:
+        lists = tuple(tmp_path / f"{i}.ffconcat" for i in range(3 * (len(spec.angles) + 2)))
+        paths = PlanPaths(tmp_path / "o.mp4", tmp_path / "a.mp4", tmp_path / "g.txt", lists, ())
+        free = plan_export(spec, sources, settings, paths, non_reference_packets)
+        monkeypatch.setattr(smart, "MAX_DROPPED", 12)
+        capped = plan_export(spec, sources, settings, paths, non_reference_packets)
+    finally:
+        close_sources(sources)
+
+    def named(plan: Any) -> list[int]:
+        return [sum(a.count("eq(pos") for a in c.args) for c in plan.commands]
+
+    # Then no command names more than that, and some did without it
+    assert max(named(free)) > 12 and max(named(capped)) <= 12
+
+
 def test_an_ffmpeg_without_input_bitstream_filters_decodes_every_packet(
     smart_root: Path, ffmpeg: str, tmp_path: Path
 ) -> None:
