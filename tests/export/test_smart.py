@@ -7,9 +7,10 @@ which angle and which source frame it is (mediagen), so the output is checked fr
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -201,19 +202,30 @@ def _decoded_parts(
     return [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines() if line[0] != "#"]
 
 
-def test_warm_up_skips_non_reference_pictures_and_no_pixel_changes(
-    smart_root: Path, ffmpeg: str, tmp_path: Path
-) -> None:
-    # Given the edit planned with the shell's reader of non-reference pictures, and without
+@contextlib.contextmanager
+def _planning(smart_root: Path, tmp_path: Path) -> Iterator[tuple[Callable[..., Any], list[int]]]:
+    """The EDIT's plan, made on demand with a given reader of non-reference pictures (or
+    None), and the open sources' descriptors for the commands' ffmpeg."""
     spec = ExportJob.model_validate(_job(EDIT))
     settings = Settings(media_roots=[smart_root], spool_dir=tmp_path / "spool")
     sources = inspect_sources(spec, [smart_root], set(OFFSETS) - {"sblue"})
     try:
         lists = tuple(tmp_path / f"{i}.ffconcat" for i in range(3 * (len(spec.angles) + 2)))
         paths = PlanPaths(tmp_path / "o.mp4", tmp_path / "a.mp4", tmp_path / "g.txt", lists, ())
-        skipping = plan_export(spec, sources, settings, paths, non_reference_packets)
-        plain = plan_export(spec, sources, settings, paths)
-        fds = [s.fd for s in sources.values() if s.fd is not None]
+        yield (
+            lambda reader: plan_export(spec, sources, settings, paths, reader),
+            [s.fd for s in sources.values() if s.fd is not None],
+        )
+    finally:
+        close_sources(sources)
+
+
+def test_warm_up_skips_non_reference_pictures_and_no_pixel_changes(
+    smart_root: Path, ffmpeg: str, tmp_path: Path
+) -> None:
+    # Given the edit planned with the shell's reader of non-reference pictures, and without
+    with _planning(smart_root, tmp_path) as (plan, fds):
+        skipping, plain = plan(non_reference_packets), plan(None)
         # When each encode command's decoders and graph run, both ways
         pairs = [
             (
@@ -223,8 +235,6 @@ def test_warm_up_skips_non_reference_pictures_and_no_pixel_changes(
             for a, b in zip(skipping.commands, plain.commands, strict=True)
             if a.step.startswith("encode")
         ]
-    finally:
-        close_sources(sources)
     # Then warm-up packets were dropped (the sources have x264's B-pyramid: its lowest
     # B-frames are non-reference pictures)...
     drops = [a for c in skipping.commands for a in c.args if a.startswith("noise=drop=")]
@@ -240,17 +250,10 @@ def test_a_command_names_at_most_max_dropped_packets(
     from spooler.export import smart
 
     # Given a budget of 12 dropped packets a command, and the edit planned with and without it
-    spec = ExportJob.model_validate(_job(EDIT))
-    settings = Settings(media_roots=[smart_root], spool_dir=tmp_path / "spool")
-    sources = inspect_sources(spec, [smart_root], set(OFFSETS) - {"sblue"})
-    try:
-        lists = tuple(tmp_path / f"{i}.ffconcat" for i in range(3 * (len(spec.angles) + 2)))
-        paths = PlanPaths(tmp_path / "o.mp4", tmp_path / "a.mp4", tmp_path / "g.txt", lists, ())
-        free = plan_export(spec, sources, settings, paths, non_reference_packets)
+    with _planning(smart_root, tmp_path) as (plan, _):
+        free = plan(non_reference_packets)
         monkeypatch.setattr(smart, "MAX_DROPPED", 12)
-        capped = plan_export(spec, sources, settings, paths, non_reference_packets)
-    finally:
-        close_sources(sources)
+        capped = plan(non_reference_packets)
 
     def named(plan: Any) -> list[int]:
         return [sum(a.count("eq(pos") for a in c.args) for c in plan.commands]
