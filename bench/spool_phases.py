@@ -121,13 +121,13 @@ def _stat_fields(pid: int) -> list[str]:
 
 def children_cpu(pid: int) -> float:
     """CPU of the daemon's reaped children (ffmpeg), with the spawn helper's own
-    (spooler/spawn.py: it forks ffmpeg, so ffmpeg's time is the helper's children's)."""
+    (spooler/spawn_helper.py: it forks ffmpeg, so ffmpeg's time is the helper's children's)."""
     tick = os.sysconf("SC_CLK_TCK")
     fields = _stat_fields(pid)
     total = (int(fields[13]) + int(fields[14])) / tick
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            if b"spawn.py" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"spawn_helper.py" in Path(f"/proc/{child}/cmdline").read_bytes():
                 f = _stat_fields(int(child))
                 total += sum(int(v) for v in f[11:15]) / tick
     return total

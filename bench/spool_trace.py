@@ -168,7 +168,7 @@ def cpu_by_thread(pid: int) -> dict[str, float]:
         found[f"thread {name}"] += (int(fields[11]) + int(fields[12])) / TICK
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         with contextlib.suppress(OSError):
-            if b"spawn.py" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"spawn_helper.py" in Path(f"/proc/{child}/cmdline").read_bytes():
                 raw = Path(f"/proc/{child}/stat").read_text()
                 fields = raw[raw.rfind(")") + 2 :].split()
                 found["spawn helper itself"] = (int(fields[11]) + int(fields[12])) / TICK

@@ -77,30 +77,31 @@ def ffmpeg_version(binary: str) -> str:
 INPUT_BSF_MAJOR = 7
 
 
-@functools.cache
 def ffmpeg_major(binary: str) -> int | None:
     """The major version `binary` reports ("7.1.1", "n9.0.2-17-g..."); None for a build
-    that names none (a git snapshot) or that does not run."""
-    try:
-        found = re.match(r"n?(\d+)\.", ffmpeg_version(binary))
-    except (OSError, subprocess.SubprocessError):
-        return None
+    that names none (a git snapshot). OSError / SubprocessError if it does not run."""
+    found = re.match(r"n?(\d+)\.", ffmpeg_version(binary))
     return int(found.group(1)) if found else None
 
 
-@functools.cache
 def drops_input_packets(binary: str) -> bool:
     """Can `binary` drop chosen packets of an input before decoding them (smart render's
-    warm-up, export/smart.py): ffmpeg 7 or later, built with the `noise` bitstream filter."""
+    warm-up, export/smart.py): ffmpeg 7 or later, built with the `noise` bitstream filter.
+    A probe that fails (a timeout) says no for this job and is tried again on the next."""
+    try:
+        return _drops_input_packets(binary)
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@functools.cache  # once per binary: two short runs of it
+def _drops_input_packets(binary: str) -> bool:
     major = ffmpeg_major(binary)
     if major is None or major < INPUT_BSF_MAJOR:
         return False
-    try:
-        listed = subprocess.run(
-            [binary, "-hide_banner", "-bsfs"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
+    listed = subprocess.run(
+        [binary, "-hide_banner", "-bsfs"], capture_output=True, text=True, timeout=10, check=True
+    )
     return "noise" in listed.stdout.split()
 
 

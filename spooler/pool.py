@@ -67,7 +67,6 @@ class JobPool:
         # This attempt's own run state (a retry's handle comes back from `reap`).
         handle.encoded.clear()
         handle.encode_ends_by = None
-        handle.ffmpeg_pids.clear()
         self.table.running[handle.job_id] = handle
         self.started_count += 1
         thread.start()

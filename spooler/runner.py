@@ -58,7 +58,6 @@ class JobHandle:
     # Set when our owner token is gone: another worker took the job over.
     lost: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-    ffmpeg_pids: list[int] = field(default_factory=list)
     # time.monotonic() before which a queued job must not start (retry backoff). Monotonic,
     # so a wall clock jumping back does not stall retries.
     not_before: float = 0.0
@@ -71,8 +70,9 @@ class JobHandle:
     # and publishing the outputs do not hold a slot.
     encoded: threading.Event = field(default_factory=threading.Event)
     # time.monotonic() by which the running encode is expected to end (its ETA once progress
-    # is known, else its ffmpeg's media seconds at 1x), None before its first ffmpeg:
-    # the inbox claims one job ahead when every slot's encode is about to end.
+    # is known, else its ffmpeg's media seconds at 1x), None while no ffmpeg of the job
+    # runs: the inbox claims one job ahead when every slot's encode is about to end.
+    # Written by the job's thread(s) (single assignments), read by the loop.
     encode_ends_by: float | None = None
 
 
@@ -178,8 +178,8 @@ class RunContext:
                 return  # the end of a step, already written (ffmpeg's last progress line)
             self._last_write, self._last_written = now, (step, overall)
             eta = self._tracker.eta(now)
-            if eta is not None:
-                self._handle.encode_ends_by = now + eta
+            if eta is not None and self._handle.encode_ends_by is not None:
+                self._handle.encode_ends_by = now + eta  # only while an ffmpeg runs
             update = progress_update(
                 self._handle.status,
                 now=utcnow(),
@@ -218,11 +218,10 @@ class RunContext:
             kill_grace_seconds=self.settings.kill_grace_seconds,
             nice=self.settings.ffmpeg_nice,
         )
-        now = time.monotonic()
-        self._handle.encode_ends_by = now + self._remaining_seconds(step, expected_seconds, now)
 
         def started(pid: int) -> None:
-            self._handle.ffmpeg_pids.append(pid)
+            now = time.monotonic()
+            self._handle.encode_ends_by = now + self._remaining_seconds(step, expected_seconds, now)
             self._env.slots.ffmpeg_started()
 
         try:

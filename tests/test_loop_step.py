@@ -199,6 +199,32 @@ def test_a_file_found_ready_earlier_is_not_claimed_while_a_writer_has_it_open(
         assert [h.job_id for h in intake.take(clocks(2))] == ["second"]
 
 
+def test_the_inbox_is_read_again_only_for_an_event_or_a_job_left_behind(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spooler.intake import inbox
+
+    intake = daemon.intake
+    assert isinstance(intake, InboxIntake)
+    passes: list[int] = []
+    scan = inbox.scan_inbox
+    monkeypatch.setattr(inbox, "scan_inbox", lambda layout: passes.append(1) or scan(layout))
+    # Given a pass over an empty inbox, with a slot free
+    intake.take(clocks(0), rescan=True)
+    intake.watcher.changed.clear()  # no event (the fixture's watcher is not started)
+    # When the loop turns again without the rescan: no pass
+    intake.take(clocks(0.1), rescan=False)
+    assert len(passes) == 1
+    # Given a job file the pass leaves behind (not settled yet)
+    daemon.layout.inbox_job("fresh").write_text(json.dumps(tiny_job()))
+    intake.take(clocks(0.2), rescan=True)
+    assert daemon.layout.inbox_job("fresh").exists()
+    # Then the next turns look again, and take it once it has settled
+    intake.take(clocks(0.3), rescan=False)
+    assert len(passes) == 3
+    assert [h.job_id for h in intake.take(clocks(1.5), rescan=False)] == ["fresh"]
+
+
 def test_memory_of_inbox_entries_is_pruned_when_they_go(daemon: Daemon) -> None:
     for index in range(5):
         daemon.layout.inbox_job(f"p{index}").write_text(json.dumps(tiny_job(priority=index)))

@@ -113,6 +113,9 @@ class InboxIntake:
         self.log = structlog.get_logger().bind(worker=me.id)
         self.claimed_count = 0
         self._seen: dict[str, _Seen] = {}
+        # The last pass left a job file in the inbox (not yet complete, or more jobs than
+        # it could claim): a pass is worth it whenever a slot can take one.
+        self._unclaimed = True
         self._priorities: dict[str, tuple[tuple[int, int, int], int]] = {}
         self._orphan_markers: dict[str, float] = {}
         self.recovery = Recovery(settings, table, reporter, outputs, self.establish, me)
@@ -172,10 +175,14 @@ class InboxIntake:
         time budget, strays moved aside (a client dumping thousands of odd files slows
         only their own removal, never the claim).
 
-        No pass when the loop was woken by a job's thread (a slot freed, an ffmpeg
-        started, a job ended) with nothing to claim and no inbox event since the last
-        pass (`rescan` False): a pass reads every inbox entry."""
-        if not (rescan or self.watcher.changed.is_set() or self._claimable(clocks) > 0):
+        No pass, unless the rescan is due (`rescan`), after neither an inbox event nor a
+        pass that left a job file behind while a slot (or a claim ahead) could take one: a
+        pass reads every inbox entry, and the loop turns every 0.1 s while slots are full."""
+        if not (
+            rescan
+            or self.watcher.changed.is_set()
+            or (self._unclaimed and self._claimable(clocks) > 0)
+        ):
             return []
         self.watcher.changed.clear()  # an event from now on calls for another pass
         now = clocks.monotonic
@@ -212,6 +219,7 @@ class InboxIntake:
             with self._isolated(item.entry.name):
                 if self._ready(item, now):
                     self._move_stray(item, clocks.wall)
+        self._unclaimed = len(taken) < len(jobs)
         return taken
 
     def _claim_candidates(
@@ -274,7 +282,7 @@ class InboxIntake:
         now = time.monotonic()  # the clock the job threads' estimates are on
         for handle in encoding:
             ends_by = handle.encode_ends_by
-            if not handle.ffmpeg_pids or ends_by is None or abs(ends_by - now) > window:
+            if ends_by is None or abs(ends_by - now) > window:
                 return 0
         return 1
 
