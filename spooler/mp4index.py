@@ -105,7 +105,11 @@ def video_tables(moov: bytes) -> tuple[list[int], list[int]] | None:
             return None
         ctts = _child(moov, *stbl, "ctts")
         signed = ctts is not None and moov[ctts[0]] == 1
-        runs = [_pairs(moov, stts[0]), _pairs(moov, ctts[0], signed) if ctts else []]
+        stts_runs = _pairs(moov, *stts)
+        ctts_runs = _pairs(moov, *ctts, signed) if ctts else []
+        if stts_runs is None or ctts_runs is None:
+            return None
+        runs = [stts_runs, ctts_runs]
         # The counts are the file's word: one 8-byte entry may claim 4 billion samples.
         # A real track has a 4-byte stsz entry per sample, so more samples than a quarter
         # of the moov's bytes (or than MAX_SAMPLES) is not a track we expand in memory.
@@ -118,9 +122,12 @@ def video_tables(moov: bytes) -> tuple[list[int], list[int]] | None:
     return None
 
 
-def _pairs(data: bytes, start: int, signed: bool = False) -> list[tuple[int, int]]:
-    """The (count, value) entries of an stts or ctts box (after version and flags)."""
+def _pairs(data: bytes, start: int, end: int, signed: bool = False) -> list[tuple[int, int]] | None:
+    """The (count, value) entries of an stts or ctts box (after version and flags); None
+    when the box claims more entries than it holds (a crafted count is not unpacked)."""
     (entries,) = struct.unpack(">I", data[start + 4 : start + 8])
+    if 8 + 8 * entries > end - start:
+        return None
     fmt = ">Ii" if signed else ">II"
     return [
         struct.unpack(fmt, data[start + 8 + 8 * i : start + 16 + 8 * i]) for i in range(entries)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 MAX_FDS = 64
-MAX_MESSAGE = 256 * 1024  # an argv stays < 128 KiB (graph.GRAPH_INLINE_LIMIT)
+MAX_MESSAGE = 256 * 1024  # an inline graph (< 128 KiB) plus smart's drop lists (< ~100 KB)
 
 _PR_SET_PDEATHSIG = 1
 

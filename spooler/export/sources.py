@@ -283,6 +283,8 @@ def non_reference_packets(source: Source, packets: list[int]) -> frozenset[int]:
     index = source.index
     if source.fd is None or source.remote is not None or index is None:
         return frozenset()
+    if source.info.video_codec != "h264":  # another codec's headers mean something else
+        return frozenset()
     if len({p.pos for p in index.packets}) != len(index.packets):
         return frozenset()
     try:

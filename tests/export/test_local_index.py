@@ -141,6 +141,11 @@ def test_sample_counts_a_track_cannot_have_are_not_expanded() -> None:
 
     # Then no per-sample table is built (the caller scans) ...
     assert video_tables(moov(0xFFFFFFFF)) is None
+    # ... nor is a box read past its end when it claims more entries than it holds
+    many = _box(b"stts", struct.pack(">II", 0, 0xFFFFFFFF) + struct.pack(">II", 1, 1001))
+    stbl = _box(b"stbl", many + _box(b"stsz", b"\0" * 12 + b"\0\0\0\1"))
+    padded = _box(b"trak", _box(b"mdia", handler + _box(b"minf", stbl))) + b"\0" * 4096
+    assert video_tables(padded) is None
     # ... while counts the moov can hold are expanded as before
     assert video_tables(moov(8)) == ([1001] * 8, [0] * 8)
 
