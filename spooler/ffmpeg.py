@@ -37,6 +37,14 @@ GLOBAL_ARGS = [
     "-nostats",
 ]
 STDERR_TAIL_LINES = 30
+# What ffmpeg logs when a probe is refused its decoder by an empty codec allow-list (an
+# error, then a warning, for each stream of each such file): ffconcat entries that must not
+# decode a frame to be probed ask for that on purpose (ffconcat.ConcatList.probe), so these
+# lines are neither logged nor kept for an error message.
+REFUSED_PROBE = (
+    "not on whitelist 'none'",
+    "Failed to open codec in avformat_find_stream_info",
+)
 
 
 def find_ffmpeg(configured: str | None) -> str:
@@ -210,6 +218,8 @@ def run_ffmpeg(
 
     def on_stderr(lines: list[str]) -> None:
         for line in lines:
+            if line.endswith(REFUSED_PROBE):
+                continue
             tail.append(line)
             log.write(line + "\n")
         log.flush()

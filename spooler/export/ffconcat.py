@@ -49,6 +49,8 @@ class ConcatList:
     lines: list[str] = field(default_factory=list)
     elapsed_us: int = 0  # where the next entry starts on the list's own timeline
     starts_us: list[int] = field(default_factory=list)  # where each entry starts on it
+    # False: no entry's probe decodes a frame (see add); the input's own probe decodes one.
+    probe: bool = True
 
     def add(self, source_in: Fraction, source_out: Fraction) -> Fraction:
         """Add source [in, out); returns `base`: graph time = source time - base."""
@@ -64,6 +66,12 @@ class ConcatList:
             # A remote source's entry alone may use http,tcp (to the loopback gateway).
             f"option format_whitelist {FORMAT_WHITELIST}",
             f"option protocol_whitelist {reader_protocols(self.path)}",
+            # The demuxer probes every entry it opens, and the probe decodes the entry's
+            # first keyframe (~20 ms at 1080p) only to learn its pixel format, which the
+            # input's own probe learns once, from its first frame. An empty codec
+            # allow-list refuses the probe its decoder (issue 18: smart's 43 entries 0.84
+            # s); ffmpeg logs each refusal (ffmpeg.py drops those lines).
+            *(() if self.probe else ("option codec_whitelist none",)),
             f"inpoint {_us_text(in_us)}",
             f"outpoint {_us_text(out_us)}",
             f"duration {_us_text(duration_us)}",

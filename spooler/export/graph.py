@@ -64,6 +64,7 @@ def piece_inputs(
     video: bool,
     audio: bool,
     postroll: bool = True,
+    probe_entries: bool = True,
 ) -> tuple[list[str], list[str], list[Fraction]]:
     """One ffconcat input per angle holding its spans; one branch per span (`route`).
 
@@ -75,7 +76,8 @@ def piece_inputs(
     to its exact frames) adds the file's decode lag instead (0 unless it stores negative
     composition offsets): every packet the span's frames need has a decode time below
     the span's end + that lag, so the packet that ends the entry comes after all of them
-    (issue 18: 6 frames fewer decoded past each part at 30 fps).
+    (issue 18: 6 frames fewer decoded past each part at 30 fps). `probe_entries=False`:
+    no entry decodes a frame to be probed, the input's own probe one (ConcatList.probe).
     """
     assert postroll or not audio, "an audio read keeps the postroll"
     lists: dict[str, ConcatList] = {}
@@ -89,7 +91,10 @@ def piece_inputs(
             gop = source.index.keyframe_max_gap() if source.index else None
             longest = Fraction(gop if gop is not None else source.video_end)
             lists[span.angle] = ConcatList(
-                source.location, Fraction(source.info.start_time), longest + 1
+                source.location,
+                Fraction(source.info.start_time),
+                longest + 1,
+                probe=probe_entries,
             )
         src_start = span.start + Fraction(angle.sync_offset)
         m = margin(source)

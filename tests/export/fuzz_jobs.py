@@ -517,7 +517,15 @@ def _index(fps: int, seconds: int, gop: int, bframes: bool) -> VideoIndex:
             m = anchor + 1
     delay = 2 if bframes else 0
     packets = tuple(
-        VideoPacket(pts=pts, dts=i - delay, duration=1, keyframe=pts % gop == 0, idr=pts % gop == 0)
+        VideoPacket(
+            pts=pts,
+            dts=i - delay,
+            duration=1,
+            keyframe=pts % gop == 0,
+            idr=pts % gop == 0,
+            pos=48 + 40_000 * i,  # as an MP4's sample tables give them
+            size=40_000,
+        )
         for i, pts in enumerate(order)
     )
     return VideoIndex(Fraction(1, fps), Fraction(0), packets, 0.05)
@@ -560,6 +568,15 @@ def fabricated_sources(spec: ExportJob, variant: int) -> dict[str, Source]:
 def _external(spec: ExportJob) -> set[str]:
     source = getattr(spec.audio, "source", None)
     return {source} if isinstance(source, str) else set()
+
+
+def fabricated_non_reference(source: Source, packets: list[int]) -> frozenset[int]:
+    """sources.non_reference_packets as if every B-frame were a non-reference picture (a
+    B-frame is shown before a packet decoded ahead of it), for the sources opened by fd."""
+    index = source.index
+    if source.fd is None or index is None:
+        return frozenset()
+    return frozenset(i for i in packets if i and index.packets[i].pts < index.packets[i - 1].pts)
 
 
 # --- the invariants -----------------------------------------------------------------------
@@ -674,6 +691,8 @@ class Checker:
             f"option format_whitelist {FORMAT_WHITELIST}",
             f"option protocol_whitelist {PROTOCOLS}",
         ]
+        # Allowed after them: the entry's probe refused a decoder (ffconcat.ConcatList.probe).
+        no_probe = "option codec_whitelist none"
         body = lines[1:-1]
         i = 0
         while i < len(body):
@@ -686,11 +705,22 @@ class Checker:
                     self.fail(f"ffconcat list names {name!r}")
                 if body[i + 1 : i + 3] != expected_options:
                     self.fail(f"ffconcat entry {rest!r} lacks the per-file allow-lists")
-                i += 3
+                i += 3 + (body[i + 3 : i + 4] == [no_probe])
                 continue
             if keyword not in ("inpoint", "outpoint", "duration") or not _NUMBER.match(rest):
                 self.fail(f"unexpected ffconcat line {body[i]!r}")
             i += 1
+
+    def check_drops(self, value: str) -> None:
+        """An input's packet drops (smart.py): `noise=drop=` and a sum of `eq(pos\\,N)`
+        terms in parentheses, nothing else (the bitstream filter list's own separator, the
+        comma, escaped)."""
+        expression = value.removeprefix("noise=drop=")
+        reduced = _DROP_TERM.sub("T", expression)
+        while (shorter := reduced.replace("(T+T)", "T")) != reduced:
+            reduced = shorter
+        if not value.startswith("noise=drop=") or reduced != "T":
+            self.fail(f"-bsf:v {value[:200]!r} is not a sum of packet positions")
 
     def check_tee(self, spec: str, outputs: set[str]) -> None:
         """A tee output's slaves as ffmpeg reads them (av_get_token, then `[options]`
@@ -749,6 +779,12 @@ class Checker:
                     self.fail(f"input {target!r} outside the roots or without the allow-list")
                 if _value(before, "-protocol_whitelist") != PROTOCOLS:
                     self.fail(f"input {target!r} without -protocol_whitelist {PROTOCOLS}")
+            elif arg == "-bsf:v":
+                allowed_at.add(i + 1)
+                self.check_drops(args[i + 1])
+                marks = [a for a in args[i + 2 :] if a in ("-i", "-map", *_GRAPH_OPTIONS)]
+                if marks[:1] != ["-i"]:
+                    self.fail("-bsf:v is not an input's option")
             elif arg == "-/filter_complex":
                 allowed_at.add(i + 1)
                 if Path(args[i + 1]) not in GRAPH_FILES or Path(args[i + 1]) not in files:
@@ -763,6 +799,8 @@ class Checker:
                 self.fail(f"argument {i} {arg!r} looks like a URL or path")
 
 
+_GRAPH_OPTIONS = ("-filter_complex", "-/filter_complex")
+_DROP_TERM = re.compile(r"eq\(pos\\,\d+\)")
 _OUTPUT_MUXERS = {"mp4", "mov", "matroska", "webm", "ipod", "mjpeg", "webp"}
 _TEE_OPTIONS = re.compile(r"^f=(mp4|mov|ipod)(:movflags=\+faststart)?:select='[va0-9:,]+'$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -816,7 +854,8 @@ def check_job(raw: bytes, variant: int = 0) -> Outcome:
     if not isinstance(spec, ExportJob):
         return outcome
     try:
-        plan = plan_export(spec, fabricated_sources(spec, variant), SETTINGS, PATHS)
+        sources = fabricated_sources(spec, variant)
+        plan = plan_export(spec, sources, SETTINGS, PATHS, fabricated_non_reference)
     except JobError:
         return outcome
     except Exception as exc:  # the invariant under test

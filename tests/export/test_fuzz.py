@@ -17,6 +17,7 @@ from fuzz_jobs import (
     TEXT_FILE,
     Checker,
     check_job,
+    fabricated_non_reference,
     fabricated_sources,
     job_bytes,
     stills_plan,
@@ -72,6 +73,59 @@ def test_the_checker_sees_a_bad_plan() -> None:
         command.args[:] = args
     at = args.index("-format_whitelist")
     command.args[at + 1] = "concat,hls"
+    assert Checker(sources).check(plan)
+
+
+def test_the_checker_reads_a_smart_plans_drops_and_lists() -> None:
+    # Given a smart plan whose parts' warm-ups drop packets, its entries probing nothing
+    spec = ExportJob.model_validate(
+        {
+            "angles": [
+                {"id": "a", "source": "cam1.mp4"},
+                {"id": "b", "source": "cam1.mp4", "syncOffset": 20},
+            ],
+            "segments": [
+                {"angle": "a", "start": 0, "end": 5.5},
+                {"angle": "b", "start": 5.5, "end": 9.3},
+            ],
+            "mode": "smart",
+        }
+    )
+    sources = fabricated_sources(spec, 3)  # opened by fd, 30 fps with B-frames
+    plan = plan_export(spec, sources, SETTINGS, PATHS, fabricated_non_reference)
+    assert plan.mode == "smart"
+    assert Checker(sources).check(plan) == []
+    encode = next(c for c in plan.commands if c.step.startswith("encode"))
+    at = encode.args.index("-bsf:v")
+    drops = encode.args[at + 1]
+    assert drops.startswith("noise=drop=") and "eq(pos\\,48)" not in drops
+    listing = next(text for path, text in encode.files.items() if path in PATHS.lists)
+    assert "option codec_whitelist none\n" in listing
+    # When the drop expression says more than positions, or the list more than the refusal
+    for bad in (
+        drops + "+gt(1\\,0)",
+        drops.replace("eq(pos", "eq(size", 1),
+        drops.replace("noise=drop=", "noise=amount=9:drop=", 1),
+        drops + ",dump_extra",
+    ):
+        encode.args[at + 1] = bad
+        assert Checker(sources).check(plan), bad
+    encode.args[at + 1] = drops
+    path = next(path for path in encode.files if path in PATHS.lists)
+    for bad_list in (
+        listing.replace("codec_whitelist none", "codec_whitelist h264", 1),
+        listing.replace(
+            "option codec_whitelist none",
+            "option codec_whitelist none\noption codec_whitelist none",
+            1,
+        ),
+    ):
+        encode.files[path] = bad_list
+        assert Checker(sources).check(plan), bad_list
+    encode.files[path] = listing
+    # And as an output's option rather than an input's
+    moved = encode.args[:at] + encode.args[at + 2 :]
+    encode.args[:] = [*moved[:-1], "-bsf:v", drops, moved[-1]]
     assert Checker(sources).check(plan)
 
 
