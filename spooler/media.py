@@ -17,13 +17,13 @@ from spooler.h264 import AvcConfig, is_idr
 
 # The data types live in the pure mediainfo module (planners import them without PyAV);
 # re-exported here under their old home.
+from spooler.mediainfo import DEMUX_OPTIONS, MediaLocation, open_options, reader_url
 from spooler.mediainfo import DEMUXERS as DEMUXERS
 from spooler.mediainfo import FORMAT_WHITELIST as FORMAT_WHITELIST
 from spooler.mediainfo import OPEN_OPTIONS as OPEN_OPTIONS
 from spooler.mediainfo import PROTOCOLS as PROTOCOLS
 from spooler.mediainfo import AudioSpan as AudioSpan
 from spooler.mediainfo import MediaInfo as MediaInfo
-from spooler.mediainfo import MediaLocation, open_options, reader_url
 from spooler.mediainfo import VideoIndex as VideoIndex
 from spooler.mediainfo import VideoPacket as VideoPacket
 
@@ -311,7 +311,7 @@ class StreamEnds:
 def stream_ends(path: Path) -> StreamEnds:
     """Demux a whole file to find its real stream ends (container durations can lie)."""
     try:
-        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
+        with av.open(f"file:{path}", options=DEMUX_OPTIONS) as container:
             streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
             # Time 0 as players count it: the streams' start times (edit lists applied),
             # not an AAC priming packet's negative timestamp.

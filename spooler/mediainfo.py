@@ -22,6 +22,12 @@ PROTOCOLS = "file"
 DEMUXERS = ("mov", "matroska", "mpegts", "mxf", "avi", "wav", "w64", "flac", "mp3", "aiff", "ogg")
 FORMAT_WHITELIST = ",".join(DEMUXERS)
 OPEN_OPTIONS = {"protocol_whitelist": PROTOCOLS, "format_whitelist": FORMAT_WHITELIST}
+# Added for a reader that only demuxes: libavformat's probe then decodes no frame, which it
+# would only to learn a pixel or sample format that no demuxer needs (a 1080p H.264
+# keyframe: ~20 ms; issue 18). PyAV passes a container's options to each stream's probe
+# decoder too; the refusal goes to PyAV's log, which is off.
+NO_PROBE_DECODE = {"codec_whitelist": "none"}
+DEMUX_OPTIONS = {**OPEN_OPTIONS, **NO_PROBE_DECODE}
 # A remote source is read through the daemon's loopback gateway (spooler/s3/gateway.py):
 # plain http over tcp to 127.0.0.1, nothing else (no tls, no file).
 REMOTE_PROTOCOLS = "http,tcp"
@@ -58,9 +64,14 @@ def reader_protocols(location: MediaLocation) -> str:
     return REMOTE_PROTOCOLS if isinstance(location, RemoteMedia) else PROTOCOLS
 
 
-def open_options(location: MediaLocation) -> dict[str, str]:
-    """PyAV's open options for a source: its protocols and the demuxer allow-list."""
-    return {"protocol_whitelist": reader_protocols(location), "format_whitelist": FORMAT_WHITELIST}
+def open_options(location: MediaLocation, *, decode: bool = True) -> dict[str, str]:
+    """PyAV's open options for a source: its protocols and the demuxer allow-list;
+    `decode=False` for a reader that only demuxes (NO_PROBE_DECODE)."""
+    options = {
+        "protocol_whitelist": reader_protocols(location),
+        "format_whitelist": FORMAT_WHITELIST,
+    }
+    return options if decode else {**options, **NO_PROBE_DECODE}
 
 
 @dataclass(frozen=True)

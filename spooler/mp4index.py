@@ -33,7 +33,7 @@ import av
 
 from spooler.h264 import NAL_IDR, is_idr
 from spooler.media import LEAD_WINDOW, lead_in_order, nal_length_size
-from spooler.mediainfo import FORMAT_WHITELIST, VideoIndex, VideoPacket
+from spooler.mediainfo import FORMAT_WHITELIST, NO_PROBE_DECODE, VideoIndex, VideoPacket
 
 # Bytes read at a NAL unit's start to learn its type: its length field and header, with room
 # for a few small units (an access unit delimiter, parameter sets) after it. A longer unit
@@ -262,7 +262,9 @@ def mp4_video_index(
     durations, offsets = tables
     # The demuxer reads through `view`: the moov from memory. No protocol is opened at all;
     # `options` (the reader's protocol list) still bound anything else it might open.
-    opened = av.open(view, "r", options={**options, "format_whitelist": FORMAT_WHITELIST})
+    opened = av.open(
+        view, "r", options={**options, "format_whitelist": FORMAT_WHITELIST, **NO_PROBE_DECODE}
+    )
     with opened as container:
         if container.format.name.split(",")[0] != "mov":
             return None

@@ -19,17 +19,18 @@ import av
 from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import MUXERS, AudioCopy, EncodedPart, VideoPart
 from spooler.h264 import AvcConfig
-from spooler.media import OPEN_OPTIONS
-from spooler.mediainfo import MediaLocation, open_options, reader_url
+from spooler.mediainfo import DEMUX_OPTIONS, MediaLocation, open_options, reader_url
 
-_OPEN = OPEN_OPTIONS  # only plain files, only the allowed demuxers
+_OPEN = DEMUX_OPTIONS  # only plain files, only the allowed demuxers, packets only
 CANCEL_CHECK_PACKETS = 500
 
 
-def _open_source(location: MediaLocation) -> Any:
+def _open_source(location: MediaLocation, *, decode: bool = True) -> Any:
     """A source (or our audio file) for reading: a local file with the file protocol only,
-    a remote one through the loopback gateway (http,tcp only); the demuxer allow-list."""
-    return av.open(reader_url(location), options=open_options(location))
+    a remote one through the loopback gateway (http,tcp only); the demuxer allow-list.
+    `decode=False` for packets only: its probe then decodes no frame (a template's must,
+    for what only the decoder reads, such as an H.264 stream's pixel aspect ratio)."""
+    return av.open(reader_url(location), options=open_options(location, decode=decode))
 
 
 class _PieceReader:
@@ -95,7 +96,7 @@ def _video_packets(
                 log(f"# encoded {segment.count} video packets for {segment.label}")
                 continue
             if segment.path not in containers:
-                containers[segment.path] = _open_source(segment.path)
+                containers[segment.path] = _open_source(segment.path, decode=False)
             container = containers[segment.path]
             stream = container.streams.video[0]
             assert stream.time_base is not None
