@@ -141,12 +141,63 @@ class _Bits:
             value = (value << 1) | self.bit()
         return value - 1
 
+    def se(self) -> int:
+        code = self.ue()
+        return (code + 1) // 2 if code % 2 else -(code // 2)
+
+    def skip_scaling_list(self, size: int) -> None:
+        """A scaling_list() (7.3.2.1.1.1): deltas until one makes the next scale 0."""
+        last = next_scale = 8
+        for _ in range(size):
+            if next_scale:
+                next_scale = (last + self.se() + 256) % 256
+            last = next_scale or last
+
 
 def sps_id(unit: bytes) -> int:
     """seq_parameter_set_id: after the NAL header, profile, constraint flags and level."""
     if len(unit) < 5 or unit[0] & 0x1F != NAL_SPS:
         raise ValueError("not an SPS")
     return _Bits(unit[4:]).ue()
+
+
+# Profiles whose SPS carries chroma format, bit depths and scaling matrices (7.3.2.1.1).
+CHROMA_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+MAX_POC_CYCLE = 255  # num_ref_frames_in_pic_order_cnt_cycle's limit
+
+
+def frame_mbs_only(unit: bytes) -> bool:
+    """frame_mbs_only_flag of an SPS: False when its pictures may be coded as fields
+    (interlaced), each field with its own nal_ref_idc."""
+    if len(unit) < 5 or unit[0] & 0x1F != NAL_SPS:
+        raise ValueError("not an SPS")
+    bits = _Bits(unit[4:])
+    bits.ue()  # seq_parameter_set_id
+    if unit[1] in CHROMA_PROFILES:
+        chroma_format = bits.ue()
+        if chroma_format == 3:
+            bits.bit()  # separate_colour_plane_flag
+        bits.ue(), bits.ue()  # bit depths
+        bits.bit()  # qpprime_y_zero_transform_bypass_flag
+        if bits.bit():  # seq_scaling_matrix_present_flag
+            for i in range(8 if chroma_format != 3 else 12):
+                if bits.bit():
+                    bits.skip_scaling_list(16 if i < 6 else 64)
+    bits.ue()  # log2_max_frame_num_minus4
+    poc_type = bits.ue()
+    if poc_type == 0:
+        bits.ue()  # log2_max_pic_order_cnt_lsb_minus4
+    elif poc_type == 1:
+        bits.bit(), bits.se(), bits.se()
+        cycle = bits.ue()
+        if cycle > MAX_POC_CYCLE:
+            raise ValueError("bad picture order count cycle")
+        for _ in range(cycle):
+            bits.se()
+    bits.ue()  # max_num_ref_frames
+    bits.bit()  # gaps_in_frame_num_value_allowed_flag
+    bits.ue(), bits.ue()  # width and height in macroblocks
+    return bits.bit() == 1
 
 
 def pps_ids(unit: bytes) -> tuple[int, int]:

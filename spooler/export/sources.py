@@ -20,7 +20,7 @@ from spooler.export.models import ExportJob, ExternalAudio, FollowAudio
 from spooler.export.probed import Source
 from spooler.export.rules import check_source_syntax
 from spooler.export.watermark import IMAGE_DEMUXER
-from spooler.h264 import AvcConfig
+from spooler.h264 import AvcConfig, frame_mbs_only
 from spooler.media import probe, scan_audio, scan_video
 from spooler.mediainfo import (
     MediaInfo,
@@ -279,7 +279,8 @@ def non_reference_packets(source: Source, packets: list[int]) -> frozenset[int]:
     each sample of a local MP4/MOV, read through its descriptor (smart.py drops them from a
     part's warm-up). None is known of a remote source, or of one whose index came from a
     scan (no sample positions), or whose samples share a position (crafted tables: a drop
-    by position would take the others too): every packet is then kept."""
+    by position would take the others too), or that may be interlaced: every packet is
+    then kept."""
     index = source.index
     if source.fd is None or source.remote is not None or index is None:
         return frozenset()
@@ -288,9 +289,14 @@ def non_reference_packets(source: Source, packets: list[int]) -> frozenset[int]:
     if len({p.pos for p in index.packets}) != len(index.packets):
         return frozenset()
     try:
-        length_size = AvcConfig.parse(source.info.extradata or b"").length_size
+        config = AvcConfig.parse(source.info.extradata or b"")
+        # Field pictures (interlaced) carry a nal_ref_idc each, and only a sample's first
+        # slice is read: a source that may code fields drops nothing.
+        if not all(frame_mbs_only(sps) for sps in config.sps):
+            return frozenset()
     except ValueError:
         return frozenset()
+    length_size = config.length_size
     at = {index.packets[i].pos: i for i in packets if index.packets[i].pos >= 0}
     samples = [(pos, index.packets[i].size) for pos, i in at.items()]
     return frozenset(at[pos] for pos in non_reference(fd_fetch(source.fd), samples, length_size))

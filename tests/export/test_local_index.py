@@ -210,3 +210,37 @@ def test_sources_without_usable_sample_positions_drop_nothing(tmp_path: Path, ff
     # (crafted tables), none is claimed
     assert found and not any(source.index.packets[i].keyframe for i in found)
     assert unopened == frozenset() and crafted == frozenset()
+
+
+def test_an_interlaced_source_drops_nothing(tmp_path: Path, ffmpeg: str) -> None:
+    from spooler.export.sources import non_reference_packets
+
+    # Given x264's interlaced coding (MBAFF) with a B-pyramid: non-reference pictures, but
+    # its SPS allows field pictures, whose two fields each carry a nal_ref_idc
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=2",
+         "-c:v", "libx264", "-preset", "faster", "-x264-params",
+         "interlaced=1:bframes=3:b-pyramid=normal:keyint=25", "-pix_fmt", "yuv420p",
+         str(tmp_path / "i.mp4")],
+        check=True,
+    )  # fmt: skip
+    spec = ExportJob.model_validate(
+        {
+            "angles": [{"id": "a", "source": "i.mp4"}],
+            "segments": [{"angle": "a", "start": 0, "end": 1}],
+            "audio": {"mode": "none"},
+        }
+    )
+    sources = inspect_sources(spec, [tmp_path], {"a"})
+    try:
+        source = sources["i.mp4"]
+        assert source.index is not None and source.fd is not None
+        samples = [(p.pos, p.size) for p in source.index.packets]
+        flagged = non_reference(fd_fetch(source.fd), samples, 4)
+        every = list(range(len(source.index.packets)))
+        found = non_reference_packets(source, every)
+    finally:
+        close_sources(sources)
+    # Then its samples' first slices say non-reference, yet none is claimed
+    assert flagged
+    assert found == frozenset()
