@@ -8,10 +8,11 @@ Signals only set flags; the loop acts on them:
   retries, max_jobs, log level, media roots, ...); log what changed and what needs a restart.
   Running jobs keep the settings they started with.
 - First SIGTERM/SIGINT, the shutdown order (a second one skips the grace period):
-  1. stop claiming; tell systemd STOPPING; heartbeat says "stopping";
+  1. stop claiming; tell systemd STOPPING; heartbeat says "stopping"; release the jobs
+     that wait for a slot here (claimed ahead, retries) so another daemon takes them now;
   2. let running jobs finish for up to `shutdown_grace_seconds` (cancels still honoured);
   3. stop what still runs: ffmpeg gets SIGTERM then SIGKILL, the job goes back to queued;
-  4. release every job we hold so another daemon takes it at once;
+  4. release every job we still hold so another daemon takes it at once;
   5. stop the watcher, delete our heartbeat, exit 0.
 """
 
@@ -238,6 +239,9 @@ class Daemon:
             )
             self.notifier.stopping("draining running jobs")
             self.timers.beat = now  # say "stopping" at once
+            # What waits for a slot here (claimed ahead, a retry, an adopted job) will not
+            # start: another daemon may take it now, not after the drain.
+            self._release_waiting()
         grace_over = now - self.timers.stop_started >= self.settings.shutdown_grace_seconds
         if self._stop_requests > 1 or grace_over:
             self.pool.stop_all()
@@ -295,10 +299,13 @@ class Daemon:
         self.log.info("config_reloaded", applied=plan.applied, needs_restart=plan.needs_restart)
         self.wake.set()
 
-    def _shutdown(self) -> None:
+    def _release_waiting(self) -> None:
         for job_id in list(self.table.waiting):
             self.intake.release(job_id)
         self.table.waiting.clear()
+
+    def _shutdown(self) -> None:
+        self._release_waiting()
         self.intake.close()
         if self.uploads is not None:
             self.uploads.stop()

@@ -27,7 +27,7 @@ from spooler.jobtable import JobTable
 from spooler.layout import SpoolLayout
 from spooler.loader import load_job
 from spooler.runner import JobHandle, SlotSignals
-from spooler.spool import ensure_layout, read_status
+from spooler.spool import RELEASED, ensure_layout, read_status
 from spooler.status import State, new_status
 from spooler.worker import WorkerIdentity
 
@@ -105,6 +105,24 @@ def test_a_dead_workers_running_job_is_adopted_and_a_cancel_while_queued_ends_it
     assert status is not None and status.state is State.CANCELLED
     assert status.cancel_requested
     assert "orphan" not in daemon.table.waiting
+
+
+def test_a_job_waiting_for_a_slot_is_released_as_the_drain_starts(daemon: Daemon) -> None:
+    # Given a job of ours that waits for a slot (adopted, none free), and one still running
+    job_folder(daemon, "adopted", "running", startedAt="2026-06-01T00:00:00Z")
+    daemon.table.max_jobs = 0
+    daemon.step(clocks(0))
+    assert "adopted" in daemon.table.waiting
+    loaded = load_job(json.dumps(tiny_job()).encode(), daemon.settings)
+    status = new_status("busy", State.QUEUED, now=T0, submitted_at=T0, worker=None, max_attempts=3)
+    daemon.table.running["busy"] = JobHandle("busy", loaded.spec, loaded.kind, status, 0.0)
+    # When the daemon is asked to stop, and the loop turns once
+    daemon.request_stop()
+    assert daemon.step(clocks(0.1)) is not None  # draining: the running job goes on
+    # Then the waiting job is released at once, for another daemon to take, not at the end
+    assert "adopted" not in daemon.table.waiting
+    assert daemon.layout.owner_file("adopted", RELEASED).exists()
+    assert "busy" in daemon.table.running
 
 
 def test_fencing_drops_a_job_whose_owner_token_was_taken(daemon: Daemon) -> None:
