@@ -49,6 +49,8 @@ class ConcatList:
     lines: list[str] = field(default_factory=list)
     elapsed_us: int = 0  # where the next entry starts on the list's own timeline
     starts_us: list[int] = field(default_factory=list)  # where each entry starts on it
+    # Each entry's inpoint and outpoint as written (µs, rounded outwards), in source time.
+    reads: list[tuple[Fraction, Fraction]] = field(default_factory=list)
     # False: no entry's probe decodes a frame (see add); the input's own probe decodes one.
     probe: bool = True
 
@@ -77,6 +79,9 @@ class ConcatList:
             f"duration {_us_text(duration_us)}",
         ]
         self.elapsed_us += duration_us
+        self.reads.append(
+            (Fraction(in_us, MICRO) - self.origin, Fraction(out_us, MICRO) - self.origin)
+        )
         return Fraction(in_us - start_us, MICRO) - self.origin
 
     def boundaries(self) -> list[Fraction]:

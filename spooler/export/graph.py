@@ -26,6 +26,20 @@ GRAPH_INLINE_LIMIT = 60_000  # longer graphs go to a file (one argv string must 
 
 
 @dataclass(frozen=True)
+class PieceInputs:
+    """What piece_inputs made: per span (in order) its pads, base and read; per angle its
+    input (an index into Graph.inputs)."""
+
+    video: list[str]
+    audio: list[str]
+    bases: list[Fraction]
+    # Each span's entry, in source time: decoding starts at the keyframe at or before its
+    # inpoint; no packet with a decode time at or past its outpoint is read.
+    reads: list[tuple[Fraction, Fraction]]
+    input_of: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Span:
     """A stretch of output on one angle: timeline [start, end)."""
 
@@ -65,12 +79,13 @@ def piece_inputs(
     audio: bool,
     postroll: bool = True,
     probe_entries: bool = True,
-) -> tuple[list[str], list[str], list[Fraction]]:
+) -> PieceInputs:
     """One ffconcat input per angle holding its spans; one branch per span (`route`).
 
-    Returns each span's video and audio pad labels and its base (graph time = source
-    time - base). Each stretch starts `margin` early and ends `margin` past the span plus
-    the file's measured interleave lead: an entry ends at the first packet of ANY stream
+    Returns each span's video and audio pad labels, its base (graph time = source time -
+    base) and the stretch its entry reads, and each angle's input. Each stretch starts
+    `margin` early and ends `margin` past the span plus the file's measured interleave
+    lead: an entry ends at the first packet of ANY stream
     past its outpoint, and audio chunks may sit ahead of the video in the file; then
     POSTROLL more. `postroll=False` (smart's encoded parts: video only, each span trimmed
     to its exact frames) adds the file's decode lag instead (0 unless it stores negative
@@ -83,6 +98,7 @@ def piece_inputs(
     lists: dict[str, ConcatList] = {}
     lags: dict[str, Fraction] = {}
     bases: list[Fraction] = []
+    reads: list[tuple[Fraction, Fraction]] = []
     for span in spans:
         angle = job.angle(span.angle)
         source = sources[angle.source]
@@ -107,9 +123,11 @@ def piece_inputs(
                 lags[span.angle] = source.index.decode_lag() if source.index else POSTROLL
             tail = lead + lags[span.angle]
         bases.append(lists[span.angle].add(src_start - m, src_end + m + tail))
+        reads.append(lists[span.angle].reads[-1])
     pads: dict[str, tuple[list[str], list[str]]] = {}
+    input_of: dict[str, int] = {}
     for angle_id, concat in lists.items():
-        k = graph.add_list(concat, list_paths[len(pads)])
+        k = input_of[angle_id] = graph.add_list(concat, list_paths[len(pads)])
         count = sum(span.angle == angle_id for span in spans)
         vpads = [f"[i{k}v{j}]" for j in range(count)] if video else []
         apads = [f"[i{k}a{j}]" for j in range(count)] if audio else []
@@ -120,7 +138,7 @@ def piece_inputs(
         pads[angle_id] = (vpads, apads)
     vlabels = [pads[span.angle][0].pop(0) for span in spans] if video else []
     alabels = [pads[span.angle][1].pop(0) for span in spans] if audio else []
-    return vlabels, alabels, bases
+    return PieceInputs(vlabels, alabels, bases, reads, input_of)
 
 
 def route(select: str, concat: ConcatList, count: int) -> str:

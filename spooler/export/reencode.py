@@ -176,9 +176,17 @@ def plan_reencode(
         # Room for the source frame just before the first output frame (nearest wins).
         return 2 / Fraction(source.info.fps or fps)
 
-    vin, ain, bases = piece_inputs(
-        job, sources, graph, spans, list(paths.lists), margin, video=True, audio=follow
+    inputs = piece_inputs(
+        job,
+        sources,
+        graph,
+        spans,
+        list(paths.lists),
+        margin,
+        video=True,
+        audio=follow,
     )
+    vin, ain, bases = inputs.video, inputs.audio, inputs.bases
     # One decoder per angle, slice threads only (issue 18, measured on 1080p H.264 High):
     # frame threads hold threads + delay frames per decoder and refill their pipeline at
     # every seek; three of them took ffmpeg from 410 to 452 MB at the same CPU.

@@ -48,7 +48,14 @@ from spooler.export.commands import (
 )
 from spooler.export.encoders import DEFAULT_PRESET, encoder_threads
 from spooler.export.gop import Frames, Part, split_piece
-from spooler.export.graph import Graph, Span, balanced_sum, command_args, piece_inputs
+from spooler.export.graph import (
+    Graph,
+    PieceInputs,
+    Span,
+    balanced_sum,
+    command_args,
+    piece_inputs,
+)
 from spooler.export.models import ExportJob
 from spooler.export.output import CONTAINER_VIDEO, nominal_rate
 from spooler.export.probed import Need, Source, check_needs
@@ -408,7 +415,7 @@ def _encode_command(
         offset = Fraction(angle.sync_offset)
         spans.append(Span(item.angle, begin - offset, end - offset, item.label))
         windows.append((begin - half, end - half))
-    vin, _, bases = piece_inputs(
+    inputs = piece_inputs(
         job,
         sources,
         graph,
@@ -420,16 +427,16 @@ def _encode_command(
         postroll=False,  # trimmed to the part's exact frames: read no further than they need
         probe_entries=False,  # one entry a part: each probe would decode a keyframe
     )
-    drops = _warm_up_drops(job, sources, frames, group, non_reference) if non_reference else []
+    drops = _warm_up_drops(job, sources, frames, group, inputs, non_reference)
     graph.inputs = [  # the decoders
-        ["-threads", str(threads), *(drops[k] if k < len(drops) else []), *args]
-        for k, args in enumerate(graph.inputs)
+        ["-threads", str(threads), *drops.get(k, []), *args] for k, args in enumerate(graph.inputs)
     ]
     labels = []
     for i, (begin, end) in enumerate(windows):
         # Exactly the part's source frames: each lies half a frame inside the window.
+        base = inputs.bases[i]
         graph.chains.append(
-            f"{vin[i]}trim=start={fmt(begin - bases[i])}:end={fmt(end - bases[i])},"
+            f"{inputs.video[i]}trim=start={fmt(begin - base)}:end={fmt(end - base)},"
             f"setpts=PTS-STARTPTS[e{i}]"
         )
         labels.append(f"[e{i}]")
@@ -499,52 +506,58 @@ def _warm_up_drops(
     sources: dict[str, Source],
     frames: dict[str, Frames],
     group: list[_Placed],
-    non_reference: NonReference,
-) -> list[list[str]]:
-    """Per input (the angles in order of first use, as graph.piece_inputs makes them): the
-    options that skip decoding the non-reference pictures no part shows (issue 18).
+    inputs: PieceInputs,
+    non_reference: NonReference | None,
+) -> dict[int, list[str]]:
+    """Per input (its index in the command's inputs): the options that skip decoding the
+    non-reference pictures no part shows (issue 18).
 
-    Each part is decoded from the keyframe before it, and a few frames past its last are
-    read too; the frames before the part's first are decoded only as references for what
-    follows. A non-reference picture (a B-frame, mostly) is a reference for nothing, so
-    such a packet is dropped before the decoder (`-bsf:v noise=drop=...`, by its position
-    in the file): every frame a part shows decodes to the same pixels (tests compare), and
-    on B-frame footage about a third of the warm-up is not decoded. A packet that any part
-    of the input shows is never dropped; a source whose packets' positions are unknown
-    (scanned, remote) drops none."""
-    by_angle: dict[str, list[_Placed]] = {}
-    for item in group:
-        by_angle.setdefault(item.angle, []).append(item)
-    drops: list[list[str]] = []
+    Each part's entry is decoded from the keyframe before it, and reads a few packets past
+    its last frame (graph.piece_inputs' `reads`); the frames before the part's first are
+    decoded only as references for what follows. A non-reference picture (a B-frame,
+    mostly) is a reference for nothing, so such a packet is dropped before the decoder
+    (`-bsf:v noise=drop=...`, by its position in the file): every frame a part shows
+    decodes to the same pixels (tests compare), and on B-frame footage about a third of the
+    warm-up is not decoded. A packet that any part of the input shows is never dropped; a
+    source whose packets' positions are unknown (scanned, remote) drops none. What is
+    read only bounds what is worth naming: a named packet that is never read costs a term."""
+    if non_reference is None:
+        return {}
+    by_angle: dict[str, list[tuple[_Placed, tuple[Fraction, Fraction]]]] = {}
+    for item, window in zip(group, inputs.reads, strict=True):
+        by_angle.setdefault(item.angle, []).append((item, window))
+    drops: dict[int, list[str]] = {}
     budget = MAX_DROPPED
     for angle_id, items in by_angle.items():
         source = sources[job.angle(angle_id).source]
         index, angle_frames = source.index, frames[angle_id]
         assert index is not None
+        # Display frame (counted from the angle's first) -> decode index, and back.
         decode_of = {
             (p.pts - angle_frames.first) // angle_frames.step: i
             for i, p in enumerate(index.packets)
         }
-        # What a part's entry reads (graph.piece_inputs): from the keyframe at or before its
-        # margin, to a few frames past its end (the margin, the file's interleave lead and
-        # decode lag, and the B-frames decoded after the last frame shown).
         keys = sorted(f for f, i in decode_of.items() if index.packets[i].keyframe)
+        decode_times = [p.dts for p in index.packets]
         frame = angle_frames.step * index.time_base
-        past = Fraction(index.interleave_lead) + index.decode_lag()
-        after = READ_MARGIN_FRAMES + math.ceil(past / frame) + angle_frames.bframes + 1
+        first = index.time(angle_frames.first)
         read: set[int] = set()
-        for item in items:
-            at = bisect.bisect_right(keys, item.part.start - READ_MARGIN_FRAMES) - 1
-            read.update(range(keys[at] if at >= 0 else 0, item.part.start))
-            read.update(range(item.part.stop, item.part.stop + after))
-        shown = {f for item in items for f in range(item.part.start, item.part.stop)}
-        candidates = sorted(decode_of[f] for f in read - shown if f in decode_of)
+        shown: set[int] = set()
+        for item, (read_in, read_out) in items:
+            at = bisect.bisect_right(keys, math.floor((read_in - first) / frame)) - 1
+            start = decode_of[keys[at]] if at >= 0 else 0
+            # The entry ends at the first packet decoded at or after read_out.
+            stop = bisect.bisect_left(
+                decode_times, math.ceil((read_out + index.origin) / index.time_base)
+            )
+            read.update(range(start, stop))
+            shown.update(decode_of[f] for f in range(item.part.start, item.part.stop))
+        candidates = sorted(read - shown)
         positions = sorted(index.packets[i].pos for i in non_reference(source, candidates))
         if not positions or len(positions) > budget or positions[0] < 0:
-            drops.append([])
             continue
         budget -= len(positions)
         # The bsf list separates filters by commas: the expression's own are escaped.
         terms = [f"eq(pos\\,{pos})" for pos in positions]
-        drops.append(["-bsf:v", f"noise=drop={balanced_sum(terms)}"])
+        drops[inputs.input_of[angle_id]] = ["-bsf:v", f"noise=drop={balanced_sum(terms)}"]
     return drops

@@ -293,7 +293,7 @@ def plan_audio(
     graph = Graph()
     if isinstance(job.audio, FollowAudio):
         # The video needs (checked by the caller) cover the same spans of the same files.
-        _, ains, bases = piece_inputs(
+        inputs = piece_inputs(
             job,
             sources,
             graph,
@@ -303,7 +303,7 @@ def plan_audio(
             video=False,
             audio=True,
         )
-        labels = audiograph.follow_labels(job, graph, spans, ains, bases)
+        labels = audiograph.follow_labels(job, graph, spans, inputs.audio, inputs.bases)
         total = audiograph.samples_at(end) - audiograph.samples_at(start)
         graph.chains.append(
             f"{''.join(labels)}concat=n={len(labels)}:v=0:a=1,asetpts=N/SR/TB"
