@@ -15,7 +15,8 @@ Guarantees kept:
   kill -9 closes it too), SIGKILLs every group it started and exits; and each ffmpeg has a
   parent-death SIGKILL bound to the helper, should the helper itself be killed;
 - an exec failure is reported as OSError, as subprocess does;
-- anything wrong with the helper (cannot start, died) falls back to subprocess.
+- anything wrong with the helper (cannot start, died) falls back to subprocess; so does
+  one request too long for its socket (MAX_MESSAGE, or a smaller send buffer), alone.
 
 Protocol (one SOCK_SEQPACKET socketpair, JSON messages):
   daemon -> helper  {"id", "argv", "nice", "targets"} + the fds (SCM_RIGHTS), in `targets` order
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import json
 import os
 import select
@@ -84,6 +86,10 @@ class Spawner:
         if self._sock is not None or self._broken:
             return self._sock
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A message must fit the sender's buffer whole (the default, ~208 KB, is below
+        # MAX_MESSAGE); the kernel doubles what is asked, up to twice net.core.wmem_max.
+        with contextlib.suppress(OSError):
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
         try:
             # No preexec_fn: a vfork, cheap. Its own session: a Ctrl-C of the daemon's
             # terminal must not kill the helper (the daemon drains its jobs first).
@@ -204,11 +210,15 @@ class Spawner:
                     {"id": request_id, "argv": argv, "nice": nice, "targets": targets}
                 ).encode()
                 try:
+                    if len(body) > MAX_MESSAGE:  # the helper reads no more than that
+                        raise OSError(errno.EMSGSIZE, "request too long for the helper")
                     sock.sendmsg(
                         [body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
                     )
-                except OSError:
-                    self._broken = True
+                except OSError as exc:
+                    # Too long for the socket: this one ffmpeg starts the plain way, the
+                    # helper stays for the next. Any other failure: the helper is gone.
+                    self._broken = exc.errno != errno.EMSGSIZE
                     os.close(out_r)
                     os.close(err_r)
                     return None

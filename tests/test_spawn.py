@@ -156,3 +156,20 @@ def test_a_closed_spawner_starts_a_new_helper_on_the_next_spawn(spawner: Spawner
     assert again is not None and spawner._helper not in (None, helper)
     assert again.wait(timeout=10) == 0
     _drain(again)
+
+
+def test_a_long_argv_goes_through_and_a_too_long_one_alone_falls_back(spawner: Spawner) -> None:
+    # Given argument lists of 230 KB (over a socket's default send buffer, ~208 KB) and
+    # 300 KB (over the helper's MAX_MESSAGE): the kernel allows 128 KiB an argument
+    def argv(kilobytes: int) -> list[str]:
+        return ["/bin/true", *["x" * 100_000] * (kilobytes // 100), "y" * (kilobytes % 100 * 1000)]
+
+    long = spawner.spawn(argv(230), nice=0, pass_fds=())
+    assert long is not None and long.wait(timeout=10) == 0
+    _drain(long)
+    # When one is too long for the helper: that one starts the plain way (None)...
+    assert spawner.spawn(argv(300), nice=0, pass_fds=()) is None
+    # ...and the helper still starts the next
+    after = spawner.spawn(["/bin/true"], nice=0, pass_fds=())
+    assert after is not None and after.wait(timeout=10) == 0
+    _drain(after)
