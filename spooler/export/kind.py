@@ -8,6 +8,7 @@ stills.py (every output checked) -> ctx.publish, all outputs or none.
 from __future__ import annotations
 
 import glob
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
@@ -114,7 +115,8 @@ class ExportKind:
         # PATH decodes them all instead (the copy and reencode modes never ask).
         may_smart = spec.mode in ("auto", "smart")
         drops = non_reference_packets if may_smart and drops_input_packets(ctx.ffmpeg) else None
-        plan = plan_export(spec, sources, settings, paths, drops)
+        cores = len(os.sched_getaffinity(0))  # what ffmpeg's threads share
+        plan = plan_export(spec, sources, settings, paths, drops, cores=cores)
         preflight = {**plan.preflight, **({"fromProxies": proxies} if proxies else {})}
         if remote is not None and remote.opened:
             preflight["remoteSources"] = [

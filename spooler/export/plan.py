@@ -59,10 +59,14 @@ def plan_export(
     settings: Settings,
     paths: PlanPaths,
     non_reference: NonReference | None = None,
+    *,
+    cores: int = 2,
 ) -> Plan:
     """The whole plan for `job`, from probe results only: no process, no disk. The one read
     it may ask for is `non_reference` (the shell's sources.non_reference_packets: a smart
-    render's warm-up packets that need not be decoded); None drops nothing."""
+    render's warm-up packets that need not be decoded); None drops nothing. `cores`: the
+    CPUs ffmpeg may use, which its thread counts share (the kind passes the process's
+    affinity; pure tests plan for 2)."""
     pieces = job_pieces(job)
     if not pieces:
         raise JobError(ErrorCode.INVALID_JOB, "range: selects nothing of the timeline")
@@ -111,7 +115,15 @@ def plan_export(
         problems, angle_frames = smart_blockers(job, sources, used)
         if not problems:
             return plan_smart(
-                job, sources, settings, paths, angle_frames, reason, preflight, non_reference
+                job,
+                sources,
+                settings,
+                paths,
+                angle_frames,
+                reason,
+                preflight,
+                non_reference,
+                cores=cores,
             )
         reason += "; smart render is not possible (" + "; ".join(problems) + "): re-encoding"
     if codec == "copy":
@@ -126,4 +138,6 @@ def plan_export(
     frames = quantise(pieces, fps)
     if not frames:
         raise JobError(ErrorCode.INVALID_JOB, "range: selects less than one frame")
-    return plan_reencode(job, sources, settings, paths, frames, fps, codec, reason, preflight)
+    return plan_reencode(
+        job, sources, settings, paths, frames, fps, codec, reason, preflight, cores=cores
+    )

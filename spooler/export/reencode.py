@@ -18,7 +18,6 @@ audiograph.py (the audio track, cut in samples; ambient mix; loudness) and rendi
 from __future__ import annotations
 
 import math
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -159,6 +158,8 @@ def plan_reencode(
     codec: str,
     reason: str,
     preflight: dict[str, Any],
+    *,
+    cores: int,
 ) -> Plan:
     first = sources[job.angle(frames[0].angle).source]
     width, height = output_size(job, first)
@@ -311,7 +312,7 @@ def plan_reencode(
     )
     args, files = command_args(graph, paths)
     encoders = 1 + sum(b.video is not None for b in branches)
-    threads = shared_threads(settings.ffmpeg_threads, encoders, len(os.sched_getaffinity(0)))
+    threads = shared_threads(settings.ffmpeg_threads, encoders, cores)
     if one_audio:
         assert audio_label is not None
         args += _tee_output(job, codec, fps, threads, vmain, audio_label, branches, paths)

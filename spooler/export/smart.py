@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -173,6 +172,8 @@ def plan_smart(
     reason: str,
     preflight: dict[str, Any],
     non_reference: NonReference | None = None,
+    *,
+    cores: int,
 ) -> Plan:
     used = list(frames)
     reference = sources[job.angle(used[0]).source]
@@ -258,6 +259,7 @@ def plan_smart(
             settings,
             len(groups),
             non_reference,
+            cores,
         )
         args += ["-f", "mp4", f"file:{piece_file}"]
         count = 0
@@ -395,11 +397,12 @@ def _encode_command(
     settings: Settings,
     workers: int,
     non_reference: NonReference | None,
+    cores: int,
 ) -> tuple[list[str], dict[Path, str]]:
     """One ffmpeg run: the group's parts back to back, an IDR at each part's start."""
     # Several encoders run at once: each gets its share of the cores (each process's own
     # default would oversubscribe them; measured 9 % less CPU for the same frames).
-    threads = settings.ffmpeg_threads or max(1, len(os.sched_getaffinity(0)) // workers)
+    threads = settings.ffmpeg_threads or max(1, cores // workers)
     graph = Graph()
     half = 1 / (2 * fps)
     spans: list[Span] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -109,14 +108,17 @@ def test_video_renditions_share_the_cores_between_their_encoders() -> None:
             {"name": "audio", "audioOnly": True},
         ],
     )
-    cores = len(os.sched_getaffinity(0))
-    # When it is planned with ffmpeg's thread count left to ffmpeg (the default)
-    args = plan_export(spec, IPPP, SETTINGS, WITH_RENDITIONS).commands[0].args
-    # Then each encoder gets an equal share of the cores, not 1.5x the cores each
-    assert _encoder_threads(args) == [str(max(1, cores // 3))] * 3
+    # When it is planned for 6 cores, and for 2, with ffmpeg's thread count left to
+    # ffmpeg (the default)
+    six = plan_export(spec, IPPP, SETTINGS, WITH_RENDITIONS, cores=6).commands[0].args
+    two = plan_export(spec, IPPP, SETTINGS, WITH_RENDITIONS, cores=2).commands[0].args
+    # Then each encoder gets an equal share of the cores (at least one), not 1.5x the
+    # cores each
+    assert _encoder_threads(six) == ["2"] * 3
+    assert _encoder_threads(two) == ["1"] * 3
     # And an operator's ffmpeg_threads is kept as it is
     pinned = SETTINGS.model_copy(update={"ffmpeg_threads": 4})
-    args = plan_export(spec, IPPP, pinned, WITH_RENDITIONS).commands[0].args
+    args = plan_export(spec, IPPP, pinned, WITH_RENDITIONS, cores=6).commands[0].args
     assert _encoder_threads(args) == ["4"] * 3
 
 

@@ -226,7 +226,7 @@ def _planning(smart_root: Path, tmp_path: Path) -> Iterator[tuple[Callable[..., 
         lists = tuple(tmp_path / f"{i}.ffconcat" for i in range(3 * (len(spec.angles) + 2)))
         paths = PlanPaths(tmp_path / "o.mp4", tmp_path / "a.mp4", tmp_path / "g.txt", lists, ())
         yield (
-            lambda reader: plan_export(spec, sources, settings, paths, reader),
+            lambda reader, **more: plan_export(spec, sources, settings, paths, reader, **more),
             [s.fd for s in sources.values() if s.fd is not None],
         )
     finally:
@@ -264,6 +264,23 @@ def test_warm_up_skips_non_reference_pictures_and_no_pixel_changes(
     assert all(n and d > 0 for n, d in zip(named, fewer, strict=True)), (named, fewer)
     # ...and every frame the encoders get is the same, bit for bit
     assert pairs and all(got[0] == want[0] and got[0] for got, want in pairs)
+
+
+def test_the_encoders_share_the_cores_they_are_planned_for(
+    smart_root: Path, tmp_path: Path
+) -> None:
+    # Given the edit planned for 4 cores and for 1 (two encode processes, the default)
+    with _planning(smart_root, tmp_path) as (plan, _):
+        four, one = plan(None, cores=4), plan(None, cores=1)
+    assert four.mode == one.mode == "smart"
+
+    def threads(planned: Any) -> set[str]:
+        encodes = [c.args for c in planned.commands if c.step.startswith("encode")]
+        assert len(encodes) == 2
+        return {args[i + 1] for args in encodes for i, a in enumerate(args) if a == "-threads"}
+
+    # Then every decoder and encoder of each process gets its half, at least one thread
+    assert threads(four) == {"2"} and threads(one) == {"1"}
 
 
 def test_a_command_names_at_most_max_dropped_packets(
