@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from support import tiny_job
 from spooler.clock import Clocks
 from spooler.config import Settings
 from spooler.daemon import Daemon
+from spooler.errors import ErrorCode, JobError
 from spooler.fsutil import leases_work, open_for_writing_elsewhere
 from spooler.intake.inbox import InboxIntake
 from spooler.jobtable import JobTable
@@ -29,6 +30,7 @@ from spooler.loader import load_job
 from spooler.runner import JobHandle, SlotSignals
 from spooler.spool import RELEASED, ensure_layout, read_status
 from spooler.status import State, new_status
+from spooler.storage import RolledForward
 from spooler.worker import WorkerIdentity
 
 DEAD = "deadhost-999999-abcdef"
@@ -123,6 +125,66 @@ def test_a_job_waiting_for_a_slot_is_released_as_the_drain_starts(daemon: Daemon
     assert "adopted" not in daemon.table.waiting
     assert daemon.layout.owner_file("adopted", RELEASED).exists()
     assert "busy" in daemon.table.running
+
+
+class _RemoteOutputs:
+    """Outputs whose roll forward talks to remote storage: "down*" jobs fail as an
+    unreachable storage would (transient) once `fail` is set, the others wait until
+    `release` is."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.fail = threading.Event()
+        self.release = threading.Event()
+
+    def remote_roll_forward(self, status: object) -> bool:
+        return True
+
+    def roll_forward(self, job_id: str, status: object) -> RolledForward:
+        self.started.append(job_id)
+        if job_id.startswith("down"):
+            self.fail.wait(20)
+            raise JobError(ErrorCode.STORAGE_FAILED, "storage unreachable")
+        self.release.wait(20)
+        return RolledForward(False)
+
+
+def test_a_remote_roll_forward_waiting_for_its_retry_holds_no_worker(daemon: Daemon) -> None:
+    from spooler.recovery import REMOTE_WORKERS
+
+    # Given as many dead workers' jobs with an upload to finish as there are remote
+    # workers, on a storage that does not answer: each worker runs one
+    intake = daemon.intake
+    assert isinstance(intake, InboxIntake)
+    outputs = _RemoteOutputs()
+    intake.recovery.outputs = outputs  # type: ignore[assignment]
+    down = [f"down{i}" for i in range(REMOTE_WORKERS)]
+    for job_id in down:
+        job_folder(daemon, job_id, "running", startedAt="2026-06-01T00:00:00Z")
+    daemon.table.max_jobs = 0
+    try:
+        daemon.step(clocks(0))
+        _wait_until(lambda: sorted(outputs.started) == down)
+        # When they fail and wait for their retry (a backoff of seconds), and another such
+        # job turns up before recovery passes again
+        outputs.fail.set()
+        _wait_until(lambda: all(w.done.is_set() for w in intake.recovery._remote.values()))
+        job_folder(daemon, "later", "running", startedAt="2026-06-01T00:00:00Z")
+        daemon.timers.recovery = 0
+        daemon.step(clocks(0.5))
+        # Then it is started now, not after their retries
+        _wait_until(lambda: "later" in outputs.started)
+        assert sorted(outputs.started) == sorted([*down, "later"])
+    finally:
+        outputs.fail.set()
+        outputs.release.set()
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_fencing_drops_a_job_whose_owner_token_was_taken(daemon: Daemon) -> None:
