@@ -190,7 +190,7 @@ class Daemon:
         if self._reload_requested:
             self._reload_requested = False
             self._guarded(self._reload, clocks)
-        stopping = self._stopping(now)
+        stopping = self._stopping(clocks)
         if stopping and not self.table.running:
             return None
         if not stopping and self.intake.check(clocks):
@@ -227,9 +227,10 @@ class Daemon:
             return self.settings.tick_seconds
         return min(self.settings.rescan_seconds, self.settings.heartbeat_seconds)
 
-    def _stopping(self, now: float) -> bool:
+    def _stopping(self, clocks: Clocks) -> bool:
         if not self._stop_requests:
             return False
+        now = clocks.monotonic
         if self.timers.stop_started is None:
             self.timers.stop_started = now
             self.log.info(
@@ -241,7 +242,7 @@ class Daemon:
             self.timers.beat = now  # say "stopping" at once
             # What waits for a slot here (claimed ahead, a retry, an adopted job) will not
             # start: another daemon may take it now, not after the drain.
-            self._release_waiting()
+            self._guarded(self._release_waiting, clocks)
         grace_over = now - self.timers.stop_started >= self.settings.shutdown_grace_seconds
         if self._stop_requests > 1 or grace_over:
             self.pool.stop_all()
@@ -299,7 +300,7 @@ class Daemon:
         self.log.info("config_reloaded", applied=plan.applied, needs_restart=plan.needs_restart)
         self.wake.set()
 
-    def _release_waiting(self) -> None:
+    def _release_waiting(self, clocks: Clocks | None = None) -> None:
         for job_id in list(self.table.waiting):
             self.intake.release(job_id)
         self.table.waiting.clear()

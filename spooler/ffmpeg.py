@@ -45,6 +45,21 @@ REFUSED_PROBE = (
     "not on whitelist 'none'",
     "Failed to open codec in avformat_find_stream_info",
 )
+REPEATED = re.compile(r"Last message repeated \d+ times$")
+
+
+class RefusalFilter:
+    """Drops REFUSED_PROBE lines, and ffmpeg's "Last message repeated N times" after one."""
+
+    def __init__(self) -> None:
+        self.after_refusal = False
+
+    def drops(self, line: str) -> bool:
+        dropped = line.endswith(REFUSED_PROBE) or (
+            self.after_refusal and REPEATED.search(line) is not None
+        )
+        self.after_refusal = dropped
+        return dropped
 
 
 def find_ffmpeg(configured: str | None) -> str:
@@ -216,9 +231,12 @@ def run_ffmpeg(
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
     state = _Progress(last_advance=time.monotonic())
 
+    # Refused probes happen only in a command that reads ffconcat lists.
+    quiet = RefusalFilter() if "concat" in args else None
+
     def on_stderr(lines: list[str]) -> None:
         for line in lines:
-            if line.endswith(REFUSED_PROBE):
+            if quiet is not None and quiet.drops(line):
                 continue
             tail.append(line)
             log.write(line + "\n")

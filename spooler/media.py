@@ -5,6 +5,7 @@ The shell side: opening files. What a probe finds is plain data in spooler.media
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -17,13 +18,13 @@ from spooler.h264 import AvcConfig, is_idr
 
 # The data types live in the pure mediainfo module (planners import them without PyAV);
 # re-exported here under their old home.
-from spooler.mediainfo import DEMUX_OPTIONS, MediaLocation, open_options, reader_url
 from spooler.mediainfo import DEMUXERS as DEMUXERS
 from spooler.mediainfo import FORMAT_WHITELIST as FORMAT_WHITELIST
 from spooler.mediainfo import OPEN_OPTIONS as OPEN_OPTIONS
 from spooler.mediainfo import PROTOCOLS as PROTOCOLS
 from spooler.mediainfo import AudioSpan as AudioSpan
 from spooler.mediainfo import MediaInfo as MediaInfo
+from spooler.mediainfo import MediaLocation, is_mov, open_options, reader_url
 from spooler.mediainfo import VideoIndex as VideoIndex
 from spooler.mediainfo import VideoPacket as VideoPacket
 
@@ -55,6 +56,18 @@ def probe(path: MediaLocation, *, decode: bool = False, name: str | None = None)
             f"({FORMAT_WHITELIST}): {_reason(exc)}",
             {"allowedFormats": list(DEMUXERS)},
         ) from exc
+
+
+def open_demuxer(location: MediaLocation) -> Any:
+    """A reader of packets only. An MP4/MOV's probe decodes no frame (mediainfo.
+    NO_PROBE_DECODE: its sample tables give every timestamp); another container is opened
+    again with the decode, which some need for their packets' timestamps (Matroska's decode
+    times, MPEG-TS's audio parameters)."""
+    container = av.open(reader_url(location), options=open_options(location, decode=False))
+    if is_mov(container.format.name):
+        return container
+    container.close()
+    return av.open(reader_url(location), options=open_options(location))
 
 
 def _reason(exc: BaseException) -> str:
@@ -172,6 +185,44 @@ def verify_media(
     return info
 
 
+# Packets a demuxer may yield without a decode time while its reorder buffer fills (a
+# B-frame stream's delay, a few frames); past that, what is still untimed is not waited for.
+MAX_UNTIMED = 16
+
+
+def frame_step(stream: Any) -> int:
+    """One frame's duration in the stream's time base (1 if its rate is unknown)."""
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate or stream.time_base is None:
+        return 1
+    return max(1, round(1 / (Fraction(rate) * Fraction(stream.time_base))))
+
+
+def with_decode_times(packets: Iterable[Any], step: int) -> Iterator[Any]:
+    """The packets that have a presentation time, each with a decode time. Matroska stores
+    none: libavformat derives them from the presentation times once its reorder buffer has
+    filled, so the first packets of a B-frame stream (at the file's start, and after each
+    seek) come without. Each gets the first derived time minus one frame (`step`) for each
+    packet between them, as an MP4 stores them (never past its own presentation time)."""
+    pending: list[Any] = []
+    for packet in packets:
+        if packet.pts is None:
+            continue
+        if packet.dts is None and len(pending) < MAX_UNTIMED:
+            pending.append(packet)
+            continue
+        known = packet.pts if packet.dts is None else packet.dts
+        for back, waiting in enumerate(reversed(pending), start=1):
+            waiting.dts = min(waiting.pts, known - back * step)
+        packet.dts = known
+        yield from pending
+        pending.clear()
+        yield packet
+    for waiting in pending:  # the stream ended first
+        waiting.dts = waiting.pts
+        yield waiting
+
+
 def scan_video(path: MediaLocation, *, name: str | None = None) -> VideoIndex:
     """Demux (without decoding) every packet of the first video stream."""
     try:
@@ -180,12 +231,10 @@ def scan_video(path: MediaLocation, *, name: str | None = None) -> VideoIndex:
             nal_length = nal_length_size(stream)
             packets = [
                 VideoPacket(
-                    packet.pts, packet.dts if packet.dts is not None else packet.pts,
-                    packet.duration or 0, bool(packet.is_keyframe),
+                    packet.pts, packet.dts, packet.duration or 0, bool(packet.is_keyframe),
                     bool(packet.is_keyframe and nal_length and is_idr(bytes(packet), nal_length)),
                 )
-                for packet in container.demux(stream)
-                if packet.pts is not None
+                for packet in with_decode_times(container.demux(stream), frame_step(stream))
             ]  # fmt: skip
             assert stream.time_base is not None
             origin = Fraction(container.start_time or 0, 1_000_000)
@@ -311,7 +360,7 @@ class StreamEnds:
 def stream_ends(path: Path) -> StreamEnds:
     """Demux a whole file to find its real stream ends (container durations can lie)."""
     try:
-        with av.open(f"file:{path}", options=DEMUX_OPTIONS) as container:
+        with open_demuxer(path) as container:
             streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
             # Time 0 as players count it: the streams' start times (edit lists applied),
             # not an AAC priming packet's negative timestamp.

@@ -22,15 +22,22 @@ PROTOCOLS = "file"
 DEMUXERS = ("mov", "matroska", "mpegts", "mxf", "avi", "wav", "w64", "flac", "mp3", "aiff", "ogg")
 FORMAT_WHITELIST = ",".join(DEMUXERS)
 OPEN_OPTIONS = {"protocol_whitelist": PROTOCOLS, "format_whitelist": FORMAT_WHITELIST}
-# Added for a reader that only demuxes: libavformat's probe then decodes no frame, which it
-# would only to learn a pixel or sample format that no demuxer needs (a 1080p H.264
-# keyframe: ~20 ms; issue 18). PyAV passes a container's options to each stream's probe
-# decoder too; the refusal goes to PyAV's log, which is off.
+# Added for a reader of an MP4/MOV that only demuxes: libavformat's probe then decodes no
+# frame, which it would only to learn a pixel or sample format that this demuxer does not
+# need (its sample tables give every timestamp; a 1080p H.264 keyframe: ~20 ms; issue 18).
+# Not for other containers: Matroska's decode times and MPEG-TS's audio parameters come
+# from that decode (media.open_demuxer). PyAV passes a container's options to each
+# stream's probe decoder too; the refusal goes to PyAV's log, which is off.
 NO_PROBE_DECODE = {"codec_whitelist": "none"}
 DEMUX_OPTIONS = {**OPEN_OPTIONS, **NO_PROBE_DECODE}
 # A remote source is read through the daemon's loopback gateway (spooler/s3/gateway.py):
 # plain http over tcp to 127.0.0.1, nothing else (no tls, no file).
 REMOTE_PROTOCOLS = "http,tcp"
+
+
+def is_mov(format_name: str) -> bool:
+    """libavformat's MP4/MOV demuxer ("mov,mp4,m4a,3gp,3g2,mj2")."""
+    return format_name.split(",")[0] == "mov"
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ def reader_protocols(location: MediaLocation) -> str:
 
 def open_options(location: MediaLocation, *, decode: bool = True) -> dict[str, str]:
     """PyAV's open options for a source: its protocols and the demuxer allow-list;
-    `decode=False` for a reader that only demuxes (NO_PROBE_DECODE)."""
+    `decode=False` for a reader of an MP4/MOV that only demuxes (NO_PROBE_DECODE)."""
     options = {
         "protocol_whitelist": reader_protocols(location),
         "format_whitelist": FORMAT_WHITELIST,

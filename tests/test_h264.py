@@ -56,8 +56,8 @@ def test_idr_detection_on_length_prefixed_samples() -> None:
 
 
 # More avcC records from x264 (64x64 testsrc2): Main profile, progressive and `interlaced=1`
-# (MBAFF); High with `cqm=jvt` (scaling matrices in the SPS); Baseline (picture order
-# count type 2).
+# (MBAFF); High with `cqm=jvt` (x264 sets no scaling list in the SPS: the hand-made SPS
+# below has some); Baseline (picture order count type 2).
 MAIN = bytes.fromhex("014d400affe10017674d400aeca2136022000003000200000300641e244b2c01000468ce0fc8")
 INTERLACED = bytes.fromhex(
     "014d4015ffe10017674d4015eca226c044000003000400000300c87c50a65801000468de0fc8"

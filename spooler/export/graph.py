@@ -20,6 +20,7 @@ from spooler.export.commands import PlanPaths, fmt
 from spooler.export.ffconcat import ConcatList, concat_input
 from spooler.export.models import ExportJob
 from spooler.export.probed import Source
+from spooler.mediainfo import is_mov
 
 POSTROLL = Fraction(1, 5)  # seconds read past a stretch beyond the file's interleave lead
 GRAPH_INLINE_LIMIT = 60_000  # longer graphs go to a file (one argv string must stay < 128 KiB)
@@ -92,7 +93,8 @@ def piece_inputs(
     composition offsets): every packet the span's frames need has a decode time below
     the span's end + that lag, so the packet that ends the entry comes after all of them
     (issue 18: 6 frames fewer decoded past each part at 30 fps). `probe_entries=False`:
-    no entry decodes a frame to be probed, the input's own probe one (ConcatList.probe).
+    no entry of an MP4/MOV decodes a frame to be probed, the input's own probe one
+    (ConcatList.probe).
     """
     assert postroll or not audio, "an audio read keeps the postroll"
     lists: dict[str, ConcatList] = {}
@@ -110,7 +112,8 @@ def piece_inputs(
                 source.location,
                 Fraction(source.info.start_time),
                 longest + 1,
-                probe=probe_entries,
+                # Only an MP4/MOV's entries go without (mediainfo.NO_PROBE_DECODE).
+                probe=probe_entries or not is_mov(source.info.format_name),
             )
         src_start = span.start + Fraction(angle.sync_offset)
         m = margin(source)

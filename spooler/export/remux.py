@@ -19,18 +19,20 @@ import av
 from spooler.errors import ErrorCode, JobError
 from spooler.export.commands import MUXERS, AudioCopy, EncodedPart, VideoPart
 from spooler.h264 import AvcConfig
+from spooler.media import frame_step, open_demuxer, with_decode_times
 from spooler.mediainfo import DEMUX_OPTIONS, MediaLocation, open_options, reader_url
 
-_OPEN = DEMUX_OPTIONS  # only plain files, only the allowed demuxers, packets only
+# Our own piece files (MP4): only plain files, only the allowed demuxers, packets only.
+_OPEN = DEMUX_OPTIONS
 CANCEL_CHECK_PACKETS = 500
 
 
-def _open_source(location: MediaLocation, *, decode: bool = True) -> Any:
+def _open_source(location: MediaLocation) -> Any:
     """A source (or our audio file) for reading: a local file with the file protocol only,
-    a remote one through the loopback gateway (http,tcp only); the demuxer allow-list.
-    `decode=False` for packets only: its probe then decodes no frame (a template's must,
-    for what only the decoder reads, such as an H.264 stream's pixel aspect ratio)."""
-    return av.open(reader_url(location), options=open_options(location, decode=decode))
+    a remote one through the loopback gateway (http,tcp only); the demuxer allow-list. Its
+    probe decodes a frame: a template's stream copies what only the decoder reads, such as
+    an H.264 stream's pixel aspect ratio (the packet reads use media.open_demuxer)."""
+    return av.open(reader_url(location), options=open_options(location))
 
 
 class _PieceReader:
@@ -96,7 +98,7 @@ def _video_packets(
                 log(f"# encoded {segment.count} video packets for {segment.label}")
                 continue
             if segment.path not in containers:
-                containers[segment.path] = _open_source(segment.path, decode=False)
+                containers[segment.path] = open_demuxer(segment.path)
             container = containers[segment.path]
             stream = container.streams.video[0]
             assert stream.time_base is not None
@@ -107,9 +109,9 @@ def _video_packets(
             container.seek(segment.head_dts, stream=stream, backward=True, any_frame=False)
             started = False
             count = 0
-            for packet in container.demux(stream):
-                if packet.dts is None or packet.pts is None:
-                    continue
+            # Decode times as the index has them (media.scan_video): Matroska's first
+            # packets after a seek come without one.
+            for packet in with_decode_times(container.demux(stream), frame_step(stream)):
                 if not started:
                     if packet.dts < segment.head_dts:
                         continue  # the seek landed on an earlier keyframe

@@ -291,8 +291,9 @@ def non_reference_packets(source: Source, packets: list[int]) -> frozenset[int]:
     try:
         config = AvcConfig.parse(source.info.extradata or b"")
         # Field pictures (interlaced) carry a nal_ref_idc each, and only a sample's first
-        # slice is read: a source that may code fields drops nothing.
-        if not all(frame_mbs_only(sps) for sps in config.sps):
+        # slice is read: a source that may code fields drops nothing, nor one whose
+        # parameter sets are in its samples (avc3), where that cannot be known up front.
+        if not config.sps or not all(frame_mbs_only(sps) for sps in config.sps):
             return frozenset()
     except ValueError:
         return frozenset()

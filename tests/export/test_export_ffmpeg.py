@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,37 @@ def test_copy_into_matroska(run_export: Run) -> None:
     assert [(c, n) for c, n, _ in read_frames(out)][44:46] == [("red", 44), ("green", 60)]
     assert decode_errors(ctx.ffmpeg, out) == ""
     assert_av_sync(out, 3.5)
+
+
+def test_matroska_sources_in_copy_and_reencode(
+    run_export: Run, media_root: Path, ffmpeg: str
+) -> None:
+    # Given two angles in Matroska (which stores no decode times: libavformat derives them
+    # from a decoded frame, so its readers keep their probe decode, unlike MP4's)
+    for colour in ("red", "green"):
+        mkv = media_root / f"{colour}.mkv"
+        if not mkv.exists():
+            subprocess.run(
+                [ffmpeg, "-v", "error", "-i", str(media_root / f"{colour}.mp4"), "-c", "copy",
+                 str(mkv)],
+                check=True,
+            )  # fmt: skip
+    angles = [{**a, "source": a["source"].replace(".mp4", ".mkv")} for a in ANGLES[:2]]
+    cuts = [("cam1", 0.0, 1.5), ("cam2", 1.5, 3.5)]  # cam2's source 2.0 s: a keyframe
+    # When they are copied (cuts on keyframes), and re-encoded with a cut off a keyframe
+    copied_ctx, copied = run_export({"angles": angles, "segments": seg(*cuts), "mode": "copy"})
+    recut = [("cam1", 0.0, 1.3), ("cam2", 1.3, 3.5)]
+    encoded_ctx, encoded = run_export(
+        {"angles": angles, "segments": seg(*recut), "mode": "reencode", "output": FAST}
+    )
+    # Then every frame is the expected one, in sync, decoded without a word
+    assert [(c, n) for c, n, _ in read_frames(copied)] == expected_frames(cuts)
+    assert [(c, n) for c, n, _ in read_frames(encoded)] == expected_frames(recut)
+    for ctx, out in ((copied_ctx, copied), (encoded_ctx, encoded)):
+        assert decode_errors(ctx.ffmpeg, out) == ""
+        assert_av_sync(out, 3.5)
+        log = ctx.log.getvalue()
+        assert "out of order" not in log and "Could not find codec parameters" not in log
 
 
 def test_only_the_output_is_left_in_the_job_folder(run_export: Run) -> None:

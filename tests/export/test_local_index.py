@@ -15,6 +15,7 @@ from mediagen import Clip, make_clip
 
 from spooler.export import ExportJob
 from spooler.export.sources import close_sources, inspect_sources
+from spooler.h264 import AvcConfig
 from spooler.media import scan_video
 from spooler.mediainfo import PROTOCOLS, VideoIndex
 from spooler.mp4index import (
@@ -239,8 +240,14 @@ def test_an_interlaced_source_drops_nothing(tmp_path: Path, ffmpeg: str) -> None
         flagged = non_reference(fd_fetch(source.fd), samples, 4)
         every = list(range(len(source.index.packets)))
         found = non_reference_packets(source, every)
+        # (as is none of a source whose parameter sets are in its samples: avc3, no SPS)
+        config = AvcConfig.parse(source.info.extradata or b"")
+        in_band = replace(config, sps=(), pps=()).to_bytes()
+        no_sps = non_reference_packets(
+            replace(source, info=replace(source.info, extradata=in_band)), every
+        )
     finally:
         close_sources(sources)
     # Then its samples' first slices say non-reference, yet none is claimed
     assert flagged
-    assert found == frozenset()
+    assert found == frozenset() and no_sps == frozenset()
