@@ -1,7 +1,7 @@
 """ffconcat lists that read only the used stretches of a file, as ONE ffmpeg input.
 
 Each stretch is an entry with an inpoint (the concat demuxer seeks to the keyframe before
-it and decodes from there) and an outpoint; its `duration` adds a gap longer than any GOP,
+it and decodes from there; a stretch from the file's start has none) and an outpoint; its `duration` adds a gap longer than any GOP,
 so the frames decoded before an inpoint never share timestamps with the previous stretch.
 With -copyts, a frame of the file at source time x reaches the filter graph at time
 x - base(entry), exactly, so each piece's trim window can be computed in advance.
@@ -74,7 +74,11 @@ class ConcatList:
             # allow-list refuses the probe its decoder (issue 18: smart's 43 entries 0.84
             # s); ffmpeg logs each refusal (ffmpeg.py drops those lines).
             *(() if self.probe else ("option codec_whitelist none",)),
-            f"inpoint {_us_text(in_us)}",
+            # From the file's start: no inpoint, so no seek (the entry's timestamps are the
+            # same: the demuxer counts from the file's start time). A seek to that time can
+            # miss the first keyframe: an MPEG-TS's video may start after its audio (the
+            # file's start time), and its seek then lands a GOP late.
+            *((f"inpoint {_us_text(in_us)}",) if source_in > 0 else ()),
             f"outpoint {_us_text(out_us)}",
             f"duration {_us_text(duration_us)}",
         ]

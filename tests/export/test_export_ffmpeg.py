@@ -3,6 +3,7 @@ every angle's audio has a tone burst at each whole second of its source time."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -302,6 +303,32 @@ def test_matroska_sources_in_copy_and_reencode(
         assert_av_sync(out, 3.5)
         log = ctx.log.getvalue()
         assert "out of order" not in log and "Could not find codec parameters" not in log
+
+
+def test_an_mpegts_source_is_read_from_its_first_keyframe(
+    run_export: Run, media_root: Path, ffmpeg: str
+) -> None:
+    # Given an MPEG-TS angle, whose video starts after its audio (the file's start time)
+    ts = media_root / "red.ts"
+    if not ts.exists():
+        subprocess.run(
+            [ffmpeg, "-v", "error", "-i", str(media_root / "red.mp4"), "-c", "copy", str(ts)],
+            check=True,
+        )
+    # When it is re-encoded from the start of the timeline
+    _, out = run_export(
+        {
+            "angles": [{"id": "cam1", "source": "red.ts"}],
+            "segments": seg(("cam1", 0.0, 3.0)),
+            "mode": "reencode",
+            "output": FAST,
+        }
+    )
+    # Then the output starts with its first frame and moves on frame by frame (a seek to
+    # the file's start time had landed a GOP late: the first 2 s showed one frozen frame)
+    numbers = [n for _, n, _ in read_frames(out)]
+    assert numbers[0] == 0 and len(numbers) == 90
+    assert all(0 <= b - a <= 1 for a, b in itertools.pairwise(numbers)), numbers
 
 
 def test_only_the_output_is_left_in_the_job_folder(run_export: Run) -> None:

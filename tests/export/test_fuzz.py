@@ -61,7 +61,7 @@ def test_the_checker_sees_a_bad_plan() -> None:
         listing.replace("file:/proc/self/fd/", "file:/etc/", 1),
         listing.replace("option format_whitelist", "option format_whitelisT", 1),
         listing + "file 'file:/media/root/x.mp4'\n",
-        listing.replace("inpoint", "file_packet_meta x y\ninpoint", 1),
+        listing.replace("outpoint", "file_packet_meta x y\noutpoint", 1),
     ):
         command.files[PATHS.lists[0]] = bad
         assert Checker(sources).check(plan), bad

@@ -180,11 +180,14 @@ def test_reencode_is_one_ffmpeg_pass_with_one_whitelisted_input_per_angle() -> N
     assert cam1[1] == "file 'file:/media/cam1.mp4'"
     # cam1's second piece starts at timeline frame 600 (20.0 s): read from 2 frames before
     # to 2 frames + 0.2 s after, then a gap longer than the 2 s GOP (+1 s)
-    assert cam1[2:4] == [
+    # (its first piece reads from the file's start: no inpoint, so no seek)
+    assert cam1[2:6] == [
         f"option format_whitelist {FORMAT_WHITELIST}",
         "option protocol_whitelist file",
+        "option codec_whitelist none",
+        "outpoint 10.266667",
     ]
-    assert cam1[8:15] == [
+    assert cam1[7:14] == [
         "file 'file:/media/cam1.mp4'",
         f"option format_whitelist {FORMAT_WHITELIST}",
         "option protocol_whitelist file",
@@ -286,7 +289,8 @@ def test_many_pieces_keep_one_input_per_angle_and_the_graph_goes_to_a_file(
     assert command.args.count("-i") == 4  # three angles + the audio bed
     assert "-/filter_complex" in command.args and PATHS.graph in command.files
     assert ":n=94[i0v0]" in command.files[PATHS.graph]  # select: 94 pieces on cam1
-    assert command.files[PATHS.lists[0]].count("inpoint") == 94
+    listing = command.files[PATHS.lists[0]]
+    assert listing.count("outpoint") == 94 and listing.count("inpoint") == 93  # 1st: 0 s
 
 
 def test_coverage_is_checked_with_a_precise_message() -> None:
