@@ -1,8 +1,9 @@
 """ffconcat lists that read only the used stretches of a file, as ONE ffmpeg input.
 
 Each stretch is an entry with an inpoint (the concat demuxer seeks to the keyframe before
-it and decodes from there; a stretch from the file's start has none) and an outpoint; its `duration` adds a gap longer than any GOP,
-so the frames decoded before an inpoint never share timestamps with the previous stretch.
+it and decodes from there; a stretch from the file's start has none) and an outpoint; its
+`duration` adds a gap longer than any GOP, so the frames decoded before an inpoint never
+share timestamps with the previous stretch.
 With -copyts, a frame of the file at source time x reaches the filter graph at time
 x - base(entry), exactly, so each piece's trim window can be computed in advance.
 
