@@ -301,9 +301,14 @@ class Daemon:
         self.wake.set()
 
     def _release_waiting(self, clocks: Clocks | None = None) -> None:
+        """Release each waiting job; one that fails stays for the next try (at exit)."""
         for job_id in list(self.table.waiting):
-            self.intake.release(job_id)
-        self.table.waiting.clear()
+            try:
+                self.intake.release(job_id)
+            except Exception:
+                self.log.exception("release_failed", job_id=job_id)
+                continue
+            del self.table.waiting[job_id]
 
     def _shutdown(self) -> None:
         self._release_waiting()

@@ -186,7 +186,7 @@ def verify_media(
 
 
 # Packets a demuxer may yield without a decode time while its reorder buffer fills (a
-# B-frame stream's delay, a few frames); past that, what is still untimed is not waited for.
+# B-frame stream's delay: at most 16 frames in libavformat); more is a stream we cannot copy.
 MAX_UNTIMED = 16
 
 
@@ -208,10 +208,12 @@ def with_decode_times(packets: Iterable[Any], step: int) -> Iterator[Any]:
     for packet in packets:
         if packet.pts is None:
             continue
-        if packet.dts is None and len(pending) < MAX_UNTIMED:
+        if packet.dts is None:
+            if len(pending) >= MAX_UNTIMED:
+                raise ValueError(f"{MAX_UNTIMED} video packets in a row without a decode time")
             pending.append(packet)
             continue
-        known = packet.pts if packet.dts is None else packet.dts
+        known = packet.dts
         for back, waiting in enumerate(reversed(pending), start=1):
             waiting.dts = min(waiting.pts, known - back * step)
         packet.dts = known

@@ -6,6 +6,8 @@ Also the demuxer and protocol whitelists, which every reader of a source applies
 
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -232,6 +234,21 @@ class VideoIndex:
         if len(keys) < 2:
             return None
         return float(max(b - a for a, b in itertools.pairwise(keys)) * self.time_base)
+
+    def seek_time(self, at: Fraction) -> Fraction:
+        """Where to send a demuxer that seeks by decode time (MPEG-TS lands on the first
+        keyframe decoded at or after the target) so that it decodes from the last keyframe
+        shown at or before `at` (source time): that keyframe's decode time, or `at` when
+        no keyframe is shown by then."""
+        shown, decoded = self._keyframe_times
+        found = bisect.bisect_right(shown, at) - 1
+        return min(at, decoded[found]) if found >= 0 else at
+
+    @functools.cached_property
+    def _keyframe_times(self) -> tuple[list[Fraction], list[Fraction]]:
+        """Every keyframe's presentation and decode source times, in presentation order."""
+        keys = sorted((p.pts, p.dts) for p in self.packets if p.keyframe)
+        return [self.time(pts) for pts, _ in keys], [self.time(dts) for _, dts in keys]
 
     def _suffix_min(self) -> list[int]:
         out = [0] * len(self.packets)

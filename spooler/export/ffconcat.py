@@ -57,7 +57,13 @@ class ConcatList:
 
     def add(self, source_in: Fraction, source_out: Fraction) -> Fraction:
         """Add source [in, out); returns `base`: graph time = source time - base."""
-        in_us = math.floor((max(Fraction(0), source_in) + self.origin) * MICRO)
+        # From the file's start (no inpoint, below) the demuxer counts from its start time,
+        # an integer of microseconds: the same here, not the float's floor.
+        in_us = (
+            math.floor((source_in + self.origin) * MICRO)
+            if source_in > 0
+            else round(self.origin * MICRO)
+        )
         out_us = math.ceil((source_out + self.origin) * MICRO)
         duration_us = out_us - in_us + math.ceil(self.gap * MICRO)
         start_us = self.elapsed_us

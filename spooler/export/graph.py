@@ -125,7 +125,11 @@ def piece_inputs(
             if span.angle not in lags:
                 lags[span.angle] = source.index.decode_lag() if source.index else POSTROLL
             tail = lead + lags[span.angle]
-        bases.append(lists[span.angle].add(src_start - m, src_end + m + tail))
+        read_in = src_start - m
+        if source.index is not None and not is_mov(source.info.format_name):
+            # A seek by decode time (MPEG-TS) would land past the keyframe before read_in.
+            read_in = source.index.seek_time(read_in)
+        bases.append(lists[span.angle].add(read_in, src_end + m + tail))
         reads.append(lists[span.angle].reads[-1])
     pads: dict[str, tuple[list[str], list[str]]] = {}
     input_of: dict[str, int] = {}

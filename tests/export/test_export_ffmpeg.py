@@ -305,30 +305,31 @@ def test_matroska_sources_in_copy_and_reencode(
         assert "out of order" not in log and "Could not find codec parameters" not in log
 
 
-def test_an_mpegts_source_is_read_from_its_first_keyframe(
+def test_an_mpegts_source_is_read_from_the_keyframe_before_each_cut(
     run_export: Run, media_root: Path, ffmpeg: str
 ) -> None:
-    # Given an MPEG-TS angle, whose video starts after its audio (the file's start time)
+    # Given an MPEG-TS angle: its video starts after its audio (the file's start time), and
+    # its demuxer seeks by decode time, to the first keyframe decoded at or after the target
     ts = media_root / "red.ts"
     if not ts.exists():
         subprocess.run(
             [ffmpeg, "-v", "error", "-i", str(media_root / "red.mp4"), "-c", "copy", str(ts)],
             check=True,
         )
-    # When it is re-encoded from the start of the timeline
-    _, out = run_export(
-        {
-            "angles": [{"id": "cam1", "source": "red.ts"}],
-            "segments": seg(("cam1", 0.0, 3.0)),
-            "mode": "reencode",
-            "output": FAST,
-        }
-    )
-    # Then the output starts with its first frame and moves on frame by frame (a seek to
-    # the file's start time had landed a GOP late: the first 2 s showed one frozen frame)
-    numbers = [n for _, n, _ in read_frames(out)]
-    assert numbers[0] == 0 and len(numbers) == 90
-    assert all(0 <= b - a <= 1 for a, b in itertools.pairwise(numbers)), numbers
+    angles = [{"id": "cam1", "source": "red.ts"}, ANGLES[1]]
+    # When it is re-encoded from the timeline's start, and from the middle of a GOP
+    for cuts in ([("cam1", 0.0, 3.0)], [("cam2", 0.0, 1.3), ("cam1", 1.3, 3.0)]):
+        _, out = run_export(
+            {"angles": angles, "segments": seg(*cuts), "mode": "reencode", "output": FAST}
+        )
+        # Then each piece starts with its own first frame and moves on frame by frame (the
+        # seeks had landed a GOP late: frozen frames, or a piece's video missing)
+        shown = [(c, n) for c, n, _ in read_frames(out)]
+        assert len(shown) == 90
+        ts_frames = [n for c, n in shown if c == "red"]
+        first_red = next(i for i, (c, _) in enumerate(shown) if c == "red")
+        assert abs(ts_frames[0] - first_red) <= 1, shown  # output frame k: source k
+        assert all(0 <= b - a <= 1 for a, b in itertools.pairwise(ts_frames)), ts_frames
 
 
 def test_only_the_output_is_left_in_the_job_folder(run_export: Run) -> None:

@@ -7,7 +7,7 @@ import os
 import struct
 import subprocess
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -251,3 +251,29 @@ def test_an_interlaced_source_drops_nothing(tmp_path: Path, ffmpeg: str) -> None
     # Then its samples' first slices say non-reference, yet none is claimed
     assert flagged
     assert found == frozenset() and no_sps == frozenset()
+
+
+@dataclass
+class _Packet:
+    pts: int | None
+    dts: int | None
+
+
+def test_decode_times_are_filled_in_before_the_first_known_one() -> None:
+    from spooler.media import MAX_UNTIMED, with_decode_times
+
+    # Given a B-frame stream's first packets as Matroska's demuxer yields them (no decode
+    # time until its reorder buffer has filled), then a flush packet without timestamps
+    packets = [
+        _Packet(0, None),
+        _Packet(3, None),
+        _Packet(1, 0),
+        _Packet(2, 1),
+        _Packet(None, None),
+    ]
+    # Then each untimed one gets the first known time minus a frame per packet between
+    timed = list(with_decode_times(packets, 1))
+    assert [(p.pts, p.dts) for p in timed] == [(0, -2), (3, -1), (1, 0), (2, 1)]
+    # And a stream that never says is refused rather than copied with made-up times
+    with pytest.raises(ValueError, match="without a decode time"):
+        list(with_decode_times([_Packet(n, None) for n in range(MAX_UNTIMED + 1)], 1))
