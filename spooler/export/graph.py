@@ -86,15 +86,15 @@ def piece_inputs(
     Returns each span's video and audio pad labels, its base (graph time = source time -
     base) and the stretch its entry reads, and each angle's input. Each stretch starts
     `margin` early and ends `margin` past the span plus the file's measured interleave
-    lead: an entry ends at the first packet of ANY stream
-    past its outpoint, and audio chunks may sit ahead of the video in the file; then
-    POSTROLL more. `postroll=False` (smart's encoded parts: video only, each span trimmed
-    to its exact frames) adds the file's decode lag instead (0 unless it stores negative
-    composition offsets): every packet the span's frames need has a decode time below
-    the span's end + that lag, so the packet that ends the entry comes after all of them
-    (issue 18: 6 frames fewer decoded past each part at 30 fps). `probe_entries=False`:
-    no entry of an MP4/MOV decodes a frame to be probed, the input's own probe one
-    (ConcatList.probe).
+    lead: an entry ends at the first packet of ANY stream past its outpoint, and audio
+    chunks may sit ahead of the video in the file; then POSTROLL more. `postroll=False`
+    (smart's encoded parts: video only, each span trimmed to its exact frames) adds the
+    file's decode lag instead (0 unless it stores negative composition offsets): every
+    packet the span's frames need has a decode time below the span's end + that lag, so
+    the packet that ends the entry comes after all of them (issue 18: 6 frames fewer
+    decoded past each part at 30 fps). `probe_entries=False`: no entry of an MP4/MOV
+    decodes a frame to be probed, the input's own probe one (ConcatList.probe). A non-MP4
+    entry starts at the decode time of the keyframe before it (VideoIndex.seek_time).
     """
     assert postroll or not audio, "an audio read keeps the postroll"
     lists: dict[str, ConcatList] = {}
