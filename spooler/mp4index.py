@@ -33,7 +33,13 @@ import av
 
 from spooler.h264 import NAL_IDR, is_idr
 from spooler.media import LEAD_WINDOW, lead_in_order, nal_length_size
-from spooler.mediainfo import FORMAT_WHITELIST, NO_PROBE_DECODE, VideoIndex, VideoPacket
+from spooler.mediainfo import (
+    FORMAT_WHITELIST,
+    NO_PROBE_DECODE,
+    VideoIndex,
+    VideoPacket,
+    is_mov,
+)
 
 # Bytes read at a NAL unit's start to learn its type: its length field and header, with room
 # for a few small units (an access unit delimiter, parameter sets) after it. A longer unit
@@ -266,7 +272,7 @@ def mp4_video_index(
         view, "r", options={**options, "format_whitelist": FORMAT_WHITELIST, **NO_PROBE_DECODE}
     )
     with opened as container:
-        if container.format.name.split(",")[0] != "mov":
+        if not is_mov(container.format.name):
             return None
         stream = container.streams.video[0]
         entries = list(stream.index_entries)

@@ -79,7 +79,6 @@ def piece_inputs(
     video: bool,
     audio: bool,
     postroll: bool = True,
-    probe_entries: bool = True,
 ) -> PieceInputs:
     """One ffconcat input per angle holding its spans; one branch per span (`route`).
 
@@ -92,9 +91,9 @@ def piece_inputs(
     file's decode lag instead (0 unless it stores negative composition offsets): every
     packet the span's frames need has a decode time below the span's end + that lag, so
     the packet that ends the entry comes after all of them (issue 18: 6 frames fewer
-    decoded past each part at 30 fps). `probe_entries=False`: no entry of an MP4/MOV
-    decodes a frame to be probed, the input's own probe one (ConcatList.probe). A non-MP4
-    entry starts at the decode time of the keyframe before it (VideoIndex.seek_time).
+    decoded past each part at 30 fps). No entry of an MP4/MOV decodes a frame to be
+    probed, the input's own probe one (ConcatList.probe). A non-MP4 entry starts at the
+    decode time of the keyframe before it (VideoIndex.seek_time).
     """
     assert postroll or not audio, "an audio read keeps the postroll"
     lists: dict[str, ConcatList] = {}
@@ -112,8 +111,9 @@ def piece_inputs(
                 source.location,
                 Fraction(source.info.start_time),
                 longest + 1,
-                # Only an MP4/MOV's entries go without (mediainfo.NO_PROBE_DECODE).
-                probe=probe_entries or not is_mov(source.info.format_name),
+                # An entry a read: each probe would decode a keyframe. Only an MP4/MOV's
+                # entries go without it (mediainfo.NO_PROBE_DECODE).
+                probe=not is_mov(source.info.format_name),
             )
         src_start = span.start + Fraction(angle.sync_offset)
         m = margin(source)

@@ -186,7 +186,6 @@ def plan_reencode(
         margin,
         video=True,
         audio=follow,
-        probe_entries=False,  # one entry a read: each probe would decode a keyframe
     )
     vin, ain, bases = inputs.video, inputs.audio, inputs.bases
     # One decoder per angle, slice threads only (issue 18, measured on 1080p H.264 High):

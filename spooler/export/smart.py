@@ -428,7 +428,6 @@ def _encode_command(
         video=True,
         audio=False,
         postroll=False,  # trimmed to the part's exact frames: read no further than they need
-        probe_entries=False,  # one entry a part: each probe would decode a keyframe
     )
     drops = _warm_up_drops(job, sources, frames, group, inputs, non_reference)
     graph.inputs = [  # the decoders
