@@ -108,9 +108,10 @@ def ffmpeg_major(binary: str) -> int | None:
 
 
 def drops_input_packets(binary: str) -> bool:
-    """Can `binary` drop chosen packets of an input before decoding them (smart render's
-    warm-up, export/smart.py): ffmpeg 7 or later, built with the `noise` bitstream filter.
-    A probe that fails (a timeout) says no for this job and is tried again on the next."""
+    """Can `binary` drop chosen packets of an input before decoding them (the warm-ups of
+    smart render and the reencode, export/warmup.py): ffmpeg 7 or later, built with the
+    `noise` bitstream filter. A probe that fails (a timeout) says no for this job and is
+    tried again on the next."""
     try:
         return _drops_input_packets(binary)
     except (OSError, subprocess.SubprocessError):

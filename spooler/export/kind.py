@@ -111,10 +111,9 @@ class ExportKind:
         )
         # The font of a text watermark: found here (I/O), so that planning stays pure.
         settings = with_font(spec, ctx.settings)
-        # Smart render drops packets with an input bitstream filter: an older ffmpeg on
-        # PATH decodes them all instead (the copy and reencode modes never ask).
-        may_smart = spec.mode in ("auto", "smart")
-        drops = non_reference_packets if may_smart and drops_input_packets(ctx.ffmpeg) else None
+        # Smart render and the reencode drop warm-up packets with an input bitstream
+        # filter: an older ffmpeg on PATH decodes them all instead (warmup.py).
+        drops = non_reference_packets if drops_input_packets(ctx.ffmpeg) else None
         cores = len(os.sched_getaffinity(0))  # what ffmpeg's threads share
         plan = plan_export(spec, sources, settings, paths, drops, cores=cores)
         preflight = {**plan.preflight, **({"fromProxies": proxies} if proxies else {})}

@@ -27,9 +27,10 @@ from spooler.export.probed import (
     check_coverage,
 )
 from spooler.export.reencode import output_fps, plan_reencode
-from spooler.export.smart import NonReference, plan_smart, smart_blockers
+from spooler.export.smart import plan_smart, smart_blockers
 from spooler.export.streamcopy import copy_blockers, plan_copy, snap_cuts
 from spooler.export.timeline import job_pieces, quantise
+from spooler.export.warmup import NonReference
 
 
 def angle_report(job: ExportJob, sources: dict[str, Source], used: list[str]) -> dict[str, Any]:
@@ -63,10 +64,10 @@ def plan_export(
     cores: int = 2,
 ) -> Plan:
     """The whole plan for `job`, from probe results only: no process, no disk. The one read
-    it may ask for is `non_reference` (the shell's sources.non_reference_packets: a smart
-    render's warm-up packets that need not be decoded); None drops nothing. `cores`: the
-    CPUs ffmpeg may use, which its thread counts share (the kind passes the process's
-    affinity; pure tests plan for 2)."""
+    it may ask for is `non_reference` (the shell's sources.non_reference_packets: the
+    warm-up packets of a smart render or a reencode that need not be decoded, warmup.py);
+    None drops nothing. `cores`: the CPUs ffmpeg may use, which its thread counts share
+    (the kind passes the process's affinity; pure tests plan for 2)."""
     pieces = job_pieces(job)
     if not pieces:
         raise JobError(ErrorCode.INVALID_JOB, "range: selects nothing of the timeline")
@@ -139,5 +140,15 @@ def plan_export(
     if not frames:
         raise JobError(ErrorCode.INVALID_JOB, "range: selects less than one frame")
     return plan_reencode(
-        job, sources, settings, paths, frames, fps, codec, reason, preflight, cores=cores
+        job,
+        sources,
+        settings,
+        paths,
+        frames,
+        fps,
+        codec,
+        reason,
+        preflight,
+        non_reference,
+        cores=cores,
     )

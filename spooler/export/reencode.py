@@ -17,7 +17,9 @@ audiograph.py (the audio track, cut in samples; ambient mix; loudness) and rendi
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,14 @@ from spooler.errors import ErrorCode, JobError
 from spooler.export import audiograph, readchain, textmark, transitions, watermark
 from spooler.export.commands import MIME, MUXERS, Command, Plan, PlanPaths, rate_text
 from spooler.export.encoders import audio_encoder, shared_threads, video_encoder
-from spooler.export.graph import Graph, Span, command_args, piece_inputs
+from spooler.export.graph import Graph, PieceInputs, Span, command_args, piece_inputs
 from spooler.export.models import ExportJob, FollowAudio, NoAudio
 from spooler.export.output import ExactSize, HeightSize, nominal_rate
 from spooler.export.probed import Need, Source, check_needs
 from spooler.export.renditions import Branch, muxer_args, split_outputs
 from spooler.export.teeout import one_audio_encode, stream_options, tee_slave
 from spooler.export.timeline import FramePiece, Piece
+from spooler.export.warmup import NonReference, drop_options, entry_packets
 
 
 def output_fps(job: ExportJob, pieces: list[Piece], sources: dict[str, Source]) -> Fraction:
@@ -148,6 +151,46 @@ def _tee_output(
     return [*args, "-map_metadata", "-1", "-f", "tee", "|".join(slaves)]
 
 
+def _warm_up_drops(
+    job: ExportJob,
+    sources: dict[str, Source],
+    spans: list[Span],
+    inputs: PieceInputs,
+    margin: Callable[[Source], Fraction],
+    fps: Fraction,
+    non_reference: NonReference | None,
+) -> dict[int, list[str]]:
+    """Per input: the options that skip decoding the non-reference pictures before each
+    read's frames (warmup.py: most of the growth of CPU with cuts is this warm-up). A read
+    shows nothing before its chain's first trim (its start less the margin); an output
+    frame earlier, and the source frame before that (which a variable-rate source holds),
+    are kept too."""
+    if non_reference is None:
+        return {}
+    by_angle: dict[str, list[tuple[Fraction, tuple[Fraction, Fraction]]]] = {}
+    for span, read in zip(spans, inputs.reads, strict=True):
+        angle = job.angle(span.angle)
+        first = span.start + Fraction(angle.sync_offset) - margin(sources[angle.source]) - 1 / fps
+        by_angle.setdefault(span.angle, []).append((first, read))
+    unshown: dict[int, tuple[Source, set[int]]] = {}
+    for angle_id, items in by_angle.items():
+        source = sources[job.angle(angle_id).source]
+        index = source.index
+        if index is None:
+            continue
+        shown_order = sorted(p.pts for p in index.packets)
+        warm_up: set[int] = set()
+        shown: set[int] = set()
+        entries = entry_packets(index, [window for _, window in items])
+        for (first, _), packets in zip(items, entries, strict=True):
+            before = bisect.bisect_left(shown_order, (first + index.origin) / index.time_base)
+            keep = shown_order[before - 1] if before > 0 else -math.inf
+            for i in packets:
+                (shown if index.packets[i].pts >= keep else warm_up).add(i)
+        unshown[inputs.input_of[angle_id]] = (source, warm_up - shown)
+    return drop_options(unshown, non_reference)
+
+
 def plan_reencode(
     job: ExportJob,
     sources: dict[str, Source],
@@ -158,6 +201,7 @@ def plan_reencode(
     codec: str,
     reason: str,
     preflight: dict[str, Any],
+    non_reference: NonReference | None = None,
     *,
     cores: int,
 ) -> Plan:
@@ -191,7 +235,10 @@ def plan_reencode(
     # One decoder per angle, slice threads only (issue 18, measured on 1080p H.264 High):
     # frame threads hold threads + delay frames per decoder and refill their pipeline at
     # every seek; three of them took ffmpeg from 410 to 452 MB at the same CPU.
-    graph.inputs = [["-thread_type", "slice", *args] for args in graph.inputs]
+    drops = _warm_up_drops(job, sources, spans, inputs, margin, fps, non_reference)
+    graph.inputs = [
+        ["-thread_type", "slice", *drops.get(k, []), *args] for k, args in enumerate(graph.inputs)
+    ]
     video_labels: list[str] = []
     # Reads that go straight to the concat may skip fps (readchain.py); those a transition
     # blends keep it: xfade wants the constant-rate link fps makes.

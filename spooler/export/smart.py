@@ -24,9 +24,6 @@ shared graph toolkit graph.py).
 
 from __future__ import annotations
 
-import bisect
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -51,7 +48,6 @@ from spooler.export.graph import (
     Graph,
     PieceInputs,
     Span,
-    balanced_sum,
     command_args,
     piece_inputs,
 )
@@ -60,6 +56,7 @@ from spooler.export.output import CONTAINER_VIDEO, nominal_rate
 from spooler.export.probed import Need, Source, check_needs
 from spooler.export.streamcopy import plan_audio
 from spooler.export.timeline import frame_index, job_pieces, quantise
+from spooler.export.warmup import NonReference, drop_options, entry_packets
 from spooler.h264 import AvcConfig, free_id
 
 X264_PROFILES = {
@@ -70,14 +67,6 @@ X264_PROFILES = {
 }
 SMART_PIX_FMTS = frozenset({"yuv420p"})
 DEFAULT_CRF = 17  # encoded parts sit between copied camera footage: keep them close to it
-# Which of an angle's packets (decode indices) are non-reference pictures: the one read the
-# planner asks of the shell (sources.non_reference_packets); None in pure tests.
-NonReference = Callable[[Source, list[int]], frozenset[int]]
-# Packets one command's drop expressions name at most, all inputs together. ffmpeg evaluates
-# an input's expression for every packet it reads (~30 ns a term: it pays for itself up to
-# thousands of parts an input); each is one argument, which Linux caps at 128 KiB (~22
-# characters a term), and all share the command line's 2 MiB.
-MAX_DROPPED = 4000
 # Frames an encoded part's entry starts before its first (graph.piece_inputs' margin).
 READ_MARGIN_FRAMES = 2
 # Progress weights: wall seconds per second of media, roughly, on a small machine. Video
@@ -511,55 +500,27 @@ def _warm_up_drops(
     inputs: PieceInputs,
     non_reference: NonReference | None,
 ) -> dict[int, list[str]]:
-    """Per input (its index in the command's inputs): the options that skip decoding the
-    non-reference pictures no part shows (issue 18).
-
-    Each part's entry is decoded from the keyframe before it, and reads a few packets past
-    its last frame (graph.piece_inputs' `reads`); the frames before the part's first are
-    decoded only as references for what follows. A non-reference picture (a B-frame,
-    mostly) is a reference for nothing, so such a packet is dropped before the decoder
-    (`-bsf:v noise=drop=...`, by its position in the file): every frame a part shows
-    decodes to the same pixels (tests compare), and on B-frame footage about a third of the
-    warm-up is not decoded. A packet that any part of the input shows is never dropped; a
-    source whose packets' positions are unknown (scanned, remote) drops none. What is
-    read only bounds what is worth naming: a named packet that is never read costs a term."""
+    """Per input: the options that skip decoding the non-reference pictures its parts'
+    warm-ups and margins read but no part shows (warmup.py). A part shows exactly its
+    frames."""
     if non_reference is None:
         return {}
     by_angle: dict[str, list[tuple[_Placed, tuple[Fraction, Fraction]]]] = {}
     for item, window in zip(group, inputs.reads, strict=True):
         by_angle.setdefault(item.angle, []).append((item, window))
-    drops: dict[int, list[str]] = {}
-    budget = MAX_DROPPED
+    unshown: dict[int, tuple[Source, set[int]]] = {}
     for angle_id, items in by_angle.items():
         source = sources[job.angle(angle_id).source]
         index, angle_frames = source.index, frames[angle_id]
         assert index is not None
-        # Display frame (counted from the angle's first) -> decode index, and back.
+        # Display frame (counted from the angle's first) -> decode index.
         decode_of = {
             (p.pts - angle_frames.first) // angle_frames.step: i
             for i, p in enumerate(index.packets)
         }
-        keys = sorted(f for f, i in decode_of.items() if index.packets[i].keyframe)
-        decode_times = [p.dts for p in index.packets]
-        frame = angle_frames.step * index.time_base
-        first = index.time(angle_frames.first)
         read: set[int] = set()
-        shown: set[int] = set()
-        for item, (read_in, read_out) in items:
-            at = bisect.bisect_right(keys, math.floor((read_in - first) / frame)) - 1
-            start = decode_of[keys[at]] if at >= 0 else 0
-            # The entry ends at the first packet decoded at or after read_out.
-            stop = bisect.bisect_left(
-                decode_times, math.ceil((read_out + index.origin) / index.time_base)
-            )
-            read.update(range(start, stop))
-            shown.update(decode_of[f] for f in range(item.part.start, item.part.stop))
-        candidates = sorted(read - shown)
-        positions = sorted(index.packets[i].pos for i in non_reference(source, candidates))
-        if not positions or len(positions) > budget or positions[0] < 0:
-            continue
-        budget -= len(positions)
-        # The bsf list separates filters by commas: the expression's own are escaped.
-        terms = [f"eq(pos\\,{pos})" for pos in positions]
-        drops[inputs.input_of[angle_id]] = ["-bsf:v", f"noise=drop={balanced_sum(terms)}"]
-    return drops
+        for packets in entry_packets(index, [window for _, window in items]):
+            read.update(packets)
+        shown = {decode_of[f] for item, _ in items for f in range(item.part.start, item.part.stop)}
+        unshown[inputs.input_of[angle_id]] = (source, read - shown)
+    return drop_options(unshown, non_reference)

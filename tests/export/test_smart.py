@@ -230,10 +230,12 @@ def _decoded_parts(
 
 
 @contextlib.contextmanager
-def _planning(smart_root: Path, tmp_path: Path) -> Iterator[tuple[Callable[..., Any], list[int]]]:
-    """The EDIT's plan, made on demand with a given reader of non-reference pictures (or
-    None), and the open sources' descriptors for the commands' ffmpeg."""
-    spec = ExportJob.model_validate(_job(EDIT))
+def _planning(
+    smart_root: Path, tmp_path: Path, job: dict[str, Any] | None = None
+) -> Iterator[tuple[Callable[..., Any], list[int]]]:
+    """The EDIT's plan (or `job`'s), made on demand with a given reader of non-reference
+    pictures (or None), and the open sources' descriptors for the commands' ffmpeg."""
+    spec = ExportJob.model_validate(job or _job(EDIT))
     settings = Settings(media_roots=[smart_root], spool_dir=tmp_path / "spool")
     sources = inspect_sources(spec, [smart_root], set(OFFSETS) - {"sblue"})
     try:
@@ -280,6 +282,40 @@ def test_warm_up_skips_non_reference_pictures_and_no_pixel_changes(
     assert pairs and all(got[0] == want[0] and got[0] for got, want in pairs)
 
 
+# EDIT without its one-frame segment: room for 0.2 s crossfades.
+LONGER = [("sred", 0, 29), ("sgreen", 29, 58), ("syellow", 58, 91), ("sred", 91, 170)]
+
+
+@pytest.mark.parametrize(
+    ("edit", "more"),
+    [(EDIT, {}), (LONGER, {"transition": {"type": "crossfade", "duration": 0.2}})],
+    ids=["cuts", "crossfades"],
+)
+def test_the_reencode_skips_warm_up_non_reference_pictures_and_no_pixel_changes(
+    smart_root: Path,
+    ffmpeg: str,
+    tmp_path: Path,
+    edit: list[tuple[str, int, int]],
+    more: dict[str, Any],
+) -> None:
+    # Given an edit re-encoded (hard cuts; crossfades, whose reads overlap and go through
+    # fps), planned with the shell's reader of non-reference pictures, and without
+    job = _job(edit, mode="reencode", audio={"mode": "none"}, **more)
+    with _planning(smart_root, tmp_path, job) as (plan, fds):
+        skipping, plain = plan(non_reference_packets), plan(None)
+        assert skipping.mode == plain.mode == "reencode"
+        # When its decoders and graph run, both ways
+        (command,), (reference,) = skipping.commands, plain.commands
+        got = _decoded_parts(ffmpeg, command.args, command.files, fds)
+        want = _decoded_parts(ffmpeg, reference.args, reference.files, fds)
+    # Then warm-up packets were named and not decoded...
+    named = sum(a.count("eq(pos") for a in command.args if a.startswith("noise=drop="))
+    assert not any(a.startswith("noise=") for a in reference.args)
+    assert named and want[1] - got[1] > 0, (named, want[1], got[1])
+    # ...and every frame the encoder gets is the same, bit for bit
+    assert got[0] == want[0] and len(got[0]) == sum(stop - first for _, first, stop in edit)
+
+
 def test_the_encoders_share_the_cores_they_are_planned_for(
     smart_root: Path, tmp_path: Path
 ) -> None:
@@ -300,12 +336,12 @@ def test_the_encoders_share_the_cores_they_are_planned_for(
 def test_a_command_names_at_most_max_dropped_packets(
     smart_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from spooler.export import smart
+    from spooler.export import warmup
 
     # Given a budget of 12 dropped packets a command, and the edit planned with and without it
     with _planning(smart_root, tmp_path) as (plan, _):
         free = plan(non_reference_packets)
-        monkeypatch.setattr(smart, "MAX_DROPPED", 12)
+        monkeypatch.setattr(warmup, "MAX_DROPPED", 12)
         capped = plan(non_reference_packets)
 
     def named(plan: Any) -> list[int]:
