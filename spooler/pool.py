@@ -24,6 +24,9 @@ from spooler.report import Reporter
 from spooler.runner import AttemptEnv, JobHandle, note_cancel_requested, run_attempt
 from spooler.status import ErrorInfo, State, transition
 
+FLUSH_DELAY_MIN = 1.0  # seconds before a failed status write is tried again
+FLUSH_DELAY_MAX = 60.0
+
 
 class JobPool:
     def __init__(
@@ -44,6 +47,8 @@ class JobPool:
         # threads (SlotSignals), which never touch the table itself.
         self.slot_wanted = threading.Event()
         self.started_count = 0  # attempts started since the daemon started
+        self._flush_after = 0.0  # flush_unsaved's next try (monotonic), after a failure
+        self._flush_delay = FLUSH_DELAY_MIN / 2
         self.log = structlog.get_logger()
 
     def queue_or_start(self, handle: JobHandle, clocks: Clocks) -> None:
@@ -122,12 +127,30 @@ class JobPool:
             self.start(handle, clocks)
 
     def flush_unsaved(self, clocks: Clocks) -> None:
-        """Final statuses a full or read-only disk kept from being written: try again."""
+        """Statuses a full or read-only disk kept from being written: tried again, less
+        often while they keep failing (1 s, doubling to a minute). A job running again
+        writes its own."""
+        if clocks.monotonic < self._flush_after:
+            return
         for job_id, handle in list(self.table.unsaved.items()):
-            if self.intake.owns(job_id):
-                self.reporter.write(None, handle.status)
+            if job_id not in self.table.running and self.intake.owns(job_id):
+                with handle.lock:
+                    try:
+                        self.reporter.write(None, handle.status)
+                    except OSError as exc:
+                        self._flush_delay = min(FLUSH_DELAY_MAX, 2 * self._flush_delay)
+                        self._flush_after = clocks.monotonic + self._flush_delay
+                        self.log.warning(
+                            "status_write_failed",
+                            job_id=job_id,
+                            error=str(exc),
+                            retry_in=self._flush_delay,
+                        )
+                        return
+                    handle.saved = True
                 self.log.info("status_write_recovered", job_id=job_id)
             del self.table.unsaved[job_id]
+        self._flush_delay = FLUSH_DELAY_MIN / 2
 
     def check_cancels(self, clocks: Clocks) -> None:
         """Cancel requests, and fencing: a job we no longer own was taken over while we
@@ -157,7 +180,12 @@ class JobPool:
                         error=ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled on request"),
                     ),
                 )
-                self.reporter.write(previous, handle.status)
+                try:
+                    self.reporter.write(previous, handle.status)
+                except OSError as exc:  # a full disk: the loop writes it again
+                    handle.saved = False
+                    self.table.unsaved[job_id] = handle
+                    self.log.warning("status_write_failed", job_id=job_id, error=str(exc))
                 self.table.remember_final(handle.status)
                 self.log.info("job_cancelled", job_id=job_id, while_state="queued")
 

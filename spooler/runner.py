@@ -354,14 +354,39 @@ def run_attempt(
         log.exception("job_bookkeeping_failed")
         error = JobError(ErrorCode.INTERNAL, f"internal error: {exc}")
         outcome = _failed(handle, error, env.settings)
-    if outcome is None or not env.owns(handle.job_id):
+    try:
+        if outcome is not None and env.owns(handle.job_id):
+            if outcome.state is not State.SUCCEEDED:
+                _withdraw(env, handle.job_id, published, log)
+            _record(handle, outcome, env, log)
+            return
         handle.lost.set()
         log.warning("job_ownership_lost", note="another worker took the job over")
+    except Exception:  # the slot must come back whatever the bookkeeping met
+        log.exception("job_bookkeeping_failed")
+        if outcome is not None:
+            with handle.lock:
+                if handle.status is not outcome:  # not recorded: the loop writes it if ours
+                    handle.status, handle.saved = outcome, False
+    finally:
         on_done(handle)
-        return
-    if outcome.state is not State.SUCCEEDED:
-        env.outputs.remove(handle.job_id, published)  # the status no longer lists them
-        remove_temp_files(job_dir)
+
+
+def _withdraw(env: AttemptEnv, job_id: str, published: list[str], log: Any) -> None:
+    """Remove what a failed attempt left: its published outputs (the status no longer
+    lists them) and its temporary files. Best effort: what cannot go stays, logged."""
+    try:
+        env.outputs.remove(job_id, published)
+    except Exception:  # an S3 client raises more than OSError
+        log.exception("output_withdrawal_failed", outputs=published)
+    try:
+        remove_temp_files(env.layout.job_dir(job_id))
+    except OSError:
+        log.exception("temp_files_removal_failed")
+
+
+def _record(handle: JobHandle, outcome: JobStatus, env: AttemptEnv, log: Any) -> None:
+    """The attempt's status, in memory and on disk; a failed write is retried by the loop."""
     with handle.lock:
         previous, handle.status = handle.status, outcome
         try:
@@ -374,7 +399,6 @@ def run_attempt(
         state=outcome.state.value,
         error=outcome.error.code.value if outcome.error else None,
     )
-    on_done(handle)
 
 
 def note_cancel_requested(handle: JobHandle, env: AttemptEnv) -> None:

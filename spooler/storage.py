@@ -133,7 +133,8 @@ class JobFolderOutputs:
     def remove(self, job_id: str, names: list[str]) -> None:
         job_dir = self.layout.job_dir(job_id)
         for name in names:
-            with contextlib.suppress(FileNotFoundError):
+            # A folder at an output's name is a client's, not what we published: left.
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 (job_dir / name).unlink()
 
 

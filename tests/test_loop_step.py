@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog.testing
@@ -28,7 +29,7 @@ from spooler.jobtable import JobTable
 from spooler.layout import SpoolLayout
 from spooler.loader import load_job
 from spooler.runner import JobHandle, SlotSignals
-from spooler.spool import RELEASED, ensure_layout, read_status
+from spooler.spool import RELEASED, ensure_layout, read_status, scan_inbox
 from spooler.status import State, new_status
 from spooler.storage import RolledForward
 from spooler.worker import WorkerIdentity
@@ -430,3 +431,125 @@ def test_a_job_that_has_encoded_lets_the_next_start_go_first() -> None:
     freed.join(timeout=5)
     assert not freed.is_alive()
     assert woken == [1, 2, 2, 2]
+
+
+class _PublishesThenFails:
+    """A kind that publishes one output, which a client then replaces by a folder, and
+    fails for good on the second."""
+
+    name = "testpattern"
+
+    def run(self, spec: object, ctx: Any) -> None:
+        from spooler.status import OutputInfo
+
+        ctx.declare_outputs(["a.mp4", "b.mp4"])
+        temp = ctx.temp_path("a.mp4")
+        temp.write_bytes(b"x" * 10)
+        ctx.publish(temp, "a.mp4", OutputInfo(path="a.mp4", size_bytes=10))
+        published = ctx.job_dir / "a.mp4"
+        published.unlink()
+        (published / "theirs").mkdir(parents=True)  # the client's doing
+        raise JobError(ErrorCode.VERIFY_FAILED, "the second output failed verification")
+
+
+def test_a_failed_attempt_that_cannot_withdraw_an_output_still_ends_and_frees_its_slot(
+    daemon: Daemon,
+) -> None:
+    # Given a job whose attempt fails after its published output became a client's folder
+    claim = daemon.layout.claim_file("odd", daemon.me.id)
+    claim.write_text(json.dumps(tiny_job(maxAttempts=1)))
+    handle = daemon.intake.establish("odd", claim, T0, T0, start=True)
+    assert handle is not None
+    handle.kind = _PublishesThenFails()  # type: ignore[assignment]
+    daemon.pool.start(handle, clocks(2))
+    # When the loop turns until the attempt is over
+    for turn in range(100):
+        if "odd" not in daemon.table.running:
+            break
+        daemon.step(clocks(2.1 + turn / 10))
+        time.sleep(0.02)
+    # Then the slot is free again, the job failed (on disk too), and the folder is left
+    assert "odd" not in daemon.table.running and daemon.table.free_slots() == 1
+    status = read_status(daemon.layout, "odd")
+    assert status is not None and status.state is State.FAILED
+    assert status.error is not None and status.error.code == ErrorCode.VERIFY_FAILED
+    assert (daemon.layout.job_dir("odd") / "a.mp4" / "theirs").is_dir()
+    # And a stop ends the loop at once (nothing runs)
+    daemon.request_stop()
+    assert daemon.step(clocks(20)) is None
+
+
+def test_spool_folders_removed_by_hand_are_made_again(daemon: Daemon) -> None:
+    # Given claims/ and jobs/ removed by hand, and a job dropped into the inbox
+    daemon.layout.claims.rmdir()
+    daemon.layout.jobs.rmdir()
+    daemon.layout.inbox_job("back").write_text(json.dumps(tiny_job()))
+    # When the rescans run
+    daemon.step(clocks(0))
+    daemon.timers.scan = 0
+    daemon.step(clocks(2))
+    # Then the folders are there again and the job was claimed, as if nothing had happened
+    assert daemon.layout.claims.is_dir() and daemon.layout.jobs.is_dir()
+    assert read_status(daemon.layout, "back") is not None
+    assert not daemon.layout.inbox_job("back").exists()
+    assert list(daemon.layout.rejected.iterdir()) == []
+
+
+def test_a_removed_inbox_is_made_again_and_the_loop_goes_on(daemon: Daemon) -> None:
+    # Given a watcher on the inbox, and the inbox removed by hand
+    daemon.intake.start()
+    daemon.layout.inbox.rmdir()
+    # When the loop turns until the watcher has noticed (its observer ends with the folder)
+    for turn in range(50):
+        daemon.step(clocks(turn / 10))
+        if daemon.layout.inbox.is_dir():
+            break
+        time.sleep(0.1)
+    # Then the inbox is back and a job dropped into it is claimed
+    assert daemon.layout.inbox.is_dir()
+    daemon.layout.inbox_job("later").write_text(json.dumps(tiny_job()))
+    daemon.timers.scan = 0
+    daemon.step(clocks(10))
+    daemon.timers.scan = 0
+    daemon.step(clocks(12))
+    assert read_status(daemon.layout, "later") is not None
+
+
+def test_a_priority_above_the_limit_is_clamped_on_every_pass(daemon: Daemon) -> None:
+    intake = daemon.intake
+    assert isinstance(intake, InboxIntake)
+    daemon.layout.inbox_job("loud").write_text(json.dumps(tiny_job(priority=1000)))
+    (item,) = scan_inbox(daemon.layout)
+    ceiling = daemon.settings.limits.max_priority
+    assert [intake._priority_of(item) for _ in range(3)] == [ceiling] * 3
+
+
+def test_a_status_that_cannot_be_written_is_tried_again_less_and_less_often(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a status (a retry's) kept in memory by a disk that refuses every write
+    job_folder(daemon, "stuck", "running")
+    (daemon.layout.job_dir("stuck") / f".owner.{daemon.me.id}").touch()
+    loaded = load_job(json.dumps(tiny_job()).encode(), daemon.settings)
+    status = new_status("stuck", State.QUEUED, now=T0, submitted_at=T0, worker=None, max_attempts=3)
+    handle = JobHandle("stuck", loaded.spec, loaded.kind, status, 0.0)
+    handle.saved = False
+    daemon.table.unsaved["stuck"] = handle
+    tries: list[float] = []
+
+    def refuse(previous: object, status: object, **_: object) -> None:
+        tries.append(1)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(daemon.pool.reporter, "write", refuse)
+    # When the loop turns every 0.1 s for 10 s
+    for turn in range(100):
+        daemon.pool.flush_unsaved(clocks(turn / 10))
+    # Then it was tried at 0, 1, 3 and 7 s (the wait doubles), not on every turn
+    assert len(tries) == 4 and "stuck" in daemon.table.unsaved
+    # And once the disk has room, the next try writes it and forgets it
+    monkeypatch.undo()
+    daemon.pool.flush_unsaved(clocks(60))
+    assert "stuck" not in daemon.table.unsaved and handle.saved
+    on_disk = read_status(daemon.layout, "stuck")
+    assert on_disk is not None and on_disk.state is State.QUEUED
