@@ -193,7 +193,7 @@ class Daemon:
         stopping = self._stopping(clocks)
         if stopping and not self.table.running:
             return None
-        if not stopping and self.intake.check(clocks):
+        if not stopping and self._watching(clocks):
             woke = True
         if now >= self.timers.beat:
             self._beat("stopping" if stopping else "running", clocks)
@@ -247,6 +247,14 @@ class Daemon:
         if self._stop_requests > 1 or grace_over:
             self.pool.stop_all()
         return True
+
+    def _watching(self, clocks: Clocks) -> bool:
+        """The watcher checked (restarted if it died); a failure waits for the next turn."""
+        try:
+            return self.intake.check(clocks)
+        except Exception:
+            self.log.exception("loop_phase_failed", phase="watcher_check")
+            return False
 
     def _guarded(self, phase: Callable[[Clocks], object], clocks: Clocks) -> None:
         """One phase of the loop; a failure (a full or read-only disk, a vanished folder)

@@ -16,7 +16,8 @@ Guarantees kept:
   parent-death SIGKILL bound to the helper, should the helper itself be killed;
 - an exec failure is reported as OSError, as subprocess does;
 - anything wrong with the helper (cannot start, died) falls back to subprocess; so does
-  one request too long for its socket (MAX_MESSAGE, or a smaller send buffer), alone.
+  one request too long for its socket (MAX_MESSAGE, or a smaller send buffer), or with
+  more descriptors than it takes (MAX_FDS), alone.
 
 Protocol (one SOCK_SEQPACKET socketpair, JSON messages):
   daemon -> helper  {"id", "argv", "nice", "targets"} + the fds (SCM_RIGHTS), in `targets` order
@@ -41,7 +42,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from spooler import spawn_helper
-from spooler.spawn_helper import MAX_MESSAGE
+from spooler.spawn_helper import MAX_FDS, MAX_MESSAGE
 
 
 class SpawnedProcess:
@@ -194,6 +195,8 @@ class Spawner:
         self, argv: list[str], *, nice: int, pass_fds: tuple[int, ...]
     ) -> SpawnedProcess | None:
         """Start `argv` through the helper, or None if the helper is unavailable."""
+        if len(pass_fds) + 3 > MAX_FDS:  # more descriptors than the helper takes
+            return None
         with self._lock:
             sock = self._start()
             if sock is None or self._broken:

@@ -67,8 +67,9 @@ def _child(
         os.closerange(max(targets) + 1, err)
         os.closerange(err + 1, MAX_FD_NUMBER)
         os.execv(argv[0], argv)  # noqa: S606 (an argv list, never a shell)
-    except OSError as exc:
-        os.write(err, f"{exc.errno or 0}\n{exc.strerror or exc}".encode())
+    except Exception as exc:  # reported as the exec's failure, whatever it was
+        number = getattr(exc, "errno", None) or 0
+        os.write(err, f"{number}\n{getattr(exc, 'strerror', None) or exc}".encode())
     finally:
         os._exit(127)
 
@@ -112,9 +113,9 @@ def _helper_main(sock_fd: int) -> None:
             continue
         fds: list[int] = []
         try:
-            data, ancdata, _flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * MAX_FDS))
+            data, ancdata, flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * MAX_FDS))
         except OSError:
-            data = b""
+            data, ancdata, flags = b"", [], 0
         for level, kind, payload in ancdata if data else []:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 got = array.array("i")
@@ -129,6 +130,13 @@ def _helper_main(sock_fd: int) -> None:
                     pass
             os._exit(0)
         msg = json.loads(data)
+        if flags & socket.MSG_CTRUNC or len(fds) != len(msg["targets"]):
+            # Descriptors lost on the way (more than MAX_FDS): nothing to start them with.
+            for fd in fds:
+                os.close(fd)
+            reply = {"id": msg["id"], "errno": 7, "message": "descriptors truncated"}  # E2BIG
+            sock.send(json.dumps(reply).encode())
+            continue
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:

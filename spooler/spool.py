@@ -61,6 +61,20 @@ def ensure_layout(layout: SpoolLayout) -> None:
         directory.mkdir(parents=True, exist_ok=True)
 
 
+def restore_layout(layout: SpoolLayout) -> list[Path]:
+    """The spool's folders that someone removed, made again; returns those it made. Not
+    the spool itself: a root that is gone (an unmounted volume) is not made afresh here,
+    nor is a folder's name taken by something else (the passes report what fails)."""
+    made: list[Path] = []
+    for directory in layout.all_dirs():
+        try:
+            directory.mkdir()
+        except OSError:  # there already (the usual case), or cannot be made
+            continue
+        made.append(directory)
+    return made
+
+
 def scan_inbox(layout: SpoolLayout) -> list[InboxFile]:
     """Every inbox entry we may act on (temporary names are skipped)."""
     found: list[InboxFile] = []

@@ -173,3 +173,19 @@ def test_a_long_argv_goes_through_and_a_too_long_one_alone_falls_back(spawner: S
     after = spawner.spawn(["/bin/true"], nice=0, pass_fds=())
     assert after is not None and after.wait(timeout=10) == 0
     _drain(after)
+
+
+def test_more_descriptors_than_the_helper_takes_fall_back_alone(spawner: Spawner) -> None:
+    # Given a request passing 62 descriptors (with stdin, stdout and stderr, one more than
+    # the helper's MAX_FDS) and one passing 61
+    opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(62)]
+    try:
+        # When they are spawned: the larger starts the plain way (None), never half-started
+        assert spawner.spawn(["/bin/true"], nice=0, pass_fds=tuple(opened)) is None
+        # ...and the helper takes the next, with all of its descriptors
+        fits = spawner.spawn(["/bin/true"], nice=0, pass_fds=tuple(opened[:61]))
+        assert fits is not None and fits.wait(timeout=10) == 0
+        _drain(fits)
+    finally:
+        for fd in opened:
+            os.close(fd)

@@ -61,6 +61,7 @@ from spooler.spool import (
     printable_name,
     read_job_bytes_for_priority,
     read_status,
+    restore_layout,
     scan_inbox,
     take_ownership,
 )
@@ -145,9 +146,16 @@ class InboxIntake:
         if self.watcher.healthy():
             return False
         self.log.warning("watcher_dead_restarting", restarts=self.watcher.restarts + 1)
+        self._restore_layout()  # a watched folder that was removed ends its watch
         self.watcher.restart()
         self.watcher.changed.set()  # events were missed meanwhile: a full pass now
         return True
+
+    def _restore_layout(self) -> None:
+        """Spool folders removed by hand are made again: without claims/ every claim
+        would look lost to a peer, without jobs/ none could be established."""
+        for folder in restore_layout(self.layout):
+            self.log.warning("spool_folder_recreated", folder=str(folder))
 
     def describe(self) -> dict[str, str]:
         return {
@@ -185,6 +193,8 @@ class InboxIntake:
         ):
             return []
         self.watcher.changed.clear()  # an event from now on calls for another pass
+        if rescan:
+            self._restore_layout()
         now = clocks.monotonic
         budget_ends = time.monotonic() + PASS_BUDGET * self.settings.heartbeat_seconds
         items = scan_inbox(self.layout)
@@ -363,9 +373,11 @@ class InboxIntake:
         return True
 
     def _priority_of(self, item: InboxFile) -> int:
+        """The job file's priority within the configured limits (the raw one is cached:
+        a reload may change the limits)."""
         cached = self._priorities.get(item.entry.name)
         if cached and cached[0] == item.signature:
-            return cached[1]
+            return clamp_priority(cached[1], self.settings.limits)
         try:
             raw = read_untrusted(item.path, self.settings.limits.max_job_file_bytes)
             priority = read_job_bytes_for_priority(raw)
