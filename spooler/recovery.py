@@ -191,13 +191,17 @@ class Recovery:
             status = read_status(self.layout, job_id)
         except (ValueError, OSError) as exc:
             return self._recover_unreadable(job_id, beats, clocks, str(exc))
-        if status is None:
-            return False
+        if status is None:  # a kill -9 amid _recover_unreadable below: finish its work
+            return self._recover_unreadable(job_id, beats, clocks, "status.json is missing")
         if status.is_final:
             self.table.remember_final(status)
             return False
         owner = owner_of(self.layout, job_id)
         if owner is None or self._alive(owner, beats, clocks.server):
+            return True
+        if not lexists(self.layout.job_file(job_id)) and self._claimed(job_id):
+            # Half established (claim step 4 done, not 5): the claim's recovery finishes
+            # it with the job file; adopting the folder now would fail a valid job.
             return True
         remote = self.outputs.remote_roll_forward(status)
         if remote and self._remote_running() >= REMOTE_WORKERS:
@@ -208,6 +212,14 @@ class Recovery:
             self._start_remote(job_id, RemoteRollForward(status, owner))
             return False
         return self._adopt(job_id, status, owner, clocks) or False
+
+    def _claimed(self, job_id: str) -> bool:
+        """Is a claim file of this job in claims/ (any worker's)?"""
+        prefix = f"{job_id}."
+        try:
+            return any(name.startswith(prefix) for name in os.listdir(self.layout.claims))
+        except FileNotFoundError:
+            return False
 
     def _recover_unreadable(
         self, job_id: str, beats: dict[str, Any], clocks: Clocks, problem: str
@@ -236,8 +248,9 @@ class Recovery:
             ),
         )
         status_file = self.layout.status_file(job_id)
-        with contextlib.suppress(FileNotFoundError):
-            status_file.rename(temp_name_for(status_file))  # a directory cannot be replaced
+        if is_real_dir(status_file):  # a folder cannot be replaced by a rename: set aside
+            with contextlib.suppress(FileNotFoundError):
+                status_file.rename(temp_name_for(status_file))
         self.reporter.write(None, status)
         self.table.remember_final(status)
         self.log.warning("job_status_unreadable", job_id=job_id, previous_owner=owner)
@@ -307,12 +320,15 @@ class Recovery:
                 (self.layout.claims / name).rename(mine)
         except FileNotFoundError:
             return None
-        if (
-            is_real_dir(self.layout.job_dir(job_id))
-            and not lexists(self.layout.job_file(job_id))
-            and owner_of(self.layout, job_id) == owner
-        ):
-            take_ownership(self.layout, job_id, owner, self.me.id)
+        if is_real_dir(self.layout.job_dir(job_id)) and not lexists(self.layout.job_file(job_id)):
+            # Half established (claim step 4 done, not 5) by the claim's owner, or by one
+            # who recovered it and died in turn: the folder becomes ours, or is left to
+            # whoever took it first.
+            holder = owner_of(self.layout, job_id)
+            if holder is not None and holder != self.me.id:
+                dead = holder == owner or not self._alive(holder, beats, clocks.server)
+                if not dead or not take_ownership(self.layout, job_id, holder, self.me.id):
+                    return None
         self.log.info("claim_recovered", job_id=job_id, previous_owner=owner)
         submitted = ns_to_datetime(os.lstat(mine).st_ctime_ns)
         return self.establish(job_id, mine, submitted, clocks.wall, start=True)

@@ -553,3 +553,81 @@ def test_a_status_that_cannot_be_written_is_tried_again_less_and_less_often(
     assert "stuck" not in daemon.table.unsaved and handle.saved
     on_disk = read_status(daemon.layout, "stuck")
     assert on_disk is not None and on_disk.state is State.QUEUED
+
+
+def test_a_half_established_job_is_left_to_its_claims_recovery_and_then_runs(
+    tmp_path: Path,
+) -> None:
+    def daemon_named(name: str) -> Daemon:
+        settings = Settings(
+            spool_dir=tmp_path / "spool",
+            media_roots=[tmp_path / "media"],
+            max_jobs=1,
+            inbox_check="settle",
+        )
+        made = Daemon(settings, me=WorkerIdentity.current(name))
+        ensure_layout(made.layout)
+        return made
+
+    with structlog.testing.capture_logs():
+        ours, peer = daemon_named("ours"), daemon_named("peer")
+        layout = ours.layout
+        # Given a worker that died between claim steps 4 and 5 (its folder made, with its
+        # token and a queued status, but no job.json), whose claim a live peer has just
+        # taken (renamed to its own name: recovery's first step)
+        layout.job_dir("half").mkdir()
+        (layout.job_dir("half") / f".owner.{DEAD}").touch()
+        status = new_status(
+            "half", State.QUEUED, now=T0, submitted_at=T0, worker=None, max_attempts=3
+        )
+        layout.status_file("half").write_text(json.dumps(status.to_json()))
+        layout.claim_file("half", peer.me.id).write_text(json.dumps(tiny_job()))
+        for daemon in (ours, peer):
+            daemon._beat("running", clocks(0))
+        # When our recovery pass runs in between
+        assert ours.intake.recovery.run(clocks(0)) == []
+        # Then the job is untouched: still queued, no error, nothing rejected
+        after = read_status(layout, "half")
+        assert after is not None and after.state is State.QUEUED and after.error is None
+        # And when the peer's recovery goes on with its claim, the job is established
+        handles = peer.intake.recovery.run(clocks(0.1))
+        assert [h.job_id for h in handles] == ["half"]
+        assert layout.job_file("half").is_file()
+        assert list(layout.rejected.iterdir()) == []
+
+
+def test_a_marker_that_is_a_folder_is_set_aside_once_not_failed_on_every_pass(
+    daemon: Daemon,
+) -> None:
+    # Given a cancelled job, and a folder (with a client's file in it) named as its cancel
+    # marker in the inbox
+    job_dir = job_folder(daemon, "gone", "cancelled", finishedAt="2026-06-01T00:00:00Z")
+    (job_dir / "cancel").touch()
+    marker = daemon.layout.inbox_cancel("gone")
+    marker.mkdir()
+    (marker / "theirs.txt").write_text("kept")
+    # When the inbox is read twice
+    for at in (0, 5):
+        daemon.timers.scan = 0
+        daemon.step(clocks(at))
+    # Then the folder was moved to rejected/ with its content and a reason, and is gone
+    assert not marker.exists()
+    kept = [p for p in daemon.layout.rejected.iterdir() if p.is_dir()]
+    assert len(kept) == 1 and (kept[0] / "theirs.txt").read_text() == "kept"
+    assert any(p.name.endswith(".error.json") for p in daemon.layout.rejected.iterdir())
+
+
+def test_a_job_folder_left_without_a_status_by_a_dead_worker_is_failed_with_the_reason(
+    daemon: Daemon,
+) -> None:
+    # Given a dead worker's job whose status.json is gone (a kill -9 amid a recovery that
+    # had set an unreadable one aside)
+    job_dir = job_folder(daemon, "bare", "running")
+    (job_dir / "status.json").unlink()
+    # When recovery passes
+    daemon.step(clocks(0))
+    # Then the job has a final status that says why, and is not run again
+    status = read_status(daemon.layout, "bare")
+    assert status is not None and status.state is State.FAILED
+    assert status.error is not None and "status.json is missing" in status.error.message
+    assert "bare" not in daemon.table.running and "bare" not in daemon.table.waiting

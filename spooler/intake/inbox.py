@@ -15,7 +15,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,7 @@ class InboxIntake:
         budget_ends = time.monotonic() + PASS_BUDGET * self.settings.heartbeat_seconds
         items = scan_inbox(self.layout)
         names = {i.entry.name for i in items}
-        for memory in (self._seen, self._priorities):
+        for memory in (self._seen, self._priorities, self._orphan_markers):
             for gone in set(memory) - names:
                 del memory[gone]
         jobs = {i.entry.job_id: i for i in items if i.entry.kind is EntryKind.JOB}
@@ -511,8 +511,7 @@ class InboxIntake:
         self._move_cancel_marker(self.layout.inbox_cancel(job_id), job_id)
         if lexists(self.layout.inbox_delete(job_id)) and job_id in self.table.final:
             self.retention.delete_job(job_id)
-            with contextlib.suppress(FileNotFoundError):
-                self.layout.inbox_delete(job_id).unlink()
+            self._drop_marker(self.layout.inbox_delete(job_id))
 
     def _handle_marker(self, marker: InboxFile, now: float, wall: datetime) -> None:
         job_id = marker.entry.job_id
@@ -524,7 +523,7 @@ class InboxIntake:
                 self._orphan_markers.pop(marker.entry.name, None)
                 with contextlib.suppress(FileNotFoundError):
                     if marker.entry.kind is EntryKind.DELETE:
-                        marker.path.unlink()  # deleting what is not there is done
+                        self._drop_marker(marker.path)  # deleting what is not there is done
                     else:
                         move_aside(
                             self.layout,
@@ -545,8 +544,7 @@ class InboxIntake:
             return  # unreadable (a newer daemon's format?): never delete what may be active
         if status is None or status.is_final:
             self.retention.delete_job(job_id)
-            with contextlib.suppress(FileNotFoundError):
-                marker.path.unlink()
+            self._drop_marker(marker.path)
         else:
             create_marker(self.layout.job_cancel(job_id))  # delete = cancel, then delete
 
@@ -555,8 +553,25 @@ class InboxIntake:
         Whatever already stands at jobs/<id>/cancel (a client's own marker, a directory, a
         link) already says "cancel": it is left alone and the inbox marker is dropped."""
         target = self.layout.job_cancel(job_id)
+        if lexists(target):
+            self._drop_marker(marker)
+            return
         with contextlib.suppress(FileNotFoundError):
-            if lexists(target):
-                marker.unlink()
-            else:
-                marker.rename(target)
+            marker.rename(target)
+
+    def _drop_marker(self, marker: Path) -> None:
+        """A marker that has done its work goes. One that is a folder (a client's, with
+        whatever is in it) is moved to rejected/ with the reason, never emptied."""
+        try:
+            marker.unlink()
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            with contextlib.suppress(FileNotFoundError):
+                move_aside(
+                    self.layout,
+                    marker,
+                    ErrorCode.NOT_A_FILE,
+                    "a marker is an empty file; this folder was acted on and set aside",
+                    datetime.now(UTC),
+                )
