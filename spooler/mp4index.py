@@ -110,9 +110,9 @@ def video_tables(moov: bytes) -> tuple[list[int], list[int]] | None:
         if not stbl or not stts:
             return None
         ctts = _child(moov, *stbl, "ctts")
-        signed = ctts is not None and moov[ctts[0]] == 1
         stts_runs = _pairs(moov, *stts)
-        ctts_runs = _pairs(moov, *ctts, signed) if ctts else []
+        # Signed whatever the box's version says, as libavformat reads them.
+        ctts_runs = _pairs(moov, *ctts, signed=True) if ctts else []
         if stts_runs is None or ctts_runs is None:
             return None
         runs = [stts_runs, ctts_runs]
@@ -278,6 +278,10 @@ def mp4_video_index(
         entries = list(stream.index_entries)
         if len(entries) != len(durations) or len(offsets) != len(durations):
             return None  # edit lists that drop samples, or tables we do not follow
+        if min(offsets, default=0) < 0:
+            # Negative composition offsets: libavformat shifts every decode time by the
+            # largest (dts_shift), with rules of its own; the scan reads what it makes.
+            return None
         if any(e.pos + e.size > size for e in entries):
             return None  # a cut-short file: the scan finds the packets really there
         length_size = nal_length_size(stream)

@@ -83,10 +83,12 @@ def test_what_has_no_plain_moov_falls_back_to_the_scan(ffmpeg: str, tmp_path: Pa
     mp4 = make_clip(ffmpeg, CLIPS["bframes"], tmp_path)
     mkv, fragmented = tmp_path / "clip.mkv", tmp_path / "fragmented.mp4"
     faststart, short = tmp_path / "faststart.mp4", tmp_path / "short.mp4"
+    negative = tmp_path / "negative.mp4"  # ctts offsets below 0: libavformat shifts dts
     for out, extra in (
         (mkv, []),
         (fragmented, ["-movflags", "frag_keyframe+empty_moov"]),
         (faststart, ["-movflags", "faststart"]),
+        (negative, ["-movflags", "negative_cts_offsets"]),
     ):
         subprocess.run(
             [ffmpeg, "-v", "error", "-nostdin", "-i", str(mp4), "-c", "copy", *extra, str(out)],
@@ -94,7 +96,7 @@ def test_what_has_no_plain_moov_falls_back_to_the_scan(ffmpeg: str, tmp_path: Pa
         )
     short.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 2 // 3])
     assert _local_index(faststart) == scan_video(faststart)  # whole, the tables serve
-    for path, packets in ((mkv, 90), (fragmented, 90), (short, range(30, 80))):
+    for path, packets in ((mkv, 90), (fragmented, 90), (short, range(30, 80)), (negative, 90)):
         # When the sample tables are asked for: there are none to use
         assert _local_index(path) is None, path.name
         # Then the export's inspection scans the packets instead
