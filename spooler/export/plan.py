@@ -27,7 +27,7 @@ from spooler.export.probed import (
     check_coverage,
 )
 from spooler.export.reencode import output_fps, plan_reencode
-from spooler.export.smart import plan_smart, smart_blockers
+from spooler.export.smart import SmartUnavailable, plan_smart, smart_blockers
 from spooler.export.streamcopy import copy_blockers, plan_copy, snap_cuts
 from spooler.export.timeline import job_pieces, quantise
 from spooler.export.warmup import NonReference
@@ -115,17 +115,20 @@ def plan_export(
     if job.mode in ("auto", "smart"):
         problems, angle_frames = smart_blockers(job, sources, used)
         if not problems:
-            return plan_smart(
-                job,
-                sources,
-                settings,
-                paths,
-                angle_frames,
-                reason,
-                preflight,
-                non_reference,
-                cores=cores,
-            )
+            try:
+                return plan_smart(
+                    job,
+                    sources,
+                    settings,
+                    paths,
+                    angle_frames,
+                    reason,
+                    preflight,
+                    non_reference,
+                    cores=cores,
+                )
+            except SmartUnavailable as exc:
+                problems = [str(exc)]
         reason += "; smart render is not possible (" + "; ".join(problems) + "): re-encoding"
     if codec == "copy":
         first = sources[job.angle(used[0]).source].info.video_codec

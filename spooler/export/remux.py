@@ -142,9 +142,13 @@ def _video_packets(
 
 
 def _audio_packets(
-    container: Any, out_stream: Any, cut: AudioCopy | None
+    container: Any, out_stream: Any, cut: AudioCopy | None, *, edit_list: bool
 ) -> Iterator[tuple[float, int, Any]]:
-    """Audio packets in output time; with `cut`, only those nearest inside [start, end)."""
+    """Audio packets in output time; with `cut`, only those nearest inside [start, end).
+    Packets before time 0 (the pre-roll before a cut, an encoder's priming) only where the
+    output's edit list hides them (`edit_list`, MP4/MOV): Matroska has none, and its muxer
+    would delay every stream to make them non-negative (the video would start ~21 ms late
+    and last that much longer)."""
     stream = container.streams.audio[0]
     tb = Fraction(stream.time_base)
     seconds = float(tb)
@@ -172,7 +176,7 @@ def _audio_packets(
                 continue
             if middle2 >= end2:
                 break
-            if preroll is not None:
+            if preroll is not None and edit_list:
                 # The packet before the cut, at negative time: the decoder needs it to
                 # overlap-add the first kept one, and the muxer's edit list hides it.
                 preroll.pts += ticks
@@ -182,6 +186,8 @@ def _audio_packets(
                 preroll = None
             packet.pts += ticks
             packet.dts += ticks
+        if packet.pts < 0 and not edit_list:
+            continue
         packet.stream = out_stream
         yield packet.dts * seconds, -order - 1, packet
 
@@ -239,7 +245,8 @@ def remux(
             try:
                 if audio_in is not None:
                     audio_out = out.add_stream_from_template(audio_in.streams.audio[0])
-                    streams.append(_audio_packets(audio_in, audio_out, cut))
+                    edit_list = container_name in ("mp4", "mov")
+                    streams.append(_audio_packets(audio_in, audio_out, cut, edit_list=edit_list))
                 merged = heapq.merge(*streams, key=lambda x: x[:2])
                 for n, (at, _, packet) in enumerate(merged):
                     if n % CANCEL_CHECK_PACKETS == 0:

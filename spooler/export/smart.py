@@ -75,6 +75,10 @@ AUDIO_WEIGHT = 1 / 20
 REMUX_WEIGHT = 1 / 60
 
 
+class SmartUnavailable(Exception):
+    """The edit needs what only a reencode can give (plan_export falls back to it)."""
+
+
 def smart_blockers(
     job: ExportJob, sources: dict[str, Source], used: list[str]
 ) -> tuple[list[str], dict[str, Frames]]:
@@ -99,9 +103,11 @@ def smart_blockers(
         reasons.append(f"{used[0]}'s H.264 profile {info.profile} cannot be matched")
     if info.rotation or info.sar != 1:
         reasons.append(f"{used[0]} has a rotation or non-square pixels")
+    readable = False  # the avcC: without it no keyframe can be told an IDR either
     try:
         if AvcConfig.parse(info.extradata or b"").length_size != 4:
             reasons.append(f"{used[0]} uses NAL length prefixes other than 4 bytes")
+        readable = True
     except ValueError as exc:
         reasons.append(f"{used[0]}'s parameter sets cannot be read ({exc})")
     frames: dict[str, Frames] = {}
@@ -118,13 +124,15 @@ def smart_blockers(
         duration = duration or seconds
         if seconds != duration:
             reasons.append(f"{angle_id}'s frame rate differs from {used[0]}'s")
-        if source.info.display_size != info.display_size or source.info.rotation:
+        if angle_id != used[0] and (
+            source.info.display_size != info.display_size or source.info.rotation
+        ):
             reasons.append(f"{angle_id}'s size or rotation differs from {used[0]}'s")
         if source.info.sar != 1:
             reasons.append(f"{angle_id} has non-square pixels")
     if duration is not None and out.fps_value is not None and out.fps_value != 1 / duration:
         reasons.append("output.fps differs from the sources' frame rate")
-    if used[0] in frames and not frames[used[0]].heads:
+    if readable and used[0] in frames and not frames[used[0]].heads:
         reasons.append(f"{used[0]} has no IDR keyframe")
     return reasons, frames
 
@@ -197,7 +205,8 @@ def plan_smart(
             )
         )
         if start < 0 or stop > angle_frames.count:
-            short.append(f"{piece.label} needs frames {start}..{stop - 1} of {piece.angle}")
+            side = "before its first" if start < 0 else "past its last"
+            short.append(f"{piece.label} needs a frame of {piece.angle} {side}")
             continue  # check_coverage below names the piece and the missing time
         why = _joinable(reference, source)
         parts = split_piece(angle_frames, start, stop, why is None)
@@ -215,13 +224,12 @@ def plan_smart(
             }
         )
     check_needs(needs, sources, fps)
-    if short:  # within check_coverage's half-frame slack, but a whole frame is missing
-        raise JobError(
-            ErrorCode.SOURCE_TOO_SHORT,
-            short[0]
-            + " but the source ends before"
-            + (f" (and {len(short) - 1} more)" if len(short) > 1 else ""),
-            {"problems": short[:50]},
+    if short:
+        # Within check_coverage's half-frame slack (a video that starts a little after
+        # its file's time 0, or ends a little early), but a whole frame is missing: the
+        # reencode holds the nearest one there.
+        raise SmartUnavailable(
+            short[0] + (f" (and {len(short) - 1} more)" if len(short) > 1 else "")
         )
     encoded = [p for p in placed if p.part.kind == "encode"]
     groups = _groups(encoded, settings.export.smart_workers)

@@ -432,3 +432,22 @@ def test_switches_and_segments_give_the_same_plan(
             )
         )
     assert outcomes[0] == outcomes[1]
+
+
+def test_smart_names_only_true_reasons_for_rotated_angles_and_unreadable_parameter_sets() -> None:
+    from spooler.export.smart import smart_blockers
+
+    # Given two angles rotated alike, and an angle whose avcC cannot be read (an Annex B
+    # stream, as MPEG-TS carries)
+    spec = job([("cam1", 0, 5), ("cam2", 5, 10)], mode="smart")
+    rotated = {n: source(n, rotation=90) for n in ("cam1.mp4", "cam2.mp4", "cam3.mp4")}
+    annex_b = {**SOURCES, "cam1.mp4": replace(SOURCES["cam1.mp4"], info=replace(
+        SOURCES["cam1.mp4"].info, extradata=b""))}  # fmt: skip
+    # When smart render is asked why not
+    turned, _ = smart_blockers(spec, rotated, ["cam1", "cam2"])
+    unreadable, _ = smart_blockers(spec, annex_b, ["cam1", "cam2"])
+    # Then no angle is said to differ from itself, and the missing avcC is the one reason
+    assert "cam1 has a rotation or non-square pixels" in turned
+    assert not any("cam1's size or rotation differs" in r for r in turned), turned
+    assert any(r.startswith("cam1's parameter sets cannot be read") for r in unreadable)
+    assert not any("IDR" in r for r in unreadable), unreadable

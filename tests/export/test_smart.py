@@ -316,6 +316,31 @@ def test_the_reencode_skips_warm_up_non_reference_pictures_and_no_pixel_changes(
     assert got[0] == want[0] and len(got[0]) == sum(stop - first for _, first, stop in edit)
 
 
+def test_auto_re_encodes_when_an_angle_has_no_frame_at_the_start_its_edit_needs(
+    smart_root: Path, ffmpeg: str, run_export: Callable[..., tuple[FakeContext, Path]]
+) -> None:
+    # Given an angle whose video starts 40 ms after its file's time 0 (an empty edit; its
+    # sound at 0), cut from time 0: within the coverage check's slack, but no frame there
+    late = smart_root / "slate.mp4"
+    if not late.exists():
+        subprocess.run(
+            [ffmpeg, "-v", "error", "-nostdin", "-itsoffset", "0.04", "-i",
+             str(smart_root / "sred.mp4"), "-i", str(smart_root / "sred.mp4"),
+             "-map", "0:v", "-map", "1:a", "-c", "copy", str(late)],
+            check=True,
+        )  # fmt: skip
+    job = _job([("sgreen", 40, 70)], mode="auto")
+    job["angles"].insert(0, {"id": "slate", "source": "slate.mp4"})
+    job["segments"].insert(0, {"angle": "slate", "start": 0, "end": 40 / FPS})
+    # When it is exported in auto
+    ctx, out = run_export(job)
+    # Then smart render says why it cannot, and the reencode makes every frame
+    report = ctx.preflight
+    assert report is not None and report["path"] == "reencode", report
+    assert "segments[0] needs a frame of slate before its first" in report["reason"]
+    assert stream_ends(out).video_frames == 70
+
+
 def test_the_encoders_share_the_cores_they_are_planned_for(
     smart_root: Path, tmp_path: Path
 ) -> None:
