@@ -102,12 +102,20 @@ class JobPool:
             elif handle.status.state is State.QUEUED:
                 handle.not_before = monotonic_due(handle.status.retry_at, clocks)
                 if stopping:
-                    self.intake.release(handle.job_id)
+                    self._release(handle)
                 else:
                     handle.cancel.clear()
                     self.table.waiting[handle.job_id] = handle
             else:
                 self.table.remember_final(handle.status)
+
+    def _release(self, handle: JobHandle) -> None:
+        """Give a retry back to the spool as the daemon stops; one that cannot be (a
+        read-only disk) stays ours, and recovery queues it again at the next start."""
+        try:
+            self.intake.release(handle.job_id)
+        except OSError:
+            self.log.exception("release_failed", job_id=handle.job_id)
 
     def note_waiting(self, clocks: Clocks) -> None:
         """Say whether a job is due to start and waits for a slot (slot_wanted)."""

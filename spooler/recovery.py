@@ -36,7 +36,6 @@ from spooler.fsutil import (
     lexists,
     remove_temp_files,
     remove_tree,
-    temp_name_for,
 )
 from spooler.jobtable import JobTable, folder_identity
 from spooler.layout import is_valid_job_id
@@ -247,11 +246,7 @@ class Recovery:
                 message=f"status file unreadable after worker {owner} stopped: {problem}"[:2000],
             ),
         )
-        status_file = self.layout.status_file(job_id)
-        if is_real_dir(status_file):  # a folder cannot be replaced by a rename: set aside
-            with contextlib.suppress(FileNotFoundError):
-                status_file.rename(temp_name_for(status_file))
-        self.reporter.write(None, status)
+        self.reporter.write(None, status)  # over whatever is there (spool.write_status)
         self.table.remember_final(status)
         self.log.warning("job_status_unreadable", job_id=job_id, previous_owner=owner)
         return False

@@ -11,6 +11,7 @@ A crash between steps leaves a claim file whose worker is dead; any daemon finis
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -28,7 +29,9 @@ from spooler.fsutil import (
     UnsafeFile,
     atomic_write_json,
     fsync_dir,
+    is_real_dir,
     read_untrusted,
+    temp_name_for,
 )
 from spooler.layout import (
     PROTOCOL_VERSION,
@@ -235,7 +238,17 @@ def read_status(layout: SpoolLayout, job_id: str) -> JobStatus | None:
 
 
 def write_status(layout: SpoolLayout, status: JobStatus, *, durable: bool = True) -> None:
-    atomic_write_json(layout.status_file(status.job_id), status.to_json(), durable=durable)
+    path = layout.status_file(status.job_id)
+    try:
+        atomic_write_json(path, status.to_json(), durable=durable)
+    except IsADirectoryError:
+        # A folder at status.json (a client's doing) cannot be replaced by a rename: set
+        # aside under a temporary name (removed with the attempt's temporary files).
+        if not is_real_dir(path):
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(temp_name_for(path))
+        atomic_write_json(path, status.to_json(), durable=durable)
 
 
 def owner_of(layout: SpoolLayout, job_id: str) -> str | None:

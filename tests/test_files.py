@@ -32,6 +32,7 @@ from spooler.spool import (
     owner_of,
     scan_inbox,
     take_ownership,
+    write_status,
 )
 from spooler.status import State, new_status
 
@@ -100,6 +101,21 @@ def test_atomic_write_leaves_no_temp_and_replaces_whole(tmp_path: Path) -> None:
         atomic_write_json(target, {"a": float("nan")})
     assert json.loads(target.read_text()) == {"a": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+def test_a_status_written_over_a_folder_sets_the_folder_aside(tmp_path: Path) -> None:
+    # Given a job folder whose status.json a client replaced by a folder
+    layout = SpoolLayout(tmp_path)
+    ensure_layout(layout)
+    layout.job_dir("j").mkdir()
+    (layout.status_file("j") / "theirs").mkdir(parents=True)
+    status = new_status("j", State.QUEUED, now=NOW, submitted_at=NOW, worker=None, max_attempts=1)
+    # When the daemon writes the job's status
+    write_status(layout, status)
+    # Then status.json is the status, and the folder waits under a temporary name
+    assert json.loads(layout.status_file("j").read_text())["state"] == "queued"
+    (aside,) = [p for p in layout.job_dir("j").iterdir() if p.name != "status.json"]
+    assert aside.name.startswith(".tmp-") and (aside / "theirs").is_dir()
 
 
 def test_concurrent_claims_have_exactly_one_winner(tmp_path: Path) -> None:
