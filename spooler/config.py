@@ -393,6 +393,7 @@ RESTART_ONLY: frozenset[str] = frozenset(
         "bullmq",
         "webhooks",  # its sink holds threads and the loaded secrets
         "ingest",  # the upload watcher holds its folders and watchdog observers
+        "s3",  # the output store (local or routed to S3) is built at start, with its client
     }
 )
 

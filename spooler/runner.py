@@ -352,6 +352,7 @@ def run_attempt(
             job_log.write(f"# attempt ended: {ended} {code}\n")
     except Exception as exc:  # the daemon must never crash on a job
         log.exception("job_bookkeeping_failed")
+        published = [o.path for o in handle.status.outputs]  # what it published before
         error = JobError(ErrorCode.INTERNAL, f"internal error: {exc}")
         outcome = _failed(handle, error, env.settings)
     try:

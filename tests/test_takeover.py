@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spooler.config import Settings, reload_plan
+from spooler.config import S3Settings, Settings, reload_plan
 from spooler.errors import ErrorCode
 from spooler.status import (
     ErrorInfo,
@@ -130,3 +130,7 @@ def test_reload_applies_run_time_settings_and_keeps_the_rest_until_restart(tmp_p
     assert plan.settings.watch_mode == "auto"
     assert sorted(plan.applied) == ["max_jobs", "retention"]
     assert sorted(plan.needs_restart) == ["spool_dir", "watch_mode"]
+    # S3 too: the output store is built at start (a bucket allowed by a reload alone
+    # would have its outputs kept in the job folder under an s3:// uri)
+    s3 = reload_plan(current, current.model_copy(update={"s3": S3Settings(allowed_buckets=["b"])}))
+    assert s3.needs_restart == ["s3"] and s3.settings.s3 == current.s3

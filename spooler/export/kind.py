@@ -74,6 +74,7 @@ class ExportKind:
             # Each source is opened once here and read through /proc/self/fd/N (remote: its
             # gateway URL) from then on.
             sources = inspect_sources(spec, ctx.settings.media_roots, used, remote)
+            remote.clear_errors()  # what the inspection tolerated (an index's miss)
             try:
                 self._run(spec, ctx, sources, proxies, remote)
             finally:
@@ -140,6 +141,14 @@ class ExportKind:
             )
         fds = tuple(sorted(s.fd for s in sources.values() if s.fd is not None))
         self._execute(plan, spec, paths, ctx, fds)
+        cause = remote.error() if remote is not None else None
+        if cause is not None:
+            # A read the gateway cut short (a source changed, the storage failed): ffmpeg
+            # takes it for the input's end and may exit 0 on a truncated output.
+            ctx.log_line(
+                f"# the end of ffmpeg's input explained by a remote source: {cause.message}"
+            )
+            raise cause
         if remote is not None and remote.opened:
             # What the export fetched from the storage (probe and index included).
             fetched = remote.fetched()

@@ -15,14 +15,15 @@ if TYPE_CHECKING:
 
 def make_client(settings: S3Settings) -> S3Client:
     """A client that signs every request itself (SigV4), so refreshed credentials (STS,
-    instance roles) apply to each range request of a long job; botocore retries network
-    faults and 5xx (standard mode)."""
+    instance roles) apply to each range request of a long job. botocore retries nothing:
+    every call goes through upstream.retrying, `attempts` tries in all (the two layers
+    together made attempts x (attempts + 1) requests of one failing range)."""
     config = Config(
         signature_version="s3v4",
         region_name=settings.region,
         connect_timeout=settings.timeout_seconds,
         read_timeout=settings.timeout_seconds,
-        retries={"mode": "standard", "max_attempts": settings.attempts},
+        retries={"mode": "standard", "max_attempts": 1},
         # Checksums only where we ask for them (multipart parts), not on every range GET.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from spooler.errors import JobError
+from spooler.errors import ErrorCode, JobError
 from spooler.s3.upstream import Upstream
 
 # Small socket buffers keep read-ahead (bytes fetched but never used) near one chunk.
@@ -199,6 +199,13 @@ class SourceGateway:
         entry = self._entries.get(source.token)
         return entry.error if entry else None
 
+    def clear_error(self, source: GatewaySource) -> None:
+        """Forget the errors met so far (the reads after this are the ones that count)."""
+        entry = self._entries.get(source.token)
+        if entry is not None:
+            with entry.lock:
+                entry.error = None
+
     def close(self, source: GatewaySource) -> None:
         with self._lock:
             self._entries.pop(source.token, None)
@@ -283,6 +290,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             piece = data[position - first : end - first + 1]
             if not piece:  # the upstream sent less than the object's pinned size
+                with entry.lock:
+                    entry.error = entry.error or JobError(
+                        ErrorCode.STORAGE_FAILED, "the storage sent less than the object's size"
+                    )
                 self.close_connection = True
                 return
             try:

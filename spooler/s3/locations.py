@@ -68,6 +68,10 @@ def _key_problem(key: str) -> str | None:
         return f"needs an object key of 1-{_MAX_KEY_BYTES} bytes"
     if any(ord(c) < 32 or ord(c) == 127 for c in key):
         return "has control characters in its key"
+    if any(part in (".", "..") for part in key.split("/")):
+        # Sent as they are (path-style), a proxy or server that normalises paths would
+        # read them as another bucket's.
+        return "has '.' or '..' components in its key"
     return None
 
 

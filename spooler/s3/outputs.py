@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from spooler.config import S3Settings
 from spooler.errors import ErrorCode, JobError
@@ -254,7 +254,7 @@ class S3Uploads:
         return Stored(int(head["ContentLength"]), str(head["ETag"]), head.get("ChecksumSHA256"))
 
     def delete(self, obj: S3Object) -> None:
-        with contextlib.suppress(ClientError):
+        with contextlib.suppress(ClientError, BotoCoreError):
             self.client.delete_object(Bucket=obj.bucket, Key=obj.key)
 
     def _call(self, obj: S3Object, call: Callable[[], Any]) -> Any:
@@ -263,10 +263,10 @@ class S3Uploads:
                 return call()
             except ClientError as exc:
                 status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+                # Any other refusal (NoSuchBucket, an expired token) is the storage's
+                # answer too: a job error, never a stray exception in the job's thread.
                 transient = status == 429 or status >= 500
                 code = ErrorCode.STORAGE_FAILED if transient else ErrorCode.SOURCE_FORBIDDEN
-                if not transient and status != 403:
-                    raise
                 raise JobError(
                     code, f"{obj.uri}: {exc.response.get('Error', {}).get('Code')}"
                 ) from exc

@@ -72,6 +72,10 @@ class RemoteSources:
         """The first error a read of `source` met (the real cause of an ffmpeg failure)."""
         return self._gateway.error(source) if self._gateway is not None else None
 
+    def clear_error(self, source: GatewaySource) -> None:
+        if self._gateway is not None:
+            self._gateway.clear_error(source)
+
     def close(self, source: GatewaySource) -> None:
         if self._gateway is not None:
             self._gateway.close(source)
@@ -130,6 +134,12 @@ class JobRemotes:
             if error is not None:
                 return error
         return None
+
+    def clear_errors(self) -> None:
+        """Forget what reads met so far: an index read by range may fail and fall back
+        to the scan (export/sources.py), which is no error of the job."""
+        for source in self.opened.values():
+            self.sources.clear_error(source)
 
     def close(self) -> None:
         for source in self.opened.values():

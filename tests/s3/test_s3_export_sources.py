@@ -467,3 +467,16 @@ def test_readers_of_the_same_bytes_share_one_fetch(
         assert gateway.cache.get((source.token, 0)) is None
     finally:
         gateway.shutdown()
+
+
+@pytest.mark.parametrize("key", ["../secret/x.mp4", "a/./b.mp4", "a/.."])
+def test_keys_with_dot_components_are_refused(key: str) -> None:
+    # An allowed bucket, but a key a normalising proxy or server would read elsewhere
+    from spooler.config import S3Settings
+    from spooler.errors import JobError
+    from spooler.s3.locations import parse_s3
+
+    with pytest.raises(JobError) as caught:
+        parse_s3(f"s3://shoots/{key}", S3Settings(allowed_buckets=["shoots"]))
+    assert caught.value.code.value == "source_not_allowed"
+    assert parse_s3("s3://shoots/a..b/c.mp4", S3Settings(allowed_buckets=["shoots"])).key

@@ -92,6 +92,19 @@ def test_upload_publishes_once_with_checksum(
     assert not temp.exists()
 
 
+def test_a_refusal_other_than_403_is_a_job_error(s3_settings: S3Settings, tmp_path: Path) -> None:
+    # Given an allowed destination bucket that does not exist (S3 answers 404 NoSuchBucket)
+    allowed = [*s3_settings.allowed_buckets, "no-such-bucket"]
+    outputs = store(s3_settings.model_copy(update={"allowed_buckets": allowed}), tmp_path)
+    temp = verified_temp(tmp_path, 1000)
+    # When the upload begins, then it fails as a job error naming the storage's answer, not
+    # as a stray botocore exception in the job's thread
+    with pytest.raises(JobError) as caught:
+        outputs.begin(JOB, temp, info_for("no-such-bucket", temp))
+    assert caught.value.code == ErrorCode.SOURCE_FORBIDDEN and not caught.value.transient
+    assert "NoSuchBucket" in caught.value.message
+
+
 def test_cancel_mid_upload_aborts(
     s3_settings: S3Settings, s3: S3Client, bucket: str, tmp_path: Path
 ) -> None:
