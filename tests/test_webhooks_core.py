@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -221,6 +222,18 @@ def test_settings_refuse_a_url_without_a_secret_and_bad_secrets() -> None:
     WebhookSettings(allowed_hosts=["web"])  # an image may ship the allow-list alone
     with pytest.raises(ConfigError, match="whsec_"):
         load_secrets(WebhookSettings(secrets=["not-a-secret"]))
+    with pytest.raises(ConfigError, match="is not valid"):
+        load_secrets(WebhookSettings(secrets=["whsec_"]))
+
+
+def test_a_secrets_file_without_a_secret_stops_the_start(tmp_path: Path) -> None:
+    # Given a secrets file that arrived empty (a credential that failed to load)
+    empty = tmp_path / "secrets"
+    empty.write_text("\n\n")
+    settings = WebhookSettings(url="https://hooks.example.com/x", secrets_file=empty)
+    # Then loading it is a configuration error, not a daemon that gives every event up
+    with pytest.raises(ConfigError, match="holds no secret"):
+        load_secrets(settings)
 
 
 def test_a_job_callback_must_be_an_http_url_with_known_events() -> None:
@@ -234,3 +247,19 @@ def test_a_job_callback_must_be_an_http_url_with_known_events() -> None:
         with pytest.raises(JobError) as info:
             parse_job(bad)
         assert info.value.code == "invalid_job"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/café",
+        "https://hööks.example.com/x",
+        "https://" + "a" * 70 + ".example.com/x",
+        "https://a..example.com/x",
+    ],
+)
+def test_urls_no_request_can_carry_are_refused_as_bad_urls(url: str) -> None:
+    # A request line and Host header are ASCII, and DNS labels are 1-63 characters: such
+    # a URL would fail at every attempt and never be given up
+    problem = callback_problem(url, ["*.example.com", "hooks.example.com"])
+    assert problem is not None and problem.startswith("bad_url"), problem

@@ -483,3 +483,43 @@ def test_jobs_that_ended_before_webhooks_were_enabled_are_not_announced(
     assert json.loads(request.body)["data"]["jobId"] == "new-job"
     time.sleep(0.6)
     assert len(receiver.requests) == 1
+
+
+def test_a_record_whose_content_names_another_file_is_set_aside_not_followed(
+    layout: SpoolLayout,
+    receiver: Receiver,
+    tmp_path: Path,
+    make_sink: Callable[..., WebhookSink],
+) -> None:
+    # Given a file outside the outbox, and records planted in it whose ids lead there or
+    # name another record than their own file
+    victim = tmp_path / "victim.operator.json"
+    victim.write_text("keep me")
+    outbox = Outbox(layout)
+    outbox.ensure()
+    common = {
+        "target": "operator",
+        "url": receiver.url(),
+        "jobId": "job-1",
+        "event": "succeeded",
+        "sequence": 3,
+        "eventAt": "2026-11-30T08:00:00Z",
+        "createdAt": "2026-11-30T08:00:00Z",
+        "body": "{}",
+    }
+    escape = os.path.relpath(tmp_path / "victim", outbox.pending)
+    (outbox.pending / "planted.operator.json").write_text(json.dumps({"id": escape, **common}))
+    (outbox.pending / "copy.json").write_text(json.dumps({"id": "evt_other", **common}))
+    # When a sink delivers the outbox
+    make_sink(url=receiver.url(), allowed_hosts=["127.0.0.1"], allow_private=["127.0.0.1"])
+    deadline = time.monotonic() + 10
+    while outbox.pending_names() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Then both were set aside under their own names; nothing was sent, nothing outside
+    # the outbox touched
+    assert outbox.pending_names() == []
+    assert sorted(p.name for p in outbox.failed.glob("*.unreadable")) == [
+        "copy.unreadable",
+        "planted.operator.unreadable",
+    ]
+    assert victim.read_text() == "keep me" and receiver.requests == []

@@ -42,7 +42,11 @@ MAX_RECORD_BYTES = 4 * 1_048_576
 
 
 class OutboxRecord(_CamelModel):
-    id: str = Field(description="The webhook-id: the same on every attempt.")
+    # A file name part too (pending/<id>.<target>.json): no dot, no slash.
+    id: str = Field(
+        pattern=r"^evt_[A-Za-z0-9_]{1,64}$",
+        description="The webhook-id: the same on every attempt.",
+    )
     target: Target
     url: str | None = None
     command: list[str] | None = None
@@ -170,6 +174,15 @@ class Outbox:
         atomic_write_json(folder / f"{name}.json", outcome.model_dump(mode="json", by_alias=True))
         self.drop_pending(name)
 
+    def quarantine(self, name: str) -> None:
+        """Move a pending file that cannot be delivered (unreadable, a link, a record whose
+        content names another file) to failed/<name>.unreadable: never read again, pruned
+        like the outcomes."""
+        with contextlib.suppress(FileNotFoundError):
+            self.record_path(name).rename(self.failed / f"{name}.unreadable")
+        with contextlib.suppress(FileNotFoundError):
+            self.state_path(name).unlink()
+
     def drop_pending(self, name: str) -> None:
         for path in (self.state_path(name), self.record_path(name)):
             with contextlib.suppress(FileNotFoundError):
@@ -185,10 +198,11 @@ class Outbox:
                 yield Path(entry.path)
 
     def prune(self, older_than: float) -> int:
-        """Remove outcome files last written before `older_than` (a POSIX time)."""
+        """Remove outcome files (and quarantined ones) last written before `older_than`
+        (a POSIX time)."""
         removed = 0
         for folder in (self.delivered, self.failed):
-            for path in self.outcomes(folder):
+            for path in [*self.outcomes(folder), *folder.glob("*.unreadable")]:
                 with contextlib.suppress(FileNotFoundError):
                     if path.stat().st_mtime < older_than:
                         path.unlink()

@@ -83,7 +83,15 @@ def parse_endpoint(url: str, *, per_job: bool, allowed_hosts: list[str]) -> Endp
         return f"{DeliveryError.BAD_URL}: an http(s) URL with a host is required"
     if parts.username or parts.password:
         return f"{DeliveryError.BAD_URL}: credentials in the URL are not allowed"
+    if not url.isascii():
+        # An HTTP request line and Host header are ASCII: write the host in punycode and
+        # percent-encode the path.
+        return f"{DeliveryError.BAD_URL}: non-ASCII characters (use punycode and %-encoding)"
     host = parts.hostname.lower().rstrip(".")
+    try:
+        host.encode("idna")  # a label over 63 characters, an empty one
+    except UnicodeError as exc:
+        return f"{DeliveryError.BAD_URL}: host {host!r}: {exc}"
     listed = host_matches(host, allowed_hosts)
     if per_job and not listed:
         return f"{DeliveryError.NOT_ALLOWED}: host {host!r} is not in webhooks.allowed_hosts"

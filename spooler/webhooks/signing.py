@@ -7,7 +7,6 @@ configured secret separated by spaces, so receivers keep verifying while a secre
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from datetime import UTC, datetime
@@ -28,13 +27,15 @@ def load_secrets(settings: WebhookSettings) -> list[str]:
     found = [s.get_secret_value().strip() for s in settings.secrets]
     if settings.secrets_file is not None:
         found += _read_secrets_file(settings.secrets_file)
+        if not found:  # a secret that failed to arrive (LoadCredential, a Docker secret)
+            raise ConfigError(f"webhooks.secrets_file {settings.secrets_file} holds no secret")
     for index, secret in enumerate(found):
         if not secret.startswith(SECRET_PREFIX):
             raise ConfigError(f"webhooks secret #{index + 1} must start with {SECRET_PREFIX}")
         try:
             Webhook(secret)
-        except (binascii.Error, ValueError) as exc:
-            raise ConfigError(f"webhooks secret #{index + 1} is not valid base64: {exc}") from exc
+        except Exception as exc:  # not base64, or empty (the library's own error class)
+            raise ConfigError(f"webhooks secret #{index + 1} is not valid: {exc}") from exc
     return found
 
 

@@ -348,8 +348,9 @@ class WebhookSink:
             fd = os.open(self.outbox.record_path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return  # delivered meanwhile (by another daemon)
-        except OSError as exc:  # a link or a FIFO planted in outbox/: never followed
+        except OSError as exc:  # a link planted in outbox/: never followed
             self.log.error("webhook_record_unsafe", record=name, error=str(exc))
+            self.outbox.quarantine(name)
             return
         try:
             try:
@@ -362,8 +363,10 @@ class WebhookSink:
                 self.outbox.drop_pending(name)
                 return
             record = self.outbox.read_record(name)
-            if record is None:
+            if record is None or record.name != name:
+                # Unreadable, or planted: its content would name another file to finish.
                 self.log.error("webhook_record_unreadable", record=name)
+                self.outbox.quarantine(name)
                 return
             state = self.outbox.read_state(name)
             now = self.clock()
