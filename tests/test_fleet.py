@@ -435,3 +435,26 @@ def test_a_transient_failure_is_retried_by_bullmq(
     assert outcomes == ["retry", "complete"]
     node.send(op="status", jobId="flaky")
     assert node.wait(lambda e: e["event"] == "status")["view"]["attemptsMade"] == 2
+
+
+def test_redis_unreachable_past_the_lock_frees_the_workers_slot(
+    node: NodeDriver, workers: Callable[..., DaemonProcess], redis_server: RedisServer
+) -> None:
+    # Given a worker with one slot running a job (locks of 2 s)
+    [worker] = [workers()]
+    node.send(op="submit", jobId="long", job=tiny_job(4.0, realtime=True))
+    wait_started([worker], "long")
+    # When Redis cannot be reached for longer than the lock, then comes back
+    time.sleep(0.3)
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(4.0)
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    node.send(op="submit", jobId="after", job=tiny_job(0.2))
+    # Then the worker dropped the job it no longer held, and its slot takes the next ones:
+    # both complete (the dropped one again, once BullMQ finds it stalled)
+    for job_id in ("after", "long"):
+        done = node.final(job_id, timeout=60)
+        assert done["event"] == "completed", done
+    assert any(e.get("event") == "job_ownership_lost" for e in worker.events())

@@ -172,7 +172,9 @@ class BullmqIntake:
         try:
             holder = self._redis.get(self.keys.lock(job_id))
         except redis.RedisError:
-            return now - parked.confirmed < self.settings.bullmq.lock_duration_ms / 1000
+            if now - parked.confirmed < self.settings.bullmq.lock_duration_ms / 1000:
+                return True
+            holder = None  # the lock has expired by now, wherever Redis is: not ours
         if isinstance(holder, bytes) and holder.decode() == parked.token:
             parked.confirmed = now
             return True
