@@ -4,11 +4,14 @@ write_status into a temporary spool, real threads, real sockets, real signatures
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +29,9 @@ from spooler.spool import ensure_layout, write_status
 from spooler.status import ErrorInfo, JobStatus, OutputInfo, State, new_status, transition, utcnow
 from spooler.webhooks import WebhookSink
 from spooler.webhooks.outbox import Outbox, Outcome
+from spooler.webhooks.policy import DeliveryError
+from spooler.webhooks.sink import send_http
+from spooler.webhooks.transport import HttpLimits
 
 SECRET = "whsec_" + base64.b64encode(b"spooler-webhook-test-secret-1").decode()
 FAST = {"retry_schedule_seconds": [0.1, 0.1, 0.1], "jitter": 0.0, "recover_seconds": 0.2}
@@ -523,3 +529,35 @@ def test_a_record_whose_content_names_another_file_is_set_aside_not_followed(
         "planted.operator.unreadable",
     ]
     assert victim.read_text() == "keep me" and receiver.requests == []
+
+
+def test_an_answer_dribbled_byte_by_byte_times_out_as_a_whole() -> None:
+    # Given a receiver that sends its answer one byte every 0.3 s (each read within the
+    # read timeout, the whole answer far past it)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def dribble() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        with contextlib.suppress(OSError):
+            for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 20:
+                time.sleep(0.3)
+                conn.sendall(bytes([byte]))
+        conn.close()
+
+    threading.Thread(target=dribble, daemon=True).start()
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    # When an event is sent to it with a read timeout of 1 s
+    started = time.monotonic()
+    error, message, _ = send_http(
+        f"http://127.0.0.1:{port}/", "evt_x", "{}", per_job=False, secrets=[secret],
+        allowed_hosts=["127.0.0.1"], resolver=lambda host, port: ["127.0.0.1"],
+        limits=HttpLimits(read_timeout=1.0, allow_private=["127.0.0.1"]),
+    )[:3]  # fmt: skip
+    # Then the attempt ends as a timeout after about that second, not the answer's ~9 s
+    assert error == DeliveryError.TIMEOUT, message
+    assert time.monotonic() - started < 3
+    server.close()

@@ -16,6 +16,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -128,6 +129,18 @@ def post(
             except (ssl.SSLError, ssl.CertificateError) as exc:
                 raise TransportError(DeliveryError.CONNECT_FAILED, f"TLS: {exc}") from exc
         conn = _PinnedConnection(endpoint.host, endpoint.port, sock, limits.read_timeout)
+        # The timeout bounds each read; this bounds the whole answer (a receiver that sends
+        # a byte now and then would otherwise hold a delivery thread for ever).
+        expired = threading.Event()
+
+        def expire(held: socket.socket = sock) -> None:
+            expired.set()
+            with contextlib.suppress(OSError):
+                held.shutdown(socket.SHUT_RDWR)
+
+        deadline = threading.Timer(limits.read_timeout, expire)
+        deadline.daemon = True
+        deadline.start()
         try:
             conn.request(
                 "POST",
@@ -149,10 +162,15 @@ def post(
                 DeliveryError.TIMEOUT, f"no answer within {limits.read_timeout} s"
             ) from exc
         except (OSError, http.client.HTTPException) as exc:
+            if expired.is_set():
+                raise TransportError(
+                    DeliveryError.TIMEOUT, f"no whole answer within {limits.read_timeout} s"
+                ) from exc
             raise TransportError(
                 DeliveryError.CONNECT_FAILED, f"{type(exc).__name__}: {exc}"
             ) from exc
         finally:
+            deadline.cancel()
             conn.close()
     finally:
         with contextlib.suppress(OSError):
