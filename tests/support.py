@@ -113,8 +113,19 @@ class Spool:
             job_id, "succeeded", "failed", "cancelled", "rejected", timeout=timeout
         )
 
-    def temp_leftovers(self) -> list[Path]:
-        return [p for p in self.root.rglob(".tmp-*") if "trash" not in p.parts]
+    def temp_leftovers(self, settle: float = 1.0) -> list[Path]:
+        """Temporary files left behind. A running daemon's atomic write (a heartbeat every
+        fraction of a second) has one for a moment: only a temp still there `settle` seconds
+        later counts (each write's temp has a fresh random name)."""
+
+        def scan() -> set[Path]:
+            return {p for p in self.root.rglob(".tmp-*") if "trash" not in p.parts}
+
+        seen = scan()
+        if seen:
+            time.sleep(settle)
+            seen &= scan()
+        return sorted(seen)
 
 
 @dataclass
