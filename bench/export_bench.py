@@ -498,8 +498,9 @@ def needed_frames_list(variant: Variant) -> str:
 def smart_decoded_frames(variant: Variant, preset: str) -> dict[str, int]:
     """What smart's decoders decode, from its plan's parts: the encoded frames, the warm-up
     from the keyframe before each part (its input starts 2 frames early), and the frames
-    read past each part (its 2 frames of margin; the interleave lead, if any, not counted:
-    smart's parts read no POSTROLL, graph.piece_inputs)."""
+    decoded past each part (those decoded before its last frame's last needed packet:
+    graph.piece_inputs reads no margin past an MP4 part; the interleave lead, if any, is
+    not counted). Non-reference pictures the decoders skip are counted too."""
     import bisect
 
     from spooler.export.gop import split_piece
@@ -525,7 +526,9 @@ def smart_decoded_frames(variant: Variant, preset: str) -> dict[str, int]:
                     key = heads[max(0, bisect.bisect_right(heads, part.start - 2) - 1)]
                     counts["encoded"] += part.frames
                     counts["warmup"] += part.start - key
-                    counts["after"] += 2
+                    end = angle_frames.first + part.stop * angle_frames.step
+                    last = max(i for i, p in enumerate(index.packets) if p.pts < end)
+                    counts["after"] += sum(p.pts >= end for p in index.packets[: last + 1])
                     counts["parts"] += 1
         return counts
     finally:

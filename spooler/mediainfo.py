@@ -221,6 +221,26 @@ class VideoIndex:
         lag = max((p.dts - p.pts for p in self.packets), default=0)
         return max(0, lag) * self.time_base
 
+    def last_needed_decode(self, end: Fraction) -> Fraction | None:
+        """The decode time (source time) of the last packet, in decode order, of a frame
+        shown before `end`: decoding up to it, and no further, shows every frame before
+        `end` (a packet decoded earlier but shown later comes before it). None when no
+        frame is shown before `end`."""
+        limit = (end + self.origin) / self.time_base  # in ticks
+        decode_ticks, lag = self._decode_ticks
+        # A packet shown before `end` is decoded before end + lag: it lies before `first`.
+        first = bisect.bisect_left(decode_ticks, limit + lag)
+        for i in range(first - 1, -1, -1):
+            if self.packets[i].pts < limit:
+                return self.time(self.packets[i].dts)
+        return None
+
+    @functools.cached_property
+    def _decode_ticks(self) -> tuple[list[int], int]:
+        """Every packet's decode time (ticks, in decode order) and the decode lag in ticks."""
+        lag = max((p.dts - p.pts for p in self.packets), default=0)
+        return [p.dts for p in self.packets], max(0, lag)
+
     def keyframe_interval(self) -> float | None:
         keys = [p.pts for p in self.packets if p.keyframe]
         if len(keys) < 2:

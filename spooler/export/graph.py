@@ -23,6 +23,9 @@ from spooler.export.probed import Source
 from spooler.mediainfo import is_mov
 
 POSTROLL = Fraction(1, 5)  # seconds read past a stretch beyond the file's interleave lead
+# An outpoint this far past a packet's decode time keeps the packet (ffconcat rounds it
+# outwards to the microsecond; a frame lasts thousands).
+KEEP_PACKET = Fraction(1, 1_000_000)
 GRAPH_INLINE_LIMIT = 60_000  # longer graphs go to a file (one argv string must stay < 128 KiB)
 
 
@@ -91,7 +94,12 @@ def piece_inputs(
     file's decode lag instead (0 unless it stores negative composition offsets): every
     packet the span's frames need has a decode time below the span's end + that lag, so
     the packet that ends the entry comes after all of them (issue 18: 6 frames fewer
-    decoded past each part at 30 fps). No entry of an MP4/MOV decodes a frame to be
+    decoded past each part at 30 fps); an MP4/MOV's entry ends right after the last of
+    those packets (VideoIndex.last_needed_decode) plus the lead. And no `margin` past the
+    span: a trim closes on the first frame past its end, and here that frame is the next
+    entry's first, a warm-up frame its own span never shows, routed back to the span
+    before (`joins`); only a span whose next entry reads from the file's start (no warm-up
+    frame before its first) keeps the margin. No entry of an MP4/MOV decodes a frame to be
     probed, the input's own probe one (ConcatList.probe). A non-MP4 entry starts at the
     decode time of the keyframe before it (VideoIndex.seek_time).
     """
@@ -100,7 +108,13 @@ def piece_inputs(
     lags: dict[str, Fraction] = {}
     bases: list[Fraction] = []
     reads: list[tuple[Fraction, Fraction]] = []
-    for span in spans:
+    # postroll=False: per angle, each join's graph time, half the margin (smart's: one frame)
+    # before the next span's first frame; the frames before it (the next entry's warm-up,
+    # from a keyframe a whole margin or more before) go to the span before, and close its trim.
+    joins: dict[str, list[Fraction]] = {}
+    read_ins = [_read_in(job, sources, span, margin) for span in spans]
+    warmed = _warmed_up(spans, read_ins)
+    for n, span in enumerate(spans):
         angle = job.angle(span.angle)
         source = sources[angle.source]
         if span.angle not in lists:
@@ -116,7 +130,7 @@ def piece_inputs(
                 probe=not is_mov(source.info.format_name),
             )
         src_start = span.start + Fraction(angle.sync_offset)
-        m = margin(source)
+        m = m_end = margin(source)
         src_end = src_start + span.end - span.start
         lead = Fraction(source.index.interleave_lead if source.index else 1.0)
         if postroll:
@@ -125,12 +139,24 @@ def piece_inputs(
             if span.angle not in lags:
                 lags[span.angle] = source.index.decode_lag() if source.index else POSTROLL
             tail = lead + lags[span.angle]
-        read_in = src_start - m
-        if source.index is not None and not is_mov(source.info.format_name):
-            # A seek by decode time (MPEG-TS) would land past the keyframe before read_in.
-            read_in = source.index.seek_time(read_in)
-        bases.append(lists[span.angle].add(read_in, src_end + m + tail))
-        reads.append(lists[span.angle].reads[-1])
+            if warmed[n]:
+                m_end = Fraction(0)
+        read_out = src_end + m_end + tail
+        if not postroll and warmed[n] and source.index and is_mov(source.info.format_name):
+            # An MP4/MOV stores its decode times, which the concat demuxer's outpoint is
+            # compared with (another container's may be guessed after a seek): the entry
+            # ends at the first packet decoded after its frames' last one (a microsecond
+            # past that one's decode time keeps it). At a head part's end, the IDR where
+            # the copy resumes and the frame decoded after it are no longer decoded.
+            needed = source.index.last_needed_decode(src_end)
+            if needed is not None:
+                read_out = min(read_out, needed + KEEP_PACKET + lead)
+        concat = lists[span.angle]
+        base = concat.add(read_ins[n], read_out)
+        if not postroll and len(concat.reads) > 1:
+            joins.setdefault(span.angle, []).append(src_start - m / 2 - base)
+        bases.append(base)
+        reads.append(concat.reads[-1])
     pads: dict[str, tuple[list[str], list[str]]] = {}
     input_of: dict[str, int] = {}
     for angle_id, concat in lists.items():
@@ -138,8 +164,9 @@ def piece_inputs(
         count = sum(span.angle == angle_id for span in spans)
         vpads = [f"[i{k}v{j}]" for j in range(count)] if video else []
         apads = [f"[i{k}a{j}]" for j in range(count)] if audio else []
+        at = joins.get(angle_id) if not postroll else None
         if video:
-            graph.chains.append(f"[{k}:v:0]{route('select', concat, count)}{''.join(vpads)}")
+            graph.chains.append(f"[{k}:v:0]{route('select', concat, count, at)}{''.join(vpads)}")
         if audio:
             graph.chains.append(f"[{k}:a:0]{route('aselect', concat, count)}{''.join(apads)}")
         pads[angle_id] = (vpads, apads)
@@ -148,8 +175,36 @@ def piece_inputs(
     return PieceInputs(vlabels, alabels, bases, reads, input_of)
 
 
-def route(select: str, concat: ConcatList, count: int) -> str:
-    """Each frame of the list to the one branch of its entry (issue 18).
+def _read_in(
+    job: ExportJob, sources: dict[str, Source], span: Span, margin: Callable[[Source], Fraction]
+) -> Fraction:
+    """Where a span's entry starts (source time): `margin` before its first frame."""
+    angle = job.angle(span.angle)
+    source = sources[angle.source]
+    read_in = span.start + Fraction(angle.sync_offset) - margin(source)
+    if source.index is not None and not is_mov(source.info.format_name):
+        # A seek by decode time (MPEG-TS) would land past the keyframe before read_in.
+        read_in = source.index.seek_time(read_in)
+    return read_in
+
+
+def _warmed_up(spans: list[Span], read_ins: list[Fraction]) -> list[bool]:
+    """Per span: whether a frame its input decodes after its own frames closes its trim
+    without reading past it: the next span of its angle has a warm-up (its entry has an
+    inpoint, and the keyframe at or before it lies at least `margin` before its first
+    frame), or there is no next span (the input's end closes the trim)."""
+    warmed = [True] * len(spans)
+    last: dict[str, int] = {}
+    for n, span in enumerate(spans):
+        if span.angle in last:
+            warmed[last[span.angle]] = read_ins[n] > 0  # ConcatList.add writes an inpoint
+        last[span.angle] = n
+    return warmed
+
+
+def route(select: str, concat: ConcatList, count: int, joins: list[Fraction] | None = None) -> str:
+    """Each frame of the list to the one branch of its entry (issue 18); at each join,
+    the frames before `joins[j]` to the branch before (default: mid-gap, ConcatList).
 
     `split` gave every decoded frame to every branch of the angle, whose trims dropped all
     but their own: a thousand cuts cost a thousand visits per frame. `select` with one
@@ -160,7 +215,8 @@ def route(select: str, concat: ConcatList, count: int) -> str:
     """
     if count == 1:
         return "null" if select == "select" else "anull"
-    terms = ["1", *(f"gte(t,{fmt(b)})" for b in concat.boundaries())]
+    at = concat.boundaries() if joins is None else joins
+    terms = ["1", *(f"gte(t,{fmt(b)})" for b in at)]
     return f"{select}='{balanced_sum(terms)}':n={count}"
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from spooler.config import Settings
 from spooler.errors import ErrorCode, JobError
 from spooler.export import graph
-from spooler.export.commands import AudioCopy, PlanPaths
+from spooler.export.commands import AudioCopy, PlanPaths, fmt
 from spooler.export.ffconcat import ConcatList
 from spooler.export.models import ExportJob
 from spooler.export.plan import plan_export
@@ -207,31 +207,95 @@ def test_reencode_is_one_ffmpeg_pass_with_one_whitelisted_input_per_angle() -> N
     assert args[-1] == "file:/jobs/j/.out.mp4"
 
 
-def _outpoints(postroll: bool, sources: dict[str, Source]) -> list[Fraction]:
-    """The outpoints of a video-only read of two spans of cam1 (timeline 20..21 s, 40..41 s)."""
+def _video_read(
+    postroll: bool, sources: dict[str, Source], starts: tuple[int, ...] = (20, 40)
+) -> tuple[list[str], str]:
+    """A video-only read of 1-s spans of cam1 (timeline s..s+1 for each s in `starts`): its
+    ffconcat lines and its routing chain."""
     spec = job([("cam1", 20, 41)])  # only its angles matter here
-    spans = [graph.Span("cam1", Fraction(s), Fraction(s + 1), f"s{s}") for s in (20, 40)]
+    spans = [graph.Span("cam1", Fraction(s), Fraction(s + 1), f"s{s}") for s in starts]
     g = graph.Graph()
     graph.piece_inputs(
         spec, sources, g, spans, list(PATHS.lists), lambda _: Fraction(2, 30),
         video=True, audio=False, postroll=postroll,
     )  # fmt: skip
-    text = g.files[PATHS.lists[0]]
-    return [Fraction(line.split()[1]) for line in text.splitlines() if line.startswith("outpoint")]
+    return g.files[PATHS.lists[0]].splitlines(), g.chains[0]
 
 
-def test_a_video_only_read_stops_at_its_margin_plus_the_interleave_lead() -> None:
+def _directive(lines: list[str], name: str) -> list[Fraction]:
+    return [Fraction(line.split()[1]) for line in lines if line.startswith(f"{name} ")]
+
+
+def _outpoints(postroll: bool, sources: dict[str, Source]) -> list[Fraction]:
+    """The outpoints of a video-only read of two spans of cam1 (timeline 20..21 s, 40..41 s)."""
+    return _directive(_video_read(postroll, sources)[0], "outpoint")
+
+
+def _up(at: Fraction) -> Fraction:
+    """The microsecond at or above (ffconcat.py rounds an outpoint outwards)."""
+    return Fraction(math.ceil(at * 10**6), 10**6)
+
+
+# The synthetic index's structure at a span's end (frame 630 = 21 s, 1230 = 41 s: 30
+# frames into a GOP): decode order ... P632 B629 B630 B631, decode times 2 frames behind.
+# The last packet a frame before the end needs is B629, decoded at frame 628: P632 comes
+# before it, B630 and B631 (frames 628 + 1 and + 2) are not read.
+LAST_NEEDED_DTS = {21: Fraction(628, 30), 41: Fraction(1228, 30)}
+KEEP = Fraction(1, 10**6)  # a microsecond past a decode time keeps that packet
+
+
+def test_a_video_only_read_stops_after_the_last_packet_its_frames_need() -> None:
     # Given cam1 whose audio runs 0.1 s ahead of its video in the file
     lead = {"cam1.mp4": replace(SOURCES["cam1.mp4"], index=replace(
         SOURCES["cam1.mp4"].index, interleave_lead=0.1))}  # fmt: skip
     # When smart's parts read it (postroll=False) and when a read keeps the postroll
     exact, padded = _outpoints(False, lead), _outpoints(True, lead)
-    # Then each entry ends 2 frames + the lead past its span (no decode lag: x264's DTS is
-    # never after its PTS), on the microsecond above; the postroll's 0.2 s earlier
-    ends = [Fraction(math.ceil((end + Fraction(2, 30) + Fraction(1, 10)) * 10**6), 10**6)
-            for end in (21, 41)]  # fmt: skip
-    assert exact == ends
-    assert [p - e for p, e in zip(padded, exact, strict=True)] == [graph.POSTROLL] * 2
+    # Then each of smart's MP4 entries ends a microsecond past the decode time of the last
+    # packet its frames need, plus the lead: no margin past it (the next entry's warm-up
+    # or the input's end closes its trim), nor the B-frames decoded after it; a postroll
+    # read keeps the 2-frame margin past its span and 0.2 s more
+    lead_s = Fraction(0.1)  # the float the index holds, as graph.py reads it
+    assert exact == [_up(LAST_NEEDED_DTS[end] + KEEP + lead_s) for end in (21, 41)]
+    assert padded == [_up(end + Fraction(2, 30) + lead_s + graph.POSTROLL) for end in (21, 41)]
+    # (and before the first frame, no packet is needed)
+    assert lead["cam1.mp4"].index is not None
+    assert lead["cam1.mp4"].index.last_needed_decode(Fraction(0)) is None
+
+
+def test_a_non_mp4_video_only_read_stops_at_its_span_plus_its_decode_lag() -> None:
+    # Given cam1 in MPEG-TS, whose decode times a demuxer may guess after a seek
+    ts = {"cam1.mp4": replace(SOURCES["cam1.mp4"], info=replace(
+        SOURCES["cam1.mp4"].info, format_name="mpegts"))}  # fmt: skip
+    # Then smart's entries end at the span's end (decode lag 0), not at the index's
+    # decode times, and still with no margin past it
+    assert _outpoints(False, ts) == [_up(Fraction(end)) for end in (21, 41)]
+
+
+def test_a_video_only_read_routes_the_next_warm_up_to_the_span_before() -> None:
+    # When smart's parts read two spans of cam1 (20..21 s, 40..41 s)
+    lines, route = _video_read(False, SOURCES)
+    # Then every frame before one frame ahead of the second span's first (the second
+    # entry's warm-up, from the keyframe at or before its inpoint 2 frames ahead) goes to
+    # the first span's branch, where the first past its end closes its trim
+    inpoint = _directive(lines, "inpoint")[1]
+    second_starts = _directive(lines, "duration")[0]  # on the list's own timeline
+    join = second_starts + (40 - Fraction(1, 30) - inpoint)
+    assert route == f"[0:v:0]select='(1+gte(t,{fmt(join)}))':n=2[i0v0][i0v1]"
+    # while a read that keeps the postroll parts them mid-gap, as the reencode does
+    _, padded = _video_read(True, SOURCES)
+    assert f"gte(t,{fmt(join)})" not in padded
+
+
+def test_a_span_whose_next_read_has_no_warm_up_keeps_its_margin() -> None:
+    # Given two spans of cam1 whose second starts at the file's start: its entry has no
+    # inpoint, so no frame decoded before its first could close the first span's trim
+    lines, _ = _video_read(False, SOURCES, starts=(20, 0))
+    # Then the first entry reads its 2-frame margin past its span; the last stops after
+    # the last packet its frames need (B29, decoded at frame 28)
+    assert _directive(lines, "outpoint") == [
+        _up(Fraction(21) + Fraction(2, 30)),
+        _up(Fraction(28, 30) + KEEP),
+    ]
 
 
 def test_a_decode_lag_extends_a_video_only_read() -> None:
@@ -243,13 +307,14 @@ def test_a_decode_lag_extends_a_video_only_read() -> None:
         replace(p, dts=p.dts + 3) for p in index.packets))  # fmt: skip
     assert lagging.decode_lag() == Fraction(2, 30)
     late = {"cam1.mp4": replace(SOURCES["cam1.mp4"], index=lagging)}
-
-    # Then a video-only read reaches that much further, so no frame it shows is cut off
-    def ends(past: Fraction) -> list[Fraction]:
-        return [Fraction(math.ceil((end + past) * 10**6), 10**6) for end in (21, 41)]
-
-    assert _outpoints(False, SOURCES) == ends(Fraction(2, 30))
-    assert _outpoints(False, late) == ends(Fraction(2, 30) + Fraction(2, 30))
+    # Then a video-only read reaches as far as the last needed packet's later decode time,
+    # so no frame it shows is cut off: in MP4 from the index, elsewhere by the lag
+    assert _outpoints(False, late) == [
+        _up(LAST_NEEDED_DTS[end] + Fraction(3, 30) + KEEP) for end in (21, 41)
+    ]
+    late_ts = {"cam1.mp4": replace(late["cam1.mp4"], info=replace(
+        late["cam1.mp4"].info, format_name="mpegts"))}  # fmt: skip
+    assert _outpoints(False, late_ts) == [_up(end + Fraction(2, 30)) for end in (21, 41)]
 
 
 def test_ffconcat_quotes_file_names() -> None:
