@@ -529,3 +529,33 @@ def test_variable_frame_rate_is_not_smart() -> None:
     )
     assert Frames.of(index) is not None
     assert Frames.of(wobbly) is None
+
+
+def test_matroska_angles_are_exact_at_every_cut(
+    media_root: Path, ffmpeg: str, run_export: Callable[..., tuple[FakeContext, Path]]
+) -> None:
+    # Given two angles in Matroska at 25 fps (its millisecond timestamps are exact at this
+    # rate: smart render takes it). It stores no decode times (libavformat derives them),
+    # so an encoded part's read ends at its span's end, not at the last packet it needs
+    for colour in ("red", "green"):
+        clip = make_clip(ffmpeg, Clip(colour, fps=25, seconds=4, gop_seconds=1.0), media_root)
+        mkv = media_root / f"{colour}25.mkv"
+        if not mkv.exists():
+            subprocess.run(
+                [ffmpeg, "-v", "error", "-i", str(clip), "-c", "copy", str(mkv)], check=True
+            )
+    # Each angle's parts are one input: the next part's warm-up closes the part before
+    edit = [("red", 0, 22), ("green", 22, 47), ("red", 47, 73), ("green", 73, 100)]
+    job = {
+        "angles": [{"id": c, "source": f"{c}25.mkv"} for c in ("red", "green")],
+        "segments": [{"angle": a, "start": b / 25, "end": e / 25} for a, b, e in edit],
+        "mode": "smart",
+    }
+    # When it is rendered smart
+    ctx, out = run_export(job)
+    # Then every frame is the expected one, decoded without a word
+    assert ctx.preflight is not None, ctx.preflight
+    assert ctx.preflight["path"] == "smart", ctx.preflight.get("reason")
+    expected = [(a, k) for a, b, e in edit for k in range(b, e)]
+    assert [(c, n) for c, n, _ in read_frames(out)] == expected
+    assert decode_errors(ffmpeg, out) == ""
