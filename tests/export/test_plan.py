@@ -239,7 +239,7 @@ def _up(at: Fraction) -> Fraction:
 # The synthetic index's structure at a span's end (frame 630 = 21 s, 1230 = 41 s: 30
 # frames into a GOP): decode order ... P632 B629 B630 B631, decode times 2 frames behind.
 # The last packet a frame before the end needs is B629, decoded at frame 628: P632 comes
-# before it, B630 and B631 (frames 628 + 1 and + 2) are not read.
+# before it; B630 and B631, decoded at frames 629 and 630, are not read.
 LAST_NEEDED_DTS = {21: Fraction(628, 30), 41: Fraction(1228, 30)}
 KEEP = Fraction(1, 10**6)  # a microsecond past a decode time keeps that packet
 
