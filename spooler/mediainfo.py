@@ -218,8 +218,7 @@ class VideoIndex:
         """How far (s) a packet's decode time can run past its presentation time: 0 unless
         the file stores negative composition offsets. A reader that stops at the first
         packet past a time reads this much further to have every frame shown before it."""
-        lag = max((p.dts - p.pts for p in self.packets), default=0)
-        return max(0, lag) * self.time_base
+        return self._decode_ticks[1] * self.time_base
 
     def last_needed_decode(self, end: Fraction) -> Fraction | None:
         """The decode time (source time) of the last packet, in decode order, of a frame

@@ -48,7 +48,7 @@ class JobPool:
         self.slot_wanted = threading.Event()
         self.started_count = 0  # attempts started since the daemon started
         self._flush_after = 0.0  # flush_unsaved's next try (monotonic), after a failure
-        self._flush_delay = FLUSH_DELAY_MIN / 2
+        self._flush_delay = 0.0  # the wait after the last failed try; 0 after a success
         self.log = structlog.get_logger()
 
     def queue_or_start(self, handle: JobHandle, clocks: Clocks) -> None:
@@ -146,7 +146,8 @@ class JobPool:
                     try:
                         self.reporter.write(None, handle.status)
                     except OSError as exc:
-                        self._flush_delay = min(FLUSH_DELAY_MAX, 2 * self._flush_delay)
+                        doubled = max(FLUSH_DELAY_MIN, 2 * self._flush_delay)
+                        self._flush_delay = min(FLUSH_DELAY_MAX, doubled)
                         self._flush_after = clocks.monotonic + self._flush_delay
                         self.log.warning(
                             "status_write_failed",
@@ -158,7 +159,7 @@ class JobPool:
                     handle.saved = True
                 self.log.info("status_write_recovered", job_id=job_id)
             del self.table.unsaved[job_id]
-        self._flush_delay = FLUSH_DELAY_MIN / 2
+        self._flush_delay = 0.0
 
     def check_cancels(self, clocks: Clocks) -> None:
         """Cancel requests, and fencing: a job we no longer own was taken over while we

@@ -338,7 +338,6 @@ def run_attempt(
     log = structlog.get_logger().bind(job_id=handle.job_id, attempt=handle.status.attempt)
     job_dir = env.layout.job_dir(handle.job_id)
     outcome: JobStatus | None
-    published = [o.path for o in handle.status.outputs]
     try:
         log_fd = open_log_for_append(job_dir / "job.log")
         with os.fdopen(log_fd, "a", encoding="utf-8", errors="replace") as job_log:
@@ -346,18 +345,18 @@ def run_attempt(
                 f"# attempt {handle.status.attempt} by {env.me.id} at {utcnow().isoformat()}\n"
             )
             outcome = _attempt(handle, env, job_log, log)
-            published = [o.path for o in handle.status.outputs]
             ended = outcome.state if outcome else "abandoned (ownership lost)"
             code = outcome.error.code if outcome and outcome.error else ""
             job_log.write(f"# attempt ended: {ended} {code}\n")
     except Exception as exc:  # the daemon must never crash on a job
         log.exception("job_bookkeeping_failed")
-        published = [o.path for o in handle.status.outputs]  # what it published before
         error = JobError(ErrorCode.INTERNAL, f"internal error: {exc}")
         outcome = _failed(handle, error, env.settings)
     try:
         if outcome is not None and env.owns(handle.job_id):
             if outcome.state is not State.SUCCEEDED:
+                # What it published, listed by the status until the outcome replaces it.
+                published = [o.path for o in handle.status.outputs]
                 _withdraw(env, handle.job_id, published, log)
             _record(handle, outcome, env, log)
             return

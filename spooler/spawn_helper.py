@@ -13,6 +13,7 @@ Protocol and guarantees: spooler/spawn.py.
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
 import json
 import os
@@ -134,7 +135,7 @@ def _helper_main(sock_fd: int) -> None:
             # Descriptors lost on the way (more than MAX_FDS): nothing to start them with.
             for fd in fds:
                 os.close(fd)
-            reply = {"id": msg["id"], "errno": 7, "message": "descriptors truncated"}  # E2BIG
+            reply = {"id": msg["id"], "errno": errno.E2BIG, "message": "descriptors truncated"}
             sock.send(json.dumps(reply).encode())
             continue
         err_r, err_w = os.pipe2(os.O_CLOEXEC)

@@ -113,7 +113,7 @@ def piece_inputs(
     # from a keyframe a whole margin or more before) go to the span before, and close its trim.
     joins: dict[str, list[Fraction]] = {}
     read_ins = [_read_in(job, sources, span, margin) for span in spans]
-    warmed = _warmed_up(spans, read_ins)
+    warmed = _warmed_up(spans, read_ins) if not postroll else []
     for n, span in enumerate(spans):
         angle = job.angle(span.angle)
         source = sources[angle.source]
@@ -149,8 +149,8 @@ def piece_inputs(
             # past that one's decode time keeps it). At a head part's end, the IDR where
             # the copy resumes and the frame decoded after it are no longer decoded.
             needed = source.index.last_needed_decode(src_end)
-            if needed is not None:
-                read_out = min(read_out, needed + KEEP_PACKET + lead)
+            if needed is not None:  # decoded before src_end + lag: never past read_out
+                read_out = needed + KEEP_PACKET + lead
         concat = lists[span.angle]
         base = concat.add(read_ins[n], read_out)
         if not postroll and len(concat.reads) > 1:
@@ -164,7 +164,7 @@ def piece_inputs(
         count = sum(span.angle == angle_id for span in spans)
         vpads = [f"[i{k}v{j}]" for j in range(count)] if video else []
         apads = [f"[i{k}a{j}]" for j in range(count)] if audio else []
-        at = joins.get(angle_id) if not postroll else None
+        at = joins.get(angle_id)  # postroll reads: the default, mid-gap
         if video:
             graph.chains.append(f"[{k}:v:0]{route('select', concat, count, at)}{''.join(vpads)}")
         if audio:
