@@ -431,6 +431,23 @@ def test_a_per_job_callback_without_any_secret_is_given_up_visibly(
     assert receiver.requests == []
 
 
+def planted_record(record_id: str, target: str, **fields: Any) -> str:
+    """An outbox record as someone who can write the spool would plant it (JSON text)."""
+    return json.dumps(
+        {
+            "id": record_id,
+            "target": target,
+            "jobId": "job-1",
+            "event": "succeeded",
+            "sequence": 3,
+            "eventAt": "2026-11-30T08:00:00Z",
+            "createdAt": "2026-11-30T08:00:00Z",
+            "body": "{}",
+            **fields,
+        }
+    )
+
+
 def test_records_planted_in_the_outbox_are_never_sent_or_run(
     layout: SpoolLayout,
     receiver: Receiver,
@@ -442,21 +459,12 @@ def test_records_planted_in_the_outbox_are_never_sent_or_run(
     proof = tmp_path / "pwned"
     outbox = Outbox(layout)
     outbox.ensure()
-    common = {
-        "jobId": "job-1",
-        "event": "succeeded",
-        "sequence": 3,
-        "eventAt": "2026-11-30T08:00:00Z",
-        "createdAt": "2026-11-30T08:00:00Z",
-        "body": '{"type":"job.succeeded","forged":true}',
-    }
+    forged = '{"type":"job.succeeded","forged":true}'
     (outbox.pending / "evt_forged.operator.json").write_text(
-        json.dumps({"id": "evt_forged", "target": "operator", "url": receiver.url(), **common})
+        planted_record("evt_forged", "operator", url=receiver.url(), body=forged)
     )
     (outbox.pending / "evt_forged.command.json").write_text(
-        json.dumps(
-            {"id": "evt_forged", "target": "command", "command": ["touch", str(proof)], **common}
-        )
+        planted_record("evt_forged", "command", command=["touch", str(proof)], body=forged)
     )
     # When a sink with a secret, a URL and a hook starts on the spool
     make_sink(
@@ -503,19 +511,13 @@ def test_a_record_whose_content_names_another_file_is_set_aside_not_followed(
     victim.write_text("keep me")
     outbox = Outbox(layout)
     outbox.ensure()
-    common = {
-        "target": "operator",
-        "url": receiver.url(),
-        "jobId": "job-1",
-        "event": "succeeded",
-        "sequence": 3,
-        "eventAt": "2026-11-30T08:00:00Z",
-        "createdAt": "2026-11-30T08:00:00Z",
-        "body": "{}",
-    }
     escape = os.path.relpath(tmp_path / "victim", outbox.pending)
-    (outbox.pending / "planted.operator.json").write_text(json.dumps({"id": escape, **common}))
-    (outbox.pending / "copy.json").write_text(json.dumps({"id": "evt_other", **common}))
+    (outbox.pending / "planted.operator.json").write_text(
+        planted_record(escape, "operator", url=receiver.url())
+    )
+    (outbox.pending / "copy.json").write_text(
+        planted_record("evt_other", "operator", url=receiver.url())
+    )
     # When a sink delivers the outbox
     make_sink(url=receiver.url(), allowed_hosts=["127.0.0.1"], allow_private=["127.0.0.1"])
     deadline = time.monotonic() + 10
