@@ -50,7 +50,7 @@ from spool_bench import (
 # (phase, function names any of which in a stack puts the sample there), first match wins,
 # searched from the innermost frame outwards. py-spy names frames "Class.method (file:line)".
 PHASES: list[tuple[str, tuple[str, ...]]] = [
-    ("ffmpeg spawn (fork+exec)", ("Popen.__init__", "Spawner.spawn")),
+    ("ffmpeg spawn (spawn + exec)", ("Popen.__init__", "Spawner.spawn")),
     ("publish (fsync, journal, rename)", ("RunContext.publish",)),
     ("status writes", ("Reporter.write",)),  # progress too, written while ffmpeg runs
     ("ffmpeg running (waiting for its exit)", ("_ExitWatch.wait", "_Pipes.read")),
@@ -121,7 +121,7 @@ def _stat_fields(pid: int) -> list[str]:
 
 def children_cpu(pid: int) -> float:
     """CPU of the daemon's reaped children (ffmpeg), with the spawn helper's own
-    (spooler/spawn_helper.py: it forks ffmpeg, so ffmpeg's time is the helper's children's)."""
+    (spooler/spawn_helper.py: it starts ffmpeg, so ffmpeg's time is the helper's children's)."""
     tick = os.sysconf("SC_CLK_TCK")
     fields = _stat_fields(pid)
     total = (int(fields[13]) + int(fields[14])) / tick

@@ -250,7 +250,7 @@ def analyse(events: list[list[Any]], ids: list[str]) -> dict[str, Any]:
             spawn[2] - thread_start
         )
         phases["  of which the running status write"].append(first_write[3] - first_write[2])
-        phases["5 spawn (helper round trip: fork + exec)"].append(spawn[3] - spawn[2])
+        phases["5 spawn (helper round trip: spawn + exec)"].append(spawn[3] - spawn[2])
         phases["6 ffmpeg alive (pid reply -> exit message)"].append(exit_seen - spawn[3])
         phases["7 exit -> run_ffmpeg returns (readers, progress writes)"].append(
             ffmpeg[3] - exit_seen

@@ -23,7 +23,7 @@ from spooler.errors import ErrorCode, JobCancelled, JobError
 from spooler.progress import out_time_seconds, parse_progress_line
 from spooler.spawn import SpawnedProcess, spawn
 
-# A helper-forked ffmpeg (spawn.py: the fast path) or a subprocess one (the fallback).
+# A helper-started ffmpeg (spawn.py: the fast path) or a subprocess one (the fallback).
 Process = subprocess.Popen[bytes] | SpawnedProcess
 
 GLOBAL_ARGS = [
@@ -370,7 +370,7 @@ def _start(argv: list[str], nice: int, pass_fds: tuple[int, ...]) -> Process:
 class _ExitWatch:
     """Wait up to a timeout, returning the moment the process exits. A pidfd wakes us
     exactly; Popen.wait(timeout) polls with sleeps of up to 50 ms (a gap after every run).
-    A helper-forked process is waited for on the helper's exit message instead."""
+    A helper-started process is waited for on the helper's exit message instead."""
 
     def __init__(self, proc: Process) -> None:
         self._spawned = proc if isinstance(proc, SpawnedProcess) else None

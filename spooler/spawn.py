@@ -1,19 +1,22 @@
-"""Starting ffmpeg cheaply: a small helper process forks it, not the daemon.
+"""Starting ffmpeg cheaply: a small helper process starts it, not the daemon.
 
-Why: ffmpeg must get a parent-death signal and a lower priority, set in the child before
-exec. With subprocess that needs `preexec_fn`, which makes Python fork() the whole daemon
-(~90 MB, several threads) and run Python in the child: ~11 ms of CPU and 10-45 ms of wall
-time per ffmpeg on this project's VM, against ~1 ms for the vfork that subprocess uses
-without it (bench/spool_phases.py). So the daemon starts one tiny helper (spawn_helper.py
-run as a script: a few stdlib modules, single-threaded, ~10 MB) and asks it to fork each
-ffmpeg.
+Why: with subprocess, ffmpeg's nice value needs a `preexec_fn`, which makes Python fork()
+the whole daemon (~90 MB, several threads) and run Python in the child: ~11 ms of CPU and
+10-45 ms of wall time per ffmpeg on this project's VM (bench/spool_phases.py). So the
+daemon starts one tiny helper (spawn_helper.py run as a script: a few stdlib modules,
+single-threaded, ~10 MB) and asks it to start each ffmpeg, which it does with posix_spawn
+(a vfork: ~0.6 ms to the exec).
 
 Guarantees kept:
-- ffmpeg in its own session (a cancel signals its group), niced, with the daemon's pipes as
-  stdout/stderr and the same `pass_fds` numbers (sources are read as /proc/self/fd/N);
+- ffmpeg in its own session (a cancel signals its group), niced (the helper raises its own
+  nice value to the one asked and ffmpeg inherits it; a lower one than the helper's, after
+  a reload, is started the plain way), with the daemon's pipes as stdout/stderr and the
+  same `pass_fds` numbers (sources are read as /proc/self/fd/N), and no other descriptor;
 - ffmpeg dies with the daemon: the helper sees the daemon's end of their socket close (a
-  kill -9 closes it too), SIGKILLs every group it started and exits; and each ffmpeg has a
-  parent-death SIGKILL bound to the helper, should the helper itself be killed;
+  kill -9 closes it too), SIGKILLs every group it started and exits. Should the helper
+  die first (say, the OOM killer), the daemon sees its end close and SIGKILLs the groups
+  it was told of. Only when both die at once (`pkill -9 -f spooler`) is an ffmpeg left to
+  finish its temporary output on its own: it never publishes it (docs/protocol.md);
 - an exec failure is reported as OSError, as subprocess does;
 - anything wrong with the helper (cannot start, died) falls back to subprocess; so does
   one request too long for its socket (MAX_MESSAGE, or a smaller send buffer), or with
@@ -46,7 +49,7 @@ from spooler.spawn_helper import MAX_FDS, MAX_MESSAGE
 
 
 class SpawnedProcess:
-    """The part of subprocess.Popen that spooler.ffmpeg uses, for a helper-forked child."""
+    """The part of subprocess.Popen that spooler.ffmpeg uses, for a child the helper started."""
 
     def __init__(self, pid: int, stdout: IO[bytes], stderr: IO[bytes], spawner: Spawner) -> None:
         self.pid = pid
@@ -82,6 +85,8 @@ class Spawner:
         self._next_id = 0
         self._broken = False
         self._reading = False  # a thread is reading the helper's messages
+        self._live: set[int] = set()  # started by the helper, not yet reported exited
+        self._niced = 0  # the helper's nice value: the highest asked of it
 
     def _start(self) -> socket.socket | None:
         if self._sock is not None or self._broken:
@@ -138,15 +143,27 @@ class Spawner:
                         return
                     continue
                 if not data:
-                    # The helper died: its children got SIGKILL (parent-death signal).
-                    # Report them killed, and start ffmpeg the plain way from now on.
+                    # The helper died (or was closed): kill what it started, report it
+                    # killed, and start ffmpeg the plain way from now on.
                     self._broken = True
+                    self._kill_live()
                     return
                 msg = json.loads(data)
                 if "exit" in msg:
                     self._codes[int(msg["exit"])] = int(msg["code"])
+                    self._live.discard(int(msg["exit"]))
                 else:
                     self._replies[int(msg["id"])] = msg
+                    if "pid" in msg:
+                        self._live.add(int(msg["pid"]))
+
+    def _kill_live(self) -> None:
+        """SIGKILL the groups of the helper's children that were alive at its last word.
+        Each is its own session's leader, so its group id is its pid."""
+        for pid in self._live:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+        self._live.clear()
 
     def _receive(self, timeout: float | None) -> bytes | None:
         """One message from the helper; None if none came within `timeout`; b"" at its
@@ -179,6 +196,7 @@ class Spawner:
             self._exited.notify_all()
         with self._lock:
             self._sock, self._helper, self._broken = None, None, False
+            self._niced = 0
 
     def exit_code(self, pid: int, timeout: float | None) -> int | None:
         self._wait_for(lambda: pid in self._codes, timeout)
@@ -198,6 +216,8 @@ class Spawner:
         if len(pass_fds) + 3 > MAX_FDS:  # more descriptors than the helper takes
             return None
         with self._lock:
+            if nice < self._niced:  # the helper cannot lower its own (a reload lowered it)
+                return None
             sock = self._start()
             if sock is None or self._broken:
                 return None
@@ -218,6 +238,7 @@ class Spawner:
                     sock.sendmsg(
                         [body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
                     )
+                    self._niced = max(self._niced, nice)
                 except OSError as exc:
                     # Too long for the socket: this one ffmpeg starts the plain way, the
                     # helper stays for the next. Any other failure: the helper is gone.

@@ -135,12 +135,28 @@ def test_children_die_with_a_killed_helper_and_spawning_falls_back(spawner: Spaw
     # When the helper itself is killed (say, by the OOM killer)
     spawner._helper.kill()
     spawner._helper.wait()
-    # Then its child gets the parent-death signal, is reported killed, and the next
-    # spawn says "use subprocess" instead of hanging
-    _wait_dead(proc.pid)
+    # Then the daemon's side sees it gone at its next look (a job's thread polls its
+    # ffmpeg), kills the child and reports it killed; the next spawn says "use
+    # subprocess" instead of hanging
     assert proc.wait(timeout=5) == -signal.SIGKILL
+    _wait_dead(proc.pid)
     _drain(proc)
     assert spawner.spawn(["/bin/true"], nice=0, pass_fds=()) is None
+
+
+def test_a_nice_below_the_helpers_starts_the_plain_way(spawner: Spawner) -> None:
+    # Given a helper that started a child at nice 5 (each child inherits the helper's own)
+    first = spawner.spawn(["/bin/true"], nice=5, pass_fds=())
+    assert first is not None and first.wait(timeout=10) == 0
+    _drain(first)
+    # When a reload lowers ffmpeg_nice to 3: the helper cannot lower its own without
+    # privilege, so that child starts the plain way (None: subprocess sets its nice)
+    assert spawner.spawn(["/bin/true"], nice=3, pass_fds=()) is None
+    # Then a higher one still goes through the helper, at its own value
+    proc = spawner.spawn(["/bin/sh", "-c", "cut -d' ' -f19 /proc/self/stat"], nice=8, pass_fds=())
+    assert proc is not None
+    out, _err = _drain(proc)
+    assert proc.wait(timeout=10) == 0 and int(out) == 8
 
 
 def test_a_closed_spawner_starts_a_new_helper_on_the_next_spawn(spawner: Spawner) -> None:
