@@ -159,8 +159,8 @@ class Spawner:
 
     def _kill_live(self) -> None:
         """SIGKILL the groups of the helper's children that were alive at its last word.
-        Each is its own session's leader, so its group id is its pid."""
-        for pid in self._live:
+        Each is its own session's leader, so its group id is its pid. Under `_exited`."""
+        for pid in sorted(self._live):
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
         self._live.clear()
@@ -243,6 +243,9 @@ class Spawner:
                     # Too long for the socket: this one ffmpeg starts the plain way, the
                     # helper stays for the next. Any other failure: the helper is gone.
                     self._broken = exc.errno != errno.EMSGSIZE
+                    if self._broken:
+                        with self._exited:
+                            self._kill_live()
                     os.close(out_r)
                     os.close(err_r)
                     return None

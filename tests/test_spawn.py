@@ -144,6 +144,20 @@ def test_children_die_with_a_killed_helper_and_spawning_falls_back(spawner: Spaw
     assert spawner.spawn(["/bin/true"], nice=0, pass_fds=()) is None
 
 
+def test_a_spawn_that_finds_the_helper_dead_kills_its_children(spawner: Spawner) -> None:
+    # Given a child, and then its helper killed while no thread was reading its socket
+    proc = spawner.spawn(["/bin/sleep", "60"], nice=0, pass_fds=())
+    assert proc is not None and spawner._helper is not None
+    spawner._helper.kill()
+    spawner._helper.wait()
+    # When the next spawn finds it gone (its request cannot be sent)
+    assert spawner.spawn(["/bin/true"], nice=0, pass_fds=()) is None
+    # Then the child is killed there and then, not left to run on as an orphan
+    _wait_dead(proc.pid)
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    _drain(proc)
+
+
 def test_a_nice_below_the_helpers_starts_the_plain_way(spawner: Spawner) -> None:
     # Given a helper that started a child at nice 5 (each child inherits the helper's own)
     first = spawner.spawn(["/bin/true"], nice=5, pass_fds=())
