@@ -8,10 +8,11 @@ single-threaded, ~10 MB) and asks it to start each ffmpeg, which it does with po
 (a vfork: ~0.6 ms to the exec).
 
 Guarantees kept:
-- ffmpeg in its own session (a cancel signals its group), niced (the helper raises its own
-  nice value to the one asked and ffmpeg inherits it; a lower one than the helper's, after
-  a reload, is started the plain way), with the daemon's pipes as stdout/stderr and the
-  same `pass_fds` numbers (sources are read as /proc/self/fd/N), and no other descriptor;
+- ffmpeg in its own session (a cancel signals its group), niced by `nice` over the daemon's
+  own value (the helper raises its own by that much and ffmpeg inherits it; a smaller
+  increment than the helper's, after a reload, is started the plain way), with the
+  daemon's pipes as stdout/stderr and the same `pass_fds` numbers (sources are read as
+  /proc/self/fd/N), and no other descriptor;
 - ffmpeg dies with the daemon: the helper sees the daemon's end of their socket close (a
   kill -9 closes it too), SIGKILLs every group it started and exits. Should the helper
   die first (say, the OOM killer), the daemon sees its end close and SIGKILLs the groups
@@ -86,7 +87,7 @@ class Spawner:
         self._broken = False
         self._reading = False  # a thread is reading the helper's messages
         self._live: set[int] = set()  # started by the helper, not yet reported exited
-        self._niced = 0  # the helper's nice value: the highest asked of it
+        self._niced = 0  # what the helper added to its nice value: the most asked of it
 
     def _start(self) -> socket.socket | None:
         if self._sock is not None or self._broken:

@@ -70,7 +70,7 @@ def _helper_main(sock_fd: int) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: set[int] = set()
-    niced = 0  # the helper's own nice value, which each ffmpeg inherits
+    niced = 0  # what the helper added to the nice value it started with; ffmpeg inherits it
 
     def reap() -> None:
         while children:
@@ -121,12 +121,15 @@ def _helper_main(sock_fd: int) -> None:
             # A nice value cannot be lowered without privilege (spawn.py never asks).
             reply = {"id": msg["id"], "errno": errno.EPERM, "message": "nice below the helper's"}
         else:
+            # `nice` is an increment over the daemon's own, as os.nice(nice) in a child was.
             if nice > niced:
-                niced = os.nice(nice - niced)
+                os.nice(nice - niced)
+                niced = nice
             try:
                 pid = _spawn(msg["argv"], fds, [int(t) for t in msg["targets"]])
             except OSError as exc:
-                reply = {"id": msg["id"], "errno": exc.errno or 0, "message": exc.strerror}
+                message = exc.strerror or str(exc)
+                reply = {"id": msg["id"], "errno": exc.errno or 0, "message": message}
             else:
                 children.add(pid)
                 reply = {"id": msg["id"], "pid": pid}

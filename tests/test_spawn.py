@@ -144,6 +144,29 @@ def test_children_die_with_a_killed_helper_and_spawning_falls_back(spawner: Spaw
     assert spawner.spawn(["/bin/true"], nice=0, pass_fds=()) is None
 
 
+def test_nice_adds_to_a_niced_daemons_own_on_every_spawn() -> None:
+    # Given a daemon that itself runs at nice 3 (say, systemd's Nice=3)
+    code = textwrap.dedent(
+        """
+        import os
+        from spooler.spawn import Spawner
+        spawner = Spawner()
+        for _ in range(2):
+            proc = spawner.spawn(["/bin/sh", "-c", "cut -d' ' -f19 /proc/self/stat"],
+                                 nice=5, pass_fds=())
+            print(proc.stdout.read().decode().strip(), proc.wait(timeout=10), flush=True)
+        spawner.close()
+        """
+    )
+    # When it starts two children with ffmpeg_nice 5
+    out = subprocess.run(
+        ["nice", "-n", "3", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    # Then both run at 3 + 5, as os.nice(5) in the child gave
+    assert out.stdout.splitlines() == ["8 0", "8 0"]
+
+
 def test_a_spawn_that_finds_the_helper_dead_kills_its_children(spawner: Spawner) -> None:
     # Given a child, and then its helper killed while no thread was reading its socket
     proc = spawner.spawn(["/bin/sleep", "60"], nice=0, pass_fds=())
