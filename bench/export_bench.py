@@ -527,8 +527,11 @@ def smart_decoded_frames(variant: Variant, preset: str) -> dict[str, int]:
                     counts["encoded"] += part.frames
                     counts["warmup"] += part.start - key
                     end = angle_frames.first + part.stop * angle_frames.step
-                    last = max(i for i, p in enumerate(index.packets) if p.pts < end)
-                    counts["after"] += sum(p.pts >= end for p in index.packets[: last + 1])
+                    needed = index.last_needed_decode(index.time(end))  # as the plan reads
+                    assert needed is not None
+                    counts["after"] += sum(
+                        p.pts >= end and index.time(p.dts) <= needed for p in index.packets
+                    )
                     counts["parts"] += 1
         return counts
     finally:

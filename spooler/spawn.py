@@ -161,7 +161,7 @@ class Spawner:
     def _kill_live(self) -> None:
         """SIGKILL the groups of the helper's children that were alive at its last word.
         Each is its own session's leader, so its group id is its pid. Under `_exited`."""
-        for pid in sorted(self._live):
+        for pid in self._live:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
         self._live.clear()
